@@ -1,0 +1,3 @@
+from fvcli.cli import main
+
+main()

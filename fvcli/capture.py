@@ -1,0 +1,56 @@
+"""Capturing layer outputs with forward hooks, stopping the forward pass once all are captured.
+
+Stopping early means no computation past the deepest layer an objective reads, whatever the
+model's structure: the hook that completes the set raises, and the caller catches it. Hooks are
+always removed, even when the forward pass fails.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+
+class _AllCaptured(Exception):
+    """Raised from a hook to end the forward pass; never escapes `forward_to`."""
+
+
+def forward_to(model: nn.Module, x: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:
+    """Run `model(x)` until every module path in `layers` has produced its output; return them."""
+    wanted = list(dict.fromkeys(layers))
+    modules = dict(model.named_modules())
+    captured: dict[str, Tensor] = {}
+
+    def hook_for(path: str):
+        def hook(module: nn.Module, inputs, output) -> None:
+            if path in captured:
+                return  # a module called twice: the first call is the layer's output
+            if not isinstance(output, Tensor):
+                raise TypeError(f"layer {path} returns {type(output).__name__}, expected a tensor")
+            captured[path] = output
+            if len(captured) == len(wanted):
+                raise _AllCaptured
+
+        return hook
+
+    handles = [modules[path].register_forward_hook(hook_for(path)) for path in wanted]
+    try:
+        model(x)
+    except _AllCaptured:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [path for path in wanted if path not in captured]
+    if missing:
+        raise RuntimeError(f"layers {', '.join(missing)} were not reached by the forward pass")
+    return captured
+
+
+def layer_shapes(model: nn.Module, layers: Iterable[str], size: int, device: torch.device) -> dict[str, tuple[int, ...]]:
+    """Each layer's output shape for one `size` x `size` image (a cheap probe, no gradients)."""
+    with torch.no_grad():
+        acts = forward_to(model, torch.zeros(1, 3, size, size, device=device), layers)
+    return {path: tuple(a.shape) for path, a in acts.items()}

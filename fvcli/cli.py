@@ -1,0 +1,191 @@
+"""The command line: parse, validate, call the runner, and turn errors into one line and an exit status.
+
+Options come from fvcli.settings.OPTIONS, the same table the spec files are checked against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import sys
+from typing import Any
+
+import click
+
+from fvcli import __version__
+from fvcli.errors import EXIT_BAD_INPUT, FvError
+from fvcli.jobs import JobRequest
+from fvcli.settings import OPTIONS, OPTIONS_BY_KEY, RenderSettings, RunSettings, default_of, split
+from fvcli.targets import Target, parse_target
+
+EXIT_INTERRUPTED = 130
+
+MAIN_HELP = """\
+fv renders feature visualizations: images optimized to excite a unit (a channel) of a vision
+model, after the Distill article "Feature Visualization" (Olah, Mordvintsev, Schubert, 2017).
+
+\b
+  fv render mixed4a:0-511                  every channel 0..511 of GoogLeNet's mixed4a
+  fv render mixed4a:3,7,100-107 --steps 256 --size 160 --out outputs/try
+  fv render configs/quick.yaml             a YAML run spec with one or more jobs
+  fv render mixed4a:0-3 --weights random   offline: randomly initialized weights
+
+\b
+Exit statuses:
+  0  every unit rendered (units that end dead are flagged in the sidecar)
+  1  some units failed; the others were still written
+  2  bad input; nothing was rendered
+"""
+
+
+def _option_decorator(option) -> Any:
+    help_text = option.help
+    if not option.flag:
+        default = default_of(option.key)
+        help_text += f"  [default: {'auto' if default is None else default}]"
+    if option.flag:
+        name = option.cli_name
+        names = [f"{name}/--no-{name[2:]}"] if option.negatable else [name, f"-{option.key[0]}"]
+        return click.option(*names, option.key, default=None, help=help_text, is_flag=not option.negatable or None)
+    return click.option(option.cli_name, option.key, default=None, metavar=option.metavar, help=help_text)
+
+
+def _with_options(command):
+    for option in reversed(OPTIONS):
+        command = _option_decorator(option)(command)
+    return command
+
+
+def _converted(values: dict[str, Any]) -> dict[str, Any]:
+    """The options given on the command line, converted; defaults are left to the spec and settings."""
+    given: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None or (OPTIONS_BY_KEY[key].flag and not OPTIONS_BY_KEY[key].negatable and value is False):
+            continue
+        try:
+            given[key] = OPTIONS_BY_KEY[key].convert(value)
+        except ValueError as error:
+            raise FvError(f"{OPTIONS_BY_KEY[key].cli_name}: {error}") from None
+    return given
+
+
+def _target_requests(targets: list[tuple[str, Target]], cli: dict[str, Any]) -> list[JobRequest]:
+    """Targets of the command line, one job per layer (channels of repeated layers merged)."""
+    settings = dataclasses.replace(RenderSettings(), **split(cli)[0])
+    merged: dict[str, tuple[str, tuple[int, ...] | None]] = {}
+    for text, target in targets:
+        if target.layer in merged:
+            texts, channels = merged[target.layer]
+            if channels is not None and target.channels is not None:
+                channels = tuple(sorted(set(channels) | set(target.channels)))
+            else:
+                channels = None
+            merged[target.layer] = (f"{texts} {text}", channels)
+        else:
+            merged[target.layer] = (text, target.channels)
+    out = cli.get("out", default_of("out"))
+    return [
+        JobRequest(layer=layer, channels=channels, settings=settings, out=out, origin=f"target {texts}")
+        for layer, (texts, channels) in merged.items()
+    ]
+
+
+def _say(quiet: bool):
+    def say(message: str) -> None:
+        if not quiet:
+            from tqdm import tqdm
+
+            tqdm.write(message, file=sys.stderr)
+
+    return say
+
+
+class FvGroup(click.Group):
+    """A click group whose every error is one line on stderr with a documented exit status."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except FvError as error:
+            click.echo(f"fv: error: {error}", err=True)
+            code = EXIT_BAD_INPUT
+        except click.UsageError as error:
+            where = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
+            click.echo(f"fv: error: {error.format_message()}{where}", err=True)
+            code = EXIT_BAD_INPUT
+        except click.ClickException as error:
+            click.echo(f"fv: error: {error.format_message()}", err=True)
+            code = EXIT_BAD_INPUT
+        except (KeyboardInterrupt, click.Abort):
+            click.echo("fv: interrupted", err=True)
+            code = EXIT_INTERRUPTED
+        if standalone_mode:
+            sys.exit(code or 0)
+        return code or 0
+
+
+@click.group(cls=FvGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="fv", message="%(prog)s %(version)s")
+def cli() -> None:
+    pass
+
+
+@cli.command(context_settings={"max_content_width": 100})
+@click.argument("targets", nargs=-1, required=True, metavar="TARGET|SPEC.yaml...")
+@_with_options
+def render(targets: tuple[str, ...], **values: Any) -> int:
+    """Render feature visualizations of TARGETs (LAYER:CHANNELS) and of the jobs of SPEC files.
+
+    \b
+    CHANNELS is N, A-B (inclusive), a comma list of those, or nothing for every
+    channel: mixed4a:0-511, mixed4a:3,7,100-107, mixed4a. Options given here override
+    the spec files. Each job writes one PNG per unit, grid.png and grid.json into
+    OUT/MODEL/LAYER/ (or OUT/NAME/ for a named spec job).
+    """
+    cli_values = _converted(values)
+    requests: list[JobRequest] = []
+    run_values: dict[str, Any] = {}
+    plain: list[tuple[str, Target]] = []
+    from fvcli.spec import load_spec
+
+    for argument in targets:
+        if argument.lower().endswith((".yaml", ".yml")):
+            spec_requests, spec_run = load_spec(argument, cli_values)
+            for key, value in spec_run.items():
+                if key in run_values and run_values[key] != value:
+                    raise FvError(f"{argument}: sets {key} to {value!r}, another spec to {run_values[key]!r}; pass --{key.replace('_', '-')}")
+                run_values[key] = value
+            requests.extend(spec_requests)
+        else:
+            try:
+                plain.append((argument, parse_target(argument)))
+            except ValueError as error:
+                raise FvError(f"target {argument!r}: {error}") from None
+    requests.extend(_target_requests(plain, cli_values))
+    run_settings = dataclasses.replace(RunSettings(), **{**run_values, **split(cli_values)[1]})
+
+    from fvcli.runner import Run  # torch loads here, after the cheap checks
+
+    run = Run(requests, run_settings, _say(run_settings.quiet))
+    return run.execute().exit_code
+
+
+@cli.command()
+@click.option("--model", "model", default=default_of("model"), show_default=True, metavar="NAME", help=OPTIONS_BY_KEY["model"].help)
+@click.argument("pattern", required=False)
+def layers(model: str, pattern: str | None) -> int:
+    """List the layer names a target can use (module paths, and aliases), optionally filtered by a glob."""
+    from fvcli.models import load_model
+
+    loaded = load_model(model, "random", 0, quiet=True)
+    reverse = {path: alias for alias, path in loaded.aliases.items()}
+    for name in loaded.layer_names():
+        alias = reverse.get(name)
+        if pattern is None or fnmatch.fnmatch(name, pattern) or (alias and fnmatch.fnmatch(alias, pattern)):
+            click.echo(f"{name}  ({alias})" if alias else name)
+    return 0
+
+
+def main() -> None:
+    """Entry point of the `fv` script and `python -m fvcli`."""
+    cli.main(prog_name="fv")

@@ -1,0 +1,128 @@
+"""The engine: optimize a batch of images, one per objective, on one device. No files, no click.
+
+One forward/backward pass per step optimizes every image of the batch; the forward pass stops at
+the deepest layer the objectives read. Each image's initial state and transforms derive from its
+own seed, so an image does not depend on the rest of its batch. On CUDA the model runs under bf16
+autocast in channels_last layout; the image parameters and the optimizer stay in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from fvcli.capture import forward_to
+from fvcli.models import IMAGENET, LoadedModel, Normalization
+from fvcli.objectives import Objective, batch_values, layers_of
+from fvcli.param import make_param
+from fvcli.redirect import REDIRECT_STEPS, RedirectReLU
+from fvcli.settings import RenderSettings
+from fvcli.transforms import Pipeline
+
+
+@dataclass
+class BatchResult:
+    images: Tensor  # (N, 3, H, W) float32 in [0, 1], on the CPU
+    start: list[float]  # each objective on its initial image, untransformed
+    final: list[float]  # each objective on its final image, untransformed
+    errors: list[str | None]  # per image: why it failed, or None
+
+
+def input_normalization(model: LoadedModel, setting) -> Normalization | None:
+    """The (mean, std) images are normalized with before the model, from the `normalize` setting."""
+    if setting == "model":
+        return model.normalization
+    if setting == "imagenet":
+        return IMAGENET
+    if setting == "none":
+        return None
+    return setting
+
+
+def dtype_name(device: torch.device) -> str:
+    return "bfloat16-autocast" if device.type == "cuda" else "float32"
+
+
+def describe(settings: RenderSettings, device: torch.device, normalization: Normalization | None) -> dict:
+    """Every setting that changes the image, with the values the engine uses, for the sidecar."""
+    param = make_param(settings.param, [0], 8, settings.decorrelate)
+    return {
+        "steps": settings.steps,
+        "size": settings.size,
+        "lr": settings.lr,
+        "optimizer": "adam",
+        "seed": settings.seed,
+        "parameterization": param.describe(),
+        "transforms": Pipeline.preset(settings.transforms).describe(),
+        "transforms_preset": settings.transforms,
+        "normalization": None if normalization is None else {"mean": normalization[0], "std": normalization[1]},
+        "relu_redirect_steps": REDIRECT_STEPS,
+        "dtype": dtype_name(device),
+    }
+
+
+class _Scorer:
+    """Normalize, run the model to the needed layers, and score each image by its objective."""
+
+    def __init__(self, model: LoadedModel, objectives: list[Objective], device: torch.device, normalization):
+        self.module, self.objectives, self.device = model.module, objectives, device
+        self.layers = layers_of(objectives)
+        self.cuda = device.type == "cuda"
+        if normalization is None:
+            self.mean = self.std = None
+        else:
+            self.mean, self.std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in normalization)
+
+    def __call__(self, images: Tensor) -> Tensor:
+        x = images if self.mean is None else (images - self.mean) / self.std
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
+        with autocast:
+            acts = forward_to(self.module, x, self.layers)
+        return batch_values(self.objectives, acts)
+
+
+def render_batch(
+    model: LoadedModel,
+    objectives: list[Objective],
+    seeds: list[int],
+    settings: RenderSettings,
+    device: torch.device,
+    on_step: Callable[[int], None] | None = None,
+) -> BatchResult:
+    """Optimize one image per objective for `settings.steps` steps; the model must be on `device`."""
+    assert len(objectives) == len(seeds) > 0
+    score = _Scorer(model, objectives, device, input_normalization(model, settings.normalize))
+    param = make_param(settings.param, seeds, settings.size, settings.decorrelate).to(device)
+    pipeline = Pipeline.preset(settings.transforms)
+    rngs = [random.Random(seed) for seed in seeds]
+    optimizer = torch.optim.Adam(param.parameters(), lr=settings.lr)
+
+    with torch.no_grad():
+        start = score(param())
+    for step in range(settings.steps):
+        optimizer.zero_grad(set_to_none=True)
+        images = pipeline(param(), rngs)
+        with RedirectReLU() if step < REDIRECT_STEPS else contextlib.nullcontext():
+            values = score(images)
+        (-values.sum()).backward()  # the one place objectives are negated: Adam minimizes
+        optimizer.step()
+        if on_step is not None:
+            on_step(step + 1)
+    with torch.no_grad():
+        images = param().float()
+        final = score(images)
+
+    start_list, final_list = start.float().cpu().tolist(), final.float().cpu().tolist()
+    finite_images = torch.isfinite(images).flatten(1).all(dim=1).cpu().tolist()
+    errors = [
+        None if ok and torch.isfinite(torch.tensor(v)) else "the objective or the image became NaN or infinite"
+        for ok, v in zip(finite_images, final_list)
+    ]
+    return BatchResult(images.cpu(), start_list, final_list, errors)

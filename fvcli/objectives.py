@@ -1,0 +1,124 @@
+"""Objectives: what an image is optimized to maximize, as small composable objects.
+
+An objective reads captured activations (a dict from module path to tensor, batch first) and returns
+one value per image. Objectives are always maximized; only the engine negates. They combine with
+`+ - *` and `/` by numbers, and describe themselves in the target syntax, e.g.
+`mixed4a:97 - 0.5*mixed4b:3`, which is what the sidecar records.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+Activations = Mapping[str, Tensor]
+
+
+def _number(x: float) -> str:
+    return f"{x:g}"
+
+
+class Objective:
+    """Base class: subclasses set `layers` (module paths read) and implement `__call__` and `describe`."""
+
+    layers: tuple[str, ...] = ()
+
+    def __call__(self, acts: Activations) -> Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def __repr__(self) -> str:
+        return f"<objective {self.describe()}>"
+
+    def terms(self) -> tuple[tuple[float, Objective], ...]:
+        return ((1.0, self),)
+
+    def __add__(self, other: Objective) -> Objective:
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Weighted(self.terms() + other.terms())
+
+    def __neg__(self) -> Objective:
+        return self * -1.0
+
+    def __sub__(self, other: Objective) -> Objective:
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return self + (-other)
+
+    def __mul__(self, factor: float) -> Objective:
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+            return NotImplemented
+        return Weighted(tuple((w * factor, o) for w, o in self.terms()))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, divisor: float) -> Objective:
+        if isinstance(divisor, bool) or not isinstance(divisor, (int, float)):
+            return NotImplemented
+        return self * (1.0 / divisor)
+
+
+class Channel(Objective):
+    """The mean activation of one channel over space (or the entry itself for flat outputs)."""
+
+    def __init__(self, layer: str, channel: int, label: str | None = None):
+        self.layer, self.channel, self.label = layer, channel, label or layer
+        self.layers = (layer,)
+
+    def __call__(self, acts: Activations) -> Tensor:
+        a = acts[self.layer]
+        return a[:, self.channel].reshape(a.shape[0], -1).float().mean(dim=1)
+
+    def describe(self) -> str:
+        return f"{self.label}:{self.channel}"
+
+
+class Weighted(Objective):
+    """A weighted sum of objectives; built by the arithmetic operators, not by hand."""
+
+    def __init__(self, terms: tuple[tuple[float, Objective], ...]):
+        self._terms = terms
+        self.layers = tuple(dict.fromkeys(layer for _, o in terms for layer in o.layers))
+
+    def terms(self) -> tuple[tuple[float, Objective], ...]:
+        return self._terms
+
+    def __call__(self, acts: Activations) -> Tensor:
+        return sum(w * o(acts) for w, o in self._terms)
+
+    def describe(self) -> str:
+        text = ""
+        for i, (w, o) in enumerate(self._terms):
+            sign = "-" if w < 0 else ("+" if i else "")
+            magnitude = abs(w)
+            body = o.describe() if magnitude == 1 else f"{_number(magnitude)}*{o.describe()}"
+            text += (f" {sign} " if i else sign) + body
+        return text
+
+
+def channel(layer: str, index: int, label: str | None = None) -> Channel:
+    return Channel(layer, index, label)
+
+
+def batch_values(objectives: list[Objective], acts: Activations) -> Tensor:
+    """Score image i of the batch by objectives[i]: a tensor of shape (len(objectives),)."""
+    first = objectives[0]
+    if all(isinstance(o, Channel) and o.layer == first.layer for o in objectives):
+        # One gather for the common case: every image of the batch asks for a channel of one layer.
+        a = acts[first.layer]
+        index = torch.tensor([o.channel for o in objectives], device=a.device)
+        picked = a[torch.arange(len(objectives), device=a.device), index]
+        return picked.reshape(len(objectives), -1).float().mean(dim=1)
+    return torch.cat([o({k: v[i : i + 1] for k, v in acts.items()}) for i, o in enumerate(objectives)])
+
+
+def layers_of(objectives: list[Objective]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(layer for o in objectives for layer in o.layers))

@@ -1,0 +1,88 @@
+"""Writing results: unit PNGs, the labelled grid, and the JSON sidecar. Every write is atomic.
+
+A file is written to a temporary name in its folder and renamed into place, so a killed run leaves
+either the old file or the new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+SCHEMA_VERSION = 1
+BACKGROUND = (24, 24, 24)
+LABEL = (220, 220, 220)
+DEAD = (255, 170, 40)
+FAILED = (235, 70, 70)
+GAP = 2
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` to fill a temporary file beside `path`, then rename it to `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """A (3, H, W) float tensor in [0, 1] as an 8-bit RGB image (round to nearest)."""
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+    return Image.fromarray(array.numpy(), mode="RGB")
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def write_json(data: dict, path: Path) -> None:
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+    """(rows, columns) of a near-square grid for `count` cells."""
+    columns = max(1, math.ceil(math.sqrt(count)))
+    return math.ceil(count / columns), columns
+
+
+def make_grid(cells: list[tuple[Image.Image | None, str, str]], size: int) -> Image.Image:
+    """A near-square grid of (image or None for failed, label, status) cells, labelled underneath."""
+    rows, columns = grid_shape(len(cells))
+    font_size = max(9, min(16, size // 8))
+    font = _font(font_size)
+    label_height = font_size + 6
+    cell_w, cell_h = size + GAP, size + label_height + GAP
+    grid = Image.new("RGB", (columns * cell_w + GAP, rows * cell_h + GAP), BACKGROUND)
+    draw = ImageDraw.Draw(grid)
+    for index, (image, label, status) in enumerate(cells):
+        x = GAP + (index % columns) * cell_w
+        y = GAP + (index // columns) * cell_h
+        if image is not None:
+            grid.paste(image.resize((size, size)) if image.size != (size, size) else image, (x, y))
+        else:  # a failed unit: a red cross, never a plausible-looking image
+            draw.line([(x, y), (x + size - 1, y + size - 1)], fill=FAILED, width=2)
+            draw.line([(x, y + size - 1), (x + size - 1, y)], fill=FAILED, width=2)
+        colour = {"dead": DEAD, "failed": FAILED}.get(status, LABEL)
+        text = label if status == "ok" else f"{label} {status}"
+        draw.text((x + 2, y + size + 2), text, fill=colour, font=font)
+    return grid

@@ -1,0 +1,93 @@
+"""Image parameterizations: the tensors the optimizer changes, and how they become RGB images.
+
+`fourier` stores each image as a random spectrum whose frequencies are scaled by 1/frequency
+(preconditioning: every frequency learns at a comparable rate), `pixel` stores pixels directly. Both
+optionally decorrelate colours with the square root of ImageNet's colour correlation, then a sigmoid
+maps to [0, 1]. Published values (Lucid): spectrum std 0.01, decay power 1, result divided by 4.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+INIT_STD = 0.01
+DECAY_POWER = 1.0
+FOURIER_DIVISOR = 4.0
+# Square root of ImageNet's colour correlation matrix (rows: output R, G, B).
+COLOR_CORRELATION_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
+
+
+def _color_matrix() -> Tensor:
+    m = torch.tensor(COLOR_CORRELATION_SQRT)
+    return m / m.norm(dim=0).max()  # divided by its largest column norm (about 0.462)
+
+
+def _init(seeds: list[int], shape: tuple[int, ...]) -> Tensor:
+    """One normal draw per image from that image's own seed: independent of the batch."""
+    images = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) * INIT_STD for s in seeds]
+    return torch.stack(images)
+
+
+class ImageParam(nn.Module):
+    """A batch of images, one per seed, as trainable tensors; calling it returns RGB in [0, 1]."""
+
+    name = "base"
+
+    def __init__(self, size: int, decorrelate: bool):
+        super().__init__()
+        self.size, self.decorrelate = size, decorrelate
+        self.register_buffer("color", _color_matrix(), persistent=False)
+
+    def raw(self) -> Tensor:
+        """Unbounded images (N, 3, H, W) before colour mixing and the sigmoid."""
+        raise NotImplementedError
+
+    def forward(self) -> Tensor:
+        x = self.raw()
+        if self.decorrelate:
+            x = torch.einsum("ij,njhw->nihw", self.color, x)
+        return torch.sigmoid(x)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "decorrelate": self.decorrelate, "init_std": INIT_STD}
+
+
+class FourierParam(ImageParam):
+    name = "fourier"
+
+    def __init__(self, seeds: list[int], size: int, decorrelate: bool = True, decay: float = DECAY_POWER):
+        super().__init__(size, decorrelate)
+        self.decay = decay
+        fy = torch.fft.fftfreq(size)[:, None]
+        fx = torch.fft.rfftfreq(size)[None, :]
+        frequency = torch.sqrt(fx * fx + fy * fy)
+        scale = 1.0 / frequency.clamp_min(1.0 / size) ** decay
+        self.register_buffer("scale", scale[None, None, :, :, None], persistent=False)
+        self.spectrum = nn.Parameter(_init(seeds, (3, size, size // 2 + 1, 2)))
+
+    def raw(self) -> Tensor:
+        spectrum = torch.view_as_complex((self.scale * self.spectrum).contiguous())
+        image = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho")
+        return image / FOURIER_DIVISOR
+
+    def describe(self) -> dict:
+        return {**super().describe(), "decay_power": self.decay, "divisor": FOURIER_DIVISOR}
+
+
+class PixelParam(ImageParam):
+    name = "pixel"
+
+    def __init__(self, seeds: list[int], size: int, decorrelate: bool = True):
+        super().__init__(size, decorrelate)
+        self.pixels = nn.Parameter(_init(seeds, (3, size, size)))
+
+    def raw(self) -> Tensor:
+        return self.pixels
+
+
+PARAMETERIZATIONS = {"fourier": FourierParam, "pixel": PixelParam}
+
+
+def make_param(name: str, seeds: list[int], size: int, decorrelate: bool) -> ImageParam:
+    return PARAMETERIZATIONS[name](seeds, size, decorrelate=decorrelate)

@@ -1,0 +1,46 @@
+"""ReLU gradient redirect: a signal for units that start dead.
+
+A ReLU passes no gradient where its input is negative, so a unit whose every upstream ReLU is
+closed on the initial image never moves. For the first steps (Lucid uses 16), wherever a ReLU
+blocks all of one image's gradient, the gradient is let through anyway, except where it would push
+an already negative input further down. The mode intercepts every `relu` call, functional or
+module, so it works on any model without editing it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+REDIRECT_STEPS = 16
+_RELUS = {F.relu, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_}
+
+
+class _RedirectedReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        closed = x <= 0
+        relu_grad = grad.masked_fill(closed, 0)
+        # grad is d(loss)/d(output); positive means "lower this", which a closed unit cannot use.
+        redirected = grad.masked_fill(closed & (grad > 0), 0)
+        if x.dim() == 0:
+            return relu_grad
+        blocked = relu_grad.flatten(1).abs().amax(dim=1) == 0  # per image: nothing gets through
+        return torch.where(blocked.view(-1, *([1] * (x.dim() - 1))), redirected, relu_grad)
+
+
+class RedirectReLU(TorchFunctionMode):
+    """Within this context, every ReLU redirects its gradient as described above."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _RELUS:
+            return _RedirectedReLU.apply(args[0])
+        return func(*args, **(kwargs or {}))

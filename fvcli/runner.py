@@ -1,0 +1,355 @@
+"""A run: validate every job, render its units in batches, write each job's files as it completes.
+
+Everything that can be wrong with the input (spec, model, weights, layer, channels, device, output
+folder) is checked before the first image is optimized, so bad input never leaves partial output.
+A batch that fails marks its units failed and the run goes on; the report sets the exit status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+from PIL import Image
+from tqdm import tqdm
+
+from fvcli import __version__
+from fvcli.capture import layer_shapes
+from fvcli.devices import device_name, pick_device
+from fvcli.engine import BatchResult, describe, input_normalization, render_batch
+from fvcli.errors import EXIT_OK, EXIT_SOME_FAILED, FvError
+from fvcli.jobs import Job, JobRequest, Unit, make_units, plan_batches
+from fvcli.models import LoadedModel, load_model
+from fvcli.objectives import Objective, channel
+from fvcli.output import SCHEMA_VERSION, grid_shape, make_grid, save_png, to_pil, write_json
+from fvcli.settings import RenderSettings, RunSettings
+from fvcli.targets import describe_channels
+
+CPU_BATCH = 16  # on a CPU, larger batches gain little and make progress coarser
+CUDA_MEMORY_SHARE = 0.7  # of free memory, for the automatic batch size
+
+
+@dataclass
+class UnitRecord:
+    channel: int
+    objective: str
+    seed: int
+    status: str = "pending"  # ok, dead (rendered, but the objective ends at exactly zero), failed
+    image: str | None = None
+    activation_start: float | None = None
+    activation_final: float | None = None
+    error: str | None = None
+    seconds: float = 0.0  # this unit's share of its batch's time
+
+
+@dataclass
+class JobReport:
+    job: Job
+    model: LoadedModel
+    records: dict[int, UnitRecord]
+    grid: Path | None = None
+    batch_sizes: set[int] = field(default_factory=set)
+
+    @property
+    def done(self) -> bool:
+        return all(r.status != "pending" for r in self.records.values())
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.records.values())
+
+
+@dataclass
+class Report:
+    jobs: list[JobReport]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every unit rendered (dead units included: they are flagged, not failed), else 1."""
+        return EXIT_SOME_FAILED if any(j.count("failed") for j in self.jobs) else EXIT_OK
+
+
+def model_key(settings: RenderSettings) -> tuple:
+    # Random weights derive from the seed; other weights do not.
+    return (settings.model, settings.weights, settings.seed if settings.weights == "random" else None)
+
+
+class Run:
+    """One invocation of `fv render`: construct (validates everything), then `execute()`."""
+
+    def __init__(self, requests: list[JobRequest], settings: RunSettings, say: Callable[[str], None]):
+        self.settings, self.say = settings, say
+        self.device = pick_device(settings.device)
+        self.models: dict[tuple, LoadedModel] = {}
+        self.load_seconds = 0.0
+        self.jobs = [self._resolve(index, request) for index, request in enumerate(requests)]
+        self._check_folders()
+
+    # ---- validation ----
+
+    def _model(self, settings: RenderSettings) -> LoadedModel:
+        key = model_key(settings)
+        if key not in self.models:
+            started = time.perf_counter()
+            model = load_model(settings.model, settings.weights, settings.seed, quiet=self.settings.quiet)
+            model.module.to(self.device)
+            if self.device.type == "cuda":
+                model.module.to(memory_format=torch.channels_last)
+            self.models[key] = model
+            self.load_seconds += time.perf_counter() - started
+        return self.models[key]
+
+    def _resolve(self, index: int, request: JobRequest) -> Job:
+        model = self._model(request.settings)
+        where = f"{request.origin}: " if request.origin else ""
+        try:
+            path = model.resolve_layer(request.layer)
+        except FvError as error:
+            raise FvError(f"{where}{error}") from None
+        try:
+            shape = layer_shapes(model.module, [path], request.settings.size, self.device)[path]
+        except Exception as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise FvError(
+                f"{where}{model.name} cannot compute layer {request.layer} on a {request.settings.size} px "
+                f"image ({first}); try a larger --size"
+            ) from None
+        if len(shape) not in (2, 4):
+            raise FvError(
+                f"{where}layer {request.layer} outputs shape {tuple(shape)}; channel targets need "
+                f"(N, C, H, W) or (N, C) outputs"
+            )
+        count = shape[1]
+        channels = request.channels if request.channels is not None else tuple(range(count))
+        bad = [c for c in channels if c >= count]
+        if bad:
+            raise FvError(
+                f"{where}channel {bad[0]} is out of range for layer {request.layer}, which has {count} "
+                f"channels (0-{count - 1})"
+            )
+        units = make_units(index, request.settings.seed, path, channels)
+        return Job(request=request, layer_path=path, channel_count=count, units=units)
+
+    def _check_folders(self) -> None:
+        seen: dict[Path, JobRequest] = {}
+        for job in self.jobs:
+            folder = job.folder.resolve()
+            if folder in seen:
+                first = seen[folder]
+                raise FvError(
+                    f"{job.request.origin} and {first.origin} would both write {job.folder}; "
+                    f"give one of them a 'name:'"
+                )
+            seen[folder] = job.request
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                probe = folder / ".fv-write-test"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as error:
+                raise FvError(f"cannot write to output folder {job.folder}: {error.strerror or error}") from None
+
+    # ---- rendering ----
+
+    def _objective(self, job: Job, unit: Unit) -> Objective:
+        return channel(job.layer_path, unit.channel, label=job.request.layer)
+
+    def _batch_size(self, key: tuple, count: int) -> int:
+        if self.settings.batch_size:
+            return self.settings.batch_size
+        if self.device.type != "cuda":
+            return min(count, CPU_BATCH)
+        return self._cuda_batch_size(key, count)
+
+    def _cuda_batch_size(self, key: tuple, count: int) -> int:
+        """Measure one short render's peak memory per image, then fill a share of free memory."""
+        job = next(j for j in self.jobs if self._batch_key(j, j.units[0]) == key)
+        probe_units = job.units[: min(count, 4)]
+        settings = dataclasses.replace(job.request.settings, steps=2)
+        model = self.models[model_key(job.request.settings)]
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        render_batch(model, [self._objective(job, u) for u in probe_units], [u.seed for u in probe_units], settings, self.device)
+        per_image = max(1, (torch.cuda.max_memory_allocated(self.device) - before) / len(probe_units))
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return max(1, min(count, int(free * CUDA_MEMORY_SHARE / per_image)))
+
+    def _batch_key(self, job: Job, unit: Unit) -> tuple:
+        # Units share a batch when only their seeds differ (each unit carries its own seed).
+        settings = job.request.settings
+        return (model_key(settings), dataclasses.replace(settings, seed=0))
+
+    def execute(self) -> Report:
+        reports = [
+            JobReport(
+                job,
+                self.models[model_key(job.request.settings)],
+                {u.channel: UnitRecord(u.channel, self._objective(job, u).describe(), u.seed) for u in job.units},
+            )
+            for job in self.jobs
+        ]
+        pairs = [(job, unit) for job in self.jobs for unit in job.units]
+        batches = plan_batches(pairs, key=lambda p: self._batch_key(*p), batch_size=self._batch_size)
+        total_units = len(pairs)
+        started = time.perf_counter()
+        with self._progress(total_units) as bar:
+            pending = list(batches)
+            done = 0
+            while pending:
+                batch = pending.pop(0)
+                try:
+                    result, seconds = self._render(batch, bar, done)
+                except torch.OutOfMemoryError:
+                    if len(batch) == 1:
+                        result, seconds = self._failed(batch, "out of device memory with a batch of 1"), 0.0
+                    else:  # halve and retry; finished units are already written
+                        half = len(batch) // 2
+                        pending[:0] = [batch[:half], batch[half:]]
+                        self.say(f"fv: out of device memory with a batch of {len(batch)}; retrying with {half}")
+                        torch.cuda.empty_cache()
+                        continue
+                done += len(batch)
+                bar.n = done
+                bar.refresh()
+                self._record(batch, result, seconds, reports)
+                for report in reports:
+                    if report.done and report.grid is None:
+                        self._finish(report, time.perf_counter() - started)
+        return Report(reports)
+
+    def _progress(self, total: int) -> tqdm:
+        show = self.settings.progress
+        if show is None:
+            show = not self.settings.quiet and sys.stderr.isatty()
+        return tqdm(
+            total=total,
+            disable=not show,
+            unit="unit",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total} units [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
+        )
+
+    def _render(self, batch: list[tuple[Job, Unit]], bar: tqdm, done: int) -> tuple[BatchResult, float]:
+        job = batch[0][0]
+        settings = job.request.settings
+        model = self.models[model_key(settings)]
+        bar.set_description(f"{job.request.layer}", refresh=False)
+
+        def on_step(step: int) -> None:
+            bar.n = done + len(batch) * step / settings.steps
+            bar.set_postfix_str(f"step {step}/{settings.steps}", refresh=False)
+            bar.update(0)
+
+        started = time.perf_counter()
+        try:
+            result = render_batch(
+                model, [self._objective(j, u) for j, u in batch], [u.seed for _, u in batch], settings, self.device, on_step
+            )
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # the run goes on; these units are reported failed
+            result = self._failed(batch, f"{type(error).__name__}: {error}".splitlines()[0][:300])
+        return result, time.perf_counter() - started
+
+    @staticmethod
+    def _failed(batch: list, reason: str) -> BatchResult:
+        n = len(batch)
+        return BatchResult(torch.empty(n, 3, 1, 1), [float("nan")] * n, [float("nan")] * n, [reason] * n)
+
+    def _record(self, batch, result: BatchResult, seconds: float, reports: list[JobReport]) -> None:
+        for i, (job, unit) in enumerate(batch):
+            report = reports[unit.job]
+            report.batch_sizes.add(len(batch))
+            record = report.records[unit.channel]
+            record.seconds = seconds / len(batch)
+            if result.errors[i] is not None:
+                record.status, record.error = "failed", result.errors[i]
+                continue
+            name = job.image_name(unit.channel)
+            save_png(to_pil(result.images[i]), job.folder / name)
+            record.image = name
+            record.activation_start, record.activation_final = result.start[i], result.final[i]
+            record.status = "dead" if result.final[i] == 0.0 else "ok"
+
+    def _finish(self, report: JobReport, elapsed: float) -> None:
+        job, records = report.job, [report.records[u.channel] for u in report.job.units]
+        cells = []
+        for record in records:
+            image = Image.open(job.folder / record.image).convert("RGB") if record.image else None
+            cells.append((image, str(record.channel), record.status))
+        grid_path = job.folder / "grid.png"
+        save_png(make_grid(cells, job.request.settings.size), grid_path)
+        write_json(self._sidecar(report, records), job.folder / "grid.json")
+        report.grid = grid_path
+
+        seconds = sum(r.seconds for r in records)
+        counts = ", ".join(f"{report.count(s)} {s}" for s in ("dead", "failed") if report.count(s))
+        self.say(
+            f"fv: {job.folder}: {len(records)} units of {report.model.name} {job.request.layer} in "
+            f"{seconds:.1f} s ({len(records) / max(seconds, 1e-9):.2f} units/s)"
+            + (f"; {counts}" if counts else "")
+            + f" -> {grid_path}"
+        )
+        for status, why in (("dead", "the objective ended at exactly 0"), ("failed", None)):
+            flagged = [r for r in records if r.status == status]
+            if flagged:
+                channels = describe_channels(tuple(r.channel for r in flagged))
+                self.say(f"fv: {status} units in {job.folder}: {channels} ({why or flagged[0].error})")
+
+    def _sidecar(self, report: JobReport, records: list[UnitRecord]) -> dict:
+        job, model, settings = report.job, report.model, report.job.request.settings
+        seconds = sum(r.seconds for r in records)
+        normalization = input_normalization(model, settings.normalize)
+        shape = layer_shapes(model.module, [job.layer_path], settings.size, self.device)[job.layer_path]
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "fv_version": __version__,
+            "job": {"name": job.request.name, "origin": job.request.origin},
+            "model": {
+                "name": model.name,
+                "architecture": model.architecture,
+                "weights": model.weights,
+                "weights_sha256": model.weights_sha256,
+            },
+            "layer": job.request.layer,
+            "layer_module": job.layer_path,
+            "layer_shape": list(shape),
+            "objective": f"channel: the mean over space of one channel of {job.request.layer}, maximized",
+            "settings": describe(settings, self.device, normalization),
+            "grid": {"image": "grid.png", "rows": grid_shape(len(records))[0], "columns": grid_shape(len(records))[1]},
+            "units": [
+                {
+                    "channel": r.channel,
+                    "objective": r.objective,
+                    "image": r.image,
+                    "status": r.status,
+                    "activation_start": r.activation_start,
+                    "activation_final": r.activation_final,
+                    "seed": r.seed,
+                    **({"error": r.error} if r.error else {}),
+                }
+                for r in records
+            ],
+            "timing": {
+                "seconds": round(seconds, 4),
+                "units_per_second": round(len(records) / seconds, 4) if seconds else None,
+                "image_steps_per_second": round(len(records) * settings.steps / seconds, 2) if seconds else None,
+                "model_load_seconds": round(self.load_seconds, 4),
+                "batch_sizes": sorted(report.batch_sizes),
+                "device": device_name(self.device),
+            },
+            "environment": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "torchvision": torchvision.__version__,
+                "platform": platform.platform(),
+            },
+        }

@@ -1,0 +1,210 @@
+"""Every option of `fv render`, defined once: the CLI flags and the spec keys both come from here.
+
+An option converts a raw value (a string from the command line, or a YAML value) into its typed
+form, or raises ValueError with the text "expected ..., got ...". Callers add where the value came
+from (`--steps`, `configs/x.yaml: jobs[1].steps`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+MAX_SIZE = 2048  # px; larger images do not fit a batch on any device we know of
+MAX_STEPS = 100_000
+
+PARAMETERIZATIONS = ("fourier", "pixel")
+TRANSFORM_PRESETS = ("standard", "none")
+NORMALIZE_NAMES = ("model", "imagenet", "none")
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Everything that changes a rendered image; one set per job."""
+
+    model: str = "googlenet"
+    weights: str = "default"
+    steps: int = 512
+    size: int = 128
+    lr: float = 0.05
+    seed: int = 0
+    param: str = "fourier"
+    decorrelate: bool = True
+    transforms: str = "standard"
+    # "model" (what the model's weights declare), "imagenet", "none", or (mean, std) per channel.
+    normalize: Any = "model"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run executes; these never change an image."""
+
+    out: str = "outputs"
+    device: str = "auto"
+    batch_size: int | None = None  # None: chosen to fit the device
+    quiet: bool = False
+    progress: bool | None = None  # None: shown when stderr is a terminal and not --quiet
+
+
+# ---- converters: raw value -> typed value, or ValueError("expected ..., got ...") ----
+
+
+def _got(value: Any) -> str:
+    return f"got {value!r}"
+
+
+def _integer(value: Any, minimum: int, maximum: int | None, what: str) -> int:
+    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected {what}, {_got(value)}")
+    if value < minimum or (maximum is not None and value > maximum):
+        limit = f" (at most {maximum})" if maximum is not None and value > maximum else ""
+        raise ValueError(f"expected {what}{limit}, {_got(value)}")
+    return value
+
+
+def positive_int(maximum: int | None = None) -> Callable[[Any], int]:
+    return lambda value: _integer(value, 1, maximum, "a positive integer")
+
+
+def seed_int(value: Any) -> int:
+    return _integer(value, 0, 2**63 - 1, "a non-negative integer")
+
+
+def positive_float(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"expected a positive number, {_got(value)}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"expected a positive number, {_got(value)}")
+    if value == float("inf"):
+        raise ValueError(f"expected a finite positive number, {_got(value)}")
+    return float(value)
+
+
+def boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    raise ValueError(f"expected true or false, {_got(value)}")
+
+
+def choice(*names: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in names:
+            raise ValueError(f"expected one of {', '.join(names)}, {_got(value)}")
+        return value
+
+    return convert
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, {_got(value)}")
+    return value
+
+
+def weights(value: Any) -> str:
+    """`default`, `random`, or a path to a state dict."""
+    return text(value)
+
+
+def device(value: Any) -> str:
+    if isinstance(value, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+        return value
+    raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, {_got(value)}")
+
+
+def batch_size(value: Any) -> int | None:
+    if value is None or value == "auto":
+        return None
+    try:
+        return _integer(value, 1, None, "a positive integer or auto")
+    except ValueError:
+        raise ValueError(f"expected a positive integer or auto, {_got(value)}") from None
+
+
+def _triple(value: Any) -> tuple[float, float, float]:
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise ValueError
+    return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+
+def normalize(value: Any) -> Any:
+    """`model`, `imagenet`, `none`, `M,M,M/S,S,S` (text) or {mean: [...], std: [...]} (YAML)."""
+    expected = "expected model, imagenet, none, MEAN,MEAN,MEAN/STD,STD,STD or {mean: [3 numbers], std: [3 numbers]}"
+    if value in NORMALIZE_NAMES:
+        return value
+    try:
+        if isinstance(value, dict) and set(value) == {"mean", "std"}:
+            mean, std = _triple(value["mean"]), _triple(value["std"])
+        elif isinstance(value, str) and value.count("/") == 1:
+            mean, std = (_triple(part) for part in value.split("/"))
+        else:
+            raise ValueError
+    except (ValueError, TypeError):
+        raise ValueError(f"{expected}, {_got(value)}") from None
+    if not all(s > 0 for s in std):
+        raise ValueError(f"expected positive standard deviations, {_got(value)}")
+    return (mean, std)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its spec key (the CLI flag is the key with `-` for `_`), converter and help."""
+
+    key: str
+    convert: Callable[[Any], Any]
+    help: str
+    job: bool  # True: a job may override it in a spec; False: a whole-run setting
+    flag: bool = False  # a boolean switch on the command line: --x, and --no-x when negatable
+    negatable: bool = True
+    metavar: str | None = None
+
+    @property
+    def cli_name(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", text, "Model to visualize: a known name (googlenet) or a factory FILE.py:FUNC / package.module:FUNC returning an nn.Module.", job=True, metavar="NAME"),
+    Option("weights", weights, "default (the model's published weights, cached by torchvision), random (a seeded variance-preserving init; works offline) or a state-dict file.", job=True, metavar="default|random|FILE"),
+    Option("steps", positive_int(MAX_STEPS), "Optimization steps per image.", job=True, metavar="N"),
+    Option("size", positive_int(MAX_SIZE), f"Image side in pixels (at most {MAX_SIZE}).", job=True, metavar="PX"),
+    Option("lr", positive_float, "Adam learning rate.", job=True, metavar="LR"),
+    Option("seed", seed_int, "Random seed; each unit's random state derives from it and the unit alone.", job=True, metavar="N"),
+    Option("param", choice(*PARAMETERIZATIONS), "Image parameterization: fourier (decorrelated spectrum) or pixel.", job=True, metavar="|".join(PARAMETERIZATIONS)),
+    Option("decorrelate", boolean, "Decorrelate colours with ImageNet's colour correlation.", job=True, flag=True),
+    Option("transforms", choice(*TRANSFORM_PRESETS), "Transformation robustness preset: standard (pad, jitter, scale, rotate, jitter) or none.", job=True, metavar="|".join(TRANSFORM_PRESETS)),
+    Option("normalize", normalize, "Input normalization: model (from the weights; none for custom models), imagenet, none, or MEAN,MEAN,MEAN/STD,STD,STD.", job=True, metavar="SPEC"),
+    Option("out", text, "Output folder; each job writes into a folder below it.", job=False, metavar="DIR"),
+    Option("device", device, "auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.", job=False, metavar="DEVICE"),
+    Option("batch_size", batch_size, "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),
+    Option("quiet", boolean, "Print nothing but errors.", job=False, flag=True, negatable=False),
+    Option("progress", boolean, "Show the progress bar even when stderr is not a terminal (--no-progress hides it).", job=False, flag=True),
+)
+
+OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
+RENDER_KEYS = frozenset(field.name for field in dataclasses.fields(RenderSettings))
+RUN_KEYS = frozenset(field.name for field in dataclasses.fields(RunSettings))
+assert RENDER_KEYS | RUN_KEYS == set(OPTIONS_BY_KEY), "every setting needs exactly one Option"
+
+
+def default_of(key: str) -> Any:
+    settings = RenderSettings() if key in RENDER_KEYS else RunSettings()
+    return getattr(settings, key)
+
+
+def split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split converted option values into (render settings, run settings) keyword dicts."""
+    render = {k: v for k, v in values.items() if k in RENDER_KEYS}
+    run = {k: v for k, v in values.items() if k in RUN_KEYS}
+    return render, run

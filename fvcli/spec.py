@@ -1,0 +1,130 @@
+"""YAML run specs -> validated job requests. No torch here: a spec is checked before anything heavy runs.
+
+A spec sets defaults for every option at its top and lists jobs; each job names a layer, its
+channels, an optional folder name and any per-job overrides. Command-line options override both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fvcli.errors import FvError
+from fvcli.jobs import JobRequest, check_job_name
+from fvcli.settings import OPTIONS_BY_KEY, RenderSettings, split
+from fvcli.targets import parse_channels
+
+JOB_KEYS = ("layer", "channels", "name")
+TOP_KEYS = ("jobs",)
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(known))}"
+
+
+def _convert(where: str, key: str, value: Any) -> Any:
+    try:
+        return OPTIONS_BY_KEY[key].convert(value)
+    except ValueError as error:
+        raise FvError(f"{where}{key}: {error}") from None
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file safely; syntax errors become one line with the line and column."""
+    try:
+        source = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FvError(f"{path}: spec file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise FvError(f"{path}: cannot read spec file ({error})") from None
+    try:
+        return yaml.safe_load(source)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise FvError(f"{path}: {place}invalid YAML: {error.problem or error.context}") from None
+    except yaml.YAMLError as error:
+        raise FvError(f"{path}: invalid YAML: {error}") from None
+
+
+def load_spec(path: str | Path, cli: dict[str, Any]) -> tuple[list[JobRequest], dict[str, Any]]:
+    """Read a spec into job requests and its whole-run settings, command-line values `cli` winning.
+
+    `cli` holds only the options given on the command line, already converted.
+    """
+    path = Path(path)
+    data = read_yaml(path)
+    where = f"{path}: "
+    if data is None:
+        raise FvError(f"{path}: the spec is empty; expected a mapping with a 'jobs:' list")
+    if not isinstance(data, dict):
+        raise FvError(f"{path}: expected a mapping of settings and a 'jobs:' list, got {type(data).__name__}")
+
+    known_top = [*OPTIONS_BY_KEY, *TOP_KEYS]
+    top: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known_top:
+            raise FvError(f"{where}unknown key '{key}'{_suggest(str(key), known_top)}")
+        if key != "jobs":
+            top[key] = _convert(where, key, value)
+    render_top, run = split(top)
+    run.update(split(cli)[1])
+
+    jobs = data.get("jobs")
+    if jobs is None:
+        raise FvError(f"{where}no 'jobs:' list; expected at least one job with a 'layer:'")
+    if not isinstance(jobs, list) or not jobs:
+        raise FvError(f"{where}jobs: expected a non-empty list of jobs, got {jobs!r}")
+    out = run.get("out", cli.get("out", "outputs"))
+    requests = [
+        _job(path, index, job, render_top, split(cli)[0], out) for index, job in enumerate(jobs)
+    ]
+    return requests, run
+
+
+def _job(
+    path: Path, index: int, job: Any, render_top: dict, render_cli: dict, out: str
+) -> JobRequest:
+    where = f"{path}: jobs[{index}]."
+    if not isinstance(job, dict):
+        raise FvError(f"{path}: jobs[{index}]: expected a mapping with a 'layer:', got {job!r}")
+    job_keys = [*JOB_KEYS, *(o.key for o in OPTIONS_BY_KEY.values() if o.job)]
+    overrides: dict[str, Any] = {}
+    for key, value in job.items():
+        if key in OPTIONS_BY_KEY and not OPTIONS_BY_KEY[key].job:
+            raise FvError(f"{where}{key}: '{key}' applies to the whole run; set it at the top of the spec")
+        if key not in job_keys:
+            raise FvError(f"{where[:-1]}: unknown key '{key}'{_suggest(str(key), job_keys)}")
+        if key not in JOB_KEYS:
+            overrides[key] = _convert(where, key, value)
+
+    layer = job.get("layer")
+    if layer is None:
+        raise FvError(f"{where[:-1]}: missing 'layer:' (the layer to visualize, e.g. mixed4a)")
+    if not isinstance(layer, str) or not layer.strip():
+        raise FvError(f"{where}layer: expected a layer name like mixed4a, got {layer!r}")
+    try:
+        channels = parse_channels(job.get("channels"))
+    except ValueError as error:
+        raise FvError(f"{where}channels: {error}") from None
+    name = job.get("name")
+    if name is not None:
+        try:
+            name = check_job_name(name)
+        except ValueError as error:
+            raise FvError(f"{where}name: {error}") from None
+
+    settings = dataclasses.replace(RenderSettings(), **{**render_top, **overrides, **render_cli})
+    return JobRequest(
+        layer=layer.strip(),
+        channels=channels,
+        settings=settings,
+        out=out,
+        name=name,
+        origin=f"{path}: jobs[{index}]",
+    )

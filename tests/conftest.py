@@ -1,0 +1,25 @@
+"""Shared helpers: the tiny model's factory string and a CLI runner that checks exit statuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from click.testing import CliRunner
+
+from fvcli.cli import cli
+
+TINY = f"{Path(__file__).parent / 'tiny_model.py'}:make"
+# GoogLeNet with random weights at a size and step count that run in about a second on 2 cores.
+QUICK = ["--weights", "random", "--steps", "8", "--size", "48"]
+
+torch.set_num_threads(2)
+
+
+def fv(*args: str, code: int = 0) -> str:
+    """Run `fv ARGS` through click's runner and fv's own error handling; check the exit status."""
+    result = CliRunner().invoke(cli, list(args), prog_name="fv")
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == code, f"exit {result.exit_code}, expected {code}:\n{result.output}"
+    return result.output

@@ -1,0 +1,26 @@
+"""A tiny convolutional network for fast tests, loaded as `--model tests/tiny_model.py:make`."""
+
+from collections import OrderedDict
+
+from torch import nn
+
+
+def make() -> nn.Module:
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 8, 3, padding=1),
+            relu1=nn.ReLU(inplace=True),
+            conv2=nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            bn2=nn.BatchNorm2d(16),
+            relu2=nn.ReLU(),
+            conv3=nn.Conv2d(16, 12, 3, stride=2, padding=1),
+            relu3=nn.ReLU(),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flatten=nn.Flatten(),
+            fc=nn.Linear(12, 5),
+        )
+    )
+
+
+def not_a_module():
+    return 42
