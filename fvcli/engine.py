@@ -66,6 +66,13 @@ def describe(settings: RenderSettings, device: torch.device, normalization: Norm
     }
 
 
+def _finite(grad: Tensor) -> Tensor:
+    """A NaN in the model reaches other images' pixel gradients as 0 * NaN; zero it there, before
+    the parameterization mixes colours and frequencies, so that only the image whose own objective
+    is NaN fails (its value stays NaN and is reported)."""
+    return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 class _Scorer:
     """Normalize, run the model to the needed layers, and score each image by its objective."""
 
@@ -108,7 +115,9 @@ def render_batch(
         start = score(param())
     for step in range(settings.steps):
         optimizer.zero_grad(set_to_none=True)
-        images = pipeline(param(), rngs)
+        image = param()
+        image.register_hook(_finite)
+        images = pipeline(image, rngs)
         with RedirectReLU() if step < REDIRECT_STEPS else contextlib.nullcontext():
             values = score(images)
         (-values.sum()).backward()  # the one place objectives are negated: Adam minimizes

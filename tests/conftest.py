@@ -23,3 +23,11 @@ def fv(*args: str, code: int = 0) -> str:
         raise result.exception
     assert result.exit_code == code, f"exit {result.exit_code}, expected {code}:\n{result.output}"
     return result.output
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def tiny() -> str:
+    return TINY

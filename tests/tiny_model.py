@@ -2,6 +2,7 @@
 
 from collections import OrderedDict
 
+import torch
 from torch import nn
 
 
@@ -24,3 +25,16 @@ def make() -> nn.Module:
 
 def not_a_module():
     return 42
+
+
+class _Broken(nn.Module):
+    """On an RGB image: channel 0 is zero for every input (dead), channel 1 NaN, channel 2 blue."""
+
+    def forward(self, x):
+        dead = torch.zeros_like(x[:, :1])
+        nan = (-1.0 - x[:, 1:2] ** 2).sqrt()
+        return torch.cat([dead, nan, x[:, 2:]], dim=1)
+
+
+def make_broken() -> nn.Module:
+    return nn.Sequential(OrderedDict(broken=_Broken()))

@@ -1,0 +1,148 @@
+"""The command line end to end: files and sidecars, determinism, exit statuses, one-line errors."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import QUICK, TINY, fv
+from fvcli import __version__
+
+
+def test_render_writes_unit_pngs_grid_and_sidecar(tmp_path):
+    out = tmp_path / "out"
+    fv("render", "mixed4a:3,7,100-101", *QUICK, "--out", str(out))
+    folder = out / "googlenet" / "mixed4a"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["grid.json", "grid.png", "mixed4a_0003.png", "mixed4a_0007.png", "mixed4a_0100.png", "mixed4a_0101.png"]
+    assert Image.open(folder / "mixed4a_0003.png").size == (48, 48)
+    grid = Image.open(folder / "grid.png")
+    assert grid.width < grid.height < grid.width * 1.5  # 2 x 2 cells, each with a label strip
+
+    sidecar = json.loads((folder / "grid.json").read_text())
+    assert sidecar["schema_version"] == 1 and sidecar["fv_version"] == __version__
+    assert sidecar["model"]["name"] == "googlenet" and sidecar["model"]["weights"] == "random(seed=0)"
+    assert (sidecar["layer"], sidecar["layer_module"]) == ("mixed4a", "inception4a")
+    assert "channel" in sidecar["objective"]
+    settings = sidecar["settings"]
+    assert (settings["steps"], settings["size"], settings["lr"], settings["seed"]) == (8, 48, 0.05, 0)
+    assert settings["parameterization"]["name"] == "fourier" and settings["dtype"] == "float32"
+    assert [t["name"] for t in settings["transforms"]] == ["pad", "jitter", "scale", "rotate", "jitter"]
+    assert [u["channel"] for u in sidecar["units"]] == [3, 7, 100, 101]
+    for unit in sidecar["units"]:
+        assert (folder / unit["image"]).is_file()
+        assert unit["status"] == "ok" and unit["activation_final"] > unit["activation_start"]
+        assert unit["objective"] == f"mixed4a:{unit['channel']}"
+    assert sidecar["timing"]["seconds"] > 0 and sidecar["timing"]["units_per_second"] > 0
+    assert sidecar["timing"]["image_steps_per_second"] > 0 and sidecar["timing"]["device"].startswith("cpu")
+    assert set(sidecar["environment"]) >= {"python", "torch", "torchvision"}
+
+
+def test_same_command_same_seed_writes_identical_pngs(tmp_path):
+    for run in ("a", "b"):
+        fv("render", "mixed3a:1-2", *QUICK, "--seed", "5", "--out", str(tmp_path / run))
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png"))
+    assert len(files) == 3
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    fv("render", "mixed3a:1-2", *QUICK, "--seed", "6", "--out", str(tmp_path / "c"))
+    other = tmp_path / "c" / "googlenet" / "mixed3a" / "mixed3a_0001.png"
+    assert other.read_bytes() != (tmp_path / "a" / "googlenet" / "mixed3a" / "mixed3a_0001.png").read_bytes()
+
+
+def test_spec_file_with_cli_override(tmp_path):
+    spec = tmp_path / "run.yaml"
+    spec.write_text(textwrap.dedent(f"""
+        weights: random
+        out: {tmp_path / 'out'}
+        steps: 500
+        size: 40
+        jobs:
+          - layer: mixed3a
+            channels: 0-1
+          - name: named-job
+            layer: conv2d2
+            channels: [5]
+            size: 56
+    """))
+    fv("render", str(spec), "--steps", "4")
+    first = json.loads((tmp_path / "out" / "googlenet" / "mixed3a" / "grid.json").read_text())
+    second = json.loads((tmp_path / "out" / "named-job" / "grid.json").read_text())
+    assert first["settings"]["steps"] == second["settings"]["steps"] == 4  # the command line wins
+    assert (first["settings"]["size"], second["settings"]["size"]) == (40, 56)
+    assert second["layer"] == "conv2d2" and second["layer_module"] == "conv3"
+    assert second["job"]["name"] == "named-job"
+
+
+def test_custom_factory_model(tmp_path):
+    fv("render", "conv2:0-3", "--model", TINY, "--weights", "random", "--steps", "10", "--size", "32", "--out", str(tmp_path))
+    sidecar = json.loads((tmp_path / "tiny_model.make" / "conv2" / "grid.json").read_text())
+    assert sidecar["settings"]["normalization"] is None  # [0, 1] RGB for custom models
+    assert all(u["activation_final"] > u["activation_start"] for u in sidecar["units"])
+
+
+def test_dead_units_are_flagged_and_failed_units_exit_1(tmp_path):
+    broken = TINY.replace(":make", ":make_broken")
+    output = fv("render", "broken:0-2", "--model", broken, "--steps", "4", "--size", "16", "--out", str(tmp_path), code=1)
+    folder = tmp_path / "tiny_model.make_broken" / "broken"
+    units = {u["channel"]: u for u in json.loads((folder / "grid.json").read_text())["units"]}
+    assert units[0]["status"] == "dead" and units[0]["activation_final"] == 0.0
+    assert units[1]["status"] == "failed" and "NaN" in units[1]["error"] and units[1]["image"] is None
+    assert units[2]["status"] == "ok" and units[2]["activation_final"] > units[2]["activation_start"]
+    assert not (folder / "broken_0001.png").exists() and (folder / "broken_0002.png").exists()
+    assert (folder / "grid.png").exists()
+    assert "dead units in" in output and "failed units in" in output
+
+
+BAD_INPUT = [
+    (["render", "mixed4z:0"], "unknown layer 'mixed4z' for model googlenet; did you mean mixed4e"),
+    (["render", "mixed4a:512"], "channel 512 is out of range for layer mixed4a, which has 512 channels (0-511)"),
+    (["render", "mixed4a:9-3"], "reversed range 9-3; write 3-9"),
+    (["render", "mixed4a:0", "--steps", "0"], "--steps: expected a positive integer, got 0"),
+    (["render", "mixed4a:0", "--size", "5000"], "--size: expected a positive integer (at most 2048), got 5000"),
+    (["render", "mixed4a:0", "--device", "tpu"], "--device: expected auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+    (["render", "mixed4a:0", "--device", "cuda:0"], "--device cuda:0: torch sees no CUDA GPU on this machine"),
+    (["render", "mixed4a:0", "--model", "alexnett"], "unknown model 'alexnett'"),
+    (["render", "mixed4a:0", "--weights", "missing.pt"], "--weights missing.pt: file not found"),
+    (["render", "mixed4a:0", "--stesp", "3"], "No such option '--stesp'"),
+    (["render"], "Missing argument"),
+    (["render", "missing.yaml"], "missing.yaml: spec file not found"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUT)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "out"
+    weights = [] if "--weights" in args else ["--weights", "random"]
+    output = fv(*args, *weights, "--out", str(out), code=2)
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    assert lines[0].startswith("fv: error: ") and message in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_version_and_subprocess_entry_points(tmp_path):
+    assert fv("--version").strip() == f"fv {__version__}"
+    done = subprocess.run(
+        [sys.executable, "-m", "fvcli", "render", "conv2d0:0-1", *QUICK, "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""  # stdout stays clean; messages go to stderr
+    assert "2 units of googlenet conv2d0" in done.stderr and "it/s" not in done.stderr  # no bar off a terminal
+    assert (tmp_path / "googlenet" / "conv2d0" / "grid.png").exists()
+    quiet = subprocess.run(
+        [sys.executable, "-m", "fvcli", "render", "conv2d0:0", *QUICK, "--out", str(tmp_path), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+
+
+def test_layers_lists_names_with_aliases():
+    output = fv("layers", "inception4*")
+    assert "inception4a  (mixed4a)" in output.splitlines()
+    assert all(line.startswith("inception4") for line in output.splitlines())
