@@ -15,6 +15,7 @@ import click
 from fvcli import __version__
 from fvcli.errors import EXIT_BAD_INPUT, FvError
 from fvcli.jobs import JobRequest
+from fvcli.spec import load_spec
 from fvcli.settings import OPTIONS, OPTIONS_BY_KEY, RenderSettings, RunSettings, default_of, split
 from fvcli.targets import Target, parse_target
 
@@ -146,8 +147,6 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
     requests: list[JobRequest] = []
     run_values: dict[str, Any] = {}
     plain: list[tuple[str, Target]] = []
-    from fvcli.spec import load_spec
-
     for argument in targets:
         if argument.lower().endswith((".yaml", ".yml")):
             spec_requests, spec_run = load_spec(argument, cli_values)

@@ -76,8 +76,12 @@ class Job:
 
     request: JobRequest
     layer_path: str
-    channel_count: int
+    layer_shape: tuple[int, ...]  # the layer's output for one image at the job's size
     units: tuple[Unit, ...]
+
+    @property
+    def channel_count(self) -> int:
+        return self.layer_shape[1]
 
     @property
     def folder(self) -> Path:

@@ -134,7 +134,7 @@ class Run:
                 f"channels (0-{count - 1})"
             )
         units = make_units(index, request.settings.seed, path, channels)
-        return Job(request=request, layer_path=path, channel_count=count, units=units)
+        return Job(request=request, layer_path=path, layer_shape=tuple(shape), units=units)
 
     def _check_folders(self) -> None:
         seen: dict[Path, JobRequest] = {}
@@ -308,7 +308,7 @@ class Run:
         job, model, settings = report.job, report.model, report.job.request.settings
         seconds = sum(r.seconds for r in records)
         normalization = input_normalization(model, settings.normalize)
-        shape = layer_shapes(model.module, [job.layer_path], settings.size, self.device)[job.layer_path]
+        rows, columns = grid_shape(len(records))
         return {
             "schema_version": SCHEMA_VERSION,
             "fv_version": __version__,
@@ -321,10 +321,10 @@ class Run:
             },
             "layer": job.request.layer,
             "layer_module": job.layer_path,
-            "layer_shape": list(shape),
+            "layer_shape": list(job.layer_shape),
             "objective": f"channel: the mean over space of one channel of {job.request.layer}, maximized",
             "settings": describe(settings, self.device, normalization),
-            "grid": {"image": "grid.png", "rows": grid_shape(len(records))[0], "columns": grid_shape(len(records))[1]},
+            "grid": {"image": "grid.png", "rows": rows, "columns": columns},
             "units": [
                 {
                     "channel": r.channel,

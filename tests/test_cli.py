@@ -1,6 +1,7 @@
 """The command line end to end: files and sidecars, determinism, exit statuses, one-line errors."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,10 @@ def test_render_writes_unit_pngs_grid_and_sidecar(tmp_path):
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["grid.json", "grid.png", "mixed4a_0003.png", "mixed4a_0007.png", "mixed4a_0100.png", "mixed4a_0101.png"]
     assert Image.open(folder / "mixed4a_0003.png").size == (48, 48)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all((folder / n).stat().st_mode & 0o777 == 0o666 & ~umask for n in names)  # not mkstemp's 0600
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temporary files left
     grid = Image.open(folder / "grid.png")
     assert grid.width < grid.height < grid.width * 1.5  # 2 x 2 cells, each with a label strip
 
