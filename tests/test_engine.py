@@ -71,3 +71,15 @@ def test_cpu_rendering_is_deterministic(googlenet):
     settings = dataclasses.replace(RenderSettings(steps=5, size=48), seed=3)
     runs = [render_batch(googlenet, [channel("inception4a", 9)], [42], settings, CPU) for _ in range(2)]
     assert torch.equal(runs[0].images, runs[1].images)
+
+
+def test_forward_stops_at_the_deepest_needed_layer_and_leaves_no_hooks(googlenet):
+    module = googlenet.module
+    reached = []
+    probe = module.inception4b.register_forward_hook(lambda *_: reached.append("inception4b"))
+    try:
+        render_batch(googlenet, [channel("inception4a", 0)], [1], RenderSettings(steps=2, size=48), CPU)
+    finally:
+        probe.remove()
+    assert reached == []  # nothing past inception4a ran
+    assert all(not m._forward_hooks for m in module.modules())
