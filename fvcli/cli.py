@@ -40,15 +40,15 @@ Exit statuses:
 
 
 def _option_decorator(option) -> Any:
-    help_text = option.help
-    if not option.flag:
-        default = default_of(option.key)
-        help_text += f"  [default: {'auto' if default is None else default}]"
+    """A click option for a settings.Option; every default is None, so that only given values count."""
+    name = option.cli_name
+    if option.flag and option.negatable:
+        return click.option(f"{name}/--no-{name[2:]}", option.key, default=None, help=option.help)
     if option.flag:
-        name = option.cli_name
-        names = [f"{name}/--no-{name[2:]}"] if option.negatable else [name, f"-{option.key[0]}"]
-        return click.option(*names, option.key, default=None, help=help_text, is_flag=not option.negatable or None)
-    return click.option(option.cli_name, option.key, default=None, metavar=option.metavar, help=help_text)
+        return click.option(name, f"-{option.key[0]}", option.key, is_flag=True, default=None, help=option.help)
+    default = default_of(option.key)
+    help_text = f"{option.help}  [default: {'auto' if default is None else default}]"
+    return click.option(name, option.key, default=None, metavar=option.metavar, help=help_text)
 
 
 def _with_options(command):
