@@ -113,6 +113,13 @@ class LoadedModel:
         return layer if path == layer else f"{layer} ({path})"
 
 
+def weights_normalization(weights: Any) -> Normalization:
+    """The (mean, std) a torchvision weights enum's own preprocessing uses; the same for any weights
+    of that architecture, since the network was trained to expect it."""
+    preprocess = weights.transforms()
+    return tuple(float(v) for v in preprocess.mean), tuple(float(v) for v in preprocess.std)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -269,7 +276,8 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> Load
         identity = "factory default"
     elif model in REGISTRY:
         entry = REGISTRY[model]
-        architecture, aliases, normalization = entry.architecture, entry.aliases, IMAGENET
+        architecture, aliases = entry.architecture, entry.aliases
+        normalization = weights_normalization(entry.published_weights())
         module, identity = (None, None)
     else:
         close = difflib.get_close_matches(model, list(REGISTRY), n=3, cutoff=0.5)

@@ -100,3 +100,11 @@ def test_default_weights_offline_fail_in_one_line_naming_file_and_folder(tmp_pat
     assert lines[0].startswith("fv: error: cannot download googlenet weights GoogLeNet_Weights.IMAGENET1K_V1")
     assert f"put googlenet-1378be20.pth in {folder}/ or use --weights random" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_normalization_comes_from_the_weights_metadata():
+    from torchvision.models import GoogLeNet_Weights
+
+    model = load_model("googlenet", "random", seed=0)
+    preprocess = GoogLeNet_Weights.DEFAULT.transforms()
+    assert model.normalization == (tuple(preprocess.mean), tuple(preprocess.std))
