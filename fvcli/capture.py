@@ -12,30 +12,31 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
+from fvcli.layers import select, split_key
+
 
 class _AllCaptured(Exception):
     """Raised from a hook to end the forward pass; never escapes `forward_to`."""
 
 
 def forward_to(model: nn.Module, x: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:
-    """Run `model(x)` until every module path in `layers` has produced its output; return them."""
+    """Run `model(x)` until every layer key in `layers` (a module path, maybe with `@ELEMENT`)
+    has produced its output; return them by key."""
     wanted = list(dict.fromkeys(layers))
     modules = dict(model.named_modules())
     captured: dict[str, Tensor] = {}
 
-    def hook_for(path: str):
+    def hook_for(key: str):
         def hook(module: nn.Module, inputs, output) -> None:
-            if path in captured:
+            if key in captured:
                 return  # a module called twice: the first call is the layer's output
-            if not isinstance(output, Tensor):
-                raise TypeError(f"layer {path} returns {type(output).__name__}, expected a tensor")
-            captured[path] = output
+            captured[key] = select(output, key)
             if len(captured) == len(wanted):
                 raise _AllCaptured
 
         return hook
 
-    handles = [modules[path].register_forward_hook(hook_for(path)) for path in wanted]
+    handles = [modules[split_key(key)[0]].register_forward_hook(hook_for(key)) for key in wanted]
     try:
         model(x)
     except _AllCaptured:

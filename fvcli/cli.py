@@ -170,18 +170,69 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
 
 
 @cli.command()
-@click.option("--model", "model", default=default_of("model"), show_default=True, metavar="NAME", help=OPTIONS_BY_KEY["model"].help)
 @click.argument("pattern", required=False)
-def layers(model: str, pattern: str | None) -> int:
-    """List the layer names a target can use (module paths, and aliases), optionally filtered by a glob."""
+def models(pattern: str | None) -> int:
+    """List the model names fv knows, optionally filtered by a glob (e.g. 'resnet*').
+
+    \b
+    Also usable: timm:NAME (with timm installed), and factories FILE.py:FUNC or
+    package.module:FUNC returning an nn.Module.
+    """
+    from fvcli.models import known_models
+
+    for name in known_models():
+        if pattern is None or fnmatch.fnmatch(name, pattern):
+            click.echo(name)
+    return 0
+
+
+@cli.command()
+@click.option("--model", "model", default=default_of("model"), show_default=True, metavar="NAME", help=OPTIONS_BY_KEY["model"].help)
+@click.option("--weights", default="random", show_default=True, metavar="W", help="Weights to load; shapes do not depend on them, so random works offline.")
+@click.option("--size", default=128, show_default=True, metavar="PX", help="Side of the probe image (models that take one size only use theirs).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.argument("pattern", required=False)
+def layers(model: str, weights: str, size: int, as_json: bool, pattern: str | None) -> int:
+    """List every layer a target can name, in forward order, with its output shape and channels.
+
+    One forward pass on a random image; PATTERN filters by glob on the name or its alias.
+    """
+    import json
+
+    from fvcli.layers import list_layers
     from fvcli.models import load_model
 
-    loaded = load_model(model, "random", 0, quiet=True)
-    reverse = {path: alias for alias, path in loaded.aliases.items()}
-    for name in loaded.layer_names():
-        alias = reverse.get(name)
-        if pattern is None or fnmatch.fnmatch(name, pattern) or (alias and fnmatch.fnmatch(alias, pattern)):
-            click.echo(f"{name}  ({alias})" if alias else name)
+    loaded = load_model(model, weights, 0, quiet=True)
+    try:
+        infos = list_layers(loaded.module, size)
+    except Exception as error:
+        if loaded.native_size is None or loaded.native_size == size:
+            raise FvError(f"{model} cannot run on a {size} px image ({str(error).splitlines()[0][:200]}); try a larger --size") from None
+        size = loaded.native_size
+        infos = list_layers(loaded.module, size)
+    alias_of = {path: alias for alias, path in loaded.aliases.items()}
+    rows = []
+    for info in infos:
+        alias = alias_of.get(info.key)
+        if pattern is not None and not (fnmatch.fnmatch(info.key, pattern) or (alias and fnmatch.fnmatch(alias, pattern))):
+            continue
+        layout = info.layout
+        rows.append({
+            "name": info.key,
+            "alias": alias,
+            "shape": info.output,
+            "layout": layout.kind if layout else None,
+            "channels": layout.channels if layout else None,
+        })
+    if as_json:
+        click.echo(json.dumps({"model": model, "size": size, "layers": rows}, indent=2))
+        return 0
+    width = max([len(r["name"]) for r in rows] + [5])
+    alias_width = max([len(r["alias"] or "") for r in rows] + [5])
+    click.echo(f"{'layer':<{width}}  {'alias':<{alias_width}}  {'channels':>8}  {'layout':<6}  shape ({size} px)")
+    for r in rows:
+        channels = "-" if r["channels"] is None else r["channels"]
+        click.echo(f"{r['name']:<{width}}  {r['alias'] or '':<{alias_width}}  {channels:>8}  {r['layout'] or '-':<6}  {r['shape']}")
     return 0
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from fvcli.capture import forward_to
@@ -76,8 +77,8 @@ def _finite(grad: Tensor) -> Tensor:
 class _Scorer:
     """Normalize, run the model to the needed layers, and score each image by its objective."""
 
-    def __init__(self, model: LoadedModel, objectives: list[Objective], device: torch.device, normalization):
-        self.module, self.objectives, self.device = model.module, objectives, device
+    def __init__(self, model: LoadedModel, objectives: list[Objective], device: torch.device, normalization, input_size):
+        self.module, self.objectives, self.device, self.input_size = model.module, objectives, device, input_size
         self.layers = layers_of(objectives)
         self.cuda = device.type == "cuda"
         if normalization is None:
@@ -86,6 +87,8 @@ class _Scorer:
             self.mean, self.std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in normalization)
 
     def __call__(self, images: Tensor) -> Tensor:
+        if self.input_size is not None and images.shape[-2:] != (self.input_size, self.input_size):
+            images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         x = images if self.mean is None else (images - self.mean) / self.std
         if self.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -102,10 +105,14 @@ def render_batch(
     settings: RenderSettings,
     device: torch.device,
     on_step: Callable[[int], None] | None = None,
+    input_size: int | None = None,
 ) -> BatchResult:
-    """Optimize one image per objective for `settings.steps` steps; the model must be on `device`."""
+    """Optimize one image per objective for `settings.steps` steps; the model must be on `device`.
+
+    `input_size`: for models that take one input size only, images are resized to it before the model.
+    """
     assert len(objectives) == len(seeds) > 0
-    score = _Scorer(model, objectives, device, input_normalization(model, settings.normalize))
+    score = _Scorer(model, objectives, device, input_normalization(model, settings.normalize), input_size)
     param = make_param(settings.param, seeds, settings.size, settings.decorrelate).to(device)
     pipeline = Pipeline.preset(settings.transforms)
     rngs = [random.Random(seed) for seed in seeds]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, TypeVar
 
+from fvcli.layers import Layout
 from fvcli.settings import RenderSettings
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -75,13 +76,15 @@ class Job:
     """A job resolved against its model: the module path of its layer and its channels."""
 
     request: JobRequest
-    layer_path: str
+    layer_path: str  # the layer key: a module path, with @ELEMENT for tuple or dict outputs
     layer_shape: tuple[int, ...]  # the layer's output for one image at the job's size
+    layout: Layout
     units: tuple[Unit, ...]
+    input_size: int | None = None  # set when the model takes only this size: images are resized to it
 
     @property
     def channel_count(self) -> int:
-        return self.layer_shape[1]
+        return self.layout.channels
 
     @property
     def folder(self) -> Path:

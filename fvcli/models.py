@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import hashlib
 import importlib
 import importlib.util
 import io
+import re
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -33,51 +35,127 @@ CALIBRATION_SIZE = 128
 
 
 @dataclass(frozen=True)
+class Published:
+    """Published weights: where they are, and the preprocessing the network was trained with."""
+
+    identity: str  # for the sidecar: "ResNet50_Weights.IMAGENET1K_V2", or the file's name
+    url: str
+    normalization: Normalization | None
+    native_size: int | None  # the input size of training, used when a model takes one size only
+    check_hash: bool = True  # torchvision's file names carry a hash prefix
+
+    @property
+    def filename(self) -> str:
+        return Path(urlparse(self.url).path).name
+
+
+@dataclass(frozen=True)
 class ModelEntry:
-    """A named model: how to build its architecture and where its published weights are."""
+    """A named model: how to build its architecture and which weights are published for it."""
 
     name: str
-    architecture: str  # what the network is, for the sidecar and `fv --help`
-    build: Callable[[dict[str, torch.Tensor] | None, str], nn.Module]  # (state dict or None, its source)
-    published_weights: Callable[[], Any]  # -> a torchvision WeightsEnum member
+    architecture: str  # what the network is, for the sidecar
+    build: Callable[[], nn.Module]  # the architecture; its init does not matter
+    published: Callable[[str], Published]  # a weights name (DEFAULT, IMAGENET1K_V2, ...) -> Published
     aliases: dict[str, str] = field(default_factory=dict)
 
 
-def _googlenet(state: dict[str, torch.Tensor] | None, source: str = "") -> nn.Module:
-    from torchvision.models import googlenet
-
-    # transform_input=True: the published weights expect it; keep the architecture the same for
-    # random weights so that a spec means the same network whatever its weights.
-    aux = state is not None and any(k.startswith("aux1.") for k in state)
-    model = googlenet(weights=None, aux_logits=aux, init_weights=False, transform_input=True)
-    if state is not None:
-        load_state(model, state, source)
-    model.aux_logits, model.aux1, model.aux2 = False, None, None  # unused in eval; drop them
-    return model
-
-
-def _googlenet_weights() -> Any:
-    from torchvision.models import GoogLeNet_Weights
-
-    return GoogLeNet_Weights.DEFAULT
-
-
-_GOOGLENET_ALIASES = {
-    "conv2d0": "conv1",
-    "conv2d1": "conv2",
-    "conv2d2": "conv3",
-    **{f"mixed{b}": f"inception{b}" for b in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")},
+# Build options that keep a torchvision architecture the same whatever its weights: the published
+# GoogLeNet and Inception v3 weights expect transform_input=True; auxiliary heads never run in eval.
+_BUILD_OPTIONS = {
+    "googlenet": {"aux_logits": False, "transform_input": True, "init_weights": False},
+    "inception_v3": {"aux_logits": False, "transform_input": True, "init_weights": False},
+}
+_AUXILIARY_HEADS = ("aux1.", "aux2.", "AuxLogits.")  # in published state dicts, not in the models above
+_NOTES = {
+    "googlenet": "torchvision GoogLeNet (batch norm, transform_input=True, 1000 classes; not the article's InceptionV1)",
+}
+ALIASES = {
+    "googlenet": {
+        "conv2d0": "conv1",
+        "conv2d1": "conv2",
+        "conv2d2": "conv3",
+        **{f"mixed{b}": f"inception{b}" for b in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")},
+    },
 }
 
-REGISTRY: dict[str, ModelEntry] = {
-    "googlenet": ModelEntry(
-        name="googlenet",
-        architecture="torchvision GoogLeNet (batch norm, transform_input=True, 1000 classes)",
-        build=_googlenet,
-        published_weights=_googlenet_weights,
-        aliases=_GOOGLENET_ALIASES,
-    ),
-}
+
+def _torchvision_published(model: str, enum: Any, name: str) -> Published:
+    member = _weights_member(model, enum, name)
+    preprocess = member.transforms()
+    normalization = (tuple(float(v) for v in preprocess.mean), tuple(float(v) for v in preprocess.std))
+    size = getattr(preprocess, "crop_size", None)
+    return Published(str(member), member.url, normalization, int(size[0]) if size else None)
+
+
+def _weights_member(model: str, enum: Any, name: str) -> Any:
+    """`DEFAULT`, `IMAGENET1K_V2` or `ResNet50_Weights.IMAGENET1K_V2` as a member of `enum`."""
+    prefix, _, member = name.rpartition(".")
+    if prefix and prefix != enum.__name__:
+        raise FvError(f"--weights {name}: these are not weights of {model}, whose weights are {enum.__name__}.*")
+    member = member.upper() if member.lower() == "default" else member
+    if member not in enum.__members__:
+        names = ", ".join(m for m in enum.__members__)
+        raise FvError(f"--weights {name}: {model} has no such weights; it has {names}, random, or a state-dict file")
+    return enum[member]
+
+
+@functools.cache
+def torchvision_models() -> tuple[str, ...]:
+    import torchvision.models
+
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
+
+
+def _torchvision_entry(name: str) -> ModelEntry | None:
+    import torchvision.models as tvm
+
+    if name not in torchvision_models():
+        return None
+    builder, enum = tvm.get_model_builder(name), tvm.get_model_weights(name)
+    options = _BUILD_OPTIONS.get(name, {})
+    return ModelEntry(
+        name=name,
+        architecture=_NOTES.get(name, f"torchvision {name}"),
+        build=lambda: builder(weights=None, **options),
+        published=lambda weights: _torchvision_published(name, enum, weights),
+        aliases=ALIASES.get(name, {}),
+    )
+
+
+def _inceptionv1_entry() -> ModelEntry:
+    from fvcli import inceptionv1
+
+    published = Published(
+        inceptionv1.WEIGHTS_FILE, inceptionv1.WEIGHTS_URL, inceptionv1.NORMALIZATION, native_size=224, check_hash=False
+    )
+
+    def pick(name: str) -> Published:
+        if name.upper() != "DEFAULT":
+            raise FvError(f"--weights {name}: inceptionv1 has one set of published weights, default (inception5h.pth)")
+        return published
+
+    return ModelEntry(
+        name="inceptionv1",
+        architecture="the article's InceptionV1 (inception5h: local response normalization, 1008 classes, mixed4a 508 channels)",
+        build=inceptionv1.build_inceptionv1,
+        published=pick,
+    )
+
+
+# Networks fv defines itself, next to torchvision's.
+OWN_MODELS: dict[str, Callable[[], ModelEntry]] = {"inceptionv1": _inceptionv1_entry}
+
+
+def find_entry(name: str) -> ModelEntry | None:
+    """The registry entry of a model name, or None when fv does not know it."""
+    if name in OWN_MODELS:
+        return OWN_MODELS[name]()
+    return _torchvision_entry(name)
+
+
+def known_models() -> list[str]:
+    return sorted([*OWN_MODELS, *torchvision_models()])
 
 
 @dataclass
@@ -90,6 +168,7 @@ class LoadedModel:
     weights: str  # "random(seed=0)", a torchvision weights name, or "file:<path>"
     weights_sha256: str | None = None
     normalization: Normalization | None = None  # None: the model takes [0, 1] RGB as it is
+    native_size: int | None = None  # the input size of training, for models that take one size only
     aliases: dict[str, str] = field(default_factory=dict)
 
     def layer_names(self) -> list[str]:
@@ -113,13 +192,6 @@ class LoadedModel:
         return layer if path == layer else f"{layer} ({path})"
 
 
-def weights_normalization(weights: Any) -> Normalization:
-    """The (mean, std) a torchvision weights enum's own preprocessing uses; the same for any weights
-    of that architecture, since the network was trained to expect it."""
-    preprocess = weights.transforms()
-    return tuple(float(v) for v in preprocess.mean), tuple(float(v) for v in preprocess.std)
-
-
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -135,6 +207,7 @@ def load_state(module: nn.Module, state: Any, source: str) -> None:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise FvError(f"{source}: not a state dict of tensors")
     own = module.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not k.startswith(_AUXILIARY_HEADS)}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
@@ -200,35 +273,35 @@ def _calibrate(module: nn.Module, norms: list, generator: torch.Generator, norma
         module.train(was_training)
 
 
-def _published(entry: ModelEntry, quiet: bool) -> tuple[nn.Module, str]:
-    """The model's published weights via torchvision's weights API and cache, or one clear line."""
-    enum = entry.published_weights()
+def _download(published: Published, model: str, quiet: bool) -> dict[str, torch.Tensor]:
+    """Published weights through torch.hub's cache (downloaded once), or one clear line."""
     folder = Path(torch.hub.get_dir()) / "checkpoints"
-    filename = Path(urlparse(enum.url).path).name
-    cached = (folder / filename).exists()
+    cached = (folder / published.filename).exists()
     chatter = io.StringIO()
     previous_timeout = socket.getdefaulttimeout()
     try:
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
         # torch.hub announces downloads on stdout: keep stdout for results and errors to one line.
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-            state = enum.get_state_dict(progress=False, check_hash=True)
+            state = torch.hub.load_state_dict_from_url(
+                published.url, map_location="cpu", progress=False, check_hash=published.check_hash, weights_only=True
+            )
     except Exception as error:  # network, file system and hash failures all end the same way
         reason = str(getattr(error, "reason", None) or error).splitlines()[0][:200]
         if cached:
             raise FvError(
-                f"cached weights {folder / filename} cannot be read ({reason}); delete it to download again, "
-                f"or use --weights random"
+                f"cached weights {folder / published.filename} cannot be read ({reason}); delete it to download "
+                f"again, or use --weights random"
             ) from None
         raise FvError(
-            f"cannot download {entry.name} weights {enum} ({reason}): put {filename} in {folder}/ "
-            f"or use --weights random"
+            f"cannot download {model} weights {published.identity} ({reason}): put {published.filename} in "
+            f"{folder}/ or use --weights random"
         ) from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
     if not cached and not quiet:
-        print(f"fv: downloaded {enum} to {folder / filename}", file=sys.stderr)
-    return entry.build(state, str(enum)), str(enum)
+        print(f"fv: downloaded {published.identity} to {folder / published.filename}", file=sys.stderr)
+    return state
 
 
 def _import_factory(spec: str) -> Callable[[], Any]:
@@ -268,47 +341,50 @@ def is_factory(model: str) -> bool:
     return ":" in model
 
 
+_WEIGHTS_NAME = re.compile(r"(\w+_Weights\.)?[A-Za-z][A-Za-z0-9_]*")
+
+
 def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> LoadedModel:
-    """Build `model` with `weights` (default, random, or a state-dict path); CPU, eval, frozen."""
+    """Build `model` with `weights` (default, a weights name, random, or a state-dict path); CPU, eval, frozen."""
+    entry = None if is_factory(model) else find_entry(model)
+    native_size = None
     if is_factory(model):
         module = _from_factory(model)
-        architecture, aliases, normalization = f"factory {model}", {}, None
-        identity = "factory default"
-    elif model in REGISTRY:
-        entry = REGISTRY[model]
+        architecture, aliases, normalization, identity = f"factory {model}", {}, None, "factory default"
+    elif entry is not None:
         architecture, aliases = entry.architecture, entry.aliases
-        normalization = weights_normalization(entry.published_weights())
-        module, identity = (None, None)
+        default = entry.published("DEFAULT")  # metadata only: the preprocessing the network expects
+        normalization, native_size = default.normalization, default.native_size
+        module = identity = None
     else:
-        close = difflib.get_close_matches(model, list(REGISTRY), n=3, cutoff=0.5)
+        close = difflib.get_close_matches(model, known_models(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise FvError(
-            f"unknown model '{model}'{hint} (known: {', '.join(sorted(REGISTRY))}, or a factory FILE.py:FUNC)"
-        )
+        raise FvError(f"unknown model '{model}'{hint} (`fv models` lists them, or use a factory FILE.py:FUNC)")
 
     sha256 = None
     if weights == "random":
         if module is None:
-            module = entry.build(None, "")
+            module = entry.build()
         random_init(module, seed, normalization)
         identity = f"random(seed={seed})"
-    elif weights == "default":
-        if module is None:
-            module, identity = _published(entry, quiet)
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            raise FvError(f"--weights {weights}: file not found (expected default, random or a state-dict file)")
+    elif Path(weights).is_file():
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as error:
             first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
             raise FvError(f"--weights {weights}: cannot read a state dict from this file ({first})") from None
         if module is None:
-            module = entry.build(state, f"--weights {weights}")
-        else:
-            load_state(module, state, f"--weights {weights}")
-        identity, sha256 = f"file:{path}", sha256_of(path)
+            module = entry.build()
+        load_state(module, state, f"--weights {weights}")
+        identity, sha256 = f"file:{weights}", sha256_of(Path(weights))
+    elif entry is not None and _WEIGHTS_NAME.fullmatch(weights):
+        published = entry.published("DEFAULT" if weights == "default" else weights)
+        module = entry.build()
+        load_state(module, _download(published, model, quiet), published.identity)
+        identity, normalization, native_size = published.identity, published.normalization, published.native_size
+        sha256 = sha256_of(Path(torch.hub.get_dir()) / "checkpoints" / published.filename)
+    elif weights != "default":
+        raise FvError(f"--weights {weights}: file not found (expected default, random, a weights name or a state-dict file)")
 
     module.eval()
     module.requires_grad_(False)
@@ -319,5 +395,6 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> Load
         weights=identity,
         weights_sha256=sha256,
         normalization=normalization,
+        native_size=native_size,
         aliases=dict(aliases),
     )

@@ -13,6 +13,8 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
+from fvcli.layers import Layout, channels_first
+
 Activations = Mapping[str, Tensor]
 
 
@@ -67,14 +69,14 @@ class Objective:
 
 
 class Channel(Objective):
-    """The mean activation of one channel over space (or the entry itself for flat outputs)."""
+    """The mean activation of one channel over space or patch tokens (the entry of a flat output)."""
 
-    def __init__(self, layer: str, channel: int, label: str | None = None):
-        self.layer, self.channel, self.label = layer, channel, label or layer
+    def __init__(self, layer: str, channel: int, label: str | None = None, layout: Layout | None = None):
+        self.layer, self.channel, self.label, self.layout = layer, channel, label or layer, layout
         self.layers = (layer,)
 
     def __call__(self, acts: Activations) -> Tensor:
-        a = acts[self.layer]
+        a = channels_first(acts[self.layer], self.layout)
         return a[:, self.channel].reshape(a.shape[0], -1).float().mean(dim=1)
 
     def describe(self) -> str:
@@ -104,16 +106,16 @@ class Weighted(Objective):
         return text
 
 
-def channel(layer: str, index: int, label: str | None = None) -> Channel:
-    return Channel(layer, index, label)
+def channel(layer: str, index: int, label: str | None = None, layout: Layout | None = None) -> Channel:
+    return Channel(layer, index, label, layout)
 
 
 def batch_values(objectives: list[Objective], acts: Activations) -> Tensor:
     """Score image i of the batch by objectives[i]: a tensor of shape (len(objectives),)."""
     first = objectives[0]
-    if all(isinstance(o, Channel) and o.layer == first.layer for o in objectives):
+    if all(isinstance(o, Channel) and (o.layer, o.layout) == (first.layer, first.layout) for o in objectives):
         # One gather for the common case: every image of the batch asks for a channel of one layer.
-        a = acts[first.layer]
+        a = channels_first(acts[first.layer], first.layout)
         index = torch.tensor([o.channel for o in objectives], device=a.device)
         picked = a[torch.arange(len(objectives), device=a.device), index]
         return picked.reshape(len(objectives), -1).float().mean(dim=1)

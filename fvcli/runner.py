@@ -26,6 +26,7 @@ from fvcli.devices import device_name, pick_device
 from fvcli.engine import BatchResult, describe, input_normalization, render_batch
 from fvcli.errors import EXIT_OK, EXIT_SOME_FAILED, FvError
 from fvcli.jobs import Job, JobRequest, Unit, make_units, plan_batches
+from fvcli.layers import infer_layout, split_key
 from fvcli.models import LoadedModel, load_model
 from fvcli.objectives import Objective, channel
 from fvcli.output import SCHEMA_VERSION, grid_shape, make_grid, save_png, to_pil, write_json
@@ -108,24 +109,35 @@ class Run:
     def _resolve(self, index: int, request: JobRequest) -> Job:
         model = self._model(request.settings)
         where = f"{request.origin}: " if request.origin else ""
+        path, element = split_key(request.layer)
         try:
-            path = model.resolve_layer(request.layer)
+            key = model.resolve_layer(path) + (f"@{element}" if element is not None else "")
         except FvError as error:
             raise FvError(f"{where}{error}") from None
+        size, input_size = request.settings.size, None
         try:
-            shape = layer_shapes(model.module, [path], request.settings.size, self.device)[path]
+            shape = self._probe(model, key, size)
+        except ValueError as error:  # a tuple or dict output, or a missing element
+            raise FvError(f"{where}{error}") from None
         except Exception as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            raise FvError(
-                f"{where}{model.name} cannot compute layer {request.layer} on a {request.settings.size} px "
-                f"image ({first}); try a larger --size"
-            ) from None
-        if len(shape) not in (2, 4):
-            raise FvError(
-                f"{where}layer {request.layer} outputs shape {tuple(shape)}; channel targets need "
-                f"(N, C, H, W) or (N, C) outputs"
-            )
-        count = shape[1]
+            # Models that take one input size only (ViTs) get images resized to the size they were
+            # trained at; others are too small for this image.
+            native = model.native_size
+            try:
+                if native is None or native == size:
+                    raise error
+                shape, input_size = self._probe(model, key, native), native
+            except Exception:
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                raise FvError(
+                    f"{where}{model.name} cannot compute layer {request.layer} on a {size} px image ({first}); "
+                    f"try a larger --size"
+                ) from None
+        try:
+            layout = infer_layout(shape)
+        except ValueError as error:
+            raise FvError(f"{where}layer {request.layer}: {error}") from None
+        count = layout.channels
         channels = request.channels if request.channels is not None else tuple(range(count))
         bad = [c for c in channels if c >= count]
         if bad:
@@ -133,8 +145,11 @@ class Run:
                 f"{where}channel {bad[0]} is out of range for layer {request.layer}, which has {count} "
                 f"channels (0-{count - 1})"
             )
-        units = make_units(index, request.settings.seed, path, channels)
-        return Job(request=request, layer_path=path, layer_shape=tuple(shape), units=units)
+        units = make_units(index, request.settings.seed, key, channels)
+        return Job(request, key, tuple(shape), layout, units, input_size)
+
+    def _probe(self, model: LoadedModel, key: str, size: int) -> tuple[int, ...]:
+        return layer_shapes(model.module, [key], size, self.device)[key]
 
     def _check_folders(self) -> None:
         seen: dict[Path, JobRequest] = {}
@@ -158,7 +173,7 @@ class Run:
     # ---- rendering ----
 
     def _objective(self, job: Job, unit: Unit) -> Objective:
-        return channel(job.layer_path, unit.channel, label=job.request.layer)
+        return channel(job.layer_path, unit.channel, label=job.request.layer, layout=job.layout)
 
     def _batch_size(self, key: tuple, count: int) -> int:
         if self.settings.batch_size:
@@ -176,7 +191,8 @@ class Run:
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         before = torch.cuda.memory_allocated(self.device)
-        render_batch(model, [self._objective(job, u) for u in probe_units], [u.seed for u in probe_units], settings, self.device)
+        objectives = [self._objective(job, u) for u in probe_units]
+        render_batch(model, objectives, [u.seed for u in probe_units], settings, self.device, input_size=job.input_size)
         per_image = max(1, (torch.cuda.max_memory_allocated(self.device) - before) / len(probe_units))
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(count, int(free * CUDA_MEMORY_SHARE / per_image)))
@@ -251,7 +267,13 @@ class Run:
         started = time.perf_counter()
         try:
             result = render_batch(
-                model, [self._objective(j, u) for j, u in batch], [u.seed for _, u in batch], settings, self.device, on_step
+                model,
+                [self._objective(j, u) for j, u in batch],
+                [u.seed for _, u in batch],
+                settings,
+                self.device,
+                on_step,
+                input_size=job.input_size,
             )
         except torch.OutOfMemoryError:
             raise
@@ -322,6 +344,8 @@ class Run:
             "layer": job.request.layer,
             "layer_module": job.layer_path,
             "layer_shape": list(job.layer_shape),
+            "layer_layout": {"kind": job.layout.kind, "channels": job.layout.channels, "prefix_tokens": job.layout.prefix_tokens},
+            "model_input_size": job.input_size,
             "objective": f"channel: the mean over space of one channel of {job.request.layer}, maximized",
             "settings": describe(settings, self.device, normalization),
             "grid": {"image": "grid.png", "rows": rows, "columns": columns},

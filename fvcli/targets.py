@@ -58,9 +58,16 @@ def parse_channels(value: Any) -> tuple[int, ...] | None:
 
 
 def parse_target(text: str) -> Target:
-    """`mixed4a:0-3,7` -> Target("mixed4a", (0, 1, 2, 3, 7)); `mixed4a` -> every channel."""
-    layer, sep, channels = text.partition(":")
-    layer = layer.strip()
+    """`mixed4a:0-3,7` -> Target("mixed4a", (0, 1, 2, 3, 7)); `mixed4a` -> every channel.
+
+    A trailing `@ELEMENT` picks one element of a layer that returns a tuple or dict:
+    `blocks.3:0-9@1` -> Target("blocks.3@1", (0, ..., 9)).
+    """
+    body, at, element = text.partition("@")
+    if at and not element.strip():
+        raise ValueError(f"no element after '@' in {text!r}; write e.g. {body}@0")
+    layer, sep, channels = body.partition(":")
+    layer = layer.strip() + (f"@{element.strip()}" if at else "")
     if not layer:
         raise ValueError(f"expected LAYER:CHANNELS like mixed4a:0-511, got {text!r}")
     if sep and not channels.strip():

@@ -147,7 +147,8 @@ def test_version_and_subprocess_entry_points(tmp_path):
     assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
 
 
-def test_layers_lists_names_with_aliases():
-    output = fv("layers", "inception4*")
-    assert "inception4a  (mixed4a)" in output.splitlines()
-    assert all(line.startswith("inception4") for line in output.splitlines())
+def test_layers_lists_names_with_aliases_shapes_and_channels():
+    lines = fv("layers", "inception4*").splitlines()
+    assert lines[0].split() == ["layer", "alias", "channels", "layout", "shape", "(128", "px)"]
+    assert lines[1].split()[:4] == ["inception4a", "mixed4a", "512", "nchw"]
+    assert all(line.startswith("inception4") for line in lines[1:])

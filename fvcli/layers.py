@@ -1,0 +1,145 @@
+"""Layers: naming a layer's output, knowing where its channels are, and listing a model's layers.
+
+A layer key is a module path from `named_modules()`, with `@ELEMENT` when the module returns a tuple,
+list or dict (`blocks.3@0`, `heads@logits`). The layout of an output says where its channels are; it
+is read off the shape the layer gives for a square probe image:
+
+  nchw    (N, C, H, W)  convolution outputs: a channel is the mean over H and W
+  nhwc    (N, H, W, C)  channel-last outputs (inside ConvNeXt blocks): the same, channels last
+  tokens  (N, T, C)     transformer tokens: a channel is the mean over the patch tokens
+  flat    (N, C)        logits, pooled features: a channel is one entry
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+MAX_PREFIX_TOKENS = 8  # class, distillation and register tokens ahead of the patch grid
+
+
+@dataclass(frozen=True)
+class Layout:
+    kind: str  # nchw, nhwc, tokens or flat
+    channels: int
+    prefix_tokens: int = 0  # tokens only: leading non-patch tokens (a ViT's class token)
+
+    @property
+    def channel_axis(self) -> int:
+        return 1 if self.kind in ("nchw", "flat") else -1
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """`blocks.3@0` -> ("blocks.3", "0"); `mixed4a` -> ("mixed4a", None)."""
+    path, sep, element = key.partition("@")
+    return path, (element if sep else None)
+
+
+def describe_output(output: Any) -> str:
+    if isinstance(output, Tensor):
+        return str(tuple(output.shape))
+    if isinstance(output, dict):
+        return "dict with keys " + ", ".join(f"{k} {describe_output(v)}" for k, v in output.items())
+    if isinstance(output, (tuple, list)):
+        return f"{type(output).__name__} of " + ", ".join(f"@{i} {describe_output(v)}" for i, v in enumerate(output))
+    return type(output).__name__
+
+
+def select(output: Any, key: str) -> Tensor:
+    """The tensor a layer key names within a module's output; ValueError says what there is."""
+    path, element = split_key(key)
+    if element is None:
+        if isinstance(output, Tensor):
+            return output
+        raise ValueError(f"layer {path} returns a {describe_output(output)}; name one element as {path}@ELEMENT")
+    try:
+        if isinstance(output, dict):
+            chosen = output[element]
+        elif isinstance(output, (tuple, list)):
+            chosen = output[int(element)]
+        else:
+            raise KeyError(element)
+    except (KeyError, IndexError, ValueError):
+        raise ValueError(f"layer {path} has no element @{element}: it returns a {describe_output(output)}") from None
+    if not isinstance(chosen, Tensor):
+        raise ValueError(f"layer {key} is a {describe_output(chosen)}, not a tensor")
+    return chosen
+
+
+def infer_layout(shape: tuple[int, ...]) -> Layout:
+    """Where the channels are, from a layer's output shape for one square probe image."""
+    if len(shape) == 2:
+        return Layout("flat", shape[1])
+    if len(shape) == 3:
+        tokens, channels = shape[1], shape[2]
+        grid = math.isqrt(tokens)
+        prefix = tokens - grid * grid
+        if grid == 0 or prefix > MAX_PREFIX_TOKENS:
+            prefix = 0  # not a square patch grid with a few leading tokens: average them all
+        return Layout("tokens", channels, prefix)
+    if len(shape) == 4:
+        if shape[2] != shape[3] and shape[1] == shape[2]:  # a square image's (N, H, W, C): H == W first
+            return Layout("nhwc", shape[3])
+        return Layout("nchw", shape[1])
+    raise ValueError(f"an output of shape {tuple(shape)} has no channel axis fv knows (expected 2, 3 or 4 dimensions)")
+
+
+def channels_first(output: Tensor, layout: Layout | None, patch_tokens_only: bool = True) -> Tensor:
+    """The output as (N, C, ...) with only the positions a channel averages over (patch tokens)."""
+    if layout is None or layout.kind in ("nchw", "flat"):
+        return output
+    if layout.kind == "tokens" and patch_tokens_only:
+        output = output[:, layout.prefix_tokens :]
+    return output.movedim(-1, 1)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    key: str
+    output: str  # shape, or what the module returned
+    layout: Layout | None
+
+
+def list_layers(model: nn.Module, size: int, device: torch.device | str = "cpu") -> list[LayerInfo]:
+    """Every module a target can name, in the order the forward pass enters them, with its output.
+
+    One forward pass on a `size` x `size` image. Tuple and dict outputs are listed element by element
+    (`path@0`); modules the forward pass never runs are left out.
+    """
+    entered: list[str] = []
+    outputs: dict[str, Any] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        handles.append(module.register_forward_pre_hook(lambda m, i, name=name: entered.append(name)))
+        handles.append(module.register_forward_hook(lambda m, i, o, name=name: outputs.setdefault(name, o)))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    infos: list[LayerInfo] = []
+    for name in dict.fromkeys(entered):
+        output = outputs.get(name)
+        if isinstance(output, Tensor):
+            infos.append(LayerInfo(name, str(tuple(output.shape)), _layout_or_none(tuple(output.shape))))
+        elif isinstance(output, (tuple, list, dict)):
+            items = output.items() if isinstance(output, dict) else enumerate(output)
+            for element, value in items:
+                if isinstance(value, Tensor):
+                    key = f"{name}@{element}"
+                    infos.append(LayerInfo(key, str(tuple(value.shape)), _layout_or_none(tuple(value.shape))))
+    return infos
+
+
+def _layout_or_none(shape: tuple[int, ...]) -> Layout | None:
+    try:
+        return infer_layout(shape)
+    except ValueError:
+        return None
