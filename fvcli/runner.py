@@ -81,6 +81,13 @@ def model_key(settings: RenderSettings) -> tuple:
     return (settings.model, settings.weights, settings.seed if settings.weights == "random" else None)
 
 
+class _TooSmall(Exception):
+    """The model cannot run on an image of the requested size."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
 class Run:
     """One invocation of `fv render`: construct (validates everything), then `execute()`."""
 
@@ -114,25 +121,17 @@ class Run:
             key = model.resolve_layer(path) + (f"@{element}" if element is not None else "")
         except FvError as error:
             raise FvError(f"{where}{error}") from None
-        size, input_size = request.settings.size, None
+        size = request.settings.size
         try:
-            shape = self._probe(model, key, size)
+            shape, input_size = self._shape(model, key, size)
         except ValueError as error:  # a tuple or dict output, or a missing element
             raise FvError(f"{where}{error}") from None
-        except Exception as error:
-            # Models that take one input size only (ViTs) get images resized to the size they were
-            # trained at; others are too small for this image.
-            native = model.native_size
-            try:
-                if native is None or native == size:
-                    raise error
-                shape, input_size = self._probe(model, key, native), native
-            except Exception:
-                first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-                raise FvError(
-                    f"{where}{model.name} cannot compute layer {request.layer} on a {size} px image ({first}); "
-                    f"try a larger --size"
-                ) from None
+        except _TooSmall as small:
+            first = (str(small.error).strip().splitlines() or [type(small.error).__name__])[0][:200]
+            raise FvError(
+                f"{where}{model.name} cannot compute layer {request.layer} on a {size} px image ({first}); "
+                f"try a larger --size"
+            ) from None
         try:
             layout = infer_layout(shape)
         except ValueError as error:
@@ -150,6 +149,26 @@ class Run:
 
     def _probe(self, model: LoadedModel, key: str, size: int) -> tuple[int, ...]:
         return layer_shapes(model.module, [key], size, self.device)[key]
+
+    def _shape(self, model: LoadedModel, key: str, size: int) -> tuple[tuple[int, ...], int | None]:
+        """The layer's output shape, and the input size images are resized to (None: as rendered).
+
+        Models that take one input size only (ViTs) run at the size they were trained at; for other
+        models a failure means this image is too small (_TooSmall). ValueError: a tuple or dict output.
+        """
+        try:
+            return self._probe(model, key, size), None
+        except ValueError:
+            raise
+        except Exception as error:
+            if model.native_size in (None, size):
+                raise _TooSmall(error) from None
+            try:
+                return self._probe(model, key, model.native_size), model.native_size
+            except ValueError:
+                raise
+            except Exception:
+                raise _TooSmall(error) from None
 
     def _check_folders(self) -> None:
         seen: dict[Path, JobRequest] = {}
