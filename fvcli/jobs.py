@@ -36,11 +36,14 @@ def safe_component(text: str) -> str:
 
 
 def model_slug(model: str) -> str:
-    """The folder name of a model: `googlenet`, or `FILE.FUNC` for a factory `path/FILE.py:FUNC`."""
+    """The folder name of a model: `googlenet`, `FILE.FUNC` for a factory `path/FILE.py:FUNC`,
+    `timm.NAME` for `timm:NAME`, and `FILE` for a model file `path/FILE.pt`."""
     if ":" in model:
         source, _, func = model.rpartition(":")
         stem = Path(source).stem if source.endswith(".py") else source.rsplit(".", 1)[-1]
         return safe_component(f"{stem}.{func}")
+    if "/" in model or "\\" in model or "." in model:
+        return safe_component(Path(model).stem)
     return safe_component(model)
 
 

@@ -97,6 +97,15 @@ def channels_first(output: Tensor, layout: Layout | None, patch_tokens_only: boo
     return output.movedim(-1, 1)
 
 
+def hookable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The named modules whose outputs forward hooks can see: not the inside of TorchScript code."""
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if name and not isinstance(module, torch.jit.ScriptModule)
+    ]
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     key: str
@@ -113,9 +122,7 @@ def list_layers(model: nn.Module, size: int, device: torch.device | str = "cpu")
     entered: list[str] = []
     outputs: dict[str, Any] = {}
     handles = []
-    for name, module in model.named_modules():
-        if not name:
-            continue
+    for name, module in hookable_modules(model):
         handles.append(module.register_forward_pre_hook(lambda m, i, name=name: entered.append(name)))
         handles.append(module.register_forward_hook(lambda m, i, o, name=name: outputs.setdefault(name, o)))
     try:

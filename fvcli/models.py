@@ -17,6 +17,7 @@ import io
 import re
 import socket
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from fvcli.errors import FvError
+from fvcli.layers import hookable_modules
 
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per input channel
 IMAGENET: Normalization = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -172,7 +174,7 @@ class LoadedModel:
     aliases: dict[str, str] = field(default_factory=dict)
 
     def layer_names(self) -> list[str]:
-        return [name for name, _ in self.module.named_modules() if name]
+        return [name for name, _ in hookable_modules(self.module)]
 
     def resolve_layer(self, layer: str) -> str:
         """The module path a layer name means; an unknown name fails with close suggestions."""
@@ -326,15 +328,59 @@ def _import_factory(spec: str) -> Callable[[], Any]:
     return factory
 
 
-def _from_factory(spec: str) -> nn.Module:
+def _from_factory(spec: str) -> tuple[nn.Module, Normalization | None, int | None]:
+    """Call a factory: it returns a module, or (module, preprocessing) where preprocessing has a
+    `mean` and `std` (a dict, or an object such as torchvision's Normalize) and maybe a `size`."""
     factory = _import_factory(spec)
     try:
-        module = factory()
+        made = factory()
     except Exception as error:
         raise FvError(f"--model {spec}: the factory failed: {type(error).__name__}: {error}") from None
+    module, preprocessing = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
     if not isinstance(module, nn.Module):
-        raise FvError(f"--model {spec}: the factory returned {type(module).__name__}, expected a torch nn.Module")
-    return module
+        raise FvError(f"--model {spec}: the factory returned {type(made).__name__}, expected an nn.Module or (nn.Module, preprocessing)")
+    if preprocessing is None:
+        return module, None, None
+    get = preprocessing.get if isinstance(preprocessing, dict) else lambda key: getattr(preprocessing, key, None)
+    try:
+        mean, std = tuple(float(v) for v in get("mean")), tuple(float(v) for v in get("std"))
+        size = get("size")
+        size = int(size if not isinstance(size, (list, tuple)) else size[-1]) if size is not None else None
+    except (TypeError, ValueError):
+        raise FvError(f"--model {spec}: the factory's preprocessing needs 'mean' and 'std' (3 numbers each) and maybe 'size'") from None
+    if len(mean) != 3 or len(std) != 3 or not all(v > 0 for v in std):
+        raise FvError(f"--model {spec}: the factory's preprocessing needs 3 means and 3 positive stds")
+    return module, (mean, std), size
+
+
+class Scripted(nn.Module):
+    """A TorchScript model. Its modules run inside TorchScript, where Python hooks cannot see them,
+    so its one layer is `output`: the model's result (`output@KEY` for tuple or dict results)."""
+
+    def __init__(self, scripted: torch.jit.ScriptModule):
+        super().__init__()
+        self.scripted = scripted
+        self.output = nn.Identity()
+
+    def forward(self, x: torch.Tensor):
+        return self.output(self.scripted(x))
+
+
+def is_torchscript(model: str) -> bool:
+    return ":" not in model and model.lower().endswith((".pt", ".ts", ".pth", ".torchscript"))
+
+
+def _torchscript(path: str) -> Scripted:
+    if not Path(path).is_file():
+        raise FvError(f"--model {path}: file not found (expected a model name, a TorchScript file or FILE.py:FUNC)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+            scripted = torch.jit.load(path, map_location="cpu")
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise FvError(f"--model {path}: not a TorchScript file ({first}); state dicts go to --weights") from None
+    return Scripted(scripted)
 
 
 def is_factory(model: str) -> bool:
@@ -346,11 +392,16 @@ _WEIGHTS_NAME = re.compile(r"(\w+_Weights\.)?[A-Za-z][A-Za-z0-9_]*")
 
 def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> LoadedModel:
     """Build `model` with `weights` (default, a weights name, random, or a state-dict path); CPU, eval, frozen."""
-    entry = None if is_factory(model) else find_entry(model)
-    native_size = None
-    if is_factory(model):
-        module = _from_factory(model)
-        architecture, aliases, normalization, identity = f"factory {model}", {}, None, "factory default"
+    entry = None if is_factory(model) or is_torchscript(model) else find_entry(model)
+    native_size, sha256 = None, None
+    if is_torchscript(model):
+        module, architecture, aliases, normalization = _torchscript(model), f"TorchScript {model}", {}, None
+        identity, sha256 = f"torchscript:{model}", sha256_of(Path(model))
+        if weights == "random":
+            raise FvError(f"--weights random: a TorchScript model's modules are opaque to fv; use --weights default or a state-dict file")
+    elif is_factory(model):
+        module, normalization, native_size = _from_factory(model)
+        architecture, aliases, identity = f"factory {model}", {}, "factory default"
     elif entry is not None:
         architecture, aliases = entry.architecture, entry.aliases
         default = entry.published("DEFAULT")  # metadata only: the preprocessing the network expects
@@ -361,7 +412,6 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> Load
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise FvError(f"unknown model '{model}'{hint} (`fv models` lists them, or use a factory FILE.py:FUNC)")
 
-    sha256 = None
     if weights == "random":
         if module is None:
             module = entry.build()

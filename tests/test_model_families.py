@@ -147,3 +147,25 @@ def test_weights_enum_names_resolve_without_download():
     assert entry.published("DEFAULT").normalization == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     with pytest.raises(FvError):
         entry.published("IMAGENET22K")
+
+
+def test_factory_may_return_its_preprocessing(tmp_path, tiny):
+    model = load_model(tiny.replace(":make", ":make_with_preprocessing"), "default", seed=0)
+    assert model.normalization == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)) and model.native_size == 40
+
+
+def test_torchscript_models_render_their_output(tmp_path, tiny):
+    import warnings
+
+    scripted_path = tmp_path / "tiny.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(load_model(tiny, "random", seed=0).module).save(str(scripted_path))
+    data = json.loads(fv("layers", "--model", str(scripted_path), "--weights", "default", "--size", "32", "--json"))
+    assert data["layers"] == [{"name": "output", "alias": None, "shape": "(1, 5)", "layout": "flat", "channels": 5}]
+    fv("render", "output:0-2", "--model", str(scripted_path), "--steps", "6", "--size", "32", "--out", str(tmp_path / "o"), "--quiet")
+    sidecar = json.loads((tmp_path / "o" / "tiny" / "output" / "grid.json").read_text())
+    assert sidecar["model"]["weights"] == f"torchscript:{scripted_path}" and len(sidecar["model"]["weights_sha256"]) == 64
+    assert all(u["activation_final"] > u["activation_start"] for u in sidecar["units"])
+    line = fv("render", "output:0", "--model", str(scripted_path), "--weights", "random", "--out", str(tmp_path / "o2"), code=2)
+    assert line.startswith("fv: error: --weights random: a TorchScript model's modules are opaque to fv")

@@ -77,7 +77,7 @@ def test_factories_from_files_and_modules(tiny):
     assert module_model.layer_names() == model.layer_names()
     with pytest.raises(FvError, match="has no function 'nope'"):
         load_model(tiny.replace(":make", ":nope"), "default", seed=0)
-    with pytest.raises(FvError, match="the factory returned int, expected a torch nn.Module"):
+    with pytest.raises(FvError, match=r"the factory returned int, expected an nn.Module or \(nn.Module, preprocessing\)"):
         load_model(tiny.replace(":make", ":not_a_module"), "default", seed=0)
 
 

@@ -38,3 +38,8 @@ class _Broken(nn.Module):
 
 def make_broken() -> nn.Module:
     return nn.Sequential(OrderedDict(broken=_Broken()))
+
+
+def make_with_preprocessing():
+    """The tiny model and the preprocessing it expects, as a factory may return them."""
+    return make(), {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "size": 40}
