@@ -366,6 +366,83 @@ class Scripted(nn.Module):
         return self.output(self.scripted(x))
 
 
+TIMM_PREFIX = "timm:"
+HUB_HOST = "huggingface.co"
+
+
+def _timm_module():
+    try:
+        import timm
+    except ImportError:
+        raise FvError("timm:NAME models need timm: pip install timm (or the project's [timm] extra)") from None
+    return timm
+
+
+def _timm_pretrained(timm: Any, name: str, quiet: bool) -> nn.Module:
+    """timm's published weights, from the Hugging Face cache or the hub; offline, one clear line."""
+    import logging
+
+    import huggingface_hub.constants as hub
+
+    def create(offline: bool) -> nn.Module:
+        previous, hub.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE, offline or hub.HF_HUB_OFFLINE
+        try:
+            return timm.create_model(name, pretrained=True)
+        finally:
+            hub.HF_HUB_OFFLINE = previous
+
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # its retry warnings would break the one-line error
+    try:
+        try:
+            return create(offline=True)  # the cache first: no network needed
+        except Exception:
+            try:
+                socket.create_connection((HUB_HOST, 443), timeout=5).close()
+            except OSError as error:
+                raise RuntimeError(f"{HUB_HOST} unreachable: {error}") from None
+            model = create(offline=False)
+            if not quiet:
+                print(f"fv: downloaded timm weights for {name} to {hub.HF_HUB_CACHE}", file=sys.stderr)
+            return model
+    except Exception as error:
+        hub_id = timm.create_model(name, pretrained=False).pretrained_cfg.get("hf_hub_id") or name
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise FvError(
+            f"cannot download timm weights {hub_id} ({reason}): put them in the Hugging Face cache "
+            f"{hub.HF_HUB_CACHE}/ or use --weights random"
+        ) from None
+    finally:
+        logger.setLevel(level)
+
+
+def _from_timm(model: str, weights: str, quiet: bool) -> tuple[nn.Module, Normalization, int | None, str]:
+    timm = _timm_module()
+    name = model[len(TIMM_PREFIX) :]
+    known = timm.list_models()
+    if name not in known and name not in timm.list_models(pretrained=True):
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(TIMM_PREFIX + c for c in close)}?" if close else ""
+        raise FvError(f"unknown timm model '{name}'{hint} (`fv models 'timm:*'` lists them)")
+    if weights == "default":
+        module = _timm_pretrained(timm, name, quiet)
+        identity = f"timm:{module.pretrained_cfg.get('hf_hub_id') or name}"
+    else:
+        module, identity = timm.create_model(name, pretrained=False), None
+    config = timm.data.resolve_data_config({}, model=module)
+    normalization = (tuple(float(v) for v in config["mean"]), tuple(float(v) for v in config["std"]))
+    return module, normalization, int(config["input_size"][-1]), identity
+
+
+def timm_models() -> list[str]:
+    try:
+        import timm
+    except ImportError:
+        return []
+    return [TIMM_PREFIX + name for name in timm.list_models()]
+
+
 def is_torchscript(model: str) -> bool:
     return ":" not in model and model.lower().endswith((".pt", ".ts", ".pth", ".torchscript"))
 
@@ -384,7 +461,7 @@ def _torchscript(path: str) -> Scripted:
 
 
 def is_factory(model: str) -> bool:
-    return ":" in model
+    return ":" in model and not model.startswith(TIMM_PREFIX)
 
 
 _WEIGHTS_NAME = re.compile(r"(\w+_Weights\.)?[A-Za-z][A-Za-z0-9_]*")
@@ -392,9 +469,13 @@ _WEIGHTS_NAME = re.compile(r"(\w+_Weights\.)?[A-Za-z][A-Za-z0-9_]*")
 
 def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> LoadedModel:
     """Build `model` with `weights` (default, a weights name, random, or a state-dict path); CPU, eval, frozen."""
+    timm_model = model.startswith(TIMM_PREFIX)
     entry = None if is_factory(model) or is_torchscript(model) else find_entry(model)
     native_size, sha256 = None, None
-    if is_torchscript(model):
+    if timm_model:
+        module, normalization, native_size, identity = _from_timm(model, weights, quiet)
+        architecture, aliases = f"timm {model[len(TIMM_PREFIX):]}", {}
+    elif is_torchscript(model):
         module, architecture, aliases, normalization = _torchscript(model), f"TorchScript {model}", {}, None
         identity, sha256 = f"torchscript:{model}", sha256_of(Path(model))
         if weights == "random":
@@ -412,7 +493,9 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> Load
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise FvError(f"unknown model '{model}'{hint} (`fv models` lists them, or use a factory FILE.py:FUNC)")
 
-    if weights == "random":
+    if timm_model and weights == "default":
+        pass  # loaded above
+    elif weights == "random":
         if module is None:
             module = entry.build()
         random_init(module, seed, normalization)
