@@ -62,6 +62,8 @@ def describe(settings: RenderSettings, device: torch.device, normalization: Norm
         "transforms": Pipeline.preset(settings.transforms).describe(),
         "transforms_preset": settings.transforms,
         "normalization": None if normalization is None else {"mean": normalization[0], "std": normalization[1]},
+        "objective": settings.objective,
+        "tokens": settings.tokens,
         "relu_redirect_steps": REDIRECT_STEPS,
         "dtype": dtype_name(device),
     }

@@ -88,6 +88,21 @@ def infer_layout(shape: tuple[int, ...]) -> Layout:
     raise ValueError(f"an output of shape {tuple(shape)} has no channel axis fv knows (expected 2, 3 or 4 dimensions)")
 
 
+def centre(output: Tensor, layout: Layout | None) -> Tensor:
+    """From a channels-first output (see channels_first), the centre position: shape (N, C).
+
+    The centre of the spatial grid, or the centre patch of a square token grid (else the middle token).
+    """
+    if output.dim() == 2:
+        return output
+    if output.dim() == 4:
+        return output[:, :, output.shape[2] // 2, output.shape[3] // 2]
+    count = output.shape[2]
+    grid = math.isqrt(count)
+    index = (grid // 2) * grid + grid // 2 if grid * grid == count else count // 2
+    return output[:, :, index]
+
+
 def channels_first(output: Tensor, layout: Layout | None, patch_tokens_only: bool = True) -> Tensor:
     """The output as (N, C, ...) with only the positions a channel averages over (patch tokens)."""
     if layout is None or layout.kind in ("nchw", "flat"):

@@ -13,7 +13,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from fvcli.layers import Layout, channels_first
+from fvcli.layers import Layout, centre, channels_first
 
 Activations = Mapping[str, Tensor]
 
@@ -69,18 +69,36 @@ class Objective:
 
 
 class Channel(Objective):
-    """The mean activation of one channel over space or patch tokens (the entry of a flat output)."""
+    """The mean activation of one channel over space or patch tokens (the entry of a flat output).
 
-    def __init__(self, layer: str, channel: int, label: str | None = None, layout: Layout | None = None):
+    `all_tokens`: on token layers, average every token, class token included.
+    """
+
+    def __init__(self, layer: str, channel: int, label: str | None = None, layout: Layout | None = None, all_tokens: bool = False):
         self.layer, self.channel, self.label, self.layout = layer, channel, label or layer, layout
+        self.all_tokens = all_tokens
         self.layers = (layer,)
 
+    def positions(self, acts: Activations) -> Tensor:
+        """The layer as (N, C, positions...) over the positions this objective averages."""
+        return channels_first(acts[self.layer], self.layout, patch_tokens_only=not self.all_tokens)
+
     def __call__(self, acts: Activations) -> Tensor:
-        a = channels_first(acts[self.layer], self.layout)
+        a = self.positions(acts)
         return a[:, self.channel].reshape(a.shape[0], -1).float().mean(dim=1)
 
     def describe(self) -> str:
         return f"{self.label}:{self.channel}"
+
+
+class Neuron(Channel):
+    """One channel at one position: the centre of the spatial grid or of the patch-token grid."""
+
+    def positions(self, acts: Activations) -> Tensor:
+        return centre(super().positions(acts), self.layout)
+
+    def describe(self) -> str:
+        return f"neuron({self.label}:{self.channel})"
 
 
 class Weighted(Objective):
@@ -106,16 +124,23 @@ class Weighted(Objective):
         return text
 
 
-def channel(layer: str, index: int, label: str | None = None, layout: Layout | None = None) -> Channel:
-    return Channel(layer, index, label, layout)
+def channel(layer: str, index: int, label: str | None = None, layout: Layout | None = None, all_tokens: bool = False) -> Channel:
+    return Channel(layer, index, label, layout, all_tokens)
+
+
+def neuron(layer: str, index: int, label: str | None = None, layout: Layout | None = None, all_tokens: bool = False) -> Neuron:
+    return Neuron(layer, index, label, layout, all_tokens)
 
 
 def batch_values(objectives: list[Objective], acts: Activations) -> Tensor:
     """Score image i of the batch by objectives[i]: a tensor of shape (len(objectives),)."""
     first = objectives[0]
-    if all(isinstance(o, Channel) and (o.layer, o.layout) == (first.layer, first.layout) for o in objectives):
+    if isinstance(first, Channel) and all(
+        type(o) is type(first) and (o.layer, o.layout, o.all_tokens) == (first.layer, first.layout, first.all_tokens)
+        for o in objectives
+    ):
         # One gather for the common case: every image of the batch asks for a channel of one layer.
-        a = channels_first(acts[first.layer], first.layout)
+        a = first.positions(acts)
         index = torch.tensor([o.channel for o in objectives], device=a.device)
         picked = a[torch.arange(len(objectives), device=a.device), index]
         return picked.reshape(len(objectives), -1).float().mean(dim=1)

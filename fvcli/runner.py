@@ -28,7 +28,7 @@ from fvcli.errors import EXIT_OK, EXIT_SOME_FAILED, FvError
 from fvcli.jobs import Job, JobRequest, Unit, make_units, plan_batches
 from fvcli.layers import infer_layout, split_key
 from fvcli.models import LoadedModel, load_model
-from fvcli.objectives import Objective, channel
+from fvcli.objectives import Objective, channel, neuron
 from fvcli.output import SCHEMA_VERSION, grid_shape, make_grid, save_png, to_pil, write_json
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.targets import describe_channels
@@ -79,6 +79,12 @@ class Report:
 def model_key(settings: RenderSettings) -> tuple:
     # Random weights derive from the seed; other weights do not.
     return (settings.model, settings.weights, settings.seed if settings.weights == "random" else None)
+
+
+_OBJECTIVE_TEXT = {
+    "channel": "channel: the mean of one channel of {layer} over positions (patch tokens for transformers), maximized",
+    "neuron": "neuron: one channel of {layer} at the centre position (centre patch token for transformers), maximized",
+}
 
 
 class _TooSmall(Exception):
@@ -192,7 +198,9 @@ class Run:
     # ---- rendering ----
 
     def _objective(self, job: Job, unit: Unit) -> Objective:
-        return channel(job.layer_path, unit.channel, label=job.request.layer, layout=job.layout)
+        settings = job.request.settings
+        make = neuron if settings.objective == "neuron" else channel
+        return make(job.layer_path, unit.channel, job.request.layer, job.layout, all_tokens=settings.tokens == "all")
 
     def _batch_size(self, key: tuple, count: int) -> int:
         if self.settings.batch_size:
@@ -365,7 +373,7 @@ class Run:
             "layer_shape": list(job.layer_shape),
             "layer_layout": {"kind": job.layout.kind, "channels": job.layout.channels, "prefix_tokens": job.layout.prefix_tokens},
             "model_input_size": job.input_size,
-            "objective": f"channel: the mean over space of one channel of {job.request.layer}, maximized",
+            "objective": _OBJECTIVE_TEXT[settings.objective].format(layer=job.request.layer),
             "settings": describe(settings, self.device, normalization),
             "grid": {"image": "grid.png", "rows": rows, "columns": columns},
             "units": [

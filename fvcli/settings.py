@@ -18,6 +18,8 @@ MAX_STEPS = 100_000
 PARAMETERIZATIONS = ("fourier", "pixel")
 TRANSFORM_PRESETS = ("standard", "none")
 NORMALIZE_NAMES = ("model", "imagenet", "none")
+OBJECTIVES = ("channel", "neuron")
+TOKEN_CHOICES = ("patch", "all")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class RenderSettings:
     transforms: str = "standard"
     # "model" (what the model's weights declare), "imagenet", "none", or (mean, std) per channel.
     normalize: Any = "model"
+    objective: str = "channel"
+    tokens: str = "patch"
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("decorrelate", boolean, "Decorrelate colours with ImageNet's colour correlation.", job=True, flag=True),
     Option("transforms", choice(*TRANSFORM_PRESETS), "Transformation robustness preset: standard (pad, jitter, scale, rotate, jitter) or none.", job=True, metavar="|".join(TRANSFORM_PRESETS)),
     Option("normalize", normalize, "Input normalization: model (from the weights; none for custom models), imagenet, none, or MEAN,MEAN,MEAN/STD,STD,STD.", job=True, metavar="SPEC"),
+    Option("objective", choice(*OBJECTIVES), "What each unit's image maximizes: channel (mean over positions or patch tokens) or neuron (the centre position or patch token).", job=True, metavar="|".join(OBJECTIVES)),
+    Option("tokens", choice(*TOKEN_CHOICES), "Transformer token layers: average the patch tokens only (leaving out class and other leading tokens) or all tokens.", job=True, metavar="|".join(TOKEN_CHOICES)),
     Option("out", text, "Output folder; each job writes into a folder below it.", job=False, metavar="DIR"),
     Option("device", device, "auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.", job=False, metavar="DEVICE"),
     Option("batch_size", batch_size, "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),

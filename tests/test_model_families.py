@@ -169,3 +169,13 @@ def test_torchscript_models_render_their_output(tmp_path, tiny):
     assert all(u["activation_final"] > u["activation_start"] for u in sidecar["units"])
     line = fv("render", "output:0", "--model", str(scripted_path), "--weights", "random", "--out", str(tmp_path / "o2"), code=2)
     assert line.startswith("fv: error: --weights random: a TorchScript model's modules are opaque to fv")
+
+
+@pytest.mark.parametrize("model, layer", [("resnet18", "layer3"), ("vit_b_16", "encoder.layers.encoder_layer_1")])
+def test_neuron_objective_rises(tmp_path, model, layer):
+    fv("render", f"{layer}:0-1", "--model", model, "--objective", "neuron", "--weights", "random", "--steps", "4",
+       "--size", "48", "--transforms", "none", "--out", str(tmp_path), "--quiet")
+    sidecar = json.loads((tmp_path / model / layer / "grid.json").read_text())
+    assert sidecar["settings"]["objective"] == "neuron"
+    assert [u["objective"] for u in sidecar["units"]] == [f"neuron({layer}:0)", f"neuron({layer}:1)"]
+    assert all(u["activation_final"] > u["activation_start"] for u in sidecar["units"])

@@ -26,3 +26,29 @@ def test_batch_values_scores_each_image_by_its_own_objective():
     mixed = [channel("l", 1), channel("m", 6), channel("l", 1) + channel("m", 0)]
     expected = torch.stack([o(acts)[i] for i, o in enumerate(mixed)])
     assert torch.allclose(batch_values(mixed, acts), expected)  # flat (N, C) layers too
+
+
+def test_neuron_reads_the_centre_of_every_layout():
+    from fvcli.layers import infer_layout
+    from fvcli.objectives import neuron
+
+    nchw = torch.randn(2, 4, 5, 5)
+    assert torch.equal(neuron("l", 3, layout=infer_layout(nchw.shape))({"l": nchw}), nchw[:, 3, 2, 2])
+    nhwc = torch.randn(2, 5, 5, 7)
+    assert torch.equal(neuron("l", 6, layout=infer_layout(nhwc.shape))({"l": nhwc}), nhwc[:, 2, 2, 6])
+    tokens = torch.randn(2, 1 + 9, 8)  # a class token, then a 3 x 3 patch grid: the centre is patch 4
+    assert torch.equal(neuron("l", 5, layout=infer_layout(tokens.shape))({"l": tokens}), tokens[:, 1 + 4, 5])
+    flat = torch.randn(2, 10)
+    assert torch.equal(neuron("l", 9, layout=infer_layout(flat.shape))({"l": flat}), flat[:, 9])
+    assert str(neuron("inception4a", 97, "mixed4a")) == "neuron(mixed4a:97)"
+
+
+def test_token_channels_leave_out_the_class_token_unless_asked():
+    from fvcli.layers import infer_layout
+
+    tokens = torch.randn(2, 1 + 4, 3)
+    layout = infer_layout(tokens.shape)
+    assert torch.allclose(channel("l", 1, layout=layout)({"l": tokens}), tokens[:, 1:, 1].mean(dim=1))
+    assert torch.allclose(channel("l", 1, layout=layout, all_tokens=True)({"l": tokens}), tokens[:, :, 1].mean(dim=1))
+    mixed = [channel("l", 0, layout=layout), channel("l", 2, layout=layout)]
+    assert torch.allclose(batch_values(mixed, {"l": tokens}), torch.stack([tokens[0, 1:, 0].mean(), tokens[1, 1:, 2].mean()]))
