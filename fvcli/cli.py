@@ -71,23 +71,25 @@ def _converted(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _target_requests(targets: list[tuple[str, Target]], cli: dict[str, Any]) -> list[JobRequest]:
-    """Targets of the command line, one job per layer (channels of repeated layers merged)."""
+    """Targets of the command line, one job each; plain channel targets of one layer merge."""
     settings = dataclasses.replace(RenderSettings(), **split(cli)[0])
-    merged: dict[str, tuple[str, tuple[int, ...] | None]] = {}
-    for text, target in targets:
-        if target.layer in merged:
-            texts, channels = merged[target.layer]
-            if channels is not None and target.channels is not None:
-                channels = tuple(sorted(set(channels) | set(target.channels)))
-            else:
-                channels = None
-            merged[target.layer] = (f"{texts} {text}", channels)
-        else:
-            merged[target.layer] = (text, target.channels)
     out = cli.get("out", default_of("out"))
+    jobs: dict[str, tuple[str, Target]] = {}
+    for text, target in targets:
+        simple = target.simple
+        if simple is None or simple.kind != "channel":
+            jobs[f"#{len(jobs)}"] = (text, target)
+            continue
+        if simple.layer in jobs:
+            texts, merged = jobs[simple.layer]
+            old = merged.simple.channels
+            channels = None if old is None or simple.channels is None else tuple(sorted({*old, *simple.channels}))
+            jobs[simple.layer] = (f"{texts} {text}", Target(((1.0, dataclasses.replace(simple, channels=channels)),)))
+        else:
+            jobs[simple.layer] = (text, target)
     return [
-        JobRequest(layer=layer, channels=channels, settings=settings, out=out, origin=f"target {texts}")
-        for layer, (texts, channels) in merged.items()
+        JobRequest(target=target, settings=settings, out=out, origin=f"target {texts}")
+        for texts, target in jobs.values()
     ]
 
 
@@ -109,6 +111,13 @@ class FvGroup(click.Group):
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except FvError as error:
             click.echo(f"fv: error: {error}", err=True)
+            code = EXIT_BAD_INPUT
+        except click.NoSuchOption as error:
+            hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
+            if not error.option_name.startswith("--"):
+                # `fv render -mixed4a:97`: a negative target, read as options.
+                hint = "; a target that starts with '-' goes after '--', e.g. fv render -- -mixed4a:97"
+            click.echo(f"fv: error: {error.format_message().rstrip('.')}{hint}", err=True)
             code = EXIT_BAD_INPUT
         except click.UsageError as error:
             where = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
@@ -159,7 +168,7 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
             try:
                 plain.append((argument, parse_target(argument)))
             except ValueError as error:
-                raise FvError(f"target {argument!r}: {error}") from None
+                raise FvError(f"target: {error}") from None
     requests.extend(_target_requests(plain, cli_values))
     run_settings = dataclasses.replace(RunSettings(), **{**run_values, **split(cli_values)[1]})
 

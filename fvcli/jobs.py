@@ -1,20 +1,23 @@
 """Jobs and units: what a run renders, where it goes, and how units are grouped into batches.
 
-A job is one layer's channels under one set of settings; a unit is one image of one channel. Each
+A job is one target under one set of settings; a unit is one image (one channel, say). Each
 unit's random state (its initial image and its transforms) derives from the seed and the unit alone,
 never from its batch, so batch size and batch company do not change what a unit is optimized from.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Hashable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Callable, Hashable, Iterable, TypeVar
 
-from fvcli.layers import Layout
 from fvcli.settings import RenderSettings
+from fvcli.targets import Target
+
+if TYPE_CHECKING:  # torch-free at run time: specs are checked before torch loads
+    from fvcli.objectives import Objective
+    from fvcli.resolve import LayerInfo
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 T = TypeVar("T")
@@ -49,63 +52,57 @@ def model_slug(model: str) -> str:
 
 @dataclass(frozen=True)
 class JobRequest:
-    """A job as the user asked for it, before the model is loaded and the layer resolved."""
+    """A job as the user asked for it, before the model is loaded and its names resolved."""
 
-    layer: str
-    channels: tuple[int, ...] | None  # None: every channel of the layer
+    target: Target
     settings: RenderSettings
     out: str
     name: str | None = None
     origin: str = ""  # where the job came from, for messages
 
     @property
+    def label(self) -> str:
+        """The layer of a plain `LAYER:CHANNELS` job, else the target as text."""
+        simple = self.target.simple
+        if simple is not None and simple.kind == "channel":
+            return simple.layer
+        return self.target.describe()
+
+    @property
     def folder(self) -> Path:
         if self.name:
             return Path(self.out) / self.name
-        return Path(self.out) / model_slug(self.settings.model) / safe_component(self.layer)
+        label = safe_component(self.label)
+        if self.label.startswith("-"):
+            label = "neg_" + label.lstrip("-_")  # a folder named -x reads as an option in a shell
+        return Path(self.out) / model_slug(self.settings.model) / label
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One image to render: channel `channel` of job number `job`."""
+    """One image to render: its objective, seed, file name and grid label."""
 
     job: int
-    channel: int
+    index: int  # its place in the job
+    key: int | None  # the varying channel (or random-direction index); None for a one-unit target
     seed: int
+    objective: Objective
+    image: str
+    label: str
 
 
 @dataclass(frozen=True)
 class Job:
-    """A job resolved against its model: the module path of its layer and its channels."""
+    """A job resolved against its model."""
 
     request: JobRequest
-    layer_path: str  # the layer key: a module path, with @ELEMENT for tuple or dict outputs
-    layer_shape: tuple[int, ...]  # the layer's output for one image at the job's size
-    layout: Layout
     units: tuple[Unit, ...]
+    layer: LayerInfo | None  # the layer the job is about (for the sidecar)
     input_size: int | None = None  # set when the model takes only this size: images are resized to it
-
-    @property
-    def channel_count(self) -> int:
-        return self.layout.channels
 
     @property
     def folder(self) -> Path:
         return self.request.folder
-
-    def image_name(self, channel: int) -> str:
-        width = max(4, len(str(self.channel_count - 1)))
-        return f"{safe_component(self.request.layer)}_{channel:0{width}d}.png"
-
-
-def unit_seed(seed: int, layer_path: str, channel: int) -> int:
-    """A 63-bit seed for one unit, stable across runs, batches, shards and machines."""
-    digest = hashlib.sha256(f"fv-unit/{seed}/{layer_path}/{channel}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def make_units(job_index: int, seed: int, layer_path: str, channels: Iterable[int]) -> tuple[Unit, ...]:
-    return tuple(Unit(job_index, c, unit_seed(seed, layer_path, c)) for c in channels)
 
 
 def plan_batches(

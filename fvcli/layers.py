@@ -88,18 +88,29 @@ def infer_layout(shape: tuple[int, ...]) -> Layout:
     raise ValueError(f"an output of shape {tuple(shape)} has no channel axis fv knows (expected 2, 3 or 4 dimensions)")
 
 
-def centre(output: Tensor, layout: Layout | None) -> Tensor:
-    """From a channels-first output (see channels_first), the centre position: shape (N, C).
+def at_position(output: Tensor, position: tuple[int, int] | None) -> Tensor:
+    """From a channels-first output (see channels_first), one position: shape (N, C).
 
-    The centre of the spatial grid, or the centre patch of a square token grid (else the middle token).
+    `position` is (y, x) on the spatial grid or on a square patch-token grid; None is the centre
+    (on tokens that form no square grid, the middle token). Flat outputs have no positions.
     """
     if output.dim() == 2:
         return output
     if output.dim() == 4:
-        return output[:, :, output.shape[2] // 2, output.shape[3] // 2]
+        h, w = output.shape[2], output.shape[3]
+        y, x = position if position is not None else (h // 2, w // 2)
+        if not (0 <= y < h and 0 <= x < w):
+            raise IndexError(f"position y={y}, x={x} is outside the {h} x {w} grid")
+        return output[:, :, y, x]
     count = output.shape[2]
     grid = math.isqrt(count)
-    index = (grid // 2) * grid + grid // 2 if grid * grid == count else count // 2
+    if position is None:
+        index = (grid // 2) * grid + grid // 2 if grid * grid == count else count // 2
+    else:
+        y, x = position
+        if grid * grid != count or not (0 <= y < grid and 0 <= x < grid):
+            raise IndexError(f"position y={y}, x={x} is outside the {grid} x {grid} patch grid")
+        index = y * grid + x
     return output[:, :, index]
 
 

@@ -45,6 +45,7 @@ class Published:
     normalization: Normalization | None
     native_size: int | None  # the input size of training, used when a model takes one size only
     check_hash: bool = True  # torchvision's file names carry a hash prefix
+    categories: tuple[str, ...] | None = None  # class names, for logit:NAME
 
     @property
     def filename(self) -> str:
@@ -87,7 +88,11 @@ def _torchvision_published(model: str, enum: Any, name: str) -> Published:
     preprocess = member.transforms()
     normalization = (tuple(float(v) for v in preprocess.mean), tuple(float(v) for v in preprocess.std))
     size = getattr(preprocess, "crop_size", None)
-    return Published(str(member), member.url, normalization, int(size[0]) if size else None)
+    categories = member.meta.get("categories")
+    return Published(
+        str(member), member.url, normalization, int(size[0]) if size else None,
+        categories=tuple(categories) if categories else None,
+    )
 
 
 def _weights_member(model: str, enum: Any, name: str) -> Any:
@@ -172,6 +177,7 @@ class LoadedModel:
     normalization: Normalization | None = None  # None: the model takes [0, 1] RGB as it is
     native_size: int | None = None  # the input size of training, for models that take one size only
     aliases: dict[str, str] = field(default_factory=dict)
+    categories: tuple[str, ...] | None = None  # class names of the output, where known
 
     def layer_names(self) -> list[str]:
         return [name for name, _ in hookable_modules(self.module)]
@@ -471,7 +477,7 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> Load
     """Build `model` with `weights` (default, a weights name, random, or a state-dict path); CPU, eval, frozen."""
     timm_model = model.startswith(TIMM_PREFIX)
     entry = None if is_factory(model) or is_torchscript(model) else find_entry(model)
-    native_size, sha256 = None, None
+    native_size, sha256, categories = None, None, None
     if timm_model:
         module, normalization, native_size, identity = _from_timm(model, weights, quiet)
         architecture, aliases = f"timm {model[len(TIMM_PREFIX):]}", {}
@@ -486,7 +492,7 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> Load
     elif entry is not None:
         architecture, aliases = entry.architecture, entry.aliases
         default = entry.published("DEFAULT")  # metadata only: the preprocessing the network expects
-        normalization, native_size = default.normalization, default.native_size
+        normalization, native_size, categories = default.normalization, default.native_size, default.categories
         module = identity = None
     else:
         close = difflib.get_close_matches(model, known_models(), n=3, cutoff=0.5)
@@ -515,6 +521,7 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> Load
         module = entry.build()
         load_state(module, _download(published, model, quiet), published.identity)
         identity, normalization, native_size = published.identity, published.normalization, published.native_size
+        categories = published.categories or categories
         sha256 = sha256_of(Path(torch.hub.get_dir()) / "checkpoints" / published.filename)
     elif weights != "default":
         raise FvError(f"--weights {weights}: file not found (expected default, random, a weights name or a state-dict file)")
@@ -530,4 +537,13 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> Load
         normalization=normalization,
         native_size=native_size,
         aliases=dict(aliases),
+        categories=categories or imagenet_categories(),
     )
+
+
+def imagenet_categories() -> tuple[str, ...]:
+    """ImageNet-1k's class names (from torchvision's metadata; no download). fv offers them for
+    any model with 1000 outputs that brings no names of its own."""
+    from torchvision.models import ResNet50_Weights
+
+    return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])

@@ -13,7 +13,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from fvcli.layers import Layout, centre, channels_first
+from fvcli.layers import Layout, at_position, channels_first
 
 Activations = Mapping[str, Tensor]
 
@@ -92,13 +92,73 @@ class Channel(Objective):
 
 
 class Neuron(Channel):
-    """One channel at one position: the centre of the spatial grid or of the patch-token grid."""
+    """One channel at one position: (y, x), or the centre of the spatial or patch-token grid."""
+
+    def __init__(self, *args, position: tuple[int, int] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.position = position
 
     def positions(self, acts: Activations) -> Tensor:
-        return centre(super().positions(acts), self.layout)
+        return at_position(super().positions(acts), self.position)
 
     def describe(self) -> str:
-        return f"neuron({self.label}:{self.channel})"
+        where = "" if self.position is None else f", y={self.position[0]}, x={self.position[1]}"
+        return f"neuron({self.label}:{self.channel}{where})"
+
+
+class LayerEnergy(Objective):
+    """DeepDream: the mean squared activation of a whole layer."""
+
+    def __init__(self, layer: str, label: str | None = None):
+        self.layer, self.label, self.layers = layer, label or layer, (layer,)
+
+    def __call__(self, acts: Activations) -> Tensor:
+        a = acts[self.layer]
+        return a.float().pow(2).reshape(a.shape[0], -1).mean(dim=1)
+
+    def describe(self) -> str:
+        return f"layer({self.label})"
+
+
+OUTPUT = ""  # the layer key of the model's own output (the root module)
+
+
+class Logit(Objective):
+    """One class logit of the model's output; `probability` takes its softmax instead."""
+
+    def __init__(self, index: int, label: str | int, probability: bool = False):
+        self.index, self.label, self.probability = index, label, probability
+        self.layers = (OUTPUT,)
+
+    def __call__(self, acts: Activations) -> Tensor:
+        logits = acts[OUTPUT].float()
+        if self.probability:
+            return logits.softmax(dim=1)[:, self.index]
+        return logits[:, self.index]
+
+    def describe(self) -> str:
+        kind = "probability" if self.probability else "logit"
+        plain = isinstance(self.label, int) or str(self.label).replace("_", "").isalnum()
+        return f"{kind}:{self.label if plain else repr(str(self.label))}"
+
+
+class Direction(Objective):
+    """A direction in a layer's channel space: the dot product with `vector`, averaged over positions
+    (patch tokens), or at one position for `direction_neuron`."""
+
+    def __init__(self, layer: str, vector: Tensor, text: str, layout: Layout | None = None, neuron: bool = False):
+        self.layer, self.vector, self.text, self.layout, self.neuron = layer, vector, text, layout, neuron
+        self.layers = (layer,)
+
+    def __call__(self, acts: Activations) -> Tensor:
+        a = channels_first(acts[self.layer], self.layout).float()
+        if self.neuron:
+            a = at_position(a, None)
+        v = self.vector.to(a.device).view(1, -1, *([1] * (a.dim() - 2)))
+        return (a * v).sum(dim=1).reshape(a.shape[0], -1).mean(dim=1)
+
+    def describe(self) -> str:
+        return self.text
 
 
 class Weighted(Objective):
@@ -128,8 +188,11 @@ def channel(layer: str, index: int, label: str | None = None, layout: Layout | N
     return Channel(layer, index, label, layout, all_tokens)
 
 
-def neuron(layer: str, index: int, label: str | None = None, layout: Layout | None = None, all_tokens: bool = False) -> Neuron:
-    return Neuron(layer, index, label, layout, all_tokens)
+def neuron(
+    layer: str, index: int, label: str | None = None, layout: Layout | None = None, all_tokens: bool = False,
+    position: tuple[int, int] | None = None,
+) -> Neuron:
+    return Neuron(layer, index, label, layout, all_tokens, position=position)
 
 
 def batch_values(objectives: list[Objective], acts: Activations) -> Tensor:

@@ -69,6 +69,15 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def _fit(text: str, font: ImageFont.ImageFont, width: int) -> str:
+    """The text, cut with an ellipsis to fit `width` pixels."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
 def grid_shape(count: int) -> tuple[int, int]:
     """(rows, columns) of a near-square grid for `count` cells."""
     columns = max(1, math.ceil(math.sqrt(count)))
@@ -94,5 +103,5 @@ def make_grid(cells: list[tuple[Image.Image | None, str, str]], size: int) -> Im
             draw.line([(x, y + size - 1), (x + size - 1, y)], fill=FAILED, width=2)
         colour = {"dead": DEAD, "failed": FAILED}.get(status, LABEL)
         text = label if status == "ok" else f"{label} {status}"
-        draw.text((x + 2, y + size + 2), text, fill=colour, font=font)
+        draw.text((x + 2, y + size + 2), _fit(text, font, size - 4), fill=colour, font=font)
     return grid

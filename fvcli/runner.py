@@ -25,10 +25,9 @@ from fvcli.capture import layer_shapes
 from fvcli.devices import device_name, pick_device
 from fvcli.engine import BatchResult, describe, input_normalization, render_batch
 from fvcli.errors import EXIT_OK, EXIT_SOME_FAILED, FvError
-from fvcli.jobs import Job, JobRequest, Unit, make_units, plan_batches
-from fvcli.layers import infer_layout, split_key
+from fvcli.jobs import Job, JobRequest, Unit, plan_batches
+from fvcli.resolve import Resolver, unit_name, unit_seed
 from fvcli.models import LoadedModel, load_model
-from fvcli.objectives import Objective, channel, neuron
 from fvcli.output import SCHEMA_VERSION, grid_shape, make_grid, save_png, to_pil, write_json
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.targets import describe_channels
@@ -39,7 +38,8 @@ CUDA_MEMORY_SHARE = 0.7  # of free memory, for the automatic batch size
 
 @dataclass
 class UnitRecord:
-    channel: int
+    key: int | None  # the varying channel or direction index
+    label: str
     objective: str
     seed: int
     status: str = "pending"  # ok, dead (rendered, but the objective ends at exactly zero), failed
@@ -54,16 +54,16 @@ class UnitRecord:
 class JobReport:
     job: Job
     model: LoadedModel
-    records: dict[int, UnitRecord]
+    records: list[UnitRecord]  # in the order of job.units
     grid: Path | None = None
     batch_sizes: set[int] = field(default_factory=set)
 
     @property
     def done(self) -> bool:
-        return all(r.status != "pending" for r in self.records.values())
+        return all(r.status != "pending" for r in self.records)
 
     def count(self, status: str) -> int:
-        return sum(r.status == status for r in self.records.values())
+        return sum(r.status == status for r in self.records)
 
 
 @dataclass
@@ -85,6 +85,12 @@ _OBJECTIVE_TEXT = {
     "channel": "channel: the mean of one channel of {layer} over positions (patch tokens for transformers), maximized",
     "neuron": "neuron: one channel of {layer} at the centre position (centre patch token for transformers), maximized",
 }
+
+
+def _maximizes(objective) -> bool:
+    """Whether an objective only adds units up: then ending at exactly 0 means the units are dead.
+    (A negative image that reaches 0 has suppressed its unit completely, which is its aim.)"""
+    return all(weight > 0 for weight, _ in objective.terms())
 
 
 class _TooSmall(Exception):
@@ -120,38 +126,34 @@ class Run:
         return self.models[key]
 
     def _resolve(self, index: int, request: JobRequest) -> Job:
-        model = self._model(request.settings)
+        settings = request.settings
+        model = self._model(settings)
         where = f"{request.origin}: " if request.origin else ""
-        path, element = split_key(request.layer)
+
+        def probe(key: str) -> tuple[tuple[int, ...], int | None]:
+            try:
+                return self._shape(model, key, settings.size)
+            except ValueError as error:  # a tuple or dict output, or a missing element
+                raise FvError(str(error)) from None
+            except _TooSmall as small:
+                first = (str(small.error).strip().splitlines() or [type(small.error).__name__])[0][:200]
+                what = f"layer {key}" if key else "its output"
+                raise FvError(
+                    f"{model.name} cannot compute {what} on a {settings.size} px image ({first}); try a larger --size"
+                ) from None
+
+        resolver = Resolver(model, settings, probe)
         try:
-            key = model.resolve_layer(path) + (f"@{element}" if element is not None else "")
+            resolved = resolver.units(request.target)
+            layer = resolver.main_layer(request.target)
         except FvError as error:
             raise FvError(f"{where}{error}") from None
-        size = request.settings.size
-        try:
-            shape, input_size = self._shape(model, key, size)
-        except ValueError as error:  # a tuple or dict output, or a missing element
-            raise FvError(f"{where}{error}") from None
-        except _TooSmall as small:
-            first = (str(small.error).strip().splitlines() or [type(small.error).__name__])[0][:200]
-            raise FvError(
-                f"{where}{model.name} cannot compute layer {request.layer} on a {size} px image ({first}); "
-                f"try a larger --size"
-            ) from None
-        try:
-            layout = infer_layout(shape)
-        except ValueError as error:
-            raise FvError(f"{where}layer {request.layer}: {error}") from None
-        count = layout.channels
-        channels = request.channels if request.channels is not None else tuple(range(count))
-        bad = [c for c in channels if c >= count]
-        if bad:
-            raise FvError(
-                f"{where}channel {bad[0]} is out of range for layer {request.layer}, which has {count} "
-                f"channels (0-{count - 1})"
-            )
-        units = make_units(index, request.settings.seed, key, channels)
-        return Job(request, key, tuple(shape), layout, units, input_size)
+        width = max(4, len(str(max((r.key or 0) for r in resolved))), len(str(layer.layout.channels - 1)) if layer else 0)
+        units = []
+        for i, r in enumerate(resolved):
+            image, label = unit_name(request.target, r.key, width)
+            units.append(Unit(index, i, r.key, unit_seed(settings.seed, r.canonical), r.objective, image, label))
+        return Job(request, tuple(units), layer, resolver.input_size)
 
     def _probe(self, model: LoadedModel, key: str, size: int) -> tuple[int, ...]:
         return layer_shapes(model.module, [key], size, self.device)[key]
@@ -197,11 +199,6 @@ class Run:
 
     # ---- rendering ----
 
-    def _objective(self, job: Job, unit: Unit) -> Objective:
-        settings = job.request.settings
-        make = neuron if settings.objective == "neuron" else channel
-        return make(job.layer_path, unit.channel, job.request.layer, job.layout, all_tokens=settings.tokens == "all")
-
     def _batch_size(self, key: tuple, count: int) -> int:
         if self.settings.batch_size:
             return self.settings.batch_size
@@ -218,7 +215,7 @@ class Run:
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         before = torch.cuda.memory_allocated(self.device)
-        objectives = [self._objective(job, u) for u in probe_units]
+        objectives = [u.objective for u in probe_units]
         render_batch(model, objectives, [u.seed for u in probe_units], settings, self.device, input_size=job.input_size)
         per_image = max(1, (torch.cuda.max_memory_allocated(self.device) - before) / len(probe_units))
         free, _ = torch.cuda.mem_get_info(self.device)
@@ -234,7 +231,7 @@ class Run:
             JobReport(
                 job,
                 self.models[model_key(job.request.settings)],
-                {u.channel: UnitRecord(u.channel, self._objective(job, u).describe(), u.seed) for u in job.units},
+                [UnitRecord(u.key, u.label, u.objective.describe(), u.seed) for u in job.units],
             )
             for job in self.jobs
         ]
@@ -284,7 +281,7 @@ class Run:
         job = batch[0][0]
         settings = job.request.settings
         model = self.models[model_key(settings)]
-        bar.set_description(f"{job.request.layer}", refresh=False)
+        bar.set_description(job.request.label[:40], refresh=False)
 
         def on_step(step: int) -> None:
             bar.n = done + len(batch) * step / settings.steps
@@ -295,7 +292,7 @@ class Run:
         try:
             result = render_batch(
                 model,
-                [self._objective(j, u) for j, u in batch],
+                [u.objective for _, u in batch],
                 [u.seed for _, u in batch],
                 settings,
                 self.device,
@@ -317,23 +314,22 @@ class Run:
         for i, (job, unit) in enumerate(batch):
             report = reports[unit.job]
             report.batch_sizes.add(len(batch))
-            record = report.records[unit.channel]
+            record = report.records[unit.index]
             record.seconds = seconds / len(batch)
             if result.errors[i] is not None:
                 record.status, record.error = "failed", result.errors[i]
                 continue
-            name = job.image_name(unit.channel)
-            save_png(to_pil(result.images[i]), job.folder / name)
-            record.image = name
+            save_png(to_pil(result.images[i]), job.folder / unit.image)
+            record.image = unit.image
             record.activation_start, record.activation_final = result.start[i], result.final[i]
-            record.status = "dead" if result.final[i] == 0.0 else "ok"
+            record.status = "dead" if result.final[i] == 0.0 and _maximizes(unit.objective) else "ok"
 
     def _finish(self, report: JobReport, elapsed: float) -> None:
-        job, records = report.job, [report.records[u.channel] for u in report.job.units]
+        job, records = report.job, report.records
         cells = []
         for record in records:
             image = Image.open(job.folder / record.image).convert("RGB") if record.image else None
-            cells.append((image, str(record.channel), record.status))
+            cells.append((image, record.label, record.status))
         grid_path = job.folder / "grid.png"
         save_png(make_grid(cells, job.request.settings.size), grid_path)
         write_json(self._sidecar(report, records), job.folder / "grid.json")
@@ -342,7 +338,7 @@ class Run:
         seconds = sum(r.seconds for r in records)
         counts = ", ".join(f"{report.count(s)} {s}" for s in ("dead", "failed") if report.count(s))
         self.say(
-            f"fv: {job.folder}: {len(records)} units of {report.model.name} {job.request.layer} in "
+            f"fv: {job.folder}: {len(records)} units of {report.model.name} {job.request.label} in "
             f"{seconds:.1f} s ({len(records) / max(seconds, 1e-9):.2f} units/s)"
             + (f"; {counts}" if counts else "")
             + f" -> {grid_path}"
@@ -350,8 +346,31 @@ class Run:
         for status, why in (("dead", "the objective ended at exactly 0"), ("failed", None)):
             flagged = [r for r in records if r.status == status]
             if flagged:
-                channels = describe_channels(tuple(r.channel for r in flagged))
-                self.say(f"fv: {status} units in {job.folder}: {channels} ({why or flagged[0].error})")
+                keys = [r.key for r in flagged]
+                listed = describe_channels(tuple(keys)) if None not in keys else ", ".join(r.label for r in flagged)
+                self.say(f"fv: {status} units in {job.folder}: {listed} ({why or flagged[0].error})")
+
+    @staticmethod
+    def _layer_fields(job: Job) -> dict:
+        layer = job.layer
+        if layer is None:
+            return {"layer": None, "layer_module": None, "layer_shape": None, "layer_layout": None, "model_input_size": job.input_size}
+        layout = layer.layout
+        return {
+            "layer": layer.name,
+            "layer_module": layer.key,
+            "layer_shape": list(layer.shape),
+            "layer_layout": {"kind": layout.kind, "channels": layout.channels, "prefix_tokens": layout.prefix_tokens},
+            "model_input_size": job.input_size,
+        }
+
+    @staticmethod
+    def _objective_text(job: Job) -> str:
+        simple, settings = job.request.target.simple, job.request.settings
+        if simple is not None and simple.kind == "channel":
+            return _OBJECTIVE_TEXT[settings.objective].format(layer=simple.layer)
+        several = " (one unit per channel of its range)" if len(job.units) > 1 else ""
+        return f"target: {job.request.target.describe()}, maximized{several}"
 
     def _sidecar(self, report: JobReport, records: list[UnitRecord]) -> dict:
         job, model, settings = report.job, report.model, report.job.request.settings
@@ -368,17 +387,14 @@ class Run:
                 "weights": model.weights,
                 "weights_sha256": model.weights_sha256,
             },
-            "layer": job.request.layer,
-            "layer_module": job.layer_path,
-            "layer_shape": list(job.layer_shape),
-            "layer_layout": {"kind": job.layout.kind, "channels": job.layout.channels, "prefix_tokens": job.layout.prefix_tokens},
-            "model_input_size": job.input_size,
-            "objective": _OBJECTIVE_TEXT[settings.objective].format(layer=job.request.layer),
+            **self._layer_fields(job),
+            "objective": self._objective_text(job),
             "settings": describe(settings, self.device, normalization),
             "grid": {"image": "grid.png", "rows": rows, "columns": columns},
             "units": [
                 {
-                    "channel": r.channel,
+                    "channel": r.key,
+                    "label": r.label,
                     "objective": r.objective,
                     "image": r.image,
                     "status": r.status,

@@ -16,9 +16,9 @@ import yaml
 from fvcli.errors import FvError
 from fvcli.jobs import JobRequest, check_job_name
 from fvcli.settings import OPTIONS_BY_KEY, RenderSettings, split
-from fvcli.targets import parse_channels
+from fvcli.targets import Atom, Target, parse_channels, parse_target
 
-JOB_KEYS = ("layer", "channels", "name")
+JOB_KEYS = ("layer", "channels", "target", "name")
 TOP_KEYS = ("jobs",)
 
 
@@ -87,6 +87,30 @@ def load_spec(path: str | Path, cli: dict[str, Any]) -> tuple[list[JobRequest], 
     return requests, run
 
 
+def _job_target(job: dict, where: str) -> Target:
+    """A job names `layer:` (with optional `channels:`) or a `target:` expression, not both."""
+    if "target" in job:
+        if "layer" in job or "channels" in job:
+            raise FvError(f"{where[:-1]}: give either 'target:' or 'layer:' and 'channels:', not both")
+        text = job["target"]
+        if not isinstance(text, str):
+            raise FvError(f"{where}target: expected a target like 'mixed4a:97 - 0.5*mixed4b:3', got {text!r}")
+        try:
+            return parse_target(text)
+        except ValueError as error:
+            raise FvError(f"{where}target: {error}") from None
+    layer = job.get("layer")
+    if layer is None:
+        raise FvError(f"{where[:-1]}: missing 'layer:' (the layer to visualize, e.g. mixed4a) or 'target:'")
+    if not isinstance(layer, str) or not layer.strip():
+        raise FvError(f"{where}layer: expected a layer name like mixed4a, got {layer!r}")
+    try:
+        channels = parse_channels(job.get("channels"))
+    except ValueError as error:
+        raise FvError(f"{where}channels: {error}") from None
+    return Target(((1.0, Atom("channel", layer.strip(), channels)),))
+
+
 def _job(
     path: Path, index: int, job: Any, render_top: dict, render_cli: dict, out: str
 ) -> JobRequest:
@@ -103,15 +127,7 @@ def _job(
         if key not in JOB_KEYS:
             overrides[key] = _convert(where, key, value)
 
-    layer = job.get("layer")
-    if layer is None:
-        raise FvError(f"{where[:-1]}: missing 'layer:' (the layer to visualize, e.g. mixed4a)")
-    if not isinstance(layer, str) or not layer.strip():
-        raise FvError(f"{where}layer: expected a layer name like mixed4a, got {layer!r}")
-    try:
-        channels = parse_channels(job.get("channels"))
-    except ValueError as error:
-        raise FvError(f"{where}channels: {error}") from None
+    target = _job_target(job, where)
     name = job.get("name")
     if name is not None:
         try:
@@ -121,8 +137,7 @@ def _job(
 
     settings = dataclasses.replace(RenderSettings(), **{**render_top, **overrides, **render_cli})
     return JobRequest(
-        layer=layer.strip(),
-        channels=channels,
+        target=target,
         settings=settings,
         out=out,
         name=name,

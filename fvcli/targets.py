@@ -1,24 +1,37 @@
-"""Targets: `LAYER:CHANNELS` on the command line, `channels:` in a spec. Parsed here and nowhere else.
+"""Targets: what to render, as text. This module is the one place that text is parsed.
 
-CHANNELS is `N`, `A-B` (inclusive), a comma list of those, or nothing (every channel of the layer).
+A target is a weighted sum of objective atoms. The simplest is `LAYER:CHANNELS`; the grammar:
+
+    target  := term (('+' | '-') term)*
+    term    := ['-'] factor (('*' | '/') factor)*       (at most one factor that is not a number)
+    factor  := NUMBER | '(' target ')' | atom
+    atom    := LAYER [':' CHANNELS]                      channel: mean over positions (no CHANNELS: all)
+             | 'channel' '(' LAYER ':' CHANNELS ')'
+             | 'neuron' '(' LAYER ':' CHANNELS [',' 'y' '=' INT ',' 'x' '=' INT] ')'   (centre by default)
+             | ('layer' | 'deepdream') '(' LAYER ')'     mean squared activation of the whole layer
+             | ('logit' | 'probability') ':' CLASS       CLASS: an index, a name, or a 'quoted name'
+             | ('direction' | 'direction_neuron') '(' LAYER ',' VECTOR ')'
+    LAYER   := a module path (letters, digits, '_', '.'), with '@ELEMENT' for tuple or dict outputs
+    CHANNELS:= N | A-B | a comma list of those (no spaces)
+    VECTOR  := '[' NUMBER (',' NUMBER)* ']' | 'FILE.npy' | 'FILE.pt' | 'random:K' | 'random[I]'
+
+One atom may name several channels (or `random:K` directions): the target then expands into one
+unit per channel, the rest of the sum shared, e.g. `-mixed4a:0-7` is eight negative images.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-_RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
 _EXPECTED = "expected channels like 97, 0-511 or 3,7,100-107"
+KINDS = ("channel", "neuron", "layer", "logit", "probability", "direction", "direction_neuron")
+_CALLS = {"channel", "neuron", "layer", "deepdream", "direction", "direction_neuron"}
+_CLASS_KINDS = {"logit", "probability"}
 
 
-@dataclass(frozen=True)
-class Target:
-    """A layer and the channels to render; channels None means every channel of the layer."""
-
-    layer: str
-    channels: tuple[int, ...] | None
+# ---- channel lists, shared with the `channels:` key of specs ----
 
 
 def parse_channel_item(item: Any) -> list[int]:
@@ -33,7 +46,7 @@ def parse_channel_item(item: Any) -> list[int]:
         raise ValueError(f"{_EXPECTED}, got {item!r}")
     channels: list[int] = []
     for part in item.split(","):
-        match = _RANGE.fullmatch(part)
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not match:
             raise ValueError(f"{_EXPECTED}, got {item!r}")
         first = int(match.group(1))
@@ -57,26 +70,8 @@ def parse_channels(value: Any) -> tuple[int, ...] | None:
     return tuple(sorted(channels))
 
 
-def parse_target(text: str) -> Target:
-    """`mixed4a:0-3,7` -> Target("mixed4a", (0, 1, 2, 3, 7)); `mixed4a` -> every channel.
-
-    A trailing `@ELEMENT` picks one element of a layer that returns a tuple or dict:
-    `blocks.3:0-9@1` -> Target("blocks.3@1", (0, ..., 9)).
-    """
-    body, at, element = text.partition("@")
-    if at and not element.strip():
-        raise ValueError(f"no element after '@' in {text!r}; write e.g. {body}@0")
-    layer, sep, channels = body.partition(":")
-    layer = layer.strip() + (f"@{element.strip()}" if at else "")
-    if not layer:
-        raise ValueError(f"expected LAYER:CHANNELS like mixed4a:0-511, got {text!r}")
-    if sep and not channels.strip():
-        raise ValueError(f"no channels after ':' in {text!r}; write {layer} alone for every channel")
-    return Target(layer, parse_channels(channels) if sep else None)
-
-
 def describe_channels(channels: tuple[int, ...]) -> str:
-    """(0, 1, 2, 3, 7) -> '0-3,7': the compact form, for messages and logs."""
+    """(0, 1, 2, 3, 7) -> '0-3,7': the compact form, for messages and descriptions."""
     parts: list[str] = []
     start = prev = None
     for c in channels:
@@ -89,3 +84,350 @@ def describe_channels(channels: tuple[int, ...]) -> str:
     if start is not None:
         parts.append(f"{start}-{prev}" if prev != start else f"{start}")
     return ",".join(parts)
+
+
+# ---- the expression grammar ----
+
+
+@dataclass(frozen=True)
+class Atom:
+    """One objective of a target, before the model is known (layers are names as written)."""
+
+    kind: str  # one of KINDS
+    layer: str | None = None  # None for logit and probability (they read the model's output)
+    channels: tuple[int, ...] | None = None  # channel and neuron; None: every channel
+    position: tuple[int, int] | None = None  # neuron: (y, x); None: the centre
+    label: str | int | None = None  # logit and probability: class index or name
+    vector: tuple[float, ...] | str | None = None  # direction: numbers, a file, or "random:K" / "random[I]"
+
+    @property
+    def multiple(self) -> bool:
+        """Whether this atom stands for several units (a channel list, or random:K directions)."""
+        if self.kind in ("channel", "neuron"):
+            return self.channels is None or len(self.channels) > 1
+        return isinstance(self.vector, str) and self.vector.startswith("random:")
+
+    def describe(self) -> str:
+        channels = "" if self.channels is None else f":{describe_channels(self.channels)}"
+        if self.kind == "channel":
+            return f"{self.layer}{channels}"
+        if self.kind == "neuron":
+            where = "" if self.position is None else f", y={self.position[0]}, x={self.position[1]}"
+            return f"neuron({self.layer}{channels}{where})"
+        if self.kind == "layer":
+            return f"layer({self.layer})"
+        if self.kind in _CLASS_KINDS:
+            label = self.label
+            plain = isinstance(label, int) or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(label))
+            return f"{self.kind}:{label if plain else repr(str(label))}"
+        if isinstance(self.vector, tuple):
+            vector = "[" + ", ".join(f"{v:g}" for v in self.vector) + "]"
+        elif self.vector.startswith("random"):
+            vector = self.vector
+        else:
+            vector = repr(self.vector)
+        return f"{self.kind}({self.layer}, {vector})"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A weighted sum of atoms, as parsed from text."""
+
+    terms: tuple[tuple[float, Atom], ...]
+
+    @property
+    def atoms(self) -> tuple[Atom, ...]:
+        return tuple(atom for _, atom in self.terms)
+
+    @property
+    def simple(self) -> Atom | None:
+        """The atom when the target is one atom with weight 1 (such as `mixed4a:0-511`), else None."""
+        if len(self.terms) == 1 and self.terms[0][0] == 1.0:
+            return self.terms[0][1]
+        return None
+
+    def describe(self) -> str:
+        text = ""
+        for i, (w, atom) in enumerate(self.terms):
+            sign = "-" if w < 0 else ("+" if i else "")
+            body = atom.describe() if abs(w) == 1 else f"{abs(w):g}*{atom.describe()}"
+            text += (f" {sign} " if i else sign) + body
+        return text
+
+    def expand(self) -> list[tuple[int | None, Target]]:
+        """One target per unit: (the varying channel or direction index, or None; the unit's target).
+
+        Every channel of an atom with several needs the model to know: those are expanded later, so
+        here `channels=None` stays as it is.
+        """
+        multiple = [i for i, atom in enumerate(self.atoms) if atom.multiple]
+        if not multiple:
+            return [(None, self)]
+        index = multiple[0]
+        weight, atom = self.terms[index]
+        if atom.kind in ("channel", "neuron"):
+            if atom.channels is None:
+                return [(None, self)]  # resolved against the layer's channel count later
+            singles = [(c, replace(atom, channels=(c,))) for c in atom.channels]
+        else:
+            count = int(atom.vector.split(":")[1])
+            singles = [(k, replace(atom, vector=f"random[{k}]")) for k in range(count)]
+        units = []
+        for key, single in singles:
+            terms = list(self.terms)
+            terms[index] = (weight, single)
+            units.append((key, Target(tuple(terms))))
+        return units
+
+
+class TargetError(ValueError):
+    """A target that does not parse: the message names the column."""
+
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<number>\d+\.\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|\d+(?:[eE][+-]?\d+)?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_.]*(?:@[A-Za-z0-9_]+)?)"
+    r"|(?P<string>'[^']*'|\"[^\"]*\")"
+    r"|(?P<punct>[-+*/(),:=\[\]]))"
+)
+_CHANNELS = re.compile(r"\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*")
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.text, self.pos = text, 0
+
+    # -- low level --
+    def fail(self, message: str, pos: int | None = None) -> TargetError:
+        column = (self.pos if pos is None else pos) + 1
+        return TargetError(f"{message} at column {column} of {self.text!r}")
+
+    def skip_space(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def peek(self) -> tuple[str, str] | None:
+        self.skip_space()
+        if self.pos >= len(self.text):
+            return None
+        match = _TOKEN.match(self.text, self.pos)
+        if not match or match.end() == self.pos:
+            raise self.fail(f"unexpected {self.text[self.pos]!r}")
+        kind = match.lastgroup
+        return kind, match.group(kind)
+
+    def take(self) -> tuple[str, str]:
+        token = self.peek()
+        if token is None:
+            raise self.fail("unexpected end")
+        self.pos = _TOKEN.match(self.text, self.pos).end()
+        return token
+
+    def expect(self, value: str) -> None:
+        start = self.pos
+        token = self.peek()
+        if token is None or token[1] != value:
+            self.skip_space()
+            found = "the end" if token is None else repr(token[1])
+            raise self.fail(f"expected '{value}', found {found}", max(start, self.pos))
+        self.take()
+
+    def at(self, value: str) -> bool:
+        token = self.peek()
+        return token is not None and token[1] == value
+
+    # -- grammar --
+    def target(self) -> list[tuple[float, Atom]]:
+        terms = self.term()
+        while self.at("+") or self.at("-"):
+            sign = -1.0 if self.take()[1] == "-" else 1.0
+            terms += [(sign * w, a) for w, a in self.term()]
+        return terms
+
+    def term(self) -> list[tuple[float, Atom]]:
+        scale = 1.0
+        while self.at("-"):
+            self.take()
+            scale = -scale
+        start = self.pos
+        factor, atoms = self.factor()
+        scale *= factor
+        while self.at("*") or self.at("/"):
+            operator = self.take()[1]
+            position = self.pos
+            number, more = self.factor()
+            if operator == "/":
+                if more is not None:
+                    raise self.fail("can only divide by a number", position)
+                if number == 0:
+                    raise self.fail("division by zero", position)
+                number = 1.0 / number
+            elif more is not None:
+                if atoms is not None:
+                    raise self.fail("cannot multiply two objectives", position)
+                atoms = more
+            scale *= number
+        if atoms is None:
+            raise self.fail("a number alone is not an objective", start)
+        return [(scale * w, a) for w, a in atoms]
+
+    def factor(self) -> tuple[float, list[tuple[float, Atom]] | None]:
+        """A number (value, None) or objectives (1, terms)."""
+        self.skip_space()
+        start = self.pos
+        token = self.peek()
+        if token is None:
+            raise self.fail("expected an objective, found the end")
+        kind, value = token
+        if kind == "number":
+            self.take()
+            return float(value), None
+        if value == "(":
+            self.take()
+            terms = self.target()
+            self.expect(")")
+            return 1.0, terms
+        if kind == "name":
+            return 1.0, [(1.0, self.atom())]
+        raise self.fail(f"expected an objective, found {value!r}", start)
+
+    def channels_after_colon(self) -> tuple[int, ...]:
+        self.skip_space()
+        match = _CHANNELS.match(self.text, self.pos)
+        if not match:
+            raise self.fail(_EXPECTED)
+        try:
+            channels = parse_channels(match.group(0))
+        except ValueError as error:
+            raise self.fail(str(error)) from None
+        self.pos = match.end()
+        return channels  # type: ignore[return-value]
+
+    def element_after_channels(self, layer: str) -> str:
+        """`layer:0-9@1` is `layer@1:0-9`: the element may also follow the channels."""
+        match = re.compile(r"@([A-Za-z0-9_]+)").match(self.text, self.pos)
+        if not match:
+            return layer
+        if "@" in layer:
+            raise self.fail("the layer names its element twice")
+        self.pos = match.end()
+        return f"{layer}@{match.group(1)}"
+
+    def layer_and_channels(self, need_channels: bool) -> tuple[str, tuple[int, ...] | None]:
+        kind, layer = self.take()
+        if kind != "name":
+            raise self.fail(f"expected a layer name, found {layer!r}")
+        if self.at(":"):
+            self.take()
+            channels = self.channels_after_colon()
+            return self.element_after_channels(layer), channels
+        if need_channels:
+            raise self.fail(f"expected ':' and channels after {layer}")
+        return layer, None
+
+    def atom(self) -> Atom:
+        start = self.pos
+        _, name = self.take()
+        word = name.lower()
+        if word in _CALLS and self.at("("):
+            self.take()
+            if word in ("channel", "neuron"):
+                layer, channels = self.layer_and_channels(need_channels=True)
+                position = None
+                if word == "neuron" and self.at(","):
+                    self.take()
+                    position = self.position()
+                self.expect(")")
+                return Atom(word, layer, channels, position=position)
+            if word in ("layer", "deepdream"):
+                kind, layer = self.take()
+                if kind != "name":
+                    raise self.fail(f"expected a layer name, found {layer!r}")
+                self.expect(")")
+                return Atom("layer", layer)
+            kind, layer = self.take()
+            if kind != "name":
+                raise self.fail(f"expected a layer name, found {layer!r}")
+            self.expect(",")
+            vector = self.vector()
+            self.expect(")")
+            return Atom(word, layer, vector=vector)
+        if word in _CLASS_KINDS and self.at(":"):
+            self.take()
+            kind, label = self.take()
+            if kind == "number" and label.isdigit():
+                return Atom(word, label=int(label))
+            if kind == "name":
+                return Atom(word, label=label)
+            if kind == "string":
+                return Atom(word, label=label[1:-1])
+            raise self.fail("expected a class index or name", start)
+        if self.at(":"):
+            self.take()
+            channels = self.channels_after_colon()
+            return Atom("channel", self.element_after_channels(name), channels)
+        return Atom("channel", name, None)
+
+    def position(self) -> tuple[int, int]:
+        values = {}
+        for axis in ("y", "x"):
+            if axis == "x":
+                self.expect(",")
+            self.expect(axis)
+            self.expect("=")
+            kind, value = self.take()
+            if kind != "number" or not value.isdigit():
+                raise self.fail(f"expected a position index for {axis}")
+            values[axis] = int(value)
+        return values["y"], values["x"]
+
+    def vector(self) -> tuple[float, ...] | str:
+        kind, value = self.take()
+        if kind == "string":
+            return value[1:-1]
+        if kind == "name" and value == "random":
+            if self.at(":"):
+                self.take()
+                kind, count = self.take()
+                if kind != "number" or not count.isdigit() or int(count) < 1:
+                    raise self.fail("expected the number of random directions")
+                return f"random:{int(count)}"
+            self.expect("[")
+            kind, index = self.take()
+            if kind != "number" or not index.isdigit():
+                raise self.fail("expected the index of a random direction")
+            self.expect("]")
+            return f"random[{int(index)}]"
+        if value == "[":
+            numbers = []
+            while True:
+                sign = 1.0
+                if self.at("-"):
+                    self.take()
+                    sign = -1.0
+                kind, number = self.take()
+                if kind != "number":
+                    raise self.fail(f"expected a number, found {number!r}")
+                numbers.append(sign * float(number))
+                if self.at("]"):
+                    self.take()
+                    return tuple(numbers)
+                self.expect(",")
+        raise self.fail("expected a vector: [numbers], 'FILE.npy', 'FILE.pt' or random:K")
+
+
+def parse_target(text: str) -> Target:
+    """Parse a target; TargetError (a ValueError) names the column of the first problem."""
+    if not text.strip():
+        raise TargetError("empty target; expected e.g. mixed4a:0-511")
+    parser = _Parser(text)
+    terms = parser.target()
+    parser.skip_space()
+    if parser.pos < len(text):
+        raise parser.fail(f"unexpected {text[parser.pos]!r}")
+    multiple = [atom for _, atom in terms if atom.multiple]
+    if len(multiple) > 1:
+        raise TargetError(
+            f"{multiple[1].describe()} in {text!r}: only one atom of a target may name several channels"
+        )
+    return Target(tuple(terms))

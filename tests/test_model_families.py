@@ -17,6 +17,7 @@ from fvcli.objectives import channel
 from fvcli.runner import Run
 from fvcli.jobs import JobRequest
 from fvcli.settings import RenderSettings, RunSettings
+from fvcli.targets import parse_target
 
 # model, layer, expected (layout, channels) at 64 px (ViTs run at their 224 px)
 FAMILIES = [
@@ -44,12 +45,13 @@ def models():
 
 @pytest.mark.parametrize("model, layer, expected", FAMILIES)
 def test_layer_shapes_layouts_and_rendering(models, tmp_path, model, layer, expected):
-    request = JobRequest(layer, (0, 1), RenderSettings(model=model, weights="random", steps=4, size=64, transforms="none"), str(tmp_path))
+    settings = RenderSettings(model=model, weights="random", steps=4, size=64, transforms="none")
+    request = JobRequest(parse_target(f"{layer}:0-1"), settings, str(tmp_path))
     run = Run([request], RunSettings(out=str(tmp_path), quiet=True), say=lambda _: None)
     job = run.jobs[0]
-    assert (job.layout.kind, job.layout.channels) == expected
+    assert (job.layer.layout.kind, job.layer.layout.channels) == expected
     if model == "vit_b_16":
-        assert job.input_size == 224 and job.layout.prefix_tokens == 1  # resized; class token left out
+        assert job.input_size == 224 and job.layer.layout.prefix_tokens == 1  # resized; class token left out
     report = run.execute()
     assert report.exit_code == 0
     sidecar = json.loads((job.folder / "grid.json").read_text())
@@ -163,7 +165,8 @@ def test_torchscript_models_render_their_output(tmp_path, tiny):
         torch.jit.script(load_model(tiny, "random", seed=0).module).save(str(scripted_path))
     data = json.loads(fv("layers", "--model", str(scripted_path), "--weights", "default", "--size", "32", "--json"))
     assert data["layers"] == [{"name": "output", "alias": None, "shape": "(1, 5)", "layout": "flat", "channels": 5}]
-    fv("render", "output:0-2", "--model", str(scripted_path), "--steps", "6", "--size", "32", "--out", str(tmp_path / "o"), "--quiet")
+    fv("render", "output:0-2", "--model", str(scripted_path), "--steps", "6", "--size", "32", "--transforms", "none",
+       "--out", str(tmp_path / "o"), "--quiet")
     sidecar = json.loads((tmp_path / "o" / "tiny" / "output" / "grid.json").read_text())
     assert sidecar["model"]["weights"] == f"torchscript:{scripted_path}" and len(sidecar["model"]["weights_sha256"]) == 64
     assert all(u["activation_final"] > u["activation_start"] for u in sidecar["units"])

@@ -37,9 +37,9 @@ def test_spec_jobs_and_precedence(tmp_path):
     jobs, run = load_spec(path, {"size": 32})  # --size 32 on the command line
     assert run == {"out": "outs", "device": "cpu"}
     first, second = jobs
-    assert (first.layer, first.channels, first.name) == ("mixed4a", (0, 1, 2, 3), None)
+    assert (first.target.describe(), first.name) == ("mixed4a:0-3", None)
     assert (first.settings.steps, first.settings.size, first.settings.weights) == (100, 32, "random")
-    assert (second.layer, second.channels, second.name) == ("mixed4b", (3, 7, 10, 11, 12), "some")
+    assert (second.target.describe(), second.name) == ("mixed4b:3,7,10-12", "some")
     assert (second.settings.steps, second.settings.lr, second.settings.size) == (50, 0.1, 32)
     assert str(first.folder) == "outs/googlenet/mixed4a"
     assert str(second.folder) == "outs/some"
@@ -47,7 +47,7 @@ def test_spec_jobs_and_precedence(tmp_path):
 
 def test_missing_channels_means_every_channel(tmp_path):
     jobs, _ = load_spec(write(tmp_path, "jobs: [{layer: mixed4a}]"), {})
-    assert jobs[0].channels is None
+    assert jobs[0].target.simple.channels is None
     assert jobs[0].settings.steps == 512 and jobs[0].settings.model == "googlenet"
 
 
@@ -66,7 +66,9 @@ def test_missing_channels_means_every_channel(tmp_path):
         ("param: pixels\njobs: [{layer: a}]", "spec.yaml: param: expected one of fourier, pixel, got 'pixels'"),
         ("jobs: [{layer: a, channels: 5-2}]", "spec.yaml: jobs[0].channels: reversed range 5-2; write 2-5"),
         ("jobs: [{layer: a, channels: x}]", "spec.yaml: jobs[0].channels: expected channels like 97, 0-511 or 3,7,100-107, got 'x'"),
-        ("jobs: [{layer: a}, {channels: 3}]", "spec.yaml: jobs[1]: missing 'layer:' (the layer to visualize, e.g. mixed4a)"),
+        ("jobs: [{layer: a}, {channels: 3}]", "spec.yaml: jobs[1]: missing 'layer:' (the layer to visualize, e.g. mixed4a) or 'target:'"),
+        ("jobs: [{target: 'a:1 +'}]", "spec.yaml: jobs[0].target: expected an objective, found the end at column 6 of 'a:1 +'"),
+        ("jobs: [{target: 'a:1', layer: a}]", "spec.yaml: jobs[0]: give either 'target:' or 'layer:' and 'channels:', not both"),
         ("jobs: [{layer: a, chanels: 3}]", "spec.yaml: jobs[0]: unknown key 'chanels'; did you mean 'channels'?"),
         ("jobs: [{layer: a, device: cpu}]", "spec.yaml: jobs[0].device: 'device' applies to the whole run; set it at the top of the spec"),
         ("jobs: [{layer: a, name: ../up}]", "spec.yaml: jobs[0].name: expected a folder name of letters, digits"),

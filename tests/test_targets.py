@@ -1,38 +1,78 @@
+"""The target grammar: every form parses, describes itself back, expands into units, and bad text
+fails with the column of the problem."""
+
 import pytest
 
-from fvcli.targets import Target, describe_channels, parse_channels, parse_target
+from fvcli.targets import Atom, Target, TargetError, describe_channels, parse_channels, parse_target
+
+
+def channel(layer, *channels):
+    return Atom("channel", layer, tuple(channels) if channels else None)
 
 
 @pytest.mark.parametrize(
-    "text, expected",
+    "text, terms",
     [
-        ("mixed4a:97", Target("mixed4a", (97,))),
-        ("mixed4a:0-3", Target("mixed4a", (0, 1, 2, 3))),
-        ("mixed4a:3,7,100-102", Target("mixed4a", (3, 7, 100, 101, 102))),
-        ("mixed4a: 5 - 6 , 1", Target("mixed4a", (1, 5, 6))),
-        ("mixed4a:2,2,1-2", Target("mixed4a", (1, 2))),  # duplicates merge, order is sorted
-        ("mixed4a", Target("mixed4a", None)),  # every channel
-        ("inception4a.branch1.conv:0", Target("inception4a.branch1.conv", (0,))),
+        ("mixed4a:97", [(1.0, channel("mixed4a", 97))]),
+        ("mixed4a:0-3", [(1.0, channel("mixed4a", 0, 1, 2, 3))]),
+        ("mixed4a:3,7,100-102", [(1.0, channel("mixed4a", 3, 7, 100, 101, 102))]),
+        ("mixed4a:2,2,1-2", [(1.0, channel("mixed4a", 1, 2))]),
+        ("mixed4a", [(1.0, channel("mixed4a"))]),  # every channel
+        ("inception4a.branch1.conv:0", [(1.0, channel("inception4a.branch1.conv", 0))]),
+        ("-mixed4a:97", [(-1.0, channel("mixed4a", 97))]),
+        ("mixed4a:97 + 0.5*mixed4a:143", [(1.0, channel("mixed4a", 97)), (0.5, channel("mixed4a", 143))]),
+        ("2*(mixed4a:1 - mixed4b:2)/4", [(0.5, channel("mixed4a", 1)), (-0.5, channel("mixed4b", 2))]),
+        ("neuron(mixed4a:3, y=1, x=2)", [(1.0, Atom("neuron", "mixed4a", (3,), position=(1, 2)))]),
+        ("layer(mixed4a)", [(1.0, Atom("layer", "mixed4a"))]),
+        ("deepdream(mixed4a)", [(1.0, Atom("layer", "mixed4a"))]),
+        ("logit:goldfish", [(1.0, Atom("logit", label="goldfish"))]),
+        ("probability:'great white shark'", [(1.0, Atom("probability", label="great white shark"))]),
+        ("logit:1", [(1.0, Atom("logit", label=1))]),
+        ("direction(mixed4a, [1, -0.5, 2e-1])", [(1.0, Atom("direction", "mixed4a", vector=(1.0, -0.5, 0.2)))]),
+        ("direction_neuron(mixed4a, 'v.npy')", [(1.0, Atom("direction_neuron", "mixed4a", vector="v.npy"))]),
+        ("direction(mixed4a, random:4)", [(1.0, Atom("direction", "mixed4a", vector="random:4"))]),
+        ("attn:0-1@1", [(1.0, channel("attn@1", 0, 1))]),
+        ("attn@1:0-1", [(1.0, channel("attn@1", 0, 1))]),
     ],
 )
-def test_parse_target(text, expected):
-    assert parse_target(text) == expected
+def test_parse_and_round_trip(text, terms):
+    target = parse_target(text)
+    assert target == Target(tuple(terms))
+    assert parse_target(target.describe()) == target  # the description is valid target text
+
+
+def test_ranges_expand_into_units_sharing_the_rest():
+    units = parse_target("-mixed4a:0-2 + 0.1*layer(mixed3a)").expand()
+    assert [key for key, _ in units] == [0, 1, 2]
+    assert units[1][1].describe() == "-mixed4a:1 + 0.1*layer(mixed3a)"
+    directions = parse_target("direction(mixed4a, random:3)").expand()
+    assert [t.describe() for _, t in directions] == [f"direction(mixed4a, random[{k}])" for k in range(3)]
+    assert parse_target("mixed4a:97 + mixed4b:3").expand() == [(None, parse_target("mixed4a:97 + mixed4b:3"))]
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("mixed4a:5-2", "reversed range 5-2; write 2-5"),
-        ("mixed4a:abc", "expected channels like 97, 0-511 or 3,7,100-107, got 'abc'"),
-        ("mixed4a:1,,2", "got '1,,2'"),
-        ("mixed4a:-3", "got '-3'"),
-        ("mixed4a:", "no channels after ':'"),
-        (":5", "expected LAYER:CHANNELS"),
+        ("mixed4a:97 +", "expected an objective, found the end at column 13 of 'mixed4a:97 +'"),
+        ("mixed4a:5-2", "reversed range 5-2; write 2-5 at column 9"),
+        ("mixed4a:abc", "expected channels like 97, 0-511 or 3,7,100-107 at column 9"),
+        ("3*4", "a number alone is not an objective at column 1"),
+        ("mixed4a:1 * mixed4b:2", "cannot multiply two objectives at column 12"),
+        ("mixed4a:1 / mixed4b:2", "can only divide by a number at column 12"),
+        ("mixed4a:0-3 + mixed4b:0-3", "only one atom of a target may name several channels"),
+        ("neuron(mixed4a)", "expected ':' and channels after mixed4a at column 15"),
+        ("mixed4a:97 ^ 2", "unexpected '^' at column 12"),
+        ("(mixed4a:1", "expected ')', found the end at column 11"),
+        ("mixed4a:1/0", "division by zero at column 11"),
+        ("direction(mixed4a, 5)", "expected a vector"),
+        ("", "empty target"),
     ],
 )
-def test_parse_target_rejects(text, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+def test_bad_targets_name_the_column(text, message):
+    with pytest.raises(TargetError) as error:
         parse_target(text)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 def test_parse_channels_from_yaml_values():

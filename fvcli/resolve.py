@@ -1,0 +1,232 @@
+"""Binding a target to a model: one objective per unit, with every name checked against the model.
+
+Layer names become module paths and layouts (from a probe forward pass), class names become
+indices, direction vectors become tensors of the layer's width. Problems are FvErrors that say what
+the model has instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from fvcli.errors import FvError
+from fvcli.layers import Layout, infer_layout, split_key
+from fvcli.models import LoadedModel
+from fvcli.objectives import OUTPUT, Direction, LayerEnergy, Logit, Objective, channel, neuron
+from fvcli.settings import RenderSettings
+from fvcli.targets import Atom, Target
+
+# A layer probe: layer key -> (output shape for one image, input size the model needs or None).
+Probe = Callable[[str], tuple[tuple[int, ...], int | None]]
+
+
+@dataclass(frozen=True)
+class ResolvedUnit:
+    key: int | None  # the varying channel or random-direction index; None for a one-unit target
+    objective: Objective
+    canonical: str  # the unit's target with module paths: what its seed derives from
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str  # as written
+    key: str  # module path, with @ELEMENT
+    shape: tuple[int, ...]
+    layout: Layout
+
+
+class Resolver:
+    """Resolves the targets of one job (one model, one image size, one set of settings)."""
+
+    def __init__(self, model: LoadedModel, settings: RenderSettings, probe: Probe):
+        self.model, self.settings, self.probe = model, settings, probe
+        self.input_size: int | None = None
+        self.layers: dict[str, LayerInfo] = {}
+
+    # ---- names ----
+
+    def layer(self, name: str) -> LayerInfo:
+        if name not in self.layers:
+            path, element = split_key(name)
+            key = self.model.resolve_layer(path) + (f"@{element}" if element is not None else "")
+            shape, self.input_size = self.probe(key)
+            try:
+                layout = infer_layout(shape)
+            except ValueError as error:
+                raise FvError(f"layer {name}: {error}") from None
+            self.layers[name] = LayerInfo(name, key, tuple(shape), layout)
+        return self.layers[name]
+
+    def output(self) -> LayerInfo:
+        """The model's own output, for logits and probabilities."""
+        if OUTPUT not in self.layers:
+            shape, self.input_size = self.probe(OUTPUT)
+            if len(shape) != 2:
+                raise FvError(f"logit and probability need a model whose output is (N, classes); {self.model.name} gives {tuple(shape)}")
+            self.layers[OUTPUT] = LayerInfo("output", OUTPUT, tuple(shape), infer_layout(shape))
+        return self.layers[OUTPUT]
+
+    def class_index(self, label: str | int) -> int:
+        classes = self.output().layout.channels
+        if isinstance(label, int):
+            if label >= classes:
+                raise FvError(f"class {label} is out of range: {self.model.name} has {classes} classes (0-{classes - 1})")
+            return label
+        names = self.model.categories
+        if not names or len(names) != classes:
+            raise FvError(f"{self.model.name} has no class names fv knows; name the class by its index (0-{classes - 1})")
+        wanted = _plain(label)
+        matches = [i for i, name in enumerate(names) if _plain(name) == wanted]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            listed = ", ".join(f"{i} ({names[i]})" for i in matches)
+            raise FvError(f"class name '{label}' is ambiguous in {self.model.name}: {listed}; use the index")
+        close = difflib.get_close_matches(wanted, [_plain(n) for n in names], n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise FvError(f"{self.model.name} has no class '{label}'{hint}")
+
+    def vector(self, atom: Atom, info: LayerInfo) -> torch.Tensor:
+        width = info.layout.channels
+        spec = atom.vector
+        if isinstance(spec, tuple):
+            vector = torch.tensor(spec, dtype=torch.float32)
+        elif spec.startswith("random["):
+            index = int(spec[len("random[") : -1])
+            seed = _hash(f"fv-direction/{self.settings.seed}/{info.key}/{index}")
+            vector = torch.randn(width, generator=torch.Generator().manual_seed(seed))
+            vector = vector / vector.norm()
+        else:
+            vector = _load_vector(spec)
+        if vector.dim() != 1 or vector.numel() != width:
+            raise FvError(f"direction for {info.name} has {tuple(vector.shape)} values; the layer has {width} channels")
+        return vector
+
+    # ---- targets ----
+
+    def units(self, target: Target) -> list[ResolvedUnit]:
+        """One objective per unit of `target`, in order."""
+        target = self._with_setting(target)
+        units = []
+        for key, unit_target in self._expand(target):
+            objective = None
+            for weight, atom in unit_target.terms:
+                term = weight * self._atom(atom) if weight != 1 else self._atom(atom)
+                objective = term if objective is None else objective + term
+            units.append(ResolvedUnit(key, objective, self._canonical(unit_target)))
+        return units
+
+    def main_layer(self, target: Target) -> LayerInfo | None:
+        """The layer a job is about: that of its varying atom, or its first atom with a layer."""
+        atoms = sorted(target.atoms, key=lambda a: not a.multiple)
+        for atom in atoms:
+            if atom.layer is not None:
+                return self.layer(atom.layer)
+        return self.output() if atoms else None
+
+    def _with_setting(self, target: Target) -> Target:
+        # `--objective neuron` turns the channel atoms of a target into neurons at the centre.
+        if self.settings.objective != "neuron":
+            return target
+        return Target(tuple((w, replace(a, kind="neuron") if a.kind == "channel" else a) for w, a in target.terms))
+
+    def _expand(self, target: Target) -> list[tuple[int | None, Target]]:
+        terms = list(target.terms)
+        for i, (weight, atom) in enumerate(terms):
+            if atom.kind in ("channel", "neuron"):
+                info = self.layer(atom.layer)
+                count = info.layout.channels
+                channels = atom.channels if atom.channels is not None else tuple(range(count))
+                bad = [c for c in channels if c >= count]
+                if bad:
+                    raise FvError(
+                        f"channel {bad[0]} is out of range for layer {atom.layer}, which has {count} channels (0-{count - 1})"
+                    )
+                terms[i] = (weight, replace(atom, channels=channels))
+        return Target(tuple(terms)).expand()
+
+    def _atom(self, atom: Atom) -> Objective:
+        all_tokens = self.settings.tokens == "all"
+        if atom.kind in ("channel", "neuron"):
+            info = self.layer(atom.layer)
+            (index,) = atom.channels
+            if atom.kind == "channel":
+                return channel(info.key, index, atom.layer, info.layout, all_tokens)
+            if atom.position is not None:
+                self._check_position(info, atom.position)
+            return neuron(info.key, index, atom.layer, info.layout, all_tokens, position=atom.position)
+        if atom.kind == "layer":
+            return LayerEnergy(self.layer(atom.layer).key, atom.layer)
+        if atom.kind in ("logit", "probability"):
+            return Logit(self.class_index(atom.label), atom.label, probability=atom.kind == "probability")
+        info = self.layer(atom.layer)
+        return Direction(info.key, self.vector(atom, info), atom.describe(), info.layout, neuron=atom.kind == "direction_neuron")
+
+    def _check_position(self, info: LayerInfo, position: tuple[int, int]) -> None:
+        shape, kind = info.shape, info.layout.kind
+        if kind == "flat":
+            raise FvError(f"layer {info.name} is flat {tuple(shape)}: its neurons have no position")
+        grid = (shape[2], shape[3]) if kind == "nchw" else (shape[1], shape[2]) if kind == "nhwc" else None
+        if grid is None:
+            side = int((shape[1] - info.layout.prefix_tokens) ** 0.5)
+            grid = (side, side)
+        y, x = position
+        if not (0 <= y < grid[0] and 0 <= x < grid[1]):
+            raise FvError(f"neuron position y={y}, x={x} is outside layer {info.name}'s {grid[0]} x {grid[1]} grid at this --size")
+
+    def _canonical(self, target: Target) -> str:
+        terms = []
+        for weight, atom in target.terms:
+            if atom.layer is not None:
+                atom = replace(atom, layer=self.layer(atom.layer).key)
+            terms.append((weight, atom))
+        return Target(tuple(terms)).describe()
+
+
+def _plain(name: str) -> str:
+    return re.sub(r"[\s_-]+", " ", name.strip().lower())
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def unit_seed(seed: int, canonical: str) -> int:
+    """A 63-bit seed for one unit, stable across runs, batches, shards and machines."""
+    return _hash(f"fv-unit/{seed}/{canonical}")
+
+
+def _load_vector(path: str) -> torch.Tensor:
+    file = Path(path)
+    if not file.is_file():
+        raise FvError(f"direction file {path} not found (expected a .npy or .pt file of one vector)")
+    try:
+        if file.suffix == ".npy":
+            import numpy
+
+            return torch.as_tensor(numpy.load(file, allow_pickle=False), dtype=torch.float32).flatten()
+        loaded = torch.load(file, map_location="cpu", weights_only=True)
+        if not isinstance(loaded, torch.Tensor):
+            raise ValueError(f"it holds a {type(loaded).__name__}, not a tensor")
+        return loaded.float().flatten()
+    except Exception as error:
+        raise FvError(f"direction file {path} cannot be read ({error})") from None
+
+
+def unit_name(target: Target, key: int | None, width: int) -> tuple[str, str]:
+    """(PNG file name, grid label) of one unit of a job with `target`."""
+    varying = next((a for a in target.atoms if a.multiple or (a.kind in ("channel", "neuron") and a.channels is None)), None)
+    if key is None:
+        return "unit.png", target.describe()
+    if varying is not None and varying.kind in ("channel", "neuron") and target.simple is not None:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", varying.layer)
+        return f"{stem}_{key:0{width}d}.png", str(key)
+    return f"unit_{key:0{width}d}.png", str(key)
+

@@ -1,0 +1,83 @@
+"""The article's toolbox on a tiny CPU model: every objective rises (a negated one lowers its unit),
+and every way of naming one wrongly fails in one line."""
+
+import json
+
+import pytest
+
+from conftest import QUICK, TINY, fv
+
+TINY_QUICK = ["--model", TINY, "--weights", "random", "--steps", "12", "--size", "32", "--transforms", "none"]
+
+
+def render(tmp_path, target, *extra):
+    out = tmp_path / "out"
+    fv("render", *TINY_QUICK, *extra, "--out", str(out), "--quiet", "--", target)
+    [sidecar] = [json.loads(p.read_text()) for p in out.rglob("grid.json")]
+    return sidecar
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "conv2:0-1",
+        "-conv2:0-1",
+        "neuron(conv2:3)",
+        "neuron(conv2:3, y=0, x=7)",
+        "layer(conv3)",
+        "deepdream(relu2)",
+        "logit:2",
+        "probability:3",
+        "conv2:1 - 0.5*conv3:4",
+        "direction(conv3, [1, -1, 0.5, 0, 0, 0, 2, 0, 0, 0, 0, 1])",
+        "direction_neuron(conv3, random:2)",
+    ],
+)
+def test_every_objective_rises(tmp_path, target):
+    sidecar = render(tmp_path, target)
+    for unit in sidecar["units"]:
+        assert unit["status"] == "ok", unit
+        assert unit["activation_final"] > unit["activation_start"], unit
+
+
+def test_negative_images_lower_their_unit_and_are_not_called_dead(tmp_path):
+    negative = render(tmp_path / "neg", "-conv3:0-3")
+    assert all(u["status"] == "ok" for u in negative["units"])  # reaching 0 is a negative image's aim
+    assert [u["objective"] for u in negative["units"]] == [f"-conv3:{c}" for c in range(4)]
+    assert all(u["activation_final"] >= u["activation_start"] for u in negative["units"])
+
+
+def test_expression_jobs_write_units_and_describe_themselves(tmp_path):
+    sidecar = render(tmp_path, "direction(conv3, random:3)")
+    assert [u["objective"] for u in sidecar["units"]] == [f"direction(conv3, random[{k}])" for k in range(3)]
+    assert [u["image"] for u in sidecar["units"]] == ["unit_0000.png", "unit_0001.png", "unit_0002.png"]
+    assert sidecar["objective"].startswith("target: direction(conv3, random:3), maximized")
+    folder = tmp_path / "out" / "tiny_model.make" / "direction_conv3_random_3"
+    assert sorted(p.name for p in folder.iterdir()) == ["grid.json", "grid.png", "unit_0000.png", "unit_0001.png", "unit_0002.png"]
+
+
+def test_class_names_come_from_the_weights_metadata(tmp_path):
+    out = tmp_path / "out"
+    fv("render", *QUICK, "--transforms", "none", "--out", str(out), "--quiet", "logit:goldfish", "probability:'great white shark'")
+    logit = json.loads((out / "googlenet" / "logit_goldfish" / "grid.json").read_text())
+    assert logit["units"][0]["objective"] == "logit:goldfish"
+    assert logit["units"][0]["activation_final"] > logit["units"][0]["activation_start"]
+
+
+ERRORS = [
+    (["--", "logit:goldfsh"], "fv: error: target logit:goldfsh: googlenet has no class 'goldfsh'; did you mean goldfish"),
+    (["--", "logit:1000"], "fv: error: target logit:1000: class 1000 is out of range: googlenet has 1000 classes (0-999)"),
+    (["--", "direction(mixed4a, [1, 2])"], "fv: error: target direction(mixed4a, [1, 2]): direction for mixed4a has (2,) values; the layer has 512 channels"),
+    (["--", "direction(mixed4a, 'nope.npy')"], "fv: error: target direction(mixed4a, 'nope.npy'): direction file nope.npy not found"),
+    (["--", "neuron(mixed4a:0, y=9, x=0)"], "fv: error: target neuron(mixed4a:0, y=9, x=0): neuron position y=9, x=0 is outside layer mixed4a's 3 x 3 grid at this --size"),
+    (["--", "mixed4a:1 *"], "fv: error: target: expected an objective, found the end at column 12 of 'mixed4a:1 *'"),
+    (["--", "-mixed4a:0-600"], "fv: error: target -mixed4a:0-600: channel 512 is out of range for layer mixed4a, which has 512 channels (0-511)"),
+    (["-mixed4a:0"], "fv: error: No such option '-m'; a target that starts with '-' goes after '--', e.g. fv render -- -mixed4a:97"),
+]
+
+
+@pytest.mark.parametrize("args, line", ERRORS)
+def test_objective_errors_exit_2_in_one_line(tmp_path, args, line):
+    output = fv("render", *QUICK, "--out", str(tmp_path / "out"), *args, code=2)
+    assert output.startswith(line) and output.count("\n") == 1, output
+    assert not (tmp_path / "out").exists()
