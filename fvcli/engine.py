@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fvcli import regularizers
 from fvcli.capture import forward_to
 from fvcli.models import IMAGENET, LoadedModel, Normalization
 from fvcli.objectives import Objective, batch_values, layers_of
@@ -56,17 +57,32 @@ def describe(settings: RenderSettings, device: torch.device, normalization: Norm
         "steps": settings.steps,
         "size": settings.size,
         "lr": settings.lr,
-        "optimizer": "adam",
+        "optimizer": settings.optimizer,
+        "schedule": settings.schedule,
         "seed": settings.seed,
         "parameterization": param.describe(),
-        "transforms": Pipeline.preset(settings.transforms).describe(),
-        "transforms_preset": settings.transforms,
+        "transforms": Pipeline.from_setting(settings.transforms).describe(),
+        "transforms_preset": settings.transforms if isinstance(settings.transforms, str) else "custom",
+        "penalties": {"l1": settings.l1, "tv": settings.tv, "blur": settings.blur},
+        "blur_every": settings.blur_every,
         "normalization": None if normalization is None else {"mean": normalization[0], "std": normalization[1]},
         "objective": settings.objective,
         "tokens": settings.tokens,
         "relu_redirect_steps": REDIRECT_STEPS,
         "dtype": dtype_name(device),
     }
+
+
+def _optimizer(settings: RenderSettings, param: torch.nn.Module) -> torch.optim.Optimizer:
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(param.parameters(), lr=settings.lr)
+    return torch.optim.Adam(param.parameters(), lr=settings.lr)
+
+
+def _schedule(settings: RenderSettings, optimizer: torch.optim.Optimizer):
+    if settings.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.steps)
+    return None
 
 
 def _finite(grad: Tensor) -> Tensor:
@@ -116,9 +132,11 @@ def render_batch(
     assert len(objectives) == len(seeds) > 0
     score = _Scorer(model, objectives, device, input_normalization(model, settings.normalize), input_size)
     param = make_param(settings.param, seeds, settings.size, settings.decorrelate).to(device)
-    pipeline = Pipeline.preset(settings.transforms)
+    pipeline = Pipeline.from_setting(settings.transforms)
     rngs = [random.Random(seed) for seed in seeds]
-    optimizer = torch.optim.Adam(param.parameters(), lr=settings.lr)
+    optimizer = _optimizer(settings, param)
+    schedule = _schedule(settings, optimizer)
+    penalty_weights = {"l1": settings.l1, "tv": settings.tv, "blur": settings.blur}
 
     with torch.no_grad():
         start = score(param())
@@ -129,8 +147,15 @@ def render_batch(
         images = pipeline(image, rngs)
         with RedirectReLU() if step < REDIRECT_STEPS else contextlib.nullcontext():
             values = score(images)
-        (-values.sum()).backward()  # the one place objectives are negated: Adam minimizes
+        penalties = regularizers.penalty(image, penalty_weights)
+        if penalties is not None:
+            values = values - penalties
+        (-values.sum()).backward()  # the one place objectives are negated: the optimizer minimizes
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        if settings.blur_every and (step + 1) % settings.blur_every == 0:
+            param.blur_(regularizers.BLUR_SIGMA)
         if on_step is not None:
             on_step(step + 1)
     with torch.no_grad():

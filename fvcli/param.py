@@ -1,15 +1,21 @@
 """Image parameterizations: the tensors the optimizer changes, and how they become RGB images.
 
 `fourier` stores each image as a random spectrum whose frequencies are scaled by 1/frequency
-(preconditioning: every frequency learns at a comparable rate), `pixel` stores pixels directly. Both
+(preconditioning: every frequency learns at a comparable rate), `pixel` stores pixels directly,
+`lowres` and `laplacian` store pixels at lower resolutions that are upsampled and summed. All
 optionally decorrelate colours with the square root of ImageNet's colour correlation, then a sigmoid
 maps to [0, 1]. Published values (Lucid): spectrum std 0.01, decay power 1, result divided by 4.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from fvcli.regularizers import gaussian_blur
 
 INIT_STD = 0.01
 DECAY_POWER = 1.0
@@ -52,6 +58,11 @@ class ImageParam(nn.Module):
     def describe(self) -> dict:
         return {"name": self.name, "decorrelate": self.decorrelate, "init_std": INIT_STD}
 
+    @torch.no_grad()
+    def blur_(self, sigma: float) -> None:
+        """Blur the images by a Gaussian of `sigma` pixels, in place (the blur step)."""
+        raise NotImplementedError
+
 
 class FourierParam(ImageParam):
     name = "fourier"
@@ -64,6 +75,7 @@ class FourierParam(ImageParam):
         frequency = torch.sqrt(fx * fx + fy * fy)
         scale = 1.0 / frequency.clamp_min(1.0 / size) ** decay
         self.register_buffer("scale", scale[None, None, :, :, None], persistent=False)
+        self.register_buffer("frequency", frequency, persistent=False)
         self.spectrum = nn.Parameter(_init(seeds, (3, size, size // 2 + 1, 2)))
 
     def raw(self) -> Tensor:
@@ -73,6 +85,12 @@ class FourierParam(ImageParam):
 
     def describe(self) -> dict:
         return {**super().describe(), "decay_power": self.decay, "divisor": FOURIER_DIVISOR}
+
+    @torch.no_grad()
+    def blur_(self, sigma: float) -> None:
+        # A Gaussian blur multiplies each frequency f (cycles per pixel) by exp(-2 pi^2 sigma^2 f^2).
+        response = torch.exp(-2 * math.pi**2 * sigma**2 * self.frequency**2)
+        self.spectrum.mul_(response[None, None, :, :, None])
 
 
 class PixelParam(ImageParam):
@@ -85,8 +103,48 @@ class PixelParam(ImageParam):
     def raw(self) -> Tensor:
         return self.pixels
 
+    @torch.no_grad()
+    def blur_(self, sigma: float) -> None:
+        self.pixels.copy_(gaussian_blur(self.pixels, sigma))
 
-PARAMETERIZATIONS = {"fourier": FourierParam, "pixel": PixelParam}
+
+class PyramidParam(ImageParam):
+    """A sum of pixel images at several resolutions, each upsampled (bilinear) to the full size.
+
+    `lowres`: one level at a quarter of the size (coarse shapes only). `laplacian`: levels at
+    the full size, 1/2, 1/4 and 1/8, so coarse structure can move as fast as fine detail.
+    """
+
+    def __init__(self, seeds: list[int], size: int, decorrelate: bool = True, divisors: tuple[int, ...] = (1, 2, 4, 8), name: str = "laplacian"):
+        super().__init__(size, decorrelate)
+        self.name, self.divisors = name, divisors
+        self.levels = nn.ParameterList(
+            nn.Parameter(_init([(s + i * 7919) % 2**63 for s in seeds], (3, max(1, size // d), max(1, size // d))))
+            for i, d in enumerate(divisors)
+        )
+
+    def raw(self) -> Tensor:
+        total = None
+        for level in self.levels:
+            up = level if level.shape[-1] == self.size else F.interpolate(level, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            total = up if total is None else total + up
+        return total
+
+    def describe(self) -> dict:
+        return {**super().describe(), "resolutions": [max(1, self.size // d) for d in self.divisors]}
+
+    @torch.no_grad()
+    def blur_(self, sigma: float) -> None:
+        for level, divisor in zip(self.levels, self.divisors):
+            if level.shape[-1] > 2:
+                level.copy_(gaussian_blur(level, max(sigma / divisor, 0.3)))
+
+
+def _lowres(seeds: list[int], size: int, decorrelate: bool = True) -> PyramidParam:
+    return PyramidParam(seeds, size, decorrelate, divisors=(4,), name="lowres")
+
+
+PARAMETERIZATIONS = {"fourier": FourierParam, "pixel": PixelParam, "lowres": _lowres, "laplacian": PyramidParam}
 
 
 def make_param(name: str, seeds: list[int], size: int, decorrelate: bool) -> ImageParam:

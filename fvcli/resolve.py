@@ -222,11 +222,11 @@ def _load_vector(path: str) -> torch.Tensor:
 
 def unit_name(target: Target, key: int | None, width: int) -> tuple[str, str]:
     """(PNG file name, grid label) of one unit of a job with `target`."""
-    varying = next((a for a in target.atoms if a.multiple or (a.kind in ("channel", "neuron") and a.channels is None)), None)
     if key is None:
         return "unit.png", target.describe()
-    if varying is not None and varying.kind in ("channel", "neuron") and target.simple is not None:
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", varying.layer)
+    simple = target.simple
+    if simple is not None and simple.kind in ("channel", "neuron"):  # LAYER_NNNN.png, as for mixed4a:0-511
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", simple.layer)
         return f"{stem}_{key:0{width}d}.png", str(key)
     return f"unit_{key:0{width}d}.png", str(key)
 

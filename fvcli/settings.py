@@ -8,6 +8,7 @@ from (`--steps`, `configs/x.yaml: jobs[1].steps`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -15,7 +16,9 @@ from typing import Any, Callable
 MAX_SIZE = 2048  # px; larger images do not fit a batch on any device we know of
 MAX_STEPS = 100_000
 
-PARAMETERIZATIONS = ("fourier", "pixel")
+PARAMETERIZATIONS = ("fourier", "pixel", "lowres", "laplacian")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine")
 TRANSFORM_PRESETS = ("standard", "none")
 NORMALIZE_NAMES = ("model", "imagenet", "none")
 OBJECTIVES = ("channel", "neuron")
@@ -34,11 +37,17 @@ class RenderSettings:
     seed: int = 0
     param: str = "fourier"
     decorrelate: bool = True
-    transforms: str = "standard"
+    transforms: Any = "standard"  # a preset name, or ((name, value), ...) item by item
     # "model" (what the model's weights declare), "imagenet", "none", or (mean, std) per channel.
     normalize: Any = "model"
     objective: str = "channel"
     tokens: str = "patch"
+    l1: float = 0.0
+    tv: float = 0.0
+    blur: float = 0.0
+    blur_every: int = 0  # a Gaussian blur step of the image every N steps; 0: never
+    optimizer: str = "adam"
+    schedule: str = "constant"
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,9 @@ def boolean(value: Any) -> bool:
 def choice(*names: str) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         if value not in names:
-            raise ValueError(f"expected one of {', '.join(names)}, {_got(value)}")
+            close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ValueError(f"expected one of {', '.join(names)}, {_got(value)}{hint}")
         return value
 
     return convert
@@ -112,6 +123,69 @@ def text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a non-empty string, {_got(value)}")
     return value
+
+
+def non_negative_float(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"expected a number of 0 or more, {_got(value)}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"expected a number of 0 or more, {_got(value)}")
+    return float(value)
+
+
+def non_negative_int(value: Any) -> int:
+    return _integer(value, 0, MAX_STEPS, "an integer of 0 or more")
+
+
+_TRANSFORM_ITEMS = ("pad", "jitter", "scale", "rotate")
+_TRANSFORMS_EXPECTED = (
+    "expected standard, none, or items like pad=12,jitter=8,scale=0.9/1/1.1,rotate=-10/0/10,jitter=4 "
+    "(a list of {pad: N}, {jitter: N}, {scale: [...]}, {rotate: [...]} in a spec)"
+)
+
+
+def transforms(value: Any) -> Any:
+    """A preset name, `pad=12,jitter=8,scale=0.9/1/1.1,...` text, or a YAML list of one-key mappings.
+
+    Item by item, the result is a tuple of (name, value) pairs: pad and jitter take pixels, scale
+    takes factors and rotate degrees, each drawn uniformly from its list at every step.
+    """
+    if value in TRANSFORM_PRESETS:
+        return value
+    if isinstance(value, str):
+        items = []
+        for part in value.split(","):
+            name, sep, raw = part.strip().partition("=")
+            if not sep:
+                raise ValueError(f"{_TRANSFORMS_EXPECTED}, {_got(value)}")
+            items.append((name.strip(), raw.split("/") if name.strip() in ("scale", "rotate") else raw))
+    elif isinstance(value, list):
+        items = []
+        for item in value:
+            if not isinstance(item, dict) or len(item) != 1:
+                raise ValueError(f"{_TRANSFORMS_EXPECTED}, {_got(item)}")
+            items.extend(item.items())
+    else:
+        raise ValueError(f"{_TRANSFORMS_EXPECTED}, {_got(value)}")
+    checked = []
+    for name, raw in items:
+        if name not in _TRANSFORM_ITEMS:
+            raise ValueError(f"unknown transform {name!r}; expected one of {', '.join(_TRANSFORM_ITEMS)}")
+        if name in ("pad", "jitter"):
+            checked.append((name, _integer(raw, 0, MAX_SIZE, f"{name}: a number of pixels")))
+            continue
+        values = raw if isinstance(raw, (list, tuple)) else [raw]
+        try:
+            numbers = tuple(float(v) for v in values)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: expected a list of numbers, {_got(raw)}") from None
+        if not numbers or (name == "scale" and not all(v > 0 for v in numbers)):
+            raise ValueError(f"{name}: expected a non-empty list of {'positive ' if name == 'scale' else ''}numbers, {_got(raw)}")
+        checked.append((name, numbers))
+    return tuple(checked)
 
 
 def weights(value: Any) -> str:
@@ -185,12 +259,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("size", positive_int(MAX_SIZE), f"Image side in pixels (at most {MAX_SIZE}).", job=True, metavar="PX"),
     Option("lr", positive_float, "Adam learning rate.", job=True, metavar="LR"),
     Option("seed", seed_int, "Random seed; each unit's random state derives from it and the unit alone.", job=True, metavar="N"),
-    Option("param", choice(*PARAMETERIZATIONS), "Image parameterization: fourier (decorrelated spectrum) or pixel.", job=True, metavar="|".join(PARAMETERIZATIONS)),
+    Option("param", choice(*PARAMETERIZATIONS), "Image parameterization: fourier (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size) or laplacian (a pyramid of 4 resolutions).", job=True, metavar="|".join(PARAMETERIZATIONS)),
     Option("decorrelate", boolean, "Decorrelate colours with ImageNet's colour correlation.", job=True, flag=True),
-    Option("transforms", choice(*TRANSFORM_PRESETS), "Transformation robustness preset: standard (pad, jitter, scale, rotate, jitter) or none.", job=True, metavar="|".join(TRANSFORM_PRESETS)),
+    Option("transforms", transforms, "Transformation robustness: standard (pad 12, jitter 8, scale, rotate, jitter 4), none, or items in order, e.g. pad=12,jitter=8,scale=0.9/1/1.1,rotate=-10/0/10,jitter=4.", job=True, metavar="PRESET|ITEMS"),
     Option("normalize", normalize, "Input normalization: model (from the weights; none for custom models), imagenet, none, or MEAN,MEAN,MEAN/STD,STD,STD.", job=True, metavar="SPEC"),
     Option("objective", choice(*OBJECTIVES), "What each unit's image maximizes: channel (mean over positions or patch tokens) or neuron (the centre position or patch token).", job=True, metavar="|".join(OBJECTIVES)),
     Option("tokens", choice(*TOKEN_CHOICES), "Transformer token layers: average the patch tokens only (leaving out class and other leading tokens) or all tokens.", job=True, metavar="|".join(TOKEN_CHOICES)),
+    Option("l1", non_negative_float, "Weight of the L1 penalty (mean |pixel - 0.5|).", job=True, metavar="W"),
+    Option("tv", non_negative_float, "Weight of the total variation penalty (mean |neighbour difference|).", job=True, metavar="W"),
+    Option("blur", non_negative_float, "Weight of the blur penalty (mean squared difference from the blurred image).", job=True, metavar="W"),
+    Option("blur_every", non_negative_int, "Blur the image (Gaussian, sigma 1 px) every N steps; 0: never.", job=True, metavar="N"),
+    Option("optimizer", choice(*OPTIMIZERS), "adam, or sgd (plain gradient ascent).", job=True, metavar="|".join(OPTIMIZERS)),
+    Option("schedule", choice(*SCHEDULES), "Learning-rate schedule: constant, or cosine (decaying to 0 at the last step).", job=True, metavar="|".join(SCHEDULES)),
     Option("out", text, "Output folder; each job writes into a folder below it.", job=False, metavar="DIR"),
     Option("device", device, "auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.", job=False, metavar="DEVICE"),
     Option("batch_size", batch_size, "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),

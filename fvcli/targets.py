@@ -162,6 +162,9 @@ class Target:
         """
         multiple = [i for i, atom in enumerate(self.atoms) if atom.multiple]
         if not multiple:
+            simple = self.simple
+            if simple is not None and simple.kind in ("channel", "neuron"):
+                return [(simple.channels[0], self)]  # `mixed4a:97` is channel 97's unit
             return [(None, self)]
         index = multiple[0]
         weight, atom = self.terms[index]

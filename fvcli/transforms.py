@@ -109,6 +109,14 @@ class Pipeline:
     def preset(cls, name: str) -> Pipeline:
         return cls(PRESETS[name])
 
+    @classmethod
+    def from_setting(cls, setting) -> Pipeline:
+        """A preset name, or ((name, value), ...) item by item (see settings.transforms)."""
+        if isinstance(setting, str):
+            return cls.preset(setting)
+        makers = {"pad": Pad, "jitter": Jitter, "scale": Scale, "rotate": Rotate}
+        return cls(tuple(makers[name](value) for name, value in setting))
+
     def describe(self) -> list[dict]:
         return [{"name": type(t).__name__.lower(), **asdict(t)} for t in self.transforms]
 

@@ -152,3 +152,10 @@ def test_layers_lists_names_with_aliases_shapes_and_channels():
     assert lines[0].split() == ["layer", "alias", "channels", "layout", "shape", "(128", "px)"]
     assert lines[1].split()[:4] == ["inception4a", "mixed4a", "512", "nchw"]
     assert all(line.startswith("inception4") for line in lines[1:])
+
+
+def test_a_single_channel_target_is_named_by_its_channel(tmp_path):
+    fv("render", "mixed4a:97", *QUICK, "--out", str(tmp_path), "--quiet")
+    folder = tmp_path / "googlenet" / "mixed4a"
+    assert sorted(p.name for p in folder.iterdir()) == ["grid.json", "grid.png", "mixed4a_0097.png"]
+    assert json.loads((folder / "grid.json").read_text())["units"][0]["channel"] == 97

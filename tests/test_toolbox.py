@@ -81,3 +81,60 @@ def test_objective_errors_exit_2_in_one_line(tmp_path, args, line):
     output = fv("render", *QUICK, "--out", str(tmp_path / "out"), *args, code=2)
     assert output.startswith(line) and output.count("\n") == 1, output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--param", "pixel"],
+        ["--param", "fourier", "--no-decorrelate"],
+        ["--param", "lowres"],
+        ["--param", "laplacian"],
+        ["--optimizer", "sgd", "--lr", "2"],
+        ["--schedule", "cosine"],
+        ["--transforms", "pad=2,jitter=2,scale=0.95/1.05,rotate=-5/5,jitter=1"],
+        ["--l1", "0.1", "--tv", "0.1", "--blur", "0.1", "--blur-every", "4"],
+    ],
+)
+def test_each_parameterization_optimizer_and_regularizer_raises_the_objective(tmp_path, options):
+    sidecar = render(tmp_path, "conv3:0-2", *options)
+    assert all(u["activation_final"] > u["activation_start"] for u in sidecar["units"]), sidecar["units"]
+
+
+def _image_stats(path):
+    import numpy
+    import torch
+    from PIL import Image
+
+    image = torch.from_numpy(numpy.asarray(Image.open(path), dtype=numpy.float32)).permute(2, 0, 1)[None] / 255
+    from fvcli.regularizers import gaussian_blur, l1, total_variation
+
+    return {"tv": total_variation(image).item(), "l1": l1(image).item(), "sharp": (image - gaussian_blur(image)).pow(2).mean().item()}
+
+
+@pytest.mark.parametrize("option, stat", [("--tv", "tv"), ("--l1", "l1"), ("--blur", "sharp"), ("--blur-every", "sharp")])
+def test_each_penalty_lowers_what_it_penalizes(tmp_path, option, stat):
+    weight = "2" if option == "--blur-every" else "5"
+    plain = render(tmp_path / "plain", "conv3:0", "--param", "pixel", "--lr", "0.2")
+    penalized = render(tmp_path / "pen", "conv3:0", "--param", "pixel", "--lr", "0.2", option, weight)
+    [a] = (tmp_path / "plain").rglob("conv3_0000.png")
+    [b] = (tmp_path / "pen").rglob("conv3_0000.png")
+    assert _image_stats(b)[stat] < _image_stats(a)[stat]
+    assert penalized["settings"]["penalties" if option != "--blur-every" else "blur_every"]
+
+
+def test_custom_transforms_in_a_spec_are_recorded(tmp_path):
+    spec = tmp_path / "t.yaml"
+    spec.write_text(
+        f"model: {TINY}\nweights: random\nsteps: 4\nsize: 32\nout: {tmp_path / 'o'}\n"
+        "transforms: [{pad: 4}, {jitter: 2}, {rotate: [-5, 0, 5]}]\njobs: [{layer: conv2, channels: 0}]\n"
+    )
+    fv("render", str(spec), "--quiet")
+    [path] = (tmp_path / "o").rglob("grid.json")
+    settings = json.loads(path.read_text())["settings"]
+    assert settings["transforms_preset"] == "custom"
+    assert settings["transforms"] == [
+        {"name": "pad", "pixels": 4, "fill": 0.5},
+        {"name": "jitter", "pixels": 2},
+        {"name": "rotate", "degrees": [-5.0, 0.0, 5.0]},
+    ]
