@@ -21,7 +21,8 @@ from fvcli import regularizers
 from fvcli.capture import forward_to
 from fvcli.models import IMAGENET, LoadedModel, Normalization
 from fvcli.objectives import Objective, batch_values, layers_of
-from fvcli.param import make_param
+from fvcli.diversity import gram_similarity
+from fvcli.param import SharedParam, make_param
 from fvcli.redirect import REDIRECT_STEPS, RedirectReLU
 from fvcli.settings import RenderSettings
 from fvcli.transforms import Pipeline
@@ -33,6 +34,20 @@ class BatchResult:
     start: list[float]  # each objective on its initial image, untransformed
     final: list[float]  # each objective on its final image, untransformed
     errors: list[str | None]  # per image: why it failed, or None
+    similarity: list[float | None] | None = None  # per group with diversity: final Gram similarity
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Images that belong together: the images of one unit, in batch positions.
+
+    `diversity` (layer key, layout, weight): push each group's images apart in style.
+    `shared`: give each group a shared low-resolution image, so its images (frames) stay aligned.
+    """
+
+    members: tuple[tuple[int, ...], ...]
+    diversity: tuple[str, object, float] | None = None
+    shared: bool = False
 
 
 def input_normalization(model: LoadedModel, setting) -> Normalization | None:
@@ -104,7 +119,8 @@ class _Scorer:
         else:
             self.mean, self.std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in normalization)
 
-    def __call__(self, images: Tensor) -> Tensor:
+    def __call__(self, images: Tensor, extra: tuple[str, ...] = ()) -> tuple[Tensor, dict[str, Tensor]]:
+        """Each image's objective value, and the captured activations (with the `extra` layers)."""
         if self.input_size is not None and images.shape[-2:] != (self.input_size, self.input_size):
             images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         x = images if self.mean is None else (images - self.mean) / self.std
@@ -112,8 +128,8 @@ class _Scorer:
             x = x.contiguous(memory_format=torch.channels_last)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
         with autocast:
-            acts = forward_to(self.module, x, self.layers)
-        return batch_values(self.objectives, acts)
+            acts = forward_to(self.module, x, (*self.layers, *extra))
+        return batch_values(self.objectives, acts), acts
 
 
 def render_batch(
@@ -124,14 +140,20 @@ def render_batch(
     device: torch.device,
     on_step: Callable[[int], None] | None = None,
     input_size: int | None = None,
+    groups: Groups | None = None,
 ) -> BatchResult:
     """Optimize one image per objective for `settings.steps` steps; the model must be on `device`.
 
     `input_size`: for models that take one input size only, images are resized to it before the model.
+    `groups`: images that belong together (diversity, shared frames); see Groups.
     """
     assert len(objectives) == len(seeds) > 0
     score = _Scorer(model, objectives, device, input_normalization(model, settings.normalize), input_size)
     param = make_param(settings.param, seeds, settings.size, settings.decorrelate).to(device)
+    if groups is not None and groups.shared:
+        param = SharedParam(param, groups.members, seeds).to(device)
+    diversity = groups.diversity if groups is not None else None
+    extra = (diversity[0],) if diversity else ()
     pipeline = Pipeline.from_setting(settings.transforms)
     rngs = [random.Random(seed) for seed in seeds]
     optimizer = _optimizer(settings, param)
@@ -139,18 +161,26 @@ def render_batch(
     penalty_weights = {"l1": settings.l1, "tv": settings.tv, "blur": settings.blur}
 
     with torch.no_grad():
-        start = score(param())
+        start, _ = score(param())
     for step in range(settings.steps):
         optimizer.zero_grad(set_to_none=True)
         image = param()
         image.register_hook(_finite)
         images = pipeline(image, rngs)
         with RedirectReLU() if step < REDIRECT_STEPS else contextlib.nullcontext():
-            values = score(images)
+            values, acts = score(images, extra)
         penalties = regularizers.penalty(image, penalty_weights)
         if penalties is not None:
             values = values - penalties
-        (-values.sum()).backward()  # the one place objectives are negated: the optimizer minimizes
+        total = values.sum()
+        if diversity:
+            key, layout, weight = diversity
+            for group in groups.members:
+                # Scaled by the group's objective size (held constant), so that the weight means
+                # the same for every model, whatever its activations' scale.
+                scale = values[list(group)].detach().abs().mean().clamp_min(1e-6)
+                total = total - weight * scale * gram_similarity(acts[key][list(group)], layout)
+        (-total).backward()  # the one place objectives are negated: the optimizer minimizes
         optimizer.step()
         if schedule is not None:
             schedule.step()
@@ -160,7 +190,14 @@ def render_batch(
             on_step(step + 1)
     with torch.no_grad():
         images = param().float()
-        final = score(images)
+        final, acts = score(images, extra)
+        similarity = None
+        if diversity:
+            key, layout, _ = diversity
+            similarity = [
+                gram_similarity(acts[key][list(group)], layout).item() if len(group) > 1 else None
+                for group in groups.members
+            ]
 
     start_list, final_list = start.float().cpu().tolist(), final.float().cpu().tolist()
     finite_images = torch.isfinite(images).flatten(1).all(dim=1).cpu().tolist()
@@ -168,4 +205,4 @@ def render_batch(
         None if ok and torch.isfinite(torch.tensor(v)) else "the objective or the image became NaN or infinite"
         for ok, v in zip(finite_images, final_list)
     ]
-    return BatchResult(images.cpu(), start_list, final_list, errors)
+    return BatchResult(images.cpu(), start_list, final_list, errors, similarity)

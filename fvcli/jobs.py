@@ -7,6 +7,7 @@ never from its batch, so batch size and batch company do not change what a unit 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,15 +81,27 @@ class JobRequest:
 
 @dataclass(frozen=True)
 class Unit:
-    """One image to render: its objective, seed, file name and grid label."""
+    """One cell of a job's grid: one image, or several (diversity copies, interpolation frames)."""
 
     job: int
     index: int  # its place in the job
     key: int | None  # the varying channel (or random-direction index); None for a one-unit target
     seed: int
-    objective: Objective
-    image: str
+    objectives: tuple[Objective, ...]  # one per image
+    images: tuple[str, ...]  # PNG file names, one per image
     label: str
+    description: str  # the unit's objective as text
+    shared: bool = False  # its images share a low-resolution image (interpolation frames)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The first image uses the unit's seed; the others derive from it."""
+        return (self.seed, *(derive_seed(self.seed, i) for i in range(1, len(self.objectives))))
+
+
+def derive_seed(seed: int, index: int) -> int:
+    digest = hashlib.sha256(f"fv-image/{seed}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,7 @@ class Job:
     units: tuple[Unit, ...]
     layer: LayerInfo | None  # the layer the job is about (for the sidecar)
     input_size: int | None = None  # set when the model takes only this size: images are resized to it
+    diversity_layer: LayerInfo | None = None  # where --diversity measures style
 
     @property
     def folder(self) -> Path:

@@ -84,24 +84,32 @@ def grid_shape(count: int) -> tuple[int, int]:
     return math.ceil(count / columns), columns
 
 
-def make_grid(cells: list[tuple[Image.Image | None, str, str]], size: int) -> Image.Image:
-    """A near-square grid of (image or None for failed, label, status) cells, labelled underneath."""
+def make_grid(cells: list[tuple[list[Image.Image] | None, str, str]], size: int) -> Image.Image:
+    """A near-square grid of (images or None for failed, label, status) cells, labelled underneath.
+
+    A cell's images (diversity copies, interpolation frames) stand side by side.
+    """
     rows, columns = grid_shape(len(cells))
+    per_cell = max((len(images) for images, _, _ in cells if images), default=1)
     font_size = max(9, min(16, size // 8))
     font = _font(font_size)
     label_height = font_size + 6
-    cell_w, cell_h = size + GAP, size + label_height + GAP
+    width = per_cell * size + (per_cell - 1) * GAP
+    between = GAP if per_cell == 1 else 4 * GAP  # cells of several images need a visible border
+    cell_w, cell_h = width + between, size + label_height + GAP
     grid = Image.new("RGB", (columns * cell_w + GAP, rows * cell_h + GAP), BACKGROUND)
     draw = ImageDraw.Draw(grid)
-    for index, (image, label, status) in enumerate(cells):
+    for index, (images, label, status) in enumerate(cells):
         x = GAP + (index % columns) * cell_w
         y = GAP + (index // columns) * cell_h
-        if image is not None:
-            grid.paste(image.resize((size, size)) if image.size != (size, size) else image, (x, y))
+        if images:
+            for k, image in enumerate(images):
+                image = image.resize((size, size)) if image.size != (size, size) else image
+                grid.paste(image, (x + k * (size + GAP), y))
         else:  # a failed unit: a red cross, never a plausible-looking image
-            draw.line([(x, y), (x + size - 1, y + size - 1)], fill=FAILED, width=2)
-            draw.line([(x, y + size - 1), (x + size - 1, y)], fill=FAILED, width=2)
+            draw.line([(x, y), (x + width - 1, y + size - 1)], fill=FAILED, width=2)
+            draw.line([(x, y + size - 1), (x + width - 1, y)], fill=FAILED, width=2)
         colour = {"dead": DEAD, "failed": FAILED}.get(status, LABEL)
         text = label if status == "ok" else f"{label} {status}"
-        draw.text((x + 2, y + size + 2), _fit(text, font, size - 4), fill=colour, font=font)
+        draw.text((x + 2, y + size + 2), _fit(text, font, width - 4), fill=colour, font=font)
     return grid

@@ -140,6 +140,40 @@ class PyramidParam(ImageParam):
                 level.copy_(gaussian_blur(level, max(sigma / divisor, 0.3)))
 
 
+class SharedParam(nn.Module):
+    """Images of a group share a low-resolution image (a quarter of the size) added to their own,
+    so that frames of an interpolation keep one layout while each frame is free in its details."""
+
+    SHARED_DIVISOR = 4
+
+    def __init__(self, inner: ImageParam, members: tuple[tuple[int, ...], ...], seeds: list[int]):
+        super().__init__()
+        self.inner, self.size = inner, inner.size
+        index = torch.zeros(sum(len(m) for m in members), dtype=torch.long)
+        for g, group in enumerate(members):
+            index[list(group)] = g
+        self.register_buffer("group_of", index, persistent=False)
+        low = max(1, inner.size // self.SHARED_DIVISOR)
+        self.shared = nn.Parameter(_init([(seeds[group[0]] + 104729) % 2**63 for group in members], (3, low, low)))
+
+    def raw(self) -> Tensor:
+        shared = F.interpolate(self.shared, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.inner.raw() + shared[self.group_of]
+
+    def forward(self) -> Tensor:
+        x = self.raw()
+        if self.inner.decorrelate:
+            x = torch.einsum("ij,njhw->nihw", self.inner.color, x)
+        return torch.sigmoid(x)
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "shared_lowres": max(1, self.size // self.SHARED_DIVISOR)}
+
+    @torch.no_grad()
+    def blur_(self, sigma: float) -> None:
+        self.inner.blur_(sigma)
+
+
 def _lowres(seeds: list[int], size: int, decorrelate: bool = True) -> PyramidParam:
     return PyramidParam(seeds, size, decorrelate, divisors=(4,), name="lowres")
 

@@ -30,8 +30,10 @@ Probe = Callable[[str], tuple[tuple[int, ...], int | None]]
 @dataclass(frozen=True)
 class ResolvedUnit:
     key: int | None  # the varying channel or random-direction index; None for a one-unit target
-    objective: Objective
+    objectives: tuple[Objective, ...]  # one per image: one, or an interpolation's frames
     canonical: str  # the unit's target with module paths: what its seed derives from
+    description: str
+    shared: bool = False  # the images share a low-resolution image (interpolation frames)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class Resolver:
             for weight, atom in unit_target.terms:
                 term = weight * self._atom(atom) if weight != 1 else self._atom(atom)
                 objective = term if objective is None else objective + term
-            units.append(ResolvedUnit(key, objective, self._canonical(unit_target)))
+            units.append(ResolvedUnit(key, (objective,), self._canonical(unit_target), objective.describe()))
         return units
 
     def main_layer(self, target: Target) -> LayerInfo | None:

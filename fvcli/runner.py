@@ -23,7 +23,7 @@ from tqdm import tqdm
 from fvcli import __version__
 from fvcli.capture import layer_shapes
 from fvcli.devices import device_name, pick_device
-from fvcli.engine import BatchResult, describe, input_normalization, render_batch
+from fvcli.engine import BatchResult, Groups, describe, input_normalization, render_batch
 from fvcli.errors import EXIT_OK, EXIT_SOME_FAILED, FvError
 from fvcli.jobs import Job, JobRequest, Unit, plan_batches
 from fvcli.resolve import Resolver, unit_name, unit_seed
@@ -43,11 +43,10 @@ class UnitRecord:
     objective: str
     seed: int
     status: str = "pending"  # ok, dead (rendered, but the objective ends at exactly zero), failed
-    image: str | None = None
-    activation_start: float | None = None
-    activation_final: float | None = None
+    images: list[dict] = field(default_factory=list)  # per image: file, objective, start and final values
     error: str | None = None
     seconds: float = 0.0  # this unit's share of its batch's time
+    similarity: float | None = None  # diversity: the final mean Gram similarity of its images
 
 
 @dataclass
@@ -148,12 +147,23 @@ class Run:
             layer = resolver.main_layer(request.target)
         except FvError as error:
             raise FvError(f"{where}{error}") from None
+        diversity_layer = None
+        if settings.diversity > 1:
+            try:
+                diversity_layer = resolver.layer(settings.diversity_layer) if settings.diversity_layer else layer
+            except FvError as error:
+                raise FvError(f"{where}--diversity-layer: {error}") from None
+            if diversity_layer is None or diversity_layer.layout.kind == "flat":
+                raise FvError(f"{where}--diversity needs a layer with positions for its Gram matrices; set --diversity-layer")
         width = max(4, len(str(max((r.key or 0) for r in resolved))), len(str(layer.layout.channels - 1)) if layer else 0)
         units = []
         for i, r in enumerate(resolved):
             image, label = unit_name(request.target, r.key, width)
-            units.append(Unit(index, i, r.key, unit_seed(settings.seed, r.canonical), r.objective, image, label))
-        return Job(request, tuple(units), layer, resolver.input_size)
+            objectives = r.objectives if len(r.objectives) > 1 else r.objectives * settings.diversity
+            images = (image,) if len(objectives) == 1 else tuple(image.replace(".png", f"_{k}.png") for k in range(len(objectives)))
+            seed = unit_seed(settings.seed, r.canonical)
+            units.append(Unit(index, i, r.key, seed, objectives, images, label, r.description, shared=r.shared))
+        return Job(request, tuple(units), layer, resolver.input_size, diversity_layer)
 
     def _probe(self, model: LoadedModel, key: str, size: int) -> tuple[int, ...]:
         return layer_shapes(model.module, [key], size, self.device)[key]
@@ -200,38 +210,60 @@ class Run:
     # ---- rendering ----
 
     def _batch_size(self, key: tuple, count: int) -> int:
+        """Units per batch for `count` units of one batch key; batch sizes count images."""
+        per_unit = key[-1]
         if self.settings.batch_size:
-            return self.settings.batch_size
-        if self.device.type != "cuda":
-            return min(count, CPU_BATCH)
-        return self._cuda_batch_size(key, count)
+            images = self.settings.batch_size
+        elif self.device.type != "cuda":
+            images = CPU_BATCH
+        else:
+            images = self._cuda_batch_size(key, count * per_unit)
+        return max(1, min(count, images // per_unit))
 
     def _cuda_batch_size(self, key: tuple, count: int) -> int:
         """Measure one short render's peak memory per image, then fill a share of free memory."""
-        job = next(j for j in self.jobs if self._batch_key(j, j.units[0]) == key)
-        probe_units = job.units[: min(count, 4)]
+        job, unit = next((j, u) for j in self.jobs for u in j.units if self._batch_key(j, u) == key)
+        probe_units = [(job, u) for u in job.units if self._batch_key(job, u) == key][:4]
         settings = dataclasses.replace(job.request.settings, steps=2)
         model = self.models[model_key(job.request.settings)]
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         before = torch.cuda.memory_allocated(self.device)
-        objectives = [u.objective for u in probe_units]
-        render_batch(model, objectives, [u.seed for u in probe_units], settings, self.device, input_size=job.input_size)
-        per_image = max(1, (torch.cuda.max_memory_allocated(self.device) - before) / len(probe_units))
+        objectives, seeds, groups = self._flatten(probe_units)
+        render_batch(model, objectives, seeds, settings, self.device, input_size=job.input_size, groups=groups)
+        per_image = max(1, (torch.cuda.max_memory_allocated(self.device) - before) / len(objectives))
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(count, int(free * CUDA_MEMORY_SHARE / per_image)))
 
     def _batch_key(self, job: Job, unit: Unit) -> tuple:
-        # Units share a batch when only their seeds differ (each unit carries its own seed).
+        # Units share a batch when only their seeds differ (each unit carries its own seed), and
+        # when they have as many images, grouped alike. The last entry is the images per unit.
         settings = job.request.settings
-        return (model_key(settings), dataclasses.replace(settings, seed=0))
+        diversity = job.diversity_layer.key if job.diversity_layer else None
+        return (model_key(settings), dataclasses.replace(settings, seed=0), diversity, unit.shared, len(unit.objectives))
+
+    def _flatten(self, batch: list[tuple[Job, Unit]]) -> tuple[list, list[int], Groups | None]:
+        """The batch's images in order, their seeds, and how they group into units."""
+        objectives, seeds, members = [], [], []
+        for _, unit in batch:
+            members.append(tuple(range(len(objectives), len(objectives) + len(unit.objectives))))
+            objectives.extend(unit.objectives)
+            seeds.extend(unit.seeds)
+        job, unit = batch[0]
+        if len(unit.objectives) == 1:
+            return objectives, seeds, None
+        diversity = None
+        if job.diversity_layer is not None:
+            info, weight = job.diversity_layer, job.request.settings.diversity_weight
+            diversity = (info.key, info.layout, weight)
+        return objectives, seeds, Groups(tuple(members), diversity=diversity, shared=unit.shared)
 
     def execute(self) -> Report:
         reports = [
             JobReport(
                 job,
                 self.models[model_key(job.request.settings)],
-                [UnitRecord(u.key, u.label, u.objective.describe(), u.seed) for u in job.units],
+                [UnitRecord(u.key, u.label, u.description, u.seed) for u in job.units],
             )
             for job in self.jobs
         ]
@@ -289,15 +321,10 @@ class Run:
             bar.update(0)
 
         started = time.perf_counter()
+        objectives, seeds, groups = self._flatten(batch)
         try:
             result = render_batch(
-                model,
-                [u.objective for _, u in batch],
-                [u.seed for _, u in batch],
-                settings,
-                self.device,
-                on_step,
-                input_size=job.input_size,
+                model, objectives, seeds, settings, self.device, on_step, input_size=job.input_size, groups=groups
             )
         except torch.OutOfMemoryError:
             raise
@@ -307,29 +334,43 @@ class Run:
 
     @staticmethod
     def _failed(batch: list, reason: str) -> BatchResult:
-        n = len(batch)
+        n = sum(len(unit.objectives) for _, unit in batch)
         return BatchResult(torch.empty(n, 3, 1, 1), [float("nan")] * n, [float("nan")] * n, [reason] * n)
 
     def _record(self, batch, result: BatchResult, seconds: float, reports: list[JobReport]) -> None:
-        for i, (job, unit) in enumerate(batch):
+        images = sum(len(unit.objectives) for _, unit in batch)
+        position = 0
+        for index, (job, unit) in enumerate(batch):
             report = reports[unit.job]
-            report.batch_sizes.add(len(batch))
+            report.batch_sizes.add(images)
             record = report.records[unit.index]
-            record.seconds = seconds / len(batch)
-            if result.errors[i] is not None:
-                record.status, record.error = "failed", result.errors[i]
+            count = len(unit.objectives)
+            span = range(position, position + count)
+            position += count
+            record.seconds = seconds * count / images
+            errors = [result.errors[i] for i in span if result.errors[i] is not None]
+            if errors:
+                record.status, record.error = "failed", errors[0]
                 continue
-            save_png(to_pil(result.images[i]), job.folder / unit.image)
-            record.image = unit.image
-            record.activation_start, record.activation_final = result.start[i], result.final[i]
-            record.status = "dead" if result.final[i] == 0.0 and _maximizes(unit.objective) else "ok"
+            for i, name, objective in zip(span, unit.images, unit.objectives):
+                save_png(to_pil(result.images[i]), job.folder / name)
+                record.images.append({
+                    "image": name,
+                    "objective": objective.describe(),
+                    "activation_start": result.start[i],
+                    "activation_final": result.final[i],
+                })
+            if result.similarity is not None:
+                record.similarity = result.similarity[index]
+            dead = all(result.final[i] == 0.0 and _maximizes(o) for i, o in zip(span, unit.objectives))
+            record.status = "dead" if dead else "ok"
 
     def _finish(self, report: JobReport, elapsed: float) -> None:
         job, records = report.job, report.records
         cells = []
         for record in records:
-            image = Image.open(job.folder / record.image).convert("RGB") if record.image else None
-            cells.append((image, record.label, record.status))
+            images = [Image.open(job.folder / entry["image"]).convert("RGB") for entry in record.images]
+            cells.append((images or None, record.label, record.status))
         grid_path = job.folder / "grid.png"
         save_png(make_grid(cells, job.request.settings.size), grid_path)
         write_json(self._sidecar(report, records), job.folder / "grid.json")
@@ -349,6 +390,27 @@ class Run:
                 keys = [r.key for r in flagged]
                 listed = describe_channels(tuple(keys)) if None not in keys else ", ".join(r.label for r in flagged)
                 self.say(f"fv: {status} units in {job.folder}: {listed} ({why or flagged[0].error})")
+
+    @staticmethod
+    def _unit_record(r: UnitRecord) -> dict:
+        first = r.images[0] if r.images else {}
+        record = {
+            "channel": r.key,
+            "label": r.label,
+            "objective": r.objective,
+            "image": first.get("image"),
+            "status": r.status,
+            "activation_start": first.get("activation_start"),
+            "activation_final": first.get("activation_final"),
+            "seed": r.seed,
+        }
+        if len(r.images) > 1:
+            record["images"] = r.images
+        if r.similarity is not None:
+            record["diversity_similarity"] = r.similarity
+        if r.error:
+            record["error"] = r.error
+        return record
 
     @staticmethod
     def _layer_fields(job: Job) -> dict:
@@ -392,17 +454,7 @@ class Run:
             "settings": describe(settings, self.device, normalization),
             "grid": {"image": "grid.png", "rows": rows, "columns": columns},
             "units": [
-                {
-                    "channel": r.key,
-                    "label": r.label,
-                    "objective": r.objective,
-                    "image": r.image,
-                    "status": r.status,
-                    "activation_start": r.activation_start,
-                    "activation_final": r.activation_final,
-                    "seed": r.seed,
-                    **({"error": r.error} if r.error else {}),
-                }
+                self._unit_record(r)
                 for r in records
             ],
             "timing": {

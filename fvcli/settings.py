@@ -48,6 +48,9 @@ class RenderSettings:
     blur_every: int = 0  # a Gaussian blur step of the image every N steps; 0: never
     optimizer: str = "adam"
     schedule: str = "constant"
+    diversity: int = 1  # images per unit, pushed apart in style
+    diversity_weight: float = 2.0  # times the objective's own size: the same meaning for every model
+    diversity_layer: str | None = None  # None: the job's own layer
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("blur_every", non_negative_int, "Blur the image (Gaussian, sigma 1 px) every N steps; 0: never.", job=True, metavar="N"),
     Option("optimizer", choice(*OPTIMIZERS), "adam, or sgd (plain gradient ascent).", job=True, metavar="|".join(OPTIMIZERS)),
     Option("schedule", choice(*SCHEDULES), "Learning-rate schedule: constant, or cosine (decaying to 0 at the last step).", job=True, metavar="|".join(SCHEDULES)),
+    Option("diversity", positive_int(64), "Images per unit, kept different by penalizing the similarity of their styles (Gram matrices).", job=True, metavar="N"),
+    Option("diversity_weight", non_negative_float, "Weight of the diversity penalty, relative to the size of the objective (so it means the same for every model).", job=True, metavar="W"),
+    Option("diversity_layer", text, "Layer whose Gram matrices measure style for --diversity (default: the job's layer; a lower layer varies texture more).", job=True, metavar="LAYER"),
     Option("out", text, "Output folder; each job writes into a folder below it.", job=False, metavar="DIR"),
     Option("device", device, "auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.", job=False, metavar="DEVICE"),
     Option("batch_size", batch_size, "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),

@@ -138,3 +138,24 @@ def test_custom_transforms_in_a_spec_are_recorded(tmp_path):
         {"name": "jitter", "pixels": 2},
         {"name": "rotate", "degrees": [-5.0, 0.0, 5.0]},
     ]
+
+
+def test_diversity_renders_several_different_images_per_unit(tmp_path):
+    common = ["conv3:0-1", "--diversity", "3", "--param", "pixel", "--lr", "0.1", "--steps", "20"]
+    diverse = render(tmp_path / "d", *common[:1], *common[1:])
+    plain = render(tmp_path / "p", *common[:1], *common[1:], "--diversity-weight", "0")
+    for unit in diverse["units"]:
+        assert [i["image"] for i in unit["images"]] == [f"conv3_000{unit['channel']}_{k}.png" for k in range(3)]
+        assert unit["image"] == unit["images"][0]["image"]
+    penalized = [u["diversity_similarity"] for u in diverse["units"]]
+    unpenalized = [u["diversity_similarity"] for u in plain["units"]]
+    assert all(p < q for p, q in zip(penalized, unpenalized)), (penalized, unpenalized)
+    assert diverse["timing"]["batch_sizes"] == [6]  # a unit's three images share one batch
+    folder = tmp_path / "d" / "out" / "tiny_model.make" / "conv3"
+    grid = __import__("PIL.Image", fromlist=["Image"]).open(folder / "grid.png")
+    assert grid.width > 2 * 3 * 32  # two cells side by side, each three images wide
+    import numpy
+
+    pixels = [numpy.asarray(__import__("PIL.Image", fromlist=["Image"]).open(folder / f"conv3_0000_{k}.png"), dtype=float) / 255 for k in range(3)]
+    differences = [numpy.abs(pixels[a] - pixels[b]).mean() for a, b in ((0, 1), (0, 2), (1, 2))]
+    assert min(differences) > 0.02, differences  # measurably different images of one unit
