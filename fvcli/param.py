@@ -141,10 +141,11 @@ class PyramidParam(ImageParam):
 
 
 class SharedParam(nn.Module):
-    """Images of a group share a low-resolution image (a quarter of the size) added to their own,
-    so that frames of an interpolation keep one layout while each frame is free in its details."""
+    """Images of a group share low-resolution images (1/2 to 1/16 of the size, as in the article's
+    interpolation figure) added to their own, so that an interpolation's frames keep one layout
+    while each frame is free in its details."""
 
-    SHARED_DIVISOR = 4
+    SHARED_DIVISORS = (2, 4, 8, 16)
 
     def __init__(self, inner: ImageParam, members: tuple[tuple[int, ...], ...], seeds: list[int]):
         super().__init__()
@@ -153,12 +154,21 @@ class SharedParam(nn.Module):
         for g, group in enumerate(members):
             index[list(group)] = g
         self.register_buffer("group_of", index, persistent=False)
-        low = max(1, inner.size // self.SHARED_DIVISOR)
-        self.shared = nn.Parameter(_init([(seeds[group[0]] + 104729) % 2**63 for group in members], (3, low, low)))
+        self.shared = nn.ParameterList(
+            nn.Parameter(_init([(seeds[group[0]] + 104729 * (i + 1)) % 2**63 for group in members], (3, side, side)))
+            for i, side in enumerate(self.resolutions)
+        )
+
+    @property
+    def resolutions(self) -> list[int]:
+        return [max(1, self.size // d) for d in self.SHARED_DIVISORS]
 
     def raw(self) -> Tensor:
-        shared = F.interpolate(self.shared, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return self.inner.raw() + shared[self.group_of]
+        x = self.inner.raw()
+        for level in self.shared:
+            up = F.interpolate(level, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            x = x + up[self.group_of]
+        return x
 
     def forward(self) -> Tensor:
         x = self.raw()
@@ -167,7 +177,7 @@ class SharedParam(nn.Module):
         return torch.sigmoid(x)
 
     def describe(self) -> dict:
-        return {**self.inner.describe(), "shared_lowres": max(1, self.size // self.SHARED_DIVISOR)}
+        return {**self.inner.describe(), "shared_lowres": self.resolutions}
 
     @torch.no_grad()
     def blur_(self, sigma: float) -> None:

@@ -21,7 +21,7 @@ from fvcli.layers import Layout, infer_layout, split_key
 from fvcli.models import LoadedModel
 from fvcli.objectives import OUTPUT, Direction, LayerEnergy, Logit, Objective, channel, neuron
 from fvcli.settings import RenderSettings
-from fvcli.targets import Atom, Target
+from fvcli.targets import Atom, Interpolation, Target
 
 # A layer probe: layer key -> (output shape for one image, input size the model needs or None).
 Probe = Callable[[str], tuple[tuple[int, ...], int | None]]
@@ -113,17 +113,35 @@ class Resolver:
 
     # ---- targets ----
 
-    def units(self, target: Target) -> list[ResolvedUnit]:
-        """One objective per unit of `target`, in order."""
+    def units(self, target: Target | Interpolation) -> list[ResolvedUnit]:
+        """The units of `target`, in order, each with one objective per image."""
+        if isinstance(target, Interpolation):
+            return [self._interpolation(target)]
         target = self._with_setting(target)
         units = []
         for key, unit_target in self._expand(target):
-            objective = None
-            for weight, atom in unit_target.terms:
-                term = weight * self._atom(atom) if weight != 1 else self._atom(atom)
-                objective = term if objective is None else objective + term
+            objective = self._objective(unit_target)
             units.append(ResolvedUnit(key, (objective,), self._canonical(unit_target), objective.describe()))
         return units
+
+    def _objective(self, target: Target) -> Objective:
+        objective = None
+        for weight, atom in target.terms:
+            term = weight * self._atom(atom) if weight != 1 else self._atom(atom)
+            objective = term if objective is None else objective + term
+        return objective
+
+    def _interpolation(self, target: Interpolation) -> ResolvedUnit:
+        ends = [self._with_setting(t) for t in (target.start, target.end)]
+        for end in ends:
+            self._expand(end)  # checks channel ranges
+        start, end = (self._objective(t) for t in ends)
+        frames = []
+        for k in range(target.frames):
+            t = k / (target.frames - 1)
+            frames.append(start if t == 0 else end if t == 1 else (1 - t) * start + t * end)
+        canonical = f"interpolate({self._canonical(ends[0])}, {self._canonical(ends[1])}, frames={target.frames})"
+        return ResolvedUnit(None, tuple(frames), canonical, target.describe(), shared=True)
 
     def main_layer(self, target: Target) -> LayerInfo | None:
         """The layer a job is about: that of its varying atom, or its first atom with a layer."""
@@ -224,6 +242,8 @@ def _load_vector(path: str) -> torch.Tensor:
 
 def unit_name(target: Target, key: int | None, width: int) -> tuple[str, str]:
     """(PNG file name, grid label) of one unit of a job with `target`."""
+    if isinstance(target, Interpolation):
+        return "frame.png", target.describe()
     if key is None:
         return "unit.png", target.describe()
     simple = target.simple

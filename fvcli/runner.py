@@ -28,6 +28,7 @@ from fvcli.errors import EXIT_OK, EXIT_SOME_FAILED, FvError
 from fvcli.jobs import Job, JobRequest, Unit, plan_batches
 from fvcli.resolve import Resolver, unit_name, unit_seed
 from fvcli.models import LoadedModel, load_model
+from fvcli.param import SharedParam
 from fvcli.output import SCHEMA_VERSION, grid_shape, make_grid, save_png, to_pil, write_json
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.targets import describe_channels
@@ -439,6 +440,11 @@ class Run:
         seconds = sum(r.seconds for r in records)
         normalization = input_normalization(model, settings.normalize)
         rows, columns = grid_shape(len(records))
+        described = describe(settings, self.device, normalization)
+        if any(unit.shared for unit in job.units):
+            described["parameterization"]["shared_lowres"] = [max(1, settings.size // d) for d in SharedParam.SHARED_DIVISORS]
+        if job.diversity_layer is not None:
+            described["diversity"] = {"images": settings.diversity, "weight": settings.diversity_weight, "layer": job.diversity_layer.name}
         return {
             "schema_version": SCHEMA_VERSION,
             "fv_version": __version__,
@@ -451,7 +457,7 @@ class Run:
             },
             **self._layer_fields(job),
             "objective": self._objective_text(job),
-            "settings": describe(settings, self.device, normalization),
+            "settings": described,
             "grid": {"image": "grid.png", "rows": rows, "columns": columns},
             "units": [
                 self._unit_record(r)

@@ -11,6 +11,7 @@ A target is a weighted sum of objective atoms. The simplest is `LAYER:CHANNELS`;
              | ('layer' | 'deepdream') '(' LAYER ')'     mean squared activation of the whole layer
              | ('logit' | 'probability') ':' CLASS       CLASS: an index, a name, or a 'quoted name'
              | ('direction' | 'direction_neuron') '(' LAYER ',' VECTOR ')'
+    whole   := 'interpolate' '(' target ',' target ',' 'frames' '=' INT ')'   (one unit of INT frames)
     LAYER   := a module path (letters, digits, '_', '.'), with '@ELEMENT' for tuple or dict outputs
     CHANNELS:= N | A-B | a comma list of those (no spaces)
     VECTOR  := '[' NUMBER (',' NUMBER)* ']' | 'FILE.npy' | 'FILE.pt' | 'random:K' | 'random[I]'
@@ -181,6 +182,33 @@ class Target:
             terms[index] = (weight, single)
             units.append((key, Target(tuple(terms))))
         return units
+
+
+@dataclass(frozen=True)
+class Interpolation:
+    """`interpolate(A, B, frames=K)`: K frames from A to B, frame k maximizing (1 - t) A + t B with
+    t = k / (K - 1). The frames share a low-resolution image, so they keep one layout."""
+
+    start: Target
+    end: Target
+    frames: int
+
+    @property
+    def atoms(self) -> tuple[Atom, ...]:
+        return self.start.atoms + self.end.atoms
+
+    @property
+    def simple(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"interpolate({self.start.describe()}, {self.end.describe()}, frames={self.frames})"
+
+    def expand(self) -> list[tuple[int | None, Interpolation]]:
+        return [(None, self)]
+
+
+MAX_FRAMES = 64
 
 
 class TargetError(ValueError):
@@ -371,6 +399,21 @@ class _Parser:
             return Atom("channel", self.element_after_channels(name), channels)
         return Atom("channel", name, None)
 
+    def interpolation(self) -> Interpolation:
+        self.take()  # interpolate
+        self.expect("(")
+        start = _checked(self, self.target(), single=True)
+        self.expect(",")
+        end = _checked(self, self.target(), single=True)
+        self.expect(",")
+        self.expect("frames")
+        self.expect("=")
+        kind, value = self.take()
+        if kind != "number" or not value.isdigit() or not 2 <= int(value) <= MAX_FRAMES:
+            raise self.fail(f"expected a number of frames from 2 to {MAX_FRAMES}")
+        self.expect(")")
+        return Interpolation(start, end, int(value))
+
     def position(self) -> tuple[int, int]:
         values = {}
         for axis in ("y", "x"):
@@ -419,18 +462,24 @@ class _Parser:
         raise self.fail("expected a vector: [numbers], 'FILE.npy', 'FILE.pt' or random:K")
 
 
-def parse_target(text: str) -> Target:
+def parse_target(text: str) -> Target | Interpolation:
     """Parse a target; TargetError (a ValueError) names the column of the first problem."""
     if not text.strip():
         raise TargetError("empty target; expected e.g. mixed4a:0-511")
     parser = _Parser(text)
-    terms = parser.target()
+    if re.match(r"\s*interpolate\s*\(", text):
+        result = parser.interpolation()
+    else:
+        result = _checked(parser, parser.target(), single=False)
     parser.skip_space()
     if parser.pos < len(text):
         raise parser.fail(f"unexpected {text[parser.pos]!r}")
+    return result
+
+
+def _checked(parser: _Parser, terms: list[tuple[float, Atom]], single: bool) -> Target:
     multiple = [atom for _, atom in terms if atom.multiple]
-    if len(multiple) > 1:
-        raise TargetError(
-            f"{multiple[1].describe()} in {text!r}: only one atom of a target may name several channels"
-        )
+    if len(multiple) > (0 if single else 1):
+        what = "the ends of an interpolation name one unit each" if single else "only one atom of a target may name several channels"
+        raise TargetError(f"{multiple[-1].describe()} in {parser.text!r}: {what}")
     return Target(tuple(terms))

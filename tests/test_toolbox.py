@@ -159,3 +159,52 @@ def test_diversity_renders_several_different_images_per_unit(tmp_path):
     pixels = [numpy.asarray(__import__("PIL.Image", fromlist=["Image"]).open(folder / f"conv3_0000_{k}.png"), dtype=float) / 255 for k in range(3)]
     differences = [numpy.abs(pixels[a] - pixels[b]).mean() for a, b in ((0, 1), (0, 2), (1, 2))]
     assert min(differences) > 0.02, differences  # measurably different images of one unit
+
+
+def test_interpolation_frames_move_from_one_objective_to_the_other(tmp_path):
+    sidecar = render(tmp_path / "i", "interpolate(conv3:0, conv3:1, frames=4)", "--param", "pixel", "--lr", "0.1", "--steps", "16")
+    [unit] = sidecar["units"]
+    assert [i["objective"] for i in unit["images"]] == [
+        "conv3:0", "0.666667*conv3:0 + 0.333333*conv3:1", "0.333333*conv3:0 + 0.666667*conv3:1", "conv3:1"
+    ]
+    assert [i["image"] for i in unit["images"]] == [f"frame_{k}.png" for k in range(4)]
+    assert all(i["activation_final"] > i["activation_start"] for i in unit["images"])
+    assert sidecar["settings"]["parameterization"]["shared_lowres"] == [16, 8, 4, 2]
+
+
+def test_shared_low_resolution_images_keep_frames_aligned():
+    # Same objectives, same seeds; the only difference is the shared images.
+    import torch
+
+    from fvcli.engine import Groups, render_batch
+    from fvcli.models import load_model
+    from fvcli.objectives import channel
+    from fvcli.settings import RenderSettings
+
+    model = load_model(TINY, "random", seed=0)
+    objectives = [channel("conv3", 0), channel("conv3", 0) * 0.5 + channel("conv3", 1) * 0.5, channel("conv3", 1)]
+    settings = RenderSettings(steps=24, size=32, transforms="none")
+    seeds = [11, 12, 13]
+    shared = render_batch(model, objectives, seeds, settings, torch.device("cpu"), groups=Groups(((0, 1, 2),), shared=True))
+    alone = render_batch(model, objectives, seeds, settings, torch.device("cpu"))
+
+    def spread(images):
+        coarse = torch.nn.functional.avg_pool2d(images, 8)  # the layout, without the details
+        return (coarse - coarse.mean(dim=0, keepdim=True)).abs().mean().item()
+
+    assert spread(shared.images) < spread(alone.images)
+
+
+def test_interpolation_grammar():
+    from fvcli.targets import Interpolation, TargetError, parse_target
+
+    target = parse_target("interpolate(mixed4a:97, -0.5*mixed4b:3 + layer(mixed3a), frames=8)")
+    assert isinstance(target, Interpolation) and target.frames == 8
+    assert parse_target(target.describe()) == target
+    for bad, message in [
+        ("interpolate(mixed4a:0-3, mixed4a:5, frames=4)", "the ends of an interpolation name one unit each"),
+        ("interpolate(mixed4a:1, mixed4a:5, frames=1)", "expected a number of frames from 2 to 64"),
+        ("interpolate(mixed4a:1, mixed4a:5)", "expected ','"),
+    ]:
+        with pytest.raises(TargetError, match=message):
+            parse_target(bad)
