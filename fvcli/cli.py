@@ -144,13 +144,18 @@ def cli() -> None:
 @click.argument("targets", nargs=-1, required=True, metavar="TARGET|SPEC.yaml...")
 @_with_options
 def render(targets: tuple[str, ...], **values: Any) -> int:
-    """Render feature visualizations of TARGETs (LAYER:CHANNELS) and of the jobs of SPEC files.
+    """Render feature visualizations of TARGETs and of the jobs of SPEC files.
 
     \b
-    CHANNELS is N, A-B (inclusive), a comma list of those, or nothing for every
-    channel: mixed4a:0-511, mixed4a:3,7,100-107, mixed4a. Options given here override
-    the spec files. Each job writes one PNG per unit, grid.png and grid.json into
-    OUT/MODEL/LAYER/ (or OUT/NAME/ for a named spec job).
+    A TARGET is LAYER:CHANNELS, CHANNELS being N, A-B, a comma list of those, or
+    nothing for every channel (mixed4a:0-511, mixed4a:3,7,100-107, mixed4a), or an
+    objective expression (quoted; after -- when it starts with '-'):
+      'mixed4a:97 - 0.5*mixed4b:3'   'neuron(mixed4a:0-15)'   'layer(mixed4c)'
+      'logit:goldfish'   'direction(mixed4a, random:8)'   -- -mixed4a:97
+      'interpolate(mixed4a:97, mixed4a:143, frames=6)'
+    README.md gives the grammar. Options given here override the spec files. Each
+    job writes one PNG per unit, grid.png and grid.json into OUT/MODEL/LAYER/ (or
+    OUT/NAME/ for a named spec job).
     """
     cli_values = _converted(values)
     requests: list[JobRequest] = []

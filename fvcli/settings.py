@@ -256,11 +256,11 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("model", text, "Model to visualize: a known name (googlenet) or a factory FILE.py:FUNC / package.module:FUNC returning an nn.Module.", job=True, metavar="NAME"),
-    Option("weights", weights, "default (the model's published weights, cached by torchvision), random (a seeded variance-preserving init; works offline) or a state-dict file.", job=True, metavar="default|random|FILE"),
+    Option("model", text, "Model to visualize: a name from `fv models` (googlenet, resnet50, vit_b_16, inceptionv1, timm:NAME), a TorchScript file, or a factory FILE.py:FUNC / package.module:FUNC.", job=True, metavar="NAME"),
+    Option("weights", weights, "default (the published weights, cached), a weights name (IMAGENET1K_V2), random (a seeded variance-preserving init; works offline) or a state-dict file.", job=True, metavar="W"),
     Option("steps", positive_int(MAX_STEPS), "Optimization steps per image.", job=True, metavar="N"),
     Option("size", positive_int(MAX_SIZE), f"Image side in pixels (at most {MAX_SIZE}).", job=True, metavar="PX"),
-    Option("lr", positive_float, "Adam learning rate.", job=True, metavar="LR"),
+    Option("lr", positive_float, "Learning rate.", job=True, metavar="LR"),
     Option("seed", seed_int, "Random seed; each unit's random state derives from it and the unit alone.", job=True, metavar="N"),
     Option("param", choice(*PARAMETERIZATIONS), "Image parameterization: fourier (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size) or laplacian (a pyramid of 4 resolutions).", job=True, metavar="|".join(PARAMETERIZATIONS)),
     Option("decorrelate", boolean, "Decorrelate colours with ImageNet's colour correlation.", job=True, flag=True),
