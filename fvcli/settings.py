@@ -128,6 +128,11 @@ def text(value: Any) -> str:
     return value
 
 
+def parameterization(value: Any) -> str:
+    """A parameterization's name; `fft` is another name for `fourier`."""
+    return choice(*PARAMETERIZATIONS)("fourier" if value == "fft" else value)
+
+
 def non_negative_float(value: Any) -> float:
     if isinstance(value, str):
         try:
@@ -262,7 +267,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("size", positive_int(MAX_SIZE), f"Image side in pixels (at most {MAX_SIZE}).", job=True, metavar="PX"),
     Option("lr", positive_float, "Learning rate.", job=True, metavar="LR"),
     Option("seed", seed_int, "Random seed; each unit's random state derives from it and the unit alone.", job=True, metavar="N"),
-    Option("param", choice(*PARAMETERIZATIONS), "Image parameterization: fourier (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size) or laplacian (a pyramid of 4 resolutions).", job=True, metavar="|".join(PARAMETERIZATIONS)),
+    Option("param", parameterization, "Image parameterization: fourier or fft (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size) or laplacian (a pyramid of 4 resolutions).", job=True, metavar="|".join(PARAMETERIZATIONS)),
     Option("decorrelate", boolean, "Decorrelate colours with ImageNet's colour correlation.", job=True, flag=True),
     Option("transforms", transforms, "Transformation robustness: standard (pad 12, jitter 8, scale, rotate, jitter 4), none, or items in order, e.g. pad=12,jitter=8,scale=0.9/1/1.1,rotate=-10/0/10,jitter=4.", job=True, metavar="PRESET|ITEMS"),
     Option("normalize", normalize, "Input normalization: model (from the weights; none for custom models), imagenet, none, or MEAN,MEAN,MEAN/STD,STD,STD.", job=True, metavar="SPEC"),

@@ -89,3 +89,8 @@ def test_bad_specs_fail_in_one_line(tmp_path, text, message):
 def test_missing_spec_file(tmp_path):
     with pytest.raises(FvError, match="nope.yaml: spec file not found"):
         load_spec(tmp_path / "nope.yaml", {})
+
+
+def test_fft_is_another_name_for_fourier(tmp_path):
+    jobs, _ = load_spec(write(tmp_path, "param: fft\njobs: [{layer: a}]"), {})
+    assert jobs[0].settings.param == "fourier"
