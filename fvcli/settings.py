@@ -90,17 +90,23 @@ def seed_int(value: Any) -> int:
     return _integer(value, 0, 2**63 - 1, "a non-negative integer")
 
 
-def positive_float(value: Any) -> float:
+def _float(value: Any, what: str, accept: Callable[[float], bool]) -> float:
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
-            raise ValueError(f"expected a positive number, {_got(value)}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"expected a positive number, {_got(value)}")
-    if value == float("inf"):
-        raise ValueError(f"expected a finite positive number, {_got(value)}")
+            raise ValueError(f"expected {what}, {_got(value)}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not accept(value) or value == float("inf"):
+        raise ValueError(f"expected {what}, {_got(value)}")
     return float(value)
+
+
+def positive_float(value: Any) -> float:
+    return _float(value, "a positive number", lambda x: x > 0)
+
+
+def non_negative_float(value: Any) -> float:
+    return _float(value, "a number of 0 or more", lambda x: x >= 0)
 
 
 def boolean(value: Any) -> bool:
@@ -131,17 +137,6 @@ def text(value: Any) -> str:
 def parameterization(value: Any) -> str:
     """A parameterization's name; `fft` is another name for `fourier`."""
     return choice(*PARAMETERIZATIONS)("fourier" if value == "fft" else value)
-
-
-def non_negative_float(value: Any) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"expected a number of 0 or more, {_got(value)}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        raise ValueError(f"expected a number of 0 or more, {_got(value)}")
-    return float(value)
 
 
 def non_negative_int(value: Any) -> int:
