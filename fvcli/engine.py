@@ -2,8 +2,9 @@
 
 One forward/backward pass per step optimizes every image of the batch; the forward pass stops at
 the deepest layer the objectives read. Each image's initial state and transforms derive from its
-own seed, so an image does not depend on the rest of its batch. On CUDA the model runs under bf16
-autocast in channels_last layout; the image parameters and the optimizer stay in float32.
+own seed, so an image does not depend on the rest of its batch. The model runs in channels_last
+layout, under bf16 autocast where the hardware does bf16 natively (see devices.use_bf16); the
+image parameters and the optimizer stay in float32.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fvcli import regularizers
 from fvcli.capture import forward_to
 from fvcli.models import IMAGENET, LoadedModel, Normalization
 from fvcli.objectives import Objective, batch_values, layers_of
+from fvcli.devices import use_bf16
 from fvcli.diversity import gram_similarity
 from fvcli.param import SharedParam, make_param
 from fvcli.redirect import REDIRECT_STEPS, RedirectReLU
@@ -61,8 +63,8 @@ def input_normalization(model: LoadedModel, setting) -> Normalization | None:
     return setting
 
 
-def dtype_name(device: torch.device) -> str:
-    return "bfloat16-autocast" if device.type == "cuda" else "float32"
+def dtype_name(settings: RenderSettings, device: torch.device) -> str:
+    return "bfloat16-autocast" if use_bf16(settings.dtype, device) else "float32"
 
 
 def describe(settings: RenderSettings, device: torch.device, normalization: Normalization | None) -> dict:
@@ -84,7 +86,7 @@ def describe(settings: RenderSettings, device: torch.device, normalization: Norm
         "objective": settings.objective,
         "tokens": settings.tokens,
         "relu_redirect_steps": REDIRECT_STEPS,
-        "dtype": dtype_name(device),
+        "dtype": dtype_name(settings, device),
     }
 
 
@@ -110,10 +112,10 @@ def _finite(grad: Tensor) -> Tensor:
 class _Scorer:
     """Normalize, run the model to the needed layers, and score each image by its objective."""
 
-    def __init__(self, model: LoadedModel, objectives: list[Objective], device: torch.device, normalization, input_size):
+    def __init__(self, model: LoadedModel, objectives: list[Objective], device: torch.device, normalization, input_size, bf16: bool):
         self.module, self.objectives, self.device, self.input_size = model.module, objectives, device, input_size
         self.layers = layers_of(objectives)
-        self.cuda = device.type == "cuda"
+        self.bf16 = bf16
         if normalization is None:
             self.mean = self.std = None
         else:
@@ -124,9 +126,10 @@ class _Scorer:
         if self.input_size is not None and images.shape[-2:] != (self.input_size, self.input_size):
             images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         x = images if self.mean is None else (images - self.mean) / self.std
-        if self.cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
+        # channels_last on every device: CUDA's tensor cores want it, and on CPUs oneDNN's
+        # max pooling is about 20 times faster with it (measured in benchmarks/BENCHMARKS.md).
+        x = x.contiguous(memory_format=torch.channels_last)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with autocast:
             acts = forward_to(self.module, x, (*self.layers, *extra))
         return batch_values(self.objectives, acts), acts
@@ -148,7 +151,8 @@ def render_batch(
     `groups`: images that belong together (diversity, shared frames); see Groups.
     """
     assert len(objectives) == len(seeds) > 0
-    score = _Scorer(model, objectives, device, input_normalization(model, settings.normalize), input_size)
+    bf16 = use_bf16(settings.dtype, device)
+    score = _Scorer(model, objectives, device, input_normalization(model, settings.normalize), input_size, bf16)
     param = make_param(settings.param, seeds, settings.size, settings.decorrelate).to(device)
     if groups is not None and groups.shared:
         param = SharedParam(param, groups.members, seeds).to(device)

@@ -28,13 +28,13 @@ class _RedirectedReLU(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
         closed = x <= 0
-        relu_grad = grad.masked_fill(closed, 0)
-        # grad is d(loss)/d(output); positive means "lower this", which a closed unit cannot use.
-        redirected = grad.masked_fill(closed & (grad > 0), 0)
         if x.dim() == 0:
-            return relu_grad
-        blocked = relu_grad.flatten(1).abs().amax(dim=1) == 0  # per image: nothing gets through
-        return torch.where(blocked.view(-1, *([1] * (x.dim() - 1))), redirected, relu_grad)
+            return grad.masked_fill(closed, 0)
+        # Per image: does any gradient reach an open unit? Then this is a plain ReLU's gradient.
+        passes = ((grad != 0) & ~closed).flatten(1).any(dim=1).view(-1, *([1] * (x.dim() - 1)))
+        # Otherwise closed units pass gradient too, except where it would push them further down:
+        # grad is d(loss)/d(output), and positive means "lower this".
+        return grad.masked_fill(closed & (passes | (grad > 0)), 0)
 
 
 class RedirectReLU(TorchFunctionMode):

@@ -25,6 +25,7 @@ from fvcli.capture import layer_shapes
 from fvcli.devices import device_name, pick_device
 from fvcli.engine import BatchResult, Groups, describe, input_normalization, render_batch
 from fvcli.errors import EXIT_OK, EXIT_SOME_FAILED, FvError
+from fvcli.fold import fold_batchnorms
 from fvcli.jobs import Job, JobRequest, Unit, plan_batches
 from fvcli.resolve import Resolver, unit_name, unit_seed
 from fvcli.models import LoadedModel, load_model
@@ -118,9 +119,7 @@ class Run:
         if key not in self.models:
             started = time.perf_counter()
             model = load_model(settings.model, settings.weights, settings.seed, quiet=self.settings.quiet)
-            model.module.to(self.device)
-            if self.device.type == "cuda":
-                model.module.to(memory_format=torch.channels_last)
+            model.module.to(self.device, memory_format=torch.channels_last)
             self.models[key] = model
             self.load_seconds += time.perf_counter() - started
         return self.models[key]
@@ -259,7 +258,20 @@ class Run:
             diversity = (info.key, info.layout, weight)
         return objectives, seeds, Groups(tuple(members), diversity=diversity, shared=unit.shared)
 
+    def _fold(self) -> None:
+        """Fold BatchNorms into convolutions, keeping every layer some job reads (see fvcli.fold)."""
+        self.folded: dict[tuple, int] = {}
+        for key, model in self.models.items():
+            jobs = [job for job in self.jobs if model_key(job.request.settings) == key]
+            layers = {layer for job in jobs for unit in job.units for o in unit.objectives for layer in o.layers}
+            layers |= {job.diversity_layer.key for job in jobs if job.diversity_layer}
+            size = jobs[0].input_size or jobs[0].request.settings.size
+            probe = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
+            probe = probe.contiguous(memory_format=torch.channels_last)
+            self.folded[key] = fold_batchnorms(model.module, sorted(layers), probe)
+
     def execute(self) -> Report:
+        self._fold()
         reports = [
             JobReport(
                 job,
@@ -458,6 +470,7 @@ class Run:
             **self._layer_fields(job),
             "objective": self._objective_text(job),
             "settings": described,
+            "engine": {"batchnorms_folded": self.folded.get(model_key(settings), 0)},
             "grid": {"image": "grid.png", "rows": rows, "columns": columns},
             "units": [
                 self._unit_record(r)

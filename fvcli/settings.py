@@ -18,6 +18,7 @@ MAX_STEPS = 100_000
 
 PARAMETERIZATIONS = ("fourier", "pixel", "lowres", "laplacian")
 OPTIMIZERS = ("adam", "sgd")
+DTYPES = ("auto", "float32", "bfloat16")
 SCHEDULES = ("constant", "cosine")
 TRANSFORM_PRESETS = ("standard", "none")
 NORMALIZE_NAMES = ("model", "imagenet", "none")
@@ -51,6 +52,7 @@ class RenderSettings:
     diversity: int = 1  # images per unit, pushed apart in style
     diversity_weight: float = 2.0  # times the objective's own size: the same meaning for every model
     diversity_layer: str | None = None  # None: the job's own layer
+    dtype: str = "auto"  # of the model's arithmetic; images and the optimizer stay float32
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("diversity", positive_int(64), "Images per unit, kept different by penalizing the similarity of their styles (Gram matrices).", job=True, metavar="N"),
     Option("diversity_weight", non_negative_float, "Weight of the diversity penalty, relative to the size of the objective (so it means the same for every model).", job=True, metavar="W"),
     Option("diversity_layer", text, "Layer whose Gram matrices measure style for --diversity (default: the job's layer; a lower layer varies texture more).", job=True, metavar="LAYER"),
+    Option("dtype", choice(*DTYPES), "The model's arithmetic: auto (bf16 autocast on CUDA and on CPUs with native bf16, float32 elsewhere), float32 or bfloat16.", job=True, metavar="|".join(DTYPES)),
     Option("out", text, "Output folder; each job writes into a folder below it.", job=False, metavar="DIR"),
     Option("device", device, "auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.", job=False, metavar="DEVICE"),
     Option("batch_size", batch_size, "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),

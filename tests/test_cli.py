@@ -16,7 +16,8 @@ from fvcli import __version__
 
 def test_render_writes_unit_pngs_grid_and_sidecar(tmp_path):
     out = tmp_path / "out"
-    fv("render", "mixed4a:3,7,100-101", *QUICK, "--out", str(out))
+    # 24 steps: units that start at exactly 0 need a few steps of the ReLU redirect to come alive.
+    fv("render", "mixed4a:3,7,100-101", *QUICK, "--steps", "24", "--out", str(out))
     folder = out / "googlenet" / "mixed4a"
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["grid.json", "grid.png", "mixed4a_0003.png", "mixed4a_0007.png", "mixed4a_0100.png", "mixed4a_0101.png"]
@@ -34,8 +35,11 @@ def test_render_writes_unit_pngs_grid_and_sidecar(tmp_path):
     assert (sidecar["layer"], sidecar["layer_module"]) == ("mixed4a", "inception4a")
     assert "channel" in sidecar["objective"]
     settings = sidecar["settings"]
-    assert (settings["steps"], settings["size"], settings["lr"], settings["seed"]) == (8, 48, 0.05, 0)
-    assert settings["parameterization"]["name"] == "fourier" and settings["dtype"] == "float32"
+    assert (settings["steps"], settings["size"], settings["lr"], settings["seed"]) == (24, 48, 0.05, 0)
+    from fvcli.devices import cpu_has_bf16
+
+    assert settings["parameterization"]["name"] == "fourier"
+    assert settings["dtype"] == ("bfloat16-autocast" if cpu_has_bf16() else "float32")  # auto: native bf16 only
     assert [t["name"] for t in settings["transforms"]] == ["pad", "jitter", "scale", "rotate", "jitter"]
     assert [u["channel"] for u in sidecar["units"]] == [3, 7, 100, 101]
     for unit in sidecar["units"]:
