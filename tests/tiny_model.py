@@ -43,3 +43,20 @@ def make_broken() -> nn.Module:
 def make_with_preprocessing():
     """The tiny model and the preprocessing it expects, as a factory may return them."""
     return make(), {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "size": 40}
+
+
+class _SmallMemory(nn.Module):
+    """Runs out of memory on batches of more than two images, as a small GPU would."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = make()
+
+    def forward(self, x):
+        if x.shape[0] > 2:
+            raise torch.OutOfMemoryError(f"out of memory: a batch of {x.shape[0]} images")
+        return self.inner(x)
+
+
+def make_small_memory() -> nn.Module:
+    return _SmallMemory()

@@ -1,0 +1,106 @@
+"""Every fast path against its plain counterpart, on the CPU: same values within tolerance."""
+
+import copy
+import json
+import random
+
+import pytest
+import torch
+
+from conftest import TINY, fv
+from fvcli.capture import forward_to
+from fvcli.engine import render_batch
+from fvcli.fold import fold_batchnorms
+from fvcli.models import load_model
+from fvcli.objectives import batch_values, channel
+from fvcli.settings import RenderSettings
+from fvcli.transforms import STANDARD, Pipeline
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def googlenet():
+    return load_model("googlenet", "random", seed=0)
+
+
+def test_fused_transforms_match_one_resampling_per_transform(googlenet):
+    # Smooth images, like rendered ones (white noise would exaggerate the extra blur of resampling).
+    coarse = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    images = torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False)
+    seeds = [1, 2, 3, 4]
+    fused = Pipeline(STANDARD)(images, [random.Random(s) for s in seeds])
+    sequential, rngs = images, [random.Random(s) for s in seeds]
+    for transform in STANDARD:  # the same draws, in the same order, resampled one by one
+        sequential = Pipeline((transform,))(sequential, rngs)
+    assert fused.shape == sequential.shape == (4, 3, 76, 76)
+    objectives = [channel("inception3a", c) for c in range(4)]
+    values = [batch_values(objectives, forward_to(googlenet.module, x, ["inception3a"])) for x in (fused, sequential)]
+    # Repeated bilinear resampling blurs a little; both see the same image, shifted, scaled and turned alike.
+    assert (fused - sequential).abs().mean() < 0.03
+    assert (values[0] - values[1]).abs().max() <= 0.25 * values[0].abs().max()
+    pad_jitter = STANDARD[:2]
+    exact = Pipeline(pad_jitter)(images, [random.Random(s) for s in seeds])
+    step, rngs = images, [random.Random(s) for s in seeds]
+    for transform in pad_jitter:
+        step = Pipeline((transform,))(step, rngs)
+    assert torch.allclose(exact, step, atol=1e-5)  # integer shifts: no resampling error at all
+
+
+def test_truncated_forward_matches_the_full_forward(googlenet):
+    x = torch.rand(2, 3, 96, 96)
+    seen = {}
+    hook = googlenet.module.inception4a.register_forward_hook(lambda m, i, o: seen.setdefault("out", o))
+    try:
+        with torch.no_grad():
+            googlenet.module(x)  # the whole network, to the logits
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        truncated = forward_to(googlenet.module, x, ["inception4a"])["inception4a"]
+    assert torch.equal(truncated, seen["out"])
+
+
+def test_batched_rendering_matches_one_unit_at_a_time(googlenet):
+    settings = RenderSettings(steps=3, size=48, dtype="float32")
+    objectives = [channel("inception4a", c) for c in (5, 6, 7)]
+    together = render_batch(googlenet, objectives, [5, 6, 7], settings, CPU)
+    alone = [render_batch(googlenet, [o], [s], settings, CPU) for o, s in zip(objectives, [5, 6, 7])]
+    assert together.final == pytest.approx([r.final[0] for r in alone], rel=0.05, abs=1e-3)
+
+
+@pytest.mark.parametrize("name, layers", [("googlenet", ["inception4a", "inception3a.branch2.1"]), ("resnet18", ["layer3", "fc"])])
+def test_folded_batchnorms_keep_every_requested_layer(name, layers):
+    model = load_model(name, "random", seed=0)
+    reference = copy.deepcopy(model.module)
+    keys = [model.resolve_layer(layer) for layer in layers]
+    probe = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    folded = fold_batchnorms(model.module, keys, probe)
+    assert folded > 10
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = forward_to(reference, x, keys), forward_to(model.module, x, keys)
+    for key in keys:
+        assert torch.allclose(a[key], b[key], rtol=1e-3, atol=1e-4), key
+
+
+def test_a_requested_convolution_is_not_folded():
+    model = load_model("googlenet", "random", seed=0)
+    conv = "inception4a.branch1.conv"  # a convolution's own output, before its BatchNorm
+    reference = copy.deepcopy(model.module)
+    fold_batchnorms(model.module, [conv], torch.rand(2, 3, 64, 64))
+    assert isinstance(model.module.get_submodule("inception4a.branch1.bn"), torch.nn.BatchNorm2d)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():  # equal up to the rounding of the folded convolutions before it
+        assert torch.allclose(forward_to(reference, x, [conv])[conv], forward_to(model.module, x, [conv])[conv], rtol=1e-3, atol=1e-4)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_going(tmp_path):
+    small = TINY.replace(":make", ":make_small_memory")
+    output = fv("render", "inner.conv3:0-7", "--model", small, "--steps", "2", "--size", "32",
+                "--batch-size", "8", "--out", str(tmp_path))
+    assert "out of device memory with a batch of 8; retrying with 4" in output
+    assert "out of device memory with a batch of 4; retrying with 2" in output
+    sidecar = json.loads(next(tmp_path.rglob("grid.json")).read_text())
+    assert sidecar["timing"]["batch_sizes"] == [2]
+    assert all(u["image"] for u in sidecar["units"]) and len(sidecar["units"]) == 8  # nothing lost
