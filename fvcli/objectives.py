@@ -195,16 +195,27 @@ def neuron(
     return Neuron(layer, index, label, layout, all_tokens, position=position)
 
 
-def batch_values(objectives: list[Objective], acts: Activations) -> Tensor:
-    """Score image i of the batch by objectives[i]: a tensor of shape (len(objectives),)."""
+def gather_index(objectives: list[Objective], device: torch.device) -> Tensor | None:
+    """For a batch whose images all ask for a channel (or neuron) of one layer, the channel of each
+    image, ready for one gather; None otherwise. Computed once per batch, not per step."""
     first = objectives[0]
     if isinstance(first, Channel) and all(
         type(o) is type(first) and (o.layer, o.layout, o.all_tokens) == (first.layer, first.layout, first.all_tokens)
         for o in objectives
     ):
-        # One gather for the common case: every image of the batch asks for a channel of one layer.
-        a = first.positions(acts)
-        index = torch.tensor([o.channel for o in objectives], device=a.device)
+        return torch.tensor([o.channel for o in objectives], device=device)
+    return None
+
+
+def batch_values(objectives: list[Objective], acts: Activations, index: Tensor | None = None) -> Tensor:
+    """Score image i of the batch by objectives[i]: a tensor of shape (len(objectives),).
+
+    `index`: gather_index(objectives) when it has been computed already.
+    """
+    if index is None:
+        index = gather_index(objectives, next(iter(acts.values())).device)
+    if index is not None:  # one gather: every image asks for a channel of one layer
+        a = objectives[0].positions(acts)
         picked = a[torch.arange(len(objectives), device=a.device), index]
         return picked.reshape(len(objectives), -1).float().mean(dim=1)
     return torch.cat([o({k: v[i : i + 1] for k, v in acts.items()}) for i, o in enumerate(objectives)])

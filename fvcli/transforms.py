@@ -146,7 +146,9 @@ class Pipeline:
             return images
         n, _, h, w = images.shape
         out_h, out_w = self.canvas(h, w)
-        maps = self.matrices(rngs)[:, :2, :].to(images.device, torch.float32)  # (N, 2, 3)
+        maps = self.matrices(rngs)[:, :2, :].float()  # (N, 2, 3), drawn on the host
+        if images.is_cuda:  # pinned memory: the copy does not make the host wait for the GPU
+            maps = maps.pin_memory().to(images.device, non_blocking=True)
         source = torch.einsum("hwk,njk->nhwj", self._base_grid(out_h, out_w, images.device), maps)
         # grid_sample with align_corners=False: a centred pixel coordinate x is 2x/W in [-1, 1].
         grid = source / torch.tensor([w / 2, h / 2], device=images.device)
