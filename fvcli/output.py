@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
 SCHEMA_VERSION = 1
 BACKGROUND = (24, 24, 24)
@@ -53,8 +54,27 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array.numpy(), mode="RGB")
 
 
-def save_png(image: Image.Image, path: Path) -> None:
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+RECORD_KEY = "fv-unit"  # the PNG text chunk that holds a unit's record
+
+
+def save_png(image: Image.Image, path: Path, record: dict | None = None) -> None:
+    """Write a PNG atomically; `record` (JSON-able, deterministic) travels inside it as a text chunk,
+    so an image and the record of how it was made are written, and survive, together."""
+    info = None
+    if record is not None:
+        info = PngInfo()
+        info.add_text(RECORD_KEY, json.dumps(record, sort_keys=True, allow_nan=False))
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
+
+
+def read_record(path: Path) -> dict | None:
+    """The record inside a PNG written by save_png, or None (no file, no record, unreadable)."""
+    try:
+        with Image.open(path) as image:
+            text = image.text.get(RECORD_KEY)
+        return json.loads(text) if text else None
+    except (OSError, ValueError, SyntaxError):
+        return None
 
 
 def write_json(data: dict, path: Path) -> None:

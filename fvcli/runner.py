@@ -8,6 +8,8 @@ A batch that fails marks its units failed and the run goes on; the report sets t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import platform
 import sys
 import time
@@ -30,10 +32,11 @@ from fvcli.jobs import Job, JobRequest, Unit, plan_batches
 from fvcli.resolve import Resolver, unit_name, unit_seed
 from fvcli.models import LoadedModel, load_model
 from fvcli.param import SharedParam
-from fvcli.output import SCHEMA_VERSION, grid_shape, make_grid, save_png, to_pil, write_json
+from fvcli.output import SCHEMA_VERSION, grid_shape, make_grid, read_record, save_png, to_pil, write_json
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.targets import describe_channels
 
+RENDER_VERSION = 1  # raise when fv renders the same settings into different images
 CPU_BATCH = 16  # on a CPU, larger batches gain little and make progress coarser
 CUDA_MEMORY_SHARE = 0.7  # of free memory, for the automatic batch size
 
@@ -270,6 +273,49 @@ class Run:
             probe = probe.contiguous(memory_format=torch.channels_last)
             self.folded[key] = fold_batchnorms(model.module, sorted(layers), probe)
 
+    def unit_hash(self, job: Job, unit: Unit) -> str:
+        """What a unit's image depends on: fv's rendering version, the model and its weights, the
+        unit's objectives and seed, and every setting that changes an image."""
+        model = self.models[model_key(job.request.settings)]
+        identity = {
+            "render_version": RENDER_VERSION,
+            "model": model.name,
+            "weights": model.weights,
+            "weights_sha256": model.weights_sha256,
+            "objectives": [o.describe() for o in unit.objectives],
+            "layers": sorted({layer for o in unit.objectives for layer in o.layers}),
+            "seed": unit.seed,
+            "settings": dataclasses.asdict(job.request.settings),
+            "input_size": job.input_size,
+            "diversity_layer": job.diversity_layer.key if job.diversity_layer else None,
+            "shared": unit.shared,
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _resume(self, reports: list[JobReport]) -> list[tuple[Job, Unit]]:
+        """The units still to render; units whose PNGs carry this very hash are taken as done."""
+        pending = []
+        for job, report in zip(self.jobs, reports):
+            for unit in job.units:
+                if not self.settings.force and self._restore(job, unit, report.records[unit.index]):
+                    continue
+                pending.append((job, unit))
+        skipped = sum(len(job.units) for job in self.jobs) - len(pending)
+        if skipped:
+            self.say(f"fv: {skipped} units already rendered with these settings are kept (--force renders them again)")
+        return pending
+
+    def _restore(self, job: Job, unit: Unit, record: UnitRecord) -> bool:
+        stored = [read_record(job.folder / name) for name in unit.images]
+        expected = self.unit_hash(job, unit)
+        if not all(s is not None and s.get("hash") == expected for s in stored):
+            return False
+        first = stored[0]
+        single = {k: first.get(k) for k in ("image", "objective", "activation_start", "activation_final")}
+        record.status, record.images = first["status"], first.get("images") or [single]
+        record.similarity = first.get("diversity_similarity")
+        return True
+
     def execute(self) -> Report:
         self._fold()
         reports = [
@@ -280,10 +326,13 @@ class Run:
             )
             for job in self.jobs
         ]
-        pairs = [(job, unit) for job in self.jobs for unit in job.units]
+        pairs = self._resume(reports)
         batches = plan_batches(pairs, key=lambda p: self._batch_key(*p), batch_size=self._batch_size)
         total_units = len(pairs)
         started = time.perf_counter()
+        for report in reports:
+            if report.done:  # every unit was rendered before: rebuild the grid and sidecar
+                self._finish(report, 0.0)
         with self._progress(total_units) as bar:
             pending = list(batches)
             done = 0
@@ -365,18 +414,22 @@ class Run:
             if errors:
                 record.status, record.error = "failed", errors[0]
                 continue
-            for i, name, objective in zip(span, unit.images, unit.objectives):
-                save_png(to_pil(result.images[i]), job.folder / name)
-                record.images.append({
+            record.images = [
+                {
                     "image": name,
                     "objective": objective.describe(),
                     "activation_start": result.start[i],
                     "activation_final": result.final[i],
-                })
+                }
+                for i, name, objective in zip(span, unit.images, unit.objectives)
+            ]
             if result.similarity is not None:
                 record.similarity = result.similarity[index]
             dead = all(result.final[i] == 0.0 and _maximizes(o) for i, o in zip(span, unit.objectives))
             record.status = "dead" if dead else "ok"
+            stored = {"hash": self.unit_hash(job, unit), **self._unit_record(record)}
+            for i, name in zip(span, unit.images):
+                save_png(to_pil(result.images[i]), job.folder / name, record=stored)
 
     def _finish(self, report: JobReport, elapsed: float) -> None:
         job, records = report.job, report.records
