@@ -33,9 +33,12 @@ model, after the Distill article "Feature Visualization" (Olah, Mordvintsev, Sch
 
 \b
 Exit statuses:
-  0  every unit rendered (units that end dead are flagged in the sidecar)
-  1  some units failed; the others were still written
-  2  bad input; nothing was rendered
+  0    every unit rendered (units that end dead are flagged in the sidecar)
+  1    some units failed; the others were still written
+  2    bad input; nothing was rendered
+  130  stopped by Ctrl-C (SIGINT) after a step; finished units are kept
+  143  stopped by SIGTERM after a step; finished units are kept
+Running the same command again renders only what is missing (--force: all).
 """
 
 
@@ -180,6 +183,10 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
     from fvcli.runner import Run  # torch loads here, after the cheap checks
 
     run = Run(requests, run_settings, _say(run_settings.quiet))
+    if run_settings.dry_run:
+        for line in run.plan():
+            click.echo(line)
+        return 0
     return run.execute().exit_code
 
 

@@ -30,6 +30,10 @@ from fvcli.settings import RenderSettings
 from fvcli.transforms import Pipeline
 
 
+class Stopped(Exception):
+    """Raised between steps when the caller asked to stop (a signal): the batch is abandoned."""
+
+
 @dataclass
 class BatchResult:
     images: Tensor  # (N, 3, H, W) float32 in [0, 1], on the CPU
@@ -145,11 +149,13 @@ def render_batch(
     on_step: Callable[[int], None] | None = None,
     input_size: int | None = None,
     groups: Groups | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> BatchResult:
     """Optimize one image per objective for `settings.steps` steps; the model must be on `device`.
 
     `input_size`: for models that take one input size only, images are resized to it before the model.
     `groups`: images that belong together (diversity, shared frames); see Groups.
+    `should_stop`: asked after every step; when it says yes, Stopped is raised.
     """
     assert len(objectives) == len(seeds) > 0
     bf16 = use_bf16(settings.dtype, device)
@@ -193,6 +199,8 @@ def render_batch(
             param.blur_(regularizers.BLUR_SIGMA)
         if on_step is not None:
             on_step(step + 1)
+        if should_stop is not None and should_stop():
+            raise Stopped
     with torch.no_grad():
         images = param().float()
         final, acts = score(images, extra)

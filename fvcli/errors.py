@@ -4,6 +4,8 @@
 EXIT_OK = 0  # every unit rendered
 EXIT_SOME_FAILED = 1  # some units failed; the others were still written
 EXIT_BAD_INPUT = 2  # bad input: nothing was rendered or written
+EXIT_SIGINT = 130  # stopped by Ctrl-C (SIGINT) after a step; finished units are kept
+EXIT_SIGTERM = 143  # stopped by SIGTERM after a step; finished units are kept
 
 
 class FvError(Exception):

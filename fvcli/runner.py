@@ -10,8 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import platform
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +28,8 @@ from tqdm import tqdm
 from fvcli import __version__
 from fvcli.capture import layer_shapes
 from fvcli.devices import device_name, pick_device
-from fvcli.engine import BatchResult, Groups, describe, input_normalization, render_batch
-from fvcli.errors import EXIT_OK, EXIT_SOME_FAILED, FvError
+from fvcli.engine import BatchResult, Groups, Stopped, describe, input_normalization, render_batch
+from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_SOME_FAILED, FvError
 from fvcli.fold import fold_batchnorms
 from fvcli.jobs import Job, JobRequest, Unit, plan_batches
 from fvcli.resolve import Resolver, unit_name, unit_seed
@@ -73,10 +76,14 @@ class JobReport:
 @dataclass
 class Report:
     jobs: list[JobReport]
+    stopped_by: int | None = None  # the signal that stopped the run
 
     @property
     def exit_code(self) -> int:
-        """0 when every unit rendered (dead units included: they are flagged, not failed), else 1."""
+        """130 or 143 when a signal stopped the run; else 1 when a unit failed; else 0 (dead units
+        are flagged, not failed)."""
+        if self.stopped_by is not None:
+            return EXIT_SIGTERM if self.stopped_by == signal.SIGTERM else EXIT_SIGINT
         return EXIT_SOME_FAILED if any(j.count("failed") for j in self.jobs) else EXIT_OK
 
 
@@ -89,6 +96,32 @@ _OBJECTIVE_TEXT = {
     "channel": "channel: the mean of one channel of {layer} over positions (patch tokens for transformers), maximized",
     "neuron": "neuron: one channel of {layer} at the centre position (centre patch token for transformers), maximized",
 }
+
+
+class _StopOnSignals:
+    """Within it, SIGINT and SIGTERM ask the run to stop after the current step (once more: at once)."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __enter__(self) -> _StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 def _maximizes(objective) -> bool:
@@ -202,6 +235,11 @@ class Run:
                     f"give one of them a 'name:'"
                 )
             seen[folder] = job.request
+            if self.settings.dry_run:  # write nothing: check that the folder could be made
+                existing = next(p for p in (folder, *folder.parents) if p.exists())
+                if not os.access(existing, os.W_OK):
+                    raise FvError(f"cannot write to output folder {job.folder}: {existing} is not writable")
+                continue
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 probe = folder / ".fv-write-test"
@@ -305,6 +343,19 @@ class Run:
             self.say(f"fv: {skipped} units already rendered with these settings are kept (--force renders them again)")
         return pending
 
+    def plan(self) -> list[str]:
+        """One line a job: where it goes, what it renders, and how much of it is done already."""
+        lines = []
+        for job in self.jobs:
+            done = 0 if self.settings.force else sum(self._restore(job, unit, UnitRecord(None, "", "", 0)) for unit in job.units)
+            images = sum(len(unit.objectives) for unit in job.units)
+            what = f"{len(job.units)} units" + (f" ({images} images)" if images != len(job.units) else "")
+            lines.append(
+                f"{job.folder}: {job.request.settings.model} {job.request.target.describe()}: {what}, "
+                f"{done} already rendered, {len(job.units) - done} to render"
+            )
+        return lines
+
     def _restore(self, job: Job, unit: Unit, record: UnitRecord) -> bool:
         stored = [read_record(job.folder / name) for name in unit.images]
         expected = self.unit_hash(job, unit)
@@ -333,13 +384,21 @@ class Run:
         for report in reports:
             if report.done:  # every unit was rendered before: rebuild the grid and sidecar
                 self._finish(report, 0.0)
-        with self._progress(total_units) as bar:
+        with self._progress(total_units) as bar, _StopOnSignals() as stop:
+            self.stop = stop
             pending = list(batches)
             done = 0
             while pending:
                 batch = pending.pop(0)
                 try:
                     result, seconds = self._render(batch, bar, done)
+                except Stopped:
+                    name = signal.Signals(stop.signal).name
+                    self.say(
+                        f"fv: stopped by {name} after {done} of {total_units} units; finished units are "
+                        f"kept, and running the same command again renders the rest"
+                    )
+                    return Report(reports, stopped_by=stop.signal)
                 except torch.OutOfMemoryError:
                     if len(batch) == 1:
                         result, seconds = self._failed(batch, "out of device memory with a batch of 1"), 0.0
@@ -386,9 +445,10 @@ class Run:
         objectives, seeds, groups = self._flatten(batch)
         try:
             result = render_batch(
-                model, objectives, seeds, settings, self.device, on_step, input_size=job.input_size, groups=groups
+                model, objectives, seeds, settings, self.device, on_step,
+                input_size=job.input_size, groups=groups, should_stop=self.stop.requested,
             )
-        except torch.OutOfMemoryError:
+        except (torch.OutOfMemoryError, Stopped):
             raise
         except Exception as error:  # the run goes on; these units are reported failed
             result = self._failed(batch, f"{type(error).__name__}: {error}".splitlines()[0][:300])

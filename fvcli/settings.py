@@ -65,6 +65,7 @@ class RunSettings:
     quiet: bool = False
     progress: bool | None = None  # None: shown when stderr is a terminal and not --quiet
     force: bool = False  # render units again even when their PNG and record are already there
+    dry_run: bool = False  # print what would be rendered, render nothing
 
 
 # ---- converters: raw value -> typed value, or ValueError("expected ..., got ...") ----
@@ -285,6 +286,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", device, "auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.", job=False, metavar="DEVICE"),
     Option("batch_size", batch_size, "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),
     Option("quiet", boolean, "Print nothing but errors.", job=False, flag=True, negatable=False),
+    Option("dry_run", boolean, "Print the jobs and units that would be rendered, and how many are already done; render nothing.", job=False, flag=True, negatable=False),
     Option("force", boolean, "Render every unit again, even those already rendered with the same settings.", job=False, flag=True, negatable=False),
     Option("progress", boolean, "Show the progress bar even when stderr is not a terminal (--no-progress hides it).", job=False, flag=True),
 )

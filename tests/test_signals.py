@@ -1,0 +1,57 @@
+"""SIGINT and SIGTERM stop a run after the current step, keep every finished unit, and exit 130 / 143;
+the same command then renders the rest. Real processes and real signals."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+COMMAND = ["render", "mixed3a:0-11", "--weights", "random", "--steps", "40", "--size", "48", "--batch-size", "2", "--dtype", "float32"]
+
+
+def start(out):
+    return subprocess.Popen(
+        [sys.executable, "-m", "fvcli", *COMMAND, "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_units(folder, count, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if folder.exists() and len(list(folder.glob("mixed3a_*.png"))) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} units in {timeout} s")
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_after_the_step_and_keeps_finished_units(tmp_path, signum, code):
+    folder = tmp_path / "googlenet" / "mixed3a"
+    process = start(tmp_path)
+    wait_for_units(folder, 2, process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert f"stopped by {signal.Signals(signum).name} after" in stderr
+    kept = sorted(p.name for p in folder.glob("mixed3a_*.png"))
+    assert 2 <= len(kept) < 12
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no half-written files
+    if signum == signal.SIGINT:
+        done = subprocess.run([sys.executable, "-m", "fvcli", *COMMAND, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert f"{len(kept)} units already rendered" in done.stderr
+        assert len(list(folder.glob("mixed3a_*.png"))) == 12 and (folder / "grid.json").exists()
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "fvcli", *COMMAND, "--out", str(tmp_path / "o"), "--dry-run"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{tmp_path / 'o' / 'googlenet' / 'mixed3a'}: googlenet mixed3a:0-11: 12 units, 0 already rendered, 12 to render"
+    assert not (tmp_path / "o").exists()
