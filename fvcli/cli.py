@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import os
 import sys
 from typing import Any
 
@@ -96,6 +97,18 @@ def _target_requests(targets: list[tuple[str, Target]], cli: dict[str, Any]) -> 
     ]
 
 
+def _slurm_shard() -> tuple[int, int]:
+    """Under a SLURM job array, this task's slice: its place among the array's tasks."""
+    try:
+        task = int(os.environ["SLURM_ARRAY_TASK_ID"]) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+        count = int(os.environ["SLURM_ARRAY_TASK_COUNT"])
+    except (KeyError, ValueError):
+        raise FvError("SLURM_ARRAY_TASK_ID is set, but SLURM_ARRAY_TASK_COUNT is missing or not a number; pass --shard I/N") from None
+    if not 0 <= task < count:
+        raise FvError(f"SLURM array task {task} is outside the array's {count} tasks; pass --shard I/N")
+    return task, count
+
+
 def _say(quiet: bool):
     def say(message: str) -> None:
         if not quiet:
@@ -179,6 +192,8 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
                 raise FvError(f"target: {error}") from None
     requests.extend(_target_requests(plain, cli_values))
     run_settings = dataclasses.replace(RunSettings(), **{**run_values, **split(cli_values)[1]})
+    if run_settings.shard is None and "SLURM_ARRAY_TASK_ID" in os.environ:
+        run_settings = dataclasses.replace(run_settings, shard=_slurm_shard())
 
     from fvcli.runner import Run  # torch loads here, after the cheap checks
 

@@ -173,6 +173,8 @@ def render_batch(
 
     with torch.no_grad():
         start, _ = score(param())
+    # The first step at which each image's objective was not finite, kept on the device (no sync).
+    broke_at = torch.full((len(objectives),), -1, dtype=torch.long, device=device)
     for step in range(settings.steps):
         optimizer.zero_grad(set_to_none=True)
         image = param()
@@ -180,6 +182,7 @@ def render_batch(
         images = pipeline(image, rngs)
         with RedirectReLU() if step < REDIRECT_STEPS else contextlib.nullcontext():
             values, acts = score(images, extra)
+        broke_at = torch.where((broke_at < 0) & ~torch.isfinite(values.detach()), step + 1, broke_at)
         penalties = regularizers.penalty(image, penalty_weights)
         if penalties is not None:
             values = values - penalties
@@ -214,8 +217,12 @@ def render_batch(
 
     start_list, final_list = start.float().cpu().tolist(), final.float().cpu().tolist()
     finite_images = torch.isfinite(images).flatten(1).all(dim=1).cpu().tolist()
-    errors = [
-        None if ok and torch.isfinite(torch.tensor(v)) else "the objective or the image became NaN or infinite"
-        for ok, v in zip(finite_images, final_list)
-    ]
+    errors = []
+    for ok, value, step in zip(finite_images, final_list, broke_at.cpu().tolist()):
+        if ok and torch.isfinite(torch.tensor(value)):
+            errors.append(None)
+        elif step > 0:
+            errors.append(f"the objective became NaN or infinite at step {step}")
+        else:
+            errors.append("the objective or the image became NaN or infinite")
     return BatchResult(images.cpu(), start_list, final_list, errors, similarity)

@@ -330,29 +330,45 @@ class Run:
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
+    def _mine(self) -> set[tuple[int, int]]:
+        """(job, unit) indices this process renders: all, or with --shard I/N those whose place in
+        the run's unit order is I modulo N (the same slice whatever is already done)."""
+        pairs = [(unit.job, unit.index) for job in self.jobs for unit in job.units]
+        if self.settings.shard is None:
+            return set(pairs)
+        index, count = self.settings.shard
+        return {pair for k, pair in enumerate(pairs) if k % count == index}
+
     def _resume(self, reports: list[JobReport]) -> list[tuple[Job, Unit]]:
-        """The units still to render; units whose PNGs carry this very hash are taken as done."""
-        pending = []
+        """The units still to render; units whose PNGs carry this very hash are taken as done
+        (those of other shards too, so the shard that completes a job writes its grid)."""
+        mine, pending = self._mine(), []
         for job, report in zip(self.jobs, reports):
             for unit in job.units:
                 if not self.settings.force and self._restore(job, unit, report.records[unit.index]):
                     continue
-                pending.append((job, unit))
-        skipped = sum(len(job.units) for job in self.jobs) - len(pending)
+                if (unit.job, unit.index) in mine:
+                    pending.append((job, unit))
+        skipped = sum(r.status != "pending" for report in reports for r in report.records)
         if skipped:
             self.say(f"fv: {skipped} units already rendered with these settings are kept (--force renders them again)")
         return pending
 
     def plan(self) -> list[str]:
         """One line a job: where it goes, what it renders, and how much of it is done already."""
-        lines = []
+        lines, mine = [], self._mine()
+        where = "" if self.settings.shard is None else " in shard {}/{}".format(*self.settings.shard)
         for job in self.jobs:
-            done = 0 if self.settings.force else sum(self._restore(job, unit, UnitRecord(None, "", "", 0)) for unit in job.units)
+            done = {
+                unit.index for unit in job.units
+                if not self.settings.force and self._restore(job, unit, UnitRecord(None, "", "", 0))
+            }
+            todo = sum(1 for unit in job.units if unit.index not in done and (unit.job, unit.index) in mine)
             images = sum(len(unit.objectives) for unit in job.units)
             what = f"{len(job.units)} units" + (f" ({images} images)" if images != len(job.units) else "")
             lines.append(
                 f"{job.folder}: {job.request.settings.model} {job.request.target.describe()}: {what}, "
-                f"{done} already rendered, {len(job.units) - done} to render"
+                f"{len(done)} already rendered, {todo} to render{where}"
             )
         return lines
 
@@ -415,6 +431,13 @@ class Run:
                 for report in reports:
                     if report.done and report.grid is None:
                         self._finish(report, time.perf_counter() - started)
+        waiting = [report for report in reports if not report.done]
+        if self.settings.shard is not None and waiting:
+            index, count = self.settings.shard
+            self.say(
+                f"fv: shard {index}/{count} done; {len(waiting)} jobs wait for other shards' units: when all "
+                f"shards are done, the same command without --shard assembles their grids"
+            )
         return Report(reports)
 
     def _progress(self, total: int) -> tqdm:

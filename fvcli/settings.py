@@ -66,6 +66,7 @@ class RunSettings:
     progress: bool | None = None  # None: shown when stderr is a terminal and not --quiet
     force: bool = False  # render units again even when their PNG and record are already there
     dry_run: bool = False  # print what would be rendered, render nothing
+    shard: tuple[int, int] | None = None  # (I, N): render the units whose index is I modulo N
 
 
 # ---- converters: raw value -> typed value, or ValueError("expected ..., got ...") ----
@@ -195,6 +196,16 @@ def transforms(value: Any) -> Any:
     return tuple(checked)
 
 
+def shard(value: Any) -> tuple[int, int] | None:
+    """`I/N`: the I-th of N disjoint slices of a run's units, 0 <= I < N."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(value))
+    if not match or not int(match.group(1)) < int(match.group(2)):
+        raise ValueError(f"expected I/N with 0 <= I < N, such as 0/4, {_got(value)}")
+    return int(match.group(1)), int(match.group(2))
+
+
 def weights(value: Any) -> str:
     """`default`, `random`, or a path to a state dict."""
     return text(value)
@@ -287,6 +298,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_size", batch_size, "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),
     Option("quiet", boolean, "Print nothing but errors.", job=False, flag=True, negatable=False),
     Option("dry_run", boolean, "Print the jobs and units that would be rendered, and how many are already done; render nothing.", job=False, flag=True, negatable=False),
+    Option("shard", shard, "Render only slice I of N (0 <= I < N) of all units; under a SLURM job array the task's own slice by default.", job=False, metavar="I/N"),
     Option("force", boolean, "Render every unit again, even those already rendered with the same settings.", job=False, flag=True, negatable=False),
     Option("progress", boolean, "Show the progress bar even when stderr is not a terminal (--no-progress hides it).", job=False, flag=True),
 )

@@ -53,3 +53,29 @@ def test_a_resumed_run_ends_with_the_grid_and_sidecar_of_an_uninterrupted_one(tm
     left, right = sidecar_without_timing(a), sidecar_without_timing(b)
     left["job"]["origin"] = right["job"]["origin"] = None
     assert left == right
+
+
+def test_shards_are_disjoint_and_together_complete_the_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    folder = out / "googlenet" / "mixed3a"
+    first = fv("render", "mixed3a:0-4", *QUICK, "--out", str(out), "--shard", "0/2")
+    assert sorted(p.name for p in folder.glob("mixed3a_*.png")) == ["mixed3a_0000.png", "mixed3a_0002.png", "mixed3a_0004.png"]
+    assert "shard 0/2 done; 1 jobs wait for other shards' units" in first and not (folder / "grid.json").exists()
+    fv("render", "mixed3a:0-4", *QUICK, "--out", str(out), "--shard", "1/2")  # completes the job: writes its grid
+    sidecar = json.loads((folder / "grid.json").read_text())
+    assert [u["channel"] for u in sidecar["units"]] == [0, 1, 2, 3, 4] and all(u["image"] for u in sidecar["units"])
+    # Under a SLURM job array, each task takes its own slice.
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "3"}
+    done = subprocess.run([sys.executable, "-m", "fvcli", "render", "mixed3a:0-5", *QUICK, "--out", str(tmp_path / "s"), "--dry-run"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.stdout.strip().endswith("6 units, 0 already rendered, 2 to render in shard 1/3"), done.stdout + done.stderr
+
+
+def test_a_malformed_shard_is_bad_input(tmp_path):
+    assert fv("render", TARGET, *QUICK, "--shard", "2/2", "--out", str(tmp_path), code=2) == (
+        "fv: error: --shard: expected I/N with 0 <= I < N, such as 0/4, got '2/2'\n"
+    )
