@@ -99,9 +99,13 @@ class Unit:
         return (self.seed, *(derive_seed(self.seed, i) for i in range(1, len(self.objectives))))
 
 
+def stable_seed(text: str) -> int:
+    """A 63-bit seed from a text: the same on every run, machine and Python version."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
 def derive_seed(seed: int, index: int) -> int:
-    digest = hashlib.sha256(f"fv-image/{seed}/{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
+    return stable_seed(f"fv-image/{seed}/{index}")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ the model has instead.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Callable
 import torch
 
 from fvcli.errors import FvError
+from fvcli.jobs import safe_component, stable_seed
 from fvcli.layers import Layout, infer_layout, split_key
 from fvcli.models import LoadedModel
 from fvcli.objectives import OUTPUT, Direction, LayerEnergy, Logit, Objective, channel, neuron
@@ -102,7 +102,7 @@ class Resolver:
             vector = torch.tensor(spec, dtype=torch.float32)
         elif spec.startswith("random["):
             index = int(spec[len("random[") : -1])
-            seed = _hash(f"fv-direction/{self.settings.seed}/{info.key}/{index}")
+            seed = stable_seed(f"fv-direction/{self.settings.seed}/{info.key}/{index}")
             vector = torch.randn(width, generator=torch.Generator().manual_seed(seed))
             vector = vector / vector.norm()
         else:
@@ -214,13 +214,9 @@ def _plain(name: str) -> str:
     return re.sub(r"[\s_-]+", " ", name.strip().lower())
 
 
-def _hash(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
-
-
 def unit_seed(seed: int, canonical: str) -> int:
     """A 63-bit seed for one unit, stable across runs, batches, shards and machines."""
-    return _hash(f"fv-unit/{seed}/{canonical}")
+    return stable_seed(f"fv-unit/{seed}/{canonical}")
 
 
 def _load_vector(path: str) -> torch.Tensor:
@@ -248,7 +244,6 @@ def unit_name(target: Target, key: int | None, width: int) -> tuple[str, str]:
         return "unit.png", target.describe()
     simple = target.simple
     if simple is not None and simple.kind in ("channel", "neuron"):  # LAYER_NNNN.png, as for mixed4a:0-511
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", simple.layer)
-        return f"{stem}_{key:0{width}d}.png", str(key)
+        return f"{safe_component(simple.layer)}_{key:0{width}d}.png", str(key)
     return f"unit_{key:0{width}d}.png", str(key)
 

@@ -144,6 +144,7 @@ class Run:
         self.settings, self.say = settings, say
         self.device = pick_device(settings.device)
         self.models: dict[tuple, LoadedModel] = {}
+        self._hashes: dict[tuple[int, int], str] = {}
         self.load_seconds = 0.0
         self.jobs = [self._resolve(index, request) for index, request in enumerate(requests)]
         self._check_folders()
@@ -263,8 +264,8 @@ class Run:
 
     def _cuda_batch_size(self, key: tuple, count: int) -> int:
         """Measure one short render's peak memory per image, then fill a share of free memory."""
-        job, unit = next((j, u) for j in self.jobs for u in j.units if self._batch_key(j, u) == key)
-        probe_units = [(job, u) for u in job.units if self._batch_key(job, u) == key][:4]
+        probe_units = [(j, u) for j in self.jobs for u in j.units if self._batch_key(j, u) == key][:4]
+        job = probe_units[0][0]
         settings = dataclasses.replace(job.request.settings, steps=2)
         model = self.models[model_key(job.request.settings)]
         torch.cuda.synchronize(self.device)
@@ -312,6 +313,13 @@ class Run:
             self.folded[key] = fold_batchnorms(model.module, sorted(layers), probe)
 
     def unit_hash(self, job: Job, unit: Unit) -> str:
+        """What a unit's image depends on (computed once per unit)"""
+        key = (unit.job, unit.index)
+        if key not in self._hashes:
+            self._hashes[key] = self._unit_hash(job, unit)
+        return self._hashes[key]
+
+    def _unit_hash(self, job: Job, unit: Unit) -> str:
         """What a unit's image depends on: fv's rendering version, the model and its weights, the
         unit's objectives and seed, and every setting that changes an image."""
         model = self.models[model_key(job.request.settings)]
@@ -359,10 +367,7 @@ class Run:
         lines, mine = [], self._mine()
         where = "" if self.settings.shard is None else " in shard {}/{}".format(*self.settings.shard)
         for job in self.jobs:
-            done = {
-                unit.index for unit in job.units
-                if not self.settings.force and self._restore(job, unit, UnitRecord(None, "", "", 0))
-            }
+            done = set() if self.settings.force else {u.index for u in job.units if self._stored(job, u)}
             todo = sum(1 for unit in job.units if unit.index not in done and (unit.job, unit.index) in mine)
             images = sum(len(unit.objectives) for unit in job.units)
             what = f"{len(job.units)} units" + (f" ({images} images)" if images != len(job.units) else "")
@@ -372,12 +377,19 @@ class Run:
             )
         return lines
 
-    def _restore(self, job: Job, unit: Unit, record: UnitRecord) -> bool:
+    def _stored(self, job: Job, unit: Unit) -> dict | None:
+        """The record a unit's PNGs carry when all of them were rendered with this unit's hash."""
         stored = [read_record(job.folder / name) for name in unit.images]
         expected = self.unit_hash(job, unit)
-        if not all(s is not None and s.get("hash") == expected for s in stored):
+        if all(s is not None and s.get("hash") == expected for s in stored):
+            return stored[0]
+        return None
+
+    def _restore(self, job: Job, unit: Unit, record: UnitRecord) -> bool:
+        """Fill `record` from the unit's PNGs when they are already rendered with its hash."""
+        first = self._stored(job, unit)
+        if first is None:
             return False
-        first = stored[0]
         single = {k: first.get(k) for k in ("image", "objective", "activation_start", "activation_final")}
         record.status, record.images = first["status"], first.get("images") or [single]
         record.similarity = first.get("diversity_similarity")
