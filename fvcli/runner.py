@@ -408,10 +408,9 @@ class Run:
         pairs = self._resume(reports)
         batches = plan_batches(pairs, key=lambda p: self._batch_key(*p), batch_size=self._batch_size)
         total_units = len(pairs)
-        started = time.perf_counter()
         for report in reports:
             if report.done:  # every unit was rendered before: rebuild the grid and sidecar
-                self._finish(report, 0.0)
+                self._finish(report)
         with self._progress(total_units) as bar, _StopOnSignals() as stop:
             self.stop = stop
             pending = list(batches)
@@ -442,7 +441,7 @@ class Run:
                 self._record(batch, result, seconds, reports)
                 for report in reports:
                     if report.done and report.grid is None:
-                        self._finish(report, time.perf_counter() - started)
+                        self._finish(report)
         waiting = [report for report in reports if not report.done]
         if self.settings.shard is not None and waiting:
             index, count = self.settings.shard
@@ -526,7 +525,7 @@ class Run:
             for i, name in zip(span, unit.images):
                 save_png(to_pil(result.images[i]), job.folder / name, record=stored)
 
-    def _finish(self, report: JobReport, elapsed: float) -> None:
+    def _finish(self, report: JobReport) -> None:
         job, records = report.job, report.records
         cells = []
         for record in records:
