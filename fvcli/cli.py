@@ -9,15 +9,18 @@ import dataclasses
 import fnmatch
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from fvcli import __version__
+from fvcli import __version__, distributed
 from fvcli.errors import EXIT_BAD_INPUT, FvError
 from fvcli.jobs import JobRequest
-from fvcli.spec import load_spec
-from fvcli.settings import OPTIONS, OPTIONS_BY_KEY, RenderSettings, RunSettings, default_of, split
+from fvcli.spec import load_examples, load_spec
+from fvcli.settings import (
+    EXAMPLES_KEYS, OPTIONS, OPTIONS_BY_KEY, ExamplesSettings, RenderSettings, RunSettings, default_of, examples_options, split,
+)
 from fvcli.targets import Target, parse_target
 
 EXIT_INTERRUPTED = 130
@@ -40,6 +43,8 @@ Exit statuses:
   130  stopped by Ctrl-C (SIGINT) after a step; finished units are kept
   143  stopped by SIGTERM after a step; finished units are kept
 Running the same command again renders only what is missing (--force: all).
+Runs split into shards (--shard I/N, SLURM job arrays) are assembled by fv merge OUT;
+under torchrun, and with several GPUs (--workers), fv assembles them itself.
 """
 
 
@@ -51,26 +56,34 @@ def _option_decorator(option) -> Any:
     if option.flag:
         return click.option(name, f"-{option.key[0]}", option.key, is_flag=True, default=None, help=option.help)
     default = default_of(option.key)
+    if default is None and option.key in EXAMPLES_KEYS:  # --images: no default, a spec may give it
+        return click.option(name, option.key, default=None, metavar=option.metavar, help=option.help)
     help_text = f"{option.help}  [default: {'auto' if default is None else default}]"
     return click.option(name, option.key, default=None, metavar=option.metavar, help=help_text)
 
 
-def _with_options(command):
-    for option in reversed(OPTIONS):
+def _with_options(command, options: tuple = OPTIONS):
+    for option in reversed(options):
         command = _option_decorator(option)(command)
     return command
 
 
-def _converted(values: dict[str, Any]) -> dict[str, Any]:
+def _with_selected(options: tuple):
+    """A decorator that adds these options (a selection of OPTIONS and others) to a command."""
+    return lambda command: _with_options(command, options)
+
+
+def _converted(values: dict[str, Any], by_key: dict | None = None) -> dict[str, Any]:
     """The options given on the command line, converted; defaults are left to the spec and settings."""
+    by_key = by_key or OPTIONS_BY_KEY
     given: dict[str, Any] = {}
     for key, value in values.items():
-        if value is None or (OPTIONS_BY_KEY[key].flag and not OPTIONS_BY_KEY[key].negatable and value is False):
+        if value is None or (by_key[key].flag and not by_key[key].negatable and value is False):
             continue
         try:
-            given[key] = OPTIONS_BY_KEY[key].convert(value)
+            given[key] = by_key[key].convert(value)
         except ValueError as error:
-            raise FvError(f"{OPTIONS_BY_KEY[key].cli_name}: {error}") from None
+            raise FvError(f"{by_key[key].cli_name}: {error}") from None
     return given
 
 
@@ -97,16 +110,29 @@ def _target_requests(targets: list[tuple[str, Target]], cli: dict[str, Any]) -> 
     ]
 
 
-def _slurm_shard() -> tuple[int, int]:
-    """Under a SLURM job array, this task's slice: its place among the array's tasks."""
-    try:
-        task = int(os.environ["SLURM_ARRAY_TASK_ID"]) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
-        count = int(os.environ["SLURM_ARRAY_TASK_COUNT"])
-    except (KeyError, ValueError):
-        raise FvError("SLURM_ARRAY_TASK_ID is set, but SLURM_ARRAY_TASK_COUNT is missing or not a number; pass --shard I/N") from None
-    if not 0 <= task < count:
-        raise FvError(f"SLURM array task {task} is outside the array's {count} tasks; pass --shard I/N")
-    return task, count
+def _channel_jobs(requests: list[JobRequest]) -> list[JobRequest]:
+    """The plain LAYER:CHANNELS jobs: dataset examples are per channel."""
+    return [r for r in requests if r.target.simple is not None and r.target.simple.kind == "channel"]
+
+
+def _spec_examples(targets: tuple[str, ...], cli_values: dict[str, Any], run_settings: RunSettings) -> list:
+    """For `fv render`: the dataset examples that the specs' `examples:` sections ask for (validated:
+    models, layers, image folders), one collection per set of examples settings; none in a shard."""
+    grouped: dict[ExamplesSettings, list[JobRequest]] = {}
+    for argument in targets:
+        if argument.lower().endswith((".yaml", ".yml")):
+            section = load_examples(argument)
+            if section is not None:
+                requests = _channel_jobs(load_spec(argument, cli_values)[0])
+                grouped.setdefault(ExamplesSettings(**section), []).extend(requests)
+    if not grouped or run_settings.shard is not None:
+        if grouped:
+            _say(run_settings.quiet)("fv: a shard collects no dataset examples; run the command without --shard for them")
+        return []
+    from fvcli.examples import Collection
+
+    say = _say(run_settings.quiet)
+    return [Collection(requests, settings, run_settings, say) for settings, requests in grouped.items() if requests]
 
 
 def _say(quiet: bool):
@@ -192,17 +218,89 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
                 raise FvError(f"target: {error}") from None
     requests.extend(_target_requests(plain, cli_values))
     run_settings = dataclasses.replace(RunSettings(), **{**run_values, **split(cli_values)[1]})
-    if run_settings.shard is None and "SLURM_ARRAY_TASK_ID" in os.environ:
-        run_settings = dataclasses.replace(run_settings, shard=_slurm_shard())
+    launch = distributed.from_environment() if run_settings.shard is None else None
+    if launch is not None:
+        run_settings = dataclasses.replace(run_settings, shard=launch.shard)
+    if launch is not None and launch.kind == "torchrun":
+        run_settings = dataclasses.replace(run_settings, device=distributed.rank_device(run_settings.device, launch.local_rank))
 
     from fvcli.runner import Run  # torch loads here, after the cheap checks
+    from fvcli.workers import run_workers, worker_devices
 
-    run = Run(requests, run_settings, _say(run_settings.quiet))
+    say = _say(run_settings.quiet)
+    devices = [run_settings.device]
+    if launch is None and run_settings.shard is None and not run_settings.dry_run:
+        devices = worker_devices(run_settings.device, run_settings.workers)
+    # With workers, this process only checks the input (on the CPU, leaving the GPUs to them).
+    checked = run_settings if len(devices) == 1 else dataclasses.replace(run_settings, device="cpu")
+    examples = _spec_examples(targets, cli_values, run_settings)  # checked before anything renders
+    run = Run(requests, checked, say)
     if run_settings.dry_run:
-        for line in run.plan():
+        for line in [*run.plan(), *(line for collection in examples for line in collection.plan())]:
             click.echo(line)
         return 0
-    return run.execute().exit_code
+
+    def assemble(code: int) -> int:
+        """After every unit of the run is rendered: dataset examples, then the atlas."""
+        for collection in examples if code in (0, 1) else []:  # not after a signal stopped the render
+            code = collection.execute() or code
+            if code not in (0, 1):
+                break
+        _then_atlas(run_settings, code)
+        return code
+
+    if launch is not None and launch.kind == "torchrun":
+        return _render_torchrun(run, launch.shard[0] == 0, say, assemble)
+    if len(devices) > 1:
+        code, merges = run_workers(requests, run_settings, devices, say)
+        return assemble(max(code, _report_merges(merges, say)))
+    code = run.execute().exit_code
+    if run_settings.shard is None:
+        return assemble(code)
+    if run_settings.atlas:
+        say("fv: a shard builds no atlas; run fv atlas OUT once every shard is done")
+    return code
+
+
+def _render_torchrun(run, rank_0: bool, say, assemble) -> int:
+    """Every rank renders its shard; once all have finished, rank 0 assembles the grids."""
+    from fvcli.merge import manifests, merge_folder
+
+    run.announce_merge = False
+    with distributed.ProcessGroup() as group:
+        code = group.worst(run.execute().exit_code)
+        if rank_0:
+            merges = [merge_folder(job.folder) for job in run.jobs if manifests(job.folder)]
+            code = assemble(max(code, _report_merges(merges, say)))
+        group.barrier()  # no rank exits (which ends the others under torchrun) before rank 0 is done
+    return code
+
+
+def _then_atlas(run_settings: RunSettings, code: int) -> None:
+    """--atlas (a spec's `atlas: true`): after a render that no signal stopped, the atlas of its output."""
+    if run_settings.atlas and code in (0, 1):
+        from fvcli.atlas import build_atlas
+
+        build_atlas(Path(run_settings.out), _say(run_settings.quiet))
+
+
+def _report_merges(merges: list, say) -> int:
+    """Say what merging did; 1 when a job still misses units or has failed ones, else 0."""
+    code = 0
+    for merge in merges:
+        shards = ", ".join(merge.shards)
+        if merge.problem:
+            say(f"fv: {merge.folder}: not merged: {merge.problem}")
+            code = 1
+        elif merge.missing:
+            listed = ", ".join(merge.missing[:8]) + (f" and {len(merge.missing) - 8} more" if len(merge.missing) > 8 else "")
+            say(f"fv: {merge.folder}: not merged yet: {len(merge.missing)} units missing ({listed}); shards seen: {shards}")
+            code = 1
+        else:
+            failed = f"; {merge.failed} failed" if merge.failed else ""
+            say(f"fv: {merge.folder}: merged shards {shards}{failed} -> {merge.folder / 'grid.png'}")
+            code = max(code, 1 if merge.failed else 0)
+    return code
 
 
 @cli.command()
@@ -269,6 +367,134 @@ def layers(model: str, weights: str, size: int, as_json: bool, pattern: str | No
     for r in rows:
         channels = "-" if r["channels"] is None else r["channels"]
         click.echo(f"{r['name']:<{width}}  {r['alias'] or '':<{alias_width}}  {channels:>8}  {r['layout'] or '-':<6}  {r['shape']}")
+    return 0
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path), metavar="OUT")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def merge(out: Path, quiet: bool) -> int:
+    """Assemble the grids and sidecars of jobs rendered in shards under OUT.
+
+    \b
+    Shards (--shard I/N, SLURM job array tasks) that leave a job incomplete write
+    grid.shard-I-of-N.json beside their unit PNGs. Once every shard is done, this
+    writes each such job's grid.png and grid.json, exactly as one process would
+    have, and removes the manifests. Exit 1 when a job still misses units (which
+    are listed) or has failed ones; run it again after the missing shards.
+    """
+    if not out.is_dir():
+        raise FvError(f"{out}: no such folder; expected the --out folder of sharded runs")
+    from fvcli.merge import merge_tree
+
+    merges = merge_tree(out)
+    say = _say(quiet)
+    if not merges:
+        say(f"fv: nothing to merge in {out}: no shard manifests (grid.shard-I-of-N.json) under it")
+        return 0
+    return _report_merges(merges, say)
+
+
+EXAMPLES_BY_KEY = {option.key: option for option in examples_options()}
+
+
+@cli.command(
+    context_settings={"max_content_width": 100},
+    short_help="Dataset images that most excite, and suppress, each channel.",
+)
+@click.argument("targets", nargs=-1, required=True, metavar="LAYER[:CHANNELS]|SPEC.yaml...")
+@_with_selected(examples_options())
+def examples(targets: tuple[str, ...], **values: Any) -> int:
+    """Collect dataset examples: for every channel of the layers named, the images of a folder that
+    excite it most and those that suppress it most.
+
+    \b
+      fv examples mixed4a:0-63 --images ~/data/imagenet/val
+      fv examples mixed3b mixed4a:0-15 --images DIR --k 16 --crop 96
+      fv examples configs/examples.yaml      the channel jobs of a spec (its examples: section)
+
+    \b
+    One pass streams the images (JPEG, PNG; searched recursively) through the model with
+    its preprocessing (shorter side resized to its input size, 224 px unless the weights
+    say otherwise; centred square; its normalization) and serves every channel of every
+    layer named. Per channel it keeps the k images with the highest maximum over positions
+    and the k with the lowest minimum (negative examples), each cropped around that
+    position. Unreadable images are skipped and counted. Into OUT/MODEL/LAYER/examples/
+    (the folder `fv render` uses) go NNNN.png (top strip), NNNN_neg.png (bottom strip) and
+    examples.json. A stopped run (Ctrl-C: exit 130) continues where it stopped; a finished
+    one is skipped unless --force.
+    """
+    cli_values = _converted(values, EXAMPLES_BY_KEY)
+    own = {key: value for key, value in cli_values.items() if key in EXAMPLES_KEYS}
+    shared = {key: value for key, value in cli_values.items() if key not in EXAMPLES_KEYS}
+    if "images" in own:
+        folder = Path(own["images"]).expanduser()
+        if not folder.exists():
+            raise FvError(f"--images {own['images']}: folder not found")
+        if not folder.is_dir():
+            raise FvError(f"--images {own['images']}: not a folder")
+        own["images"] = os.path.abspath(folder)
+    grouped: dict[ExamplesSettings, list[JobRequest]] = {}
+    run_values: dict[str, Any] = {}
+    plain: list[tuple[str, Target]] = []
+    for argument in targets:
+        if argument.lower().endswith((".yaml", ".yml")):
+            spec_requests, spec_run = load_spec(argument, shared)
+            for key, value in spec_run.items():
+                if key in run_values and run_values[key] != value:
+                    raise FvError(f"{argument}: sets {key} to {value!r}, another spec to {run_values[key]!r}; pass --{key.replace('_', '-')}")
+                run_values[key] = value
+            requests = _channel_jobs(spec_requests)
+            if not requests:
+                raise FvError(f"{argument}: no LAYER:CHANNELS job; dataset examples are collected per channel")
+            section = {**(load_examples(argument) or {}), **own}
+            if "images" not in section:
+                raise FvError(f"{argument}: no 'examples:' section with 'images:'; pass --images DIR")
+            grouped.setdefault(ExamplesSettings(**section), []).extend(requests)
+            continue
+        try:
+            target = parse_target(argument)
+        except ValueError as error:
+            raise FvError(f"target: {error}") from None
+        if target.simple is None or target.simple.kind != "channel":
+            raise FvError(f"target {argument}: dataset examples are per channel; give LAYER or LAYER:CHANNELS, such as mixed4a:0-63")
+        plain.append((argument, target))
+    if plain:
+        if "images" not in own:
+            raise FvError("fv examples needs --images DIR: a folder of JPEG or PNG images, such as an ImageNet validation folder")
+        grouped.setdefault(ExamplesSettings(**own), []).extend(_target_requests(plain, shared))
+    run_settings = dataclasses.replace(RunSettings(), **{**run_values, **split(shared)[1]})
+
+    from fvcli.examples import Collection  # torch loads here, after the cheap checks
+
+    say = _say(run_settings.quiet)
+    collections = [Collection(requests, settings, run_settings, say) for settings, requests in grouped.items()]
+    code = 0
+    for collection in collections:
+        code = collection.execute()
+        if code:
+            break
+    return code
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path), metavar="OUT")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def atlas(out: Path, quiet: bool) -> int:
+    """Build a static web atlas of everything rendered under OUT.
+
+    \b
+    Writes OUT/index.html (models and their layers), a page per job folder
+    (JOB/index.html: every unit as a thumbnail) and a page per unit
+    (JOB/units/LABEL.html: its images, other renders of the same channel, dataset
+    examples from fv examples, its values and settings). Plain HTML with relative
+    links: open OUT/index.html from disk or put OUT on any static server. Running it
+    again rewrites only the pages that changed, and removes pages of units that a
+    job's grid.json no longer lists.
+    """
+    from fvcli.atlas import build_atlas
+
+    build_atlas(out, _say(quiet))
     return 0
 
 

@@ -473,6 +473,16 @@ def is_factory(model: str) -> bool:
 _WEIGHTS_NAME = re.compile(r"(\w+_Weights\.)?[A-Za-z][A-Za-z0-9_]*")
 
 
+def _unreadable(error: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, in a few words."""
+    text = str(error)
+    if "central directory" in text or "zip archive" in text:
+        return "it is truncated or damaged"
+    if "Weights only load failed" in text:
+        return "it is not a PyTorch checkpoint, or it holds pickled Python objects, which fv does not load"
+    return (text.strip().splitlines() or [type(error).__name__])[0][:200]
+
+
 def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> LoadedModel:
     """Build `model` with `weights` (default, a weights name, random, or a state-dict path); CPU, eval, frozen."""
     timm_model = model.startswith(TIMM_PREFIX)
@@ -510,8 +520,7 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> Load
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as error:
-            first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-            raise FvError(f"--weights {weights}: cannot read a state dict from this file ({first})") from None
+            raise FvError(f"--weights {weights}: cannot read a state dict from this file ({_unreadable(error)})") from None
         if module is None:
             module = entry.build()
         load_state(module, state, f"--weights {weights}")

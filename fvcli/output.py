@@ -11,9 +11,8 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
@@ -23,6 +22,9 @@ LABEL = (220, 220, 220)
 DEAD = (255, 170, 40)
 FAILED = (235, 70, 70)
 GAP = 2
+
+if TYPE_CHECKING:  # torch loads where tensors are made: `fv atlas` never needs it
+    import torch
 
 
 def _umask() -> int:
@@ -50,6 +52,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def to_pil(image: torch.Tensor) -> Image.Image:
     """A (3, H, W) float tensor in [0, 1] as an 8-bit RGB image (round to nearest)."""
+    import torch
+
     array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
     return Image.fromarray(array.numpy(), mode="RGB")
 
@@ -102,6 +106,24 @@ def grid_shape(count: int) -> tuple[int, int]:
     """(rows, columns) of a near-square grid for `count` cells."""
     columns = max(1, math.ceil(math.sqrt(count)))
     return math.ceil(count / columns), columns
+
+
+def unit_images(unit: dict) -> list[str]:
+    """The PNG file names of a sidecar unit record (none for a failed or pending unit)."""
+    if unit.get("images"):
+        return [entry["image"] for entry in unit["images"]]
+    return [unit["image"]] if unit.get("image") else []
+
+
+def write_grid(folder: Path, units: list[dict], size: int) -> Path:
+    """grid.png of a job folder from its sidecar unit records (label, status, image or images)."""
+    cells = []
+    for unit in units:
+        images = [Image.open(folder / name).convert("RGB") for name in unit_images(unit)]
+        cells.append((images or None, unit["label"], unit["status"]))
+    path = folder / "grid.png"
+    save_png(make_grid(cells, size), path)
+    return path
 
 
 def make_grid(cells: list[tuple[list[Image.Image] | None, str, str]], size: int) -> Image.Image:

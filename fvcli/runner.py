@@ -14,7 +14,6 @@ import os
 import platform
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,6 @@ from typing import Callable
 
 import torch
 import torchvision
-from PIL import Image
 from tqdm import tqdm
 
 from fvcli import __version__
@@ -35,8 +33,10 @@ from fvcli.jobs import Job, JobRequest, Unit, plan_batches
 from fvcli.resolve import Resolver, unit_name, unit_seed
 from fvcli.models import LoadedModel, load_model
 from fvcli.param import SharedParam
-from fvcli.output import SCHEMA_VERSION, grid_shape, make_grid, read_record, save_png, to_pil, write_json
+from fvcli.merge import remove_manifests, write_manifest
+from fvcli.output import SCHEMA_VERSION, grid_shape, read_record, save_png, to_pil, write_grid, write_json
 from fvcli.settings import RenderSettings, RunSettings
+from fvcli.signals import StopOnSignals
 from fvcli.targets import describe_channels
 
 RENDER_VERSION = 1  # raise when fv renders the same settings into different images
@@ -98,32 +98,6 @@ _OBJECTIVE_TEXT = {
 }
 
 
-class _StopOnSignals:
-    """Within it, SIGINT and SIGTERM ask the run to stop after the current step (once more: at once)."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self.previous: dict[int, object] = {}
-
-    def requested(self) -> bool:
-        return self.signal is not None
-
-    def _handle(self, signum, frame) -> None:
-        if self.signal is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    def __enter__(self) -> _StopOnSignals:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self.previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-
 def _maximizes(objective) -> bool:
     """Whether an objective only adds units up: then ending at exactly 0 means the units are dead.
     (A negative image that reaches 0 has suppressed its unit completely, which is its aim.)"""
@@ -146,6 +120,7 @@ class Run:
         self.models: dict[tuple, LoadedModel] = {}
         self._hashes: dict[tuple[int, int], str] = {}
         self.load_seconds = 0.0
+        self.announce_merge = True  # say how to assemble a shard's incomplete jobs (not under torchrun)
         self.jobs = [self._resolve(index, request) for index, request in enumerate(requests)]
         self._check_folders()
 
@@ -236,18 +211,12 @@ class Run:
                     f"give one of them a 'name:'"
                 )
             seen[folder] = job.request
-            if self.settings.dry_run:  # write nothing: check that the folder could be made
-                existing = next(p for p in (folder, *folder.parents) if p.exists())
-                if not os.access(existing, os.W_OK):
-                    raise FvError(f"cannot write to output folder {job.folder}: {existing} is not writable")
-                continue
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                probe = folder / ".fv-write-test"
-                probe.write_bytes(b"")
-                probe.unlink()
-            except OSError as error:
-                raise FvError(f"cannot write to output folder {job.folder}: {error.strerror or error}") from None
+            # Checked without creating anything: a later job's bad folder must not leave earlier ones behind.
+            existing = next(p for p in (folder, *folder.parents) if p.exists())
+            if not existing.is_dir():
+                raise FvError(f"cannot write to output folder {job.folder}: {existing} is a file, not a folder")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise FvError(f"cannot write to output folder {job.folder}: {existing} is not writable")
 
     # ---- rendering ----
 
@@ -411,7 +380,7 @@ class Run:
         for report in reports:
             if report.done:  # every unit was rendered before: rebuild the grid and sidecar
                 self._finish(report)
-        with self._progress(total_units) as bar, _StopOnSignals() as stop:
+        with self._progress(total_units) as bar, StopOnSignals() as stop:
             self.stop = stop
             pending = list(batches)
             done = 0
@@ -444,12 +413,22 @@ class Run:
                         self._finish(report)
         waiting = [report for report in reports if not report.done]
         if self.settings.shard is not None and waiting:
-            index, count = self.settings.shard
-            self.say(
-                f"fv: shard {index}/{count} done; {len(waiting)} jobs wait for other shards' units: when all "
-                f"shards are done, the same command without --shard assembles their grids"
-            )
+            for report in waiting:
+                self._leave_manifest(report)
+            if self.announce_merge:
+                index, count = self.settings.shard
+                outs = " ".join(sorted({report.job.request.out for report in waiting}))
+                self.say(
+                    f"fv: shard {index}/{count} done; {len(waiting)} jobs wait for other shards' units: when all "
+                    f"shards are done, 'fv merge {outs}' assembles their grids"
+                )
         return Report(reports)
+
+    def _leave_manifest(self, report: JobReport) -> None:
+        """What `fv merge` needs to assemble a job this shard could not complete."""
+        job = report.job
+        units = [{"label": u.label, "images": list(u.images), "hash": self.unit_hash(job, u)} for u in job.units]
+        write_manifest(job.folder, self.settings.shard, job.request.settings.size, units, self._sidecar(report, report.records))
 
     def _progress(self, total: int) -> tqdm:
         show = self.settings.progress
@@ -527,14 +506,10 @@ class Run:
 
     def _finish(self, report: JobReport) -> None:
         job, records = report.job, report.records
-        cells = []
-        for record in records:
-            images = [Image.open(job.folder / entry["image"]).convert("RGB") for entry in record.images]
-            cells.append((images or None, record.label, record.status))
-        grid_path = job.folder / "grid.png"
-        save_png(make_grid(cells, job.request.settings.size), grid_path)
+        grid_path = write_grid(job.folder, [self._unit_record(r) for r in records], job.request.settings.size)
         write_json(self._sidecar(report, records), job.folder / "grid.json")
         report.grid = grid_path
+        remove_manifests(job.folder)  # shards that rendered part of this job earlier are assembled
 
         seconds = sum(r.seconds for r in records)
         counts = ", ".join(f"{report.count(s)} {s}" for s in ("dead", "failed") if report.count(s))
@@ -597,6 +572,7 @@ class Run:
     def _sidecar(self, report: JobReport, records: list[UnitRecord]) -> dict:
         job, model, settings = report.job, report.model, report.job.request.settings
         seconds = sum(r.seconds for r in records)
+        images = sum(len(unit.objectives) for unit in job.units)
         normalization = input_normalization(model, settings.normalize)
         rows, columns = grid_shape(len(records))
         described = describe(settings, self.device, normalization)
@@ -626,7 +602,7 @@ class Run:
             "timing": {
                 "seconds": round(seconds, 4),
                 "units_per_second": round(len(records) / seconds, 4) if seconds else None,
-                "image_steps_per_second": round(len(records) * settings.steps / seconds, 2) if seconds else None,
+                "image_steps_per_second": round(images * settings.steps / seconds, 2) if seconds else None,
                 "model_load_seconds": round(self.load_seconds, 4),
                 "batch_sizes": sorted(report.batch_sizes),
                 "device": device_name(self.device),

@@ -67,6 +67,8 @@ class RunSettings:
     force: bool = False  # render units again even when their PNG and record are already there
     dry_run: bool = False  # print what would be rendered, render nothing
     shard: tuple[int, int] | None = None  # (I, N): render the units whose index is I modulo N
+    workers: int | None = None  # processes splitting the units; None: one per visible GPU
+    atlas: bool = False  # then build the web atlas of `out` (fv atlas)
 
 
 # ---- converters: raw value -> typed value, or ValueError("expected ..., got ...") ----
@@ -217,7 +219,7 @@ def device(value: Any) -> str:
     raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, {_got(value)}")
 
 
-def batch_size(value: Any) -> int | None:
+def count_or_auto(value: Any) -> int | None:
     if value is None or value == "auto":
         return None
     try:
@@ -295,12 +297,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("dtype", choice(*DTYPES), "The model's arithmetic: auto (bf16 autocast on CUDA and on CPUs with native bf16, float32 elsewhere), float32 or bfloat16.", job=True, metavar="|".join(DTYPES)),
     Option("out", text, "Output folder; each job writes into a folder below it.", job=False, metavar="DIR"),
     Option("device", device, "auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.", job=False, metavar="DEVICE"),
-    Option("batch_size", batch_size, "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),
+    Option("batch_size", count_or_auto, "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),
     Option("quiet", boolean, "Print nothing but errors.", job=False, flag=True, negatable=False),
     Option("dry_run", boolean, "Print the jobs and units that would be rendered, and how many are already done; render nothing.", job=False, flag=True, negatable=False),
-    Option("shard", shard, "Render only slice I of N (0 <= I < N) of all units; under a SLURM job array the task's own slice by default.", job=False, metavar="I/N"),
+    Option("shard", shard, "Render only slice I of N (0 <= I < N) of all units, then 'fv merge OUT'; under torchrun or a SLURM job array each process takes its own slice by default.", job=False, metavar="I/N"),
+    Option("workers", count_or_auto, "Worker processes that split the units, each taking a shard, assembled at the end; auto: one per visible GPU (with --device auto or cuda), else 1.", job=False, metavar="N|auto"),
     Option("force", boolean, "Render every unit again, even those already rendered with the same settings.", job=False, flag=True, negatable=False),
     Option("progress", boolean, "Show the progress bar even when stderr is not a terminal (--no-progress hides it).", job=False, flag=True),
+    Option("atlas", boolean, "Then build the static web atlas of the output folder, as fv atlas OUT does.", job=False, flag=True),
 )
 
 OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
@@ -309,8 +313,50 @@ RUN_KEYS = frozenset(field.name for field in dataclasses.fields(RunSettings))
 assert RENDER_KEYS | RUN_KEYS == set(OPTIONS_BY_KEY), "every setting needs exactly one Option"
 
 
+# ---- `fv examples`: its own options, and those of `fv render` it shares ----
+
+EXAMPLES_CPU_BATCH = 16  # images a forward pass, when --batch-size is auto
+EXAMPLES_CUDA_BATCH = 128
+MAX_K = 1000
+
+
+@dataclass(frozen=True)
+class ExamplesSettings:
+    """What `fv examples` (or a spec's `examples:` section) collects; the model and run come from the
+    shared options."""
+
+    images: str | None = None  # an absolute folder; None: not given yet (the spec may give it)
+    k: int = 8  # images kept per channel, at each end
+    crop: int = 64  # px: the side of each crop in the strips
+
+
+EXAMPLES_OPTIONS: tuple[Option, ...] = (
+    Option("images", text, "Folder of images (JPEG, PNG; searched recursively), e.g. an ImageNet validation folder; required unless a spec's examples: section gives it.", job=False, metavar="DIR"),
+    Option("k", positive_int(MAX_K), "Images kept per channel: the k that excite it most, and the k that suppress it most.", job=False, metavar="N"),
+    Option("crop", positive_int(MAX_SIZE), "Side in pixels of each crop in the strips.", job=False, metavar="PX"),
+)
+EXAMPLES_KEYS = frozenset(field.name for field in dataclasses.fields(ExamplesSettings))
+assert EXAMPLES_KEYS == {option.key for option in EXAMPLES_OPTIONS}
+# The options of `fv render` that `fv examples` takes too, with help that says what they do there.
+_EXAMPLES_SHARED = ("model", "weights", "seed", "out", "device", "batch_size", "quiet", "progress", "force")
+_EXAMPLES_HELP = {
+    "batch_size": f"Images a forward pass; auto: {EXAMPLES_CPU_BATCH} on a CPU, {EXAMPLES_CUDA_BATCH} on a GPU.",
+    "force": "Collect again, even when examples.json is up to date.",
+    "seed": "Seed of --weights random.",
+}
+
+
+def examples_options() -> tuple[Option, ...]:
+    """Every option of `fv examples`: the shared ones of OPTIONS, then its own."""
+    shared = tuple(
+        dataclasses.replace(OPTIONS_BY_KEY[key], help=_EXAMPLES_HELP.get(key, OPTIONS_BY_KEY[key].help))
+        for key in _EXAMPLES_SHARED
+    )
+    return (*shared, *EXAMPLES_OPTIONS)
+
+
 def default_of(key: str) -> Any:
-    settings = RenderSettings() if key in RENDER_KEYS else RunSettings()
+    settings = RenderSettings() if key in RENDER_KEYS else ExamplesSettings() if key in EXAMPLES_KEYS else RunSettings()
     return getattr(settings, key)
 
 

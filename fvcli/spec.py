@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ import yaml
 
 from fvcli.errors import FvError
 from fvcli.jobs import JobRequest, check_job_name
-from fvcli.settings import OPTIONS_BY_KEY, RenderSettings, split
+from fvcli.settings import EXAMPLES_OPTIONS, OPTIONS_BY_KEY, RenderSettings, split
 from fvcli.targets import Atom, Target, parse_channels, parse_target
 
 JOB_KEYS = ("layer", "channels", "target", "name")
-TOP_KEYS = ("jobs",)
+TOP_KEYS = ("jobs", "examples")
+EXAMPLES_BY_KEY = {option.key: option for option in EXAMPLES_OPTIONS}
 
 
 def _suggest(key: str, known: list[str]) -> str:
@@ -27,9 +29,9 @@ def _suggest(key: str, known: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(known))}"
 
 
-def _convert(where: str, key: str, value: Any) -> Any:
+def _convert(where: str, key: str, value: Any, options: dict = OPTIONS_BY_KEY) -> Any:
     try:
-        return OPTIONS_BY_KEY[key].convert(value)
+        return options[key].convert(value)
     except ValueError as error:
         raise FvError(f"{where}{key}: {error}") from None
 
@@ -70,7 +72,9 @@ def load_spec(path: str | Path, cli: dict[str, Any]) -> tuple[list[JobRequest], 
     for key, value in data.items():
         if key not in known_top:
             raise FvError(f"{where}unknown key '{key}'{_suggest(str(key), known_top)}")
-        if key != "jobs":
+        if key == "examples":
+            examples_section(path, value)  # checked now, so that `fv render` fails before rendering
+        elif key != "jobs":
             top[key] = _convert(where, key, value)
     render_top, run = split(top)
     run.update(split(cli)[1])
@@ -143,3 +147,38 @@ def _job(
         name=name,
         origin=f"{path}: jobs[{index}]",
     )
+
+
+def load_examples(path: str | Path) -> dict[str, Any] | None:
+    """A spec's `examples:` section as converted ExamplesSettings values, or None when it has none."""
+    path = Path(path)
+    data = read_yaml(path)
+    if not isinstance(data, dict) or "examples" not in data:
+        return None
+    return examples_section(path, data["examples"])
+
+
+def examples_section(path: Path, value: Any) -> dict[str, Any]:
+    """`examples: {images: DIR, k: N, crop: PX}`: dataset examples for the spec's channel jobs.
+
+    `images` is relative to the spec file's folder (or absolute) and must be an existing folder.
+    """
+    where = f"{path}: examples."
+    if not isinstance(value, dict):
+        raise FvError(f"{path}: examples: expected a mapping with 'images:' (a folder of images) and maybe 'k:' and 'crop:', got {value!r}")
+    known = list(EXAMPLES_BY_KEY)
+    converted: dict[str, Any] = {}
+    for key, raw in value.items():
+        if key not in EXAMPLES_BY_KEY:
+            raise FvError(f"{path}: examples: unknown key '{key}'{_suggest(str(key), known)}")
+        converted[key] = _convert(where, key, raw, EXAMPLES_BY_KEY)
+    if "images" not in converted:
+        raise FvError(f"{path}: examples: missing 'images:' (a folder of JPEG or PNG images, relative to the spec's folder)")
+    folder = Path(converted["images"]).expanduser()
+    folder = Path(os.path.abspath(folder if folder.is_absolute() else path.parent / folder))
+    if not folder.exists():
+        raise FvError(f"{where}images: folder not found: {folder}")
+    if not folder.is_dir():
+        raise FvError(f"{where}images: not a folder: {folder}")
+    converted["images"] = str(folder)
+    return converted

@@ -22,6 +22,7 @@ unit per channel, the rest of the sum shared, e.g. `-mixed4a:0-7` is eight negat
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -360,6 +361,12 @@ class _Parser:
         start = self.pos
         _, name = self.take()
         word = name.lower()
+        if word not in _CALLS and self.at("("):
+            known = sorted(_CALLS | {"interpolate"})
+            close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}()? " if close else ""
+            listed = ", ".join(f"{k}()" for k in known)
+            raise self.fail(f"unknown objective {name}(); {hint}(known: {listed}, logit:, probability:)", start)
         if word in _CALLS and self.at("("):
             self.take()
             if word in ("channel", "neuron"):

@@ -31,3 +31,11 @@ import pytest  # noqa: E402
 @pytest.fixture
 def tiny() -> str:
     return TINY
+
+
+@pytest.fixture(scope="session")
+def atlas_site(tmp_path_factory):
+    """A small real atlas (tests/atlas_site.py), built once for the atlas tests, which only read it."""
+    from atlas_site import build_site
+
+    return build_site(tmp_path_factory.mktemp("atlas"))

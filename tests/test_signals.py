@@ -55,3 +55,19 @@ def test_dry_run_writes_nothing(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{tmp_path / 'o' / 'googlenet' / 'mixed3a'}: googlenet mixed3a:0-11: 12 units, 0 already rendered, 12 to render"
     assert not (tmp_path / "o").exists()
+
+
+def test_sigterm_to_the_parent_of_worker_processes_stops_them_all(tmp_path):
+    folder = tmp_path / "googlenet" / "mixed3a"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fvcli", *COMMAND, "--workers", "2", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    wait_for_units(folder, 2, process)
+    process.send_signal(signal.SIGTERM)  # to the parent alone: it passes the signal on
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    # A worker still loading its model ends at once (it has nothing to lose); one rendering stops after its step.
+    assert stderr.count("stopped by SIGTERM after") >= 1
+    assert 2 <= len(list(folder.glob("mixed3a_*.png"))) < 12 and not (folder / "grid.png").exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]

@@ -1,0 +1,80 @@
+"""Several worker processes on one machine, each rendering a shard of the units: one per GPU when
+more than one is visible, or as many as `--workers N` asks for. The parent waits for them, passes
+SIGINT and SIGTERM on, and assembles the grids the way `fv merge` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import signal
+import sys
+from typing import Callable
+
+from fvcli.errors import EXIT_BAD_INPUT, FvError
+from fvcli.jobs import JobRequest
+from fvcli.settings import RunSettings
+
+
+def worker_devices(requested: str, workers: int | None) -> list[str]:
+    """The device of each worker; a single entry means: render in this process."""
+    import torch
+
+    gpus = torch.cuda.device_count() if requested in ("auto", "cuda") else 0
+    count = workers if workers is not None else max(1, gpus)
+    if gpus:
+        return [f"cuda:{i % gpus}" for i in range(count)]
+    return ["cpu" if requested == "auto" else requested] * count
+
+
+def _work(requests: list[JobRequest], settings: RunSettings, threads: int) -> None:
+    """A worker: its own session, so that a terminal's Ctrl-C reaches the parent alone, which passes
+    it on once (a second SIGINT would stop a worker at once, mid-step)."""
+    os.setsid()
+    import torch
+
+    from fvcli.cli import _say
+    from fvcli.runner import Run
+
+    torch.set_num_threads(threads)
+    try:
+        run = Run(requests, settings, _say(settings.quiet))
+    except FvError as error:  # checked by the parent already, but a GPU may have gone since
+        print(f"fv: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    run.announce_merge = False
+    sys.exit(run.execute().exit_code)
+
+
+def run_workers(requests: list[JobRequest], settings: RunSettings, devices: list[str], say: Callable[[str], None]) -> tuple[int, list]:
+    """Render in len(devices) processes; the worst exit status and the merges of incomplete jobs."""
+    from fvcli.merge import manifests, merge_folder
+
+    threads = max(1, (os.cpu_count() or 1) // len(devices))
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
+    processes = []
+    for index, device in enumerate(devices):
+        shard_settings = dataclasses.replace(settings, shard=(index, len(devices)), device=device, progress=False)
+        processes.append(context.Process(target=_work, args=(requests, shard_settings, threads), name=f"fv-worker-{index}"))
+    say(f"fv: {len(devices)} worker processes on {', '.join(sorted(set(devices)))}")
+
+    def forward(signum, frame) -> None:
+        for process in processes:
+            if process.pid is not None and process.exitcode is None:
+                os.kill(process.pid, signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    codes = [process.exitcode for process in processes]
+    # A worker killed by a signal has a negative exitcode; report it as the shell would (128 + N).
+    code = max(c if c >= 0 else 128 - c for c in codes)
+    folders = sorted({request.folder for request in requests})
+    return code, [merge_folder(folder) for folder in folders if folder.is_dir() and manifests(folder)]
