@@ -108,6 +108,55 @@ def run_lucent(module, layer: str, channels, steps: int, size: int, canvas: int,
     return time.perf_counter() - started
 
 
+def compile_probe(model, key: str, layout, units: int, canvas: int, bf16: bool, device, steps: int = 20) -> dict:
+    """Does torch.compile pay? One model step (forward to the layer, backward to the images) eager
+    and compiled, side by side, and the compile time. fv's forward stops at the layer through a
+    hook that raises, which Dynamo cannot trace; so both sides run the same plain truncated
+    network (the model's children up to the layer; GoogLeNet-style models), which is what a
+    compiled engine would run."""
+    names = [name for name, _ in model.module.named_children()]
+    top = key.split(".")[0]
+    if top not in names:
+        return {"skipped": f"{key} is not a direct child of the model"}
+    trunk = torch.nn.Sequential(*[getattr(model.module, n) for n in names[: names.index(top) + 1]])
+    x = torch.rand(units, 3, canvas, canvas, device=device, requires_grad=True)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def step(f) -> None:
+        x.grad = None
+        with autocast:
+            y = f(x.contiguous(memory_format=torch.channels_last))
+        y[:, :units].float().mean().backward()
+
+    def per_step(f) -> float:
+        for _ in range(3):
+            step(f)
+        sync(device)
+        started = time.perf_counter()
+        for _ in range(steps):
+            step(f)
+        sync(device)
+        return (time.perf_counter() - started) / steps
+
+    eager = per_step(trunk)
+    compiled_trunk = torch.compile(trunk)
+    started = time.perf_counter()
+    step(compiled_trunk)
+    sync(device)
+    compile_s = time.perf_counter() - started
+    compiled = per_step(compiled_trunk)
+    eager_again = per_step(trunk)  # the machine may have changed meanwhile: eager on both sides
+    eager = min(eager, eager_again)
+    saved = eager - compiled
+    return {
+        "compile_and_first_step_s": round(compile_s, 2),
+        "eager_step_s": round(eager, 5),
+        "compiled_step_s": round(compiled, 5),
+        "speedup": round(eager / compiled, 3),
+        "break_even_steps": round(compile_s / saved) if saved > 0 else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="googlenet")
@@ -119,6 +168,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default: all units on CUDA, 16 on a CPU)")
     parser.add_argument("--vs-lucent", action="store_true", help="also render through Lucent, one unit at a time and batched")
+    parser.add_argument("--compile-probe", action="store_true", help="also measure whether torch.compile of the truncated network pays for its compile time")
     parser.add_argument("--no-fold", action="store_true", help="keep BatchNorms unfolded (to measure what folding gains)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="fv's model arithmetic (see fv render --dtype)")
     args = parser.parse_args()
@@ -160,6 +210,10 @@ def main() -> None:
             "batchnorms_folded": folded,
         },
     }
+    if args.compile_probe:
+        from fvcli.devices import use_bf16
+
+        result["compile_probe"] = compile_probe(model, key, layout, min(args.units, batch_size), canvas, use_bf16(args.dtype, device), device)
     if args.vs_lucent:
         module = unfolded
         one = run_lucent(module, key.replace(".", "_"), channels, args.steps, args.size, canvas, batched=False, device=device)
