@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
@@ -94,13 +94,32 @@ class Placement:
         return [left, top, min(self.width, max(right, left + 1)), min(self.height, max(bottom, top + 1))]
 
 
-def load_image(path: Path, size: int) -> Tensor:
-    """An image file as the model sees it: RGB, its shorter side resized to `size` (bilinear), the
-    centred square cut out; (3, size, size) in [0, 1], before normalization."""
+_ORIENTATION = 0x0112  # the EXIF tag of cameras that store pictures sideways
+_TURNED = (5, 6, 7, 8)  # its values that swap width and height
+
+
+def open_upright(path: Path, size: int | None = None) -> Image.Image:
+    """An image file in RGB, turned as its EXIF orientation says (as viewers show it). With `size`,
+    a large JPEG may decode at a reduced scale whose shorter side is still at least `size`."""
     with Image.open(path) as image:
-        placement = Placement(*image.size, size)
-        image.draft("RGB", placement.resized)  # a large JPEG decodes at a reduced scale, still >= the size
-        rgb = image.convert("RGB")
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        if size is not None and orientation == 1:
+            image.draft("RGB", Placement(*image.size, size).resized)
+        upright = ImageOps.exif_transpose(image) if orientation != 1 else image
+        return upright.convert("RGB")
+
+
+def upright_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        width, height = image.size
+        return (height, width) if image.getexif().get(_ORIENTATION, 1) in _TURNED else (width, height)
+
+
+def load_image(path: Path, size: int) -> Tensor:
+    """An image file as the model sees it: RGB and upright, its shorter side resized to `size`
+    (bilinear), the centred square cut out; (3, size, size) in [0, 1], before normalization."""
+    placement = Placement(*upright_size(path), size)
+    rgb = open_upright(path, size)
     (width, height), (dx, dy) = placement.resized, placement.offset
     square = rgb.resize((width, height), Image.Resampling.BILINEAR).crop((dx, dy, dx + size, dy + size))
     return pil_to_tensor(square).float() / 255
@@ -577,8 +596,7 @@ class Collection:
             }
             for image, wanted in sorted(uses.items()):
                 try:
-                    with Image.open(self.files[image]) as opened:
-                        original = opened.convert("RGB")
+                    original = open_upright(self.files[image])
                 except Exception:  # gone or broken since it was read: a dark cell, and no box
                     continue
                 placement = Placement(*original.size, group.size)

@@ -191,6 +191,18 @@ def test_preprocessing_cuts_the_centred_square_and_boxes_map_back(tmp_path):
     assert placement.to_original((10, 5, 20, 15)) == [60, 10, 80, 30]
 
 
+def test_a_picture_a_camera_stored_sideways_is_read_upright(tmp_path):
+    picture = Image.new("RGB", (60, 40))
+    picture.paste((255, 0, 0), (0, 0, 30, 40))  # red left half, as the camera stored it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "turn 90 degrees clockwise to view"
+    picture.save(tmp_path / "sideways.jpg", exif=exif, quality=95)
+    picture.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "upright.png")  # as a viewer shows it
+    seen, expected = load_image(tmp_path / "sideways.jpg", 32), load_image(tmp_path / "upright.png", 32)
+    assert seen.shape == (3, 32, 32)
+    assert (seen - expected).abs().mean() < 0.03  # JPEG noise only; unturned, half the image differs
+
+
 def test_the_kept_images_do_not_depend_on_batching_even_with_ties():
     """Values with many exact ties (as after a ReLU) and a NaN, merged in batches of 3 and of 16: the
     same images, earlier ones first among equals."""

@@ -1,0 +1,25 @@
+"""The benchmark script keeps working: one JSON line with the fields BENCHMARKS.md reports
+(no timing is asserted; performance is measured by running the script, not by tests)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
+
+
+def test_bench_prints_one_json_line_with_its_measurements():
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--units", "2", "--steps", "2", "--size", "48", "--device", "cpu", "--dtype", "float32"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["config"]["units"] == 2 and result["dtype"] == "float32"
+    fv = result["fv"]
+    assert fv["wall_s"] > 0 and fv["image_steps_per_s"] > 0 and fv["peak_memory_mb"] > 0
+    assert fv["model_flops_per_image_step"] > 1e7  # GoogLeNet to mixed4a, forward and backward
+    assert fv["batchnorms_folded"] > 0 and fv["peak_fraction"] is None  # a CPU has no listed peak
