@@ -93,13 +93,13 @@ def _target_requests(targets: list[tuple[str, Target]], cli: dict[str, Any]) -> 
     out = cli.get("out", default_of("out"))
     jobs: dict[str, tuple[str, Target]] = {}
     for text, target in targets:
-        simple = target.simple
-        if simple is None or simple.kind != "channel":
+        simple = target.channels_of_layer
+        if simple is None:
             jobs[f"#{len(jobs)}"] = (text, target)
             continue
         if simple.layer in jobs:
             texts, merged = jobs[simple.layer]
-            old = merged.simple.channels
+            old = merged.channels_of_layer.channels
             channels = None if old is None or simple.channels is None else tuple(sorted({*old, *simple.channels}))
             jobs[simple.layer] = (f"{texts} {text}", Target(((1.0, dataclasses.replace(simple, channels=channels)),)))
         else:
@@ -112,7 +112,7 @@ def _target_requests(targets: list[tuple[str, Target]], cli: dict[str, Any]) -> 
 
 def _channel_jobs(requests: list[JobRequest]) -> list[JobRequest]:
     """The plain LAYER:CHANNELS jobs: dataset examples are per channel."""
-    return [r for r in requests if r.target.simple is not None and r.target.simple.kind == "channel"]
+    return [r for r in requests if r.target.channels_of_layer is not None]
 
 
 def _spec_examples(targets: tuple[str, ...], cli_values: dict[str, Any], run_settings: RunSettings) -> list:
@@ -456,7 +456,7 @@ def examples(targets: tuple[str, ...], **values: Any) -> int:
             target = parse_target(argument)
         except ValueError as error:
             raise FvError(f"target: {error}") from None
-        if target.simple is None or target.simple.kind != "channel":
+        if target.channels_of_layer is None:
             raise FvError(f"target {argument}: dataset examples are per channel; give LAYER or LAYER:CHANNELS, such as mixed4a:0-63")
         plain.append((argument, target))
     if plain:

@@ -377,7 +377,7 @@ class Collection:
         resolver = Resolver(model, settings, lambda layer: (self._probe(group, layer), None))
         try:
             channels = tuple(unit.key for unit in resolver.units(request.target))
-            info = resolver.layer(request.target.simple.layer)
+            info = resolver.layer(request.target.channels_of_layer.layer)
         except FvError as error:
             raise FvError(f"{where}{error}") from None
         job = LayerJob(request, info, channels, self._digest(group, info))

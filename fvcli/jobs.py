@@ -64,10 +64,8 @@ class JobRequest:
     @property
     def label(self) -> str:
         """The layer of a plain `LAYER:CHANNELS` job, else the target as text."""
-        simple = self.target.simple
-        if simple is not None and simple.kind == "channel":
-            return simple.layer
-        return self.target.describe()
+        simple = self.target.channels_of_layer
+        return simple.layer if simple is not None else self.target.describe()
 
     @property
     def folder(self) -> Path:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fvcli.output import read_record, write_grid, write_json
+from fvcli.sidecar import combined
 
 MANIFEST_VERSION = 1
 _MANIFEST = re.compile(r"grid\.shard-(\d+)-of-(\d+)\.json")
@@ -88,25 +89,9 @@ def merge_folder(folder: Path) -> Merge:
     write_grid(folder, records, first["size"])
     images = sum(len(unit["images"]) for unit in first["units"])
     timings = [m["sidecar"]["timing"] for m in loaded]
-    write_json(_sidecar(first["sidecar"], timings, records, images), folder / "grid.json")
+    write_json(combined(first["sidecar"], timings, records, images), folder / "grid.json")
     remove_manifests(folder)
     return result
-
-
-def _sidecar(sidecar: dict, timings: list[dict], records: list[dict], images: int) -> dict:
-    """The job's sidecar with every unit's record and the shards' timings added up."""
-    seconds = sum(t["seconds"] for t in timings)
-    steps = sidecar["settings"]["steps"]
-    timing = {
-        **timings[0],
-        "seconds": round(seconds, 4),
-        "units_per_second": round(len(records) / seconds, 4) if seconds else None,
-        "image_steps_per_second": round(images * steps / seconds, 2) if seconds else None,
-        "model_load_seconds": max(t["model_load_seconds"] for t in timings),
-        "batch_sizes": sorted({size for t in timings for size in t["batch_sizes"]}),
-        "shards": len(timings),
-    }
-    return {**sidecar, "units": records, "timing": timing}
 
 
 def merge_tree(out: Path) -> list[Merge]:

@@ -495,7 +495,7 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> Load
         module, architecture, aliases, normalization = _torchscript(model), f"TorchScript {model}", {}, None
         identity, sha256 = f"torchscript:{model}", sha256_of(Path(model))
         if weights == "random":
-            raise FvError(f"--weights random: a TorchScript model's modules are opaque to fv; use --weights default or a state-dict file")
+            raise FvError("--weights random: a TorchScript model's modules are opaque to fv; use --weights default or a state-dict file")
     elif is_factory(model):
         module, normalization, native_size = _from_factory(model)
         architecture, aliases, identity = f"factory {model}", {}, "factory default"

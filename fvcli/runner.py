@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import signal
 import sys
 import time
@@ -20,41 +19,26 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torchvision
 from tqdm import tqdm
 
-from fvcli import __version__
 from fvcli.capture import layer_shapes
-from fvcli.devices import device_name, pick_device
-from fvcli.engine import BatchResult, Groups, Stopped, describe, input_normalization, render_batch
+from fvcli.devices import pick_device
+from fvcli.engine import BatchResult, Groups, Stopped, render_batch
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_SOME_FAILED, FvError
 from fvcli.fold import fold_batchnorms
 from fvcli.jobs import Job, JobRequest, Unit, plan_batches
 from fvcli.resolve import Resolver, unit_name, unit_seed
 from fvcli.models import LoadedModel, load_model
-from fvcli.param import SharedParam
 from fvcli.merge import remove_manifests, write_manifest
-from fvcli.output import SCHEMA_VERSION, grid_shape, read_record, save_png, to_pil, write_grid, write_json
+from fvcli.output import read_record, save_png, to_pil, write_grid, write_json
 from fvcli.settings import RenderSettings, RunSettings
+from fvcli.sidecar import UnitRecord, job_sidecar, unit_record
 from fvcli.signals import StopOnSignals
 from fvcli.targets import describe_channels
 
 RENDER_VERSION = 1  # raise when fv renders the same settings into different images
 CPU_BATCH = 16  # on a CPU, larger batches gain little and make progress coarser
 CUDA_MEMORY_SHARE = 0.7  # of free memory, for the automatic batch size
-
-
-@dataclass
-class UnitRecord:
-    key: int | None  # the varying channel or direction index
-    label: str
-    objective: str
-    seed: int
-    status: str = "pending"  # ok, dead (rendered, but the objective ends at exactly zero), failed
-    images: list[dict] = field(default_factory=list)  # per image: file, objective, start and final values
-    error: str | None = None
-    seconds: float = 0.0  # this unit's share of its batch's time
-    similarity: float | None = None  # diversity: the final mean Gram similarity of its images
 
 
 @dataclass
@@ -90,12 +74,6 @@ class Report:
 def model_key(settings: RenderSettings) -> tuple:
     # Random weights derive from the seed; other weights do not.
     return (settings.model, settings.weights, settings.seed if settings.weights == "random" else None)
-
-
-_OBJECTIVE_TEXT = {
-    "channel": "channel: the mean of one channel of {layer} over positions (patch tokens for transformers), maximized",
-    "neuron": "neuron: one channel of {layer} at the centre position (centre patch token for transformers), maximized",
-}
 
 
 def _maximizes(objective) -> bool:
@@ -500,13 +478,13 @@ class Run:
                 record.similarity = result.similarity[index]
             dead = all(result.final[i] == 0.0 and _maximizes(o) for i, o in zip(span, unit.objectives))
             record.status = "dead" if dead else "ok"
-            stored = {"hash": self.unit_hash(job, unit), **self._unit_record(record)}
+            stored = {"hash": self.unit_hash(job, unit), **unit_record(record)}
             for i, name in zip(span, unit.images):
                 save_png(to_pil(result.images[i]), job.folder / name, record=stored)
 
     def _finish(self, report: JobReport) -> None:
         job, records = report.job, report.records
-        grid_path = write_grid(job.folder, [self._unit_record(r) for r in records], job.request.settings.size)
+        grid_path = write_grid(job.folder, [unit_record(r) for r in records], job.request.settings.size)
         write_json(self._sidecar(report, records), job.folder / "grid.json")
         report.grid = grid_path
         remove_manifests(job.folder)  # shards that rendered part of this job earlier are assembled
@@ -526,91 +504,10 @@ class Run:
                 listed = describe_channels(tuple(keys)) if None not in keys else ", ".join(r.label for r in flagged)
                 self.say(f"fv: {status} units in {job.folder}: {listed} ({why or flagged[0].error})")
 
-    @staticmethod
-    def _unit_record(r: UnitRecord) -> dict:
-        first = r.images[0] if r.images else {}
-        record = {
-            "channel": r.key,
-            "label": r.label,
-            "objective": r.objective,
-            "image": first.get("image"),
-            "status": r.status,
-            "activation_start": first.get("activation_start"),
-            "activation_final": first.get("activation_final"),
-            "seed": r.seed,
-        }
-        if len(r.images) > 1:
-            record["images"] = r.images
-        if r.similarity is not None:
-            record["diversity_similarity"] = r.similarity
-        if r.error:
-            record["error"] = r.error
-        return record
-
-    @staticmethod
-    def _layer_fields(job: Job) -> dict:
-        layer = job.layer
-        if layer is None:
-            return {"layer": None, "layer_module": None, "layer_shape": None, "layer_layout": None, "model_input_size": job.input_size}
-        layout = layer.layout
-        return {
-            "layer": layer.name,
-            "layer_module": layer.key,
-            "layer_shape": list(layer.shape),
-            "layer_layout": {"kind": layout.kind, "channels": layout.channels, "prefix_tokens": layout.prefix_tokens},
-            "model_input_size": job.input_size,
-        }
-
-    @staticmethod
-    def _objective_text(job: Job) -> str:
-        simple, settings = job.request.target.simple, job.request.settings
-        if simple is not None and simple.kind == "channel":
-            return _OBJECTIVE_TEXT[settings.objective].format(layer=simple.layer)
-        several = " (one unit per channel of its range)" if len(job.units) > 1 else ""
-        return f"target: {job.request.target.describe()}, maximized{several}"
-
     def _sidecar(self, report: JobReport, records: list[UnitRecord]) -> dict:
-        job, model, settings = report.job, report.model, report.job.request.settings
-        seconds = sum(r.seconds for r in records)
-        images = sum(len(unit.objectives) for unit in job.units)
-        normalization = input_normalization(model, settings.normalize)
-        rows, columns = grid_shape(len(records))
-        described = describe(settings, self.device, normalization)
-        if any(unit.shared for unit in job.units):
-            described["parameterization"]["shared_lowres"] = [max(1, settings.size // d) for d in SharedParam.SHARED_DIVISORS]
-        if job.diversity_layer is not None:
-            described["diversity"] = {"images": settings.diversity, "weight": settings.diversity_weight, "layer": job.diversity_layer.name}
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "fv_version": __version__,
-            "job": {"name": job.request.name, "origin": job.request.origin},
-            "model": {
-                "name": model.name,
-                "architecture": model.architecture,
-                "weights": model.weights,
-                "weights_sha256": model.weights_sha256,
-            },
-            **self._layer_fields(job),
-            "objective": self._objective_text(job),
-            "settings": described,
-            "engine": {"batchnorms_folded": self.folded.get(model_key(settings), 0)},
-            "grid": {"image": "grid.png", "rows": rows, "columns": columns},
-            "units": [
-                self._unit_record(r)
-                for r in records
-            ],
-            "timing": {
-                "seconds": round(seconds, 4),
-                "units_per_second": round(len(records) / seconds, 4) if seconds else None,
-                "image_steps_per_second": round(images * settings.steps / seconds, 2) if seconds else None,
-                "model_load_seconds": round(self.load_seconds, 4),
-                "batch_sizes": sorted(report.batch_sizes),
-                "device": device_name(self.device),
-            },
-            "environment": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "torchvision": torchvision.__version__,
-                "platform": platform.platform(),
-            },
-        }
+        job = report.job
+        return job_sidecar(
+            job, report.model, records, self.device,
+            folded=self.folded.get(model_key(job.request.settings), 0),
+            load_seconds=self.load_seconds, batch_sizes=report.batch_sizes,
+        )

@@ -148,6 +148,13 @@ class Target:
             return self.terms[0][1]
         return None
 
+    @property
+    def channels_of_layer(self) -> Atom | None:
+        """The atom of a plain `LAYER[:CHANNELS]` target (one channel objective per channel, the
+        everyday job), else None."""
+        simple = self.simple
+        return simple if simple is not None and simple.kind == "channel" else None
+
     def describe(self) -> str:
         text = ""
         for i, (w, atom) in enumerate(self.terms):
@@ -200,6 +207,10 @@ class Interpolation:
 
     @property
     def simple(self) -> None:
+        return None
+
+    @property
+    def channels_of_layer(self) -> None:
         return None
 
     def describe(self) -> str:

@@ -1,0 +1,145 @@
+"""The JSON sidecar of a job (grid.json): how each image was made, and each unit's record.
+
+A unit's record is also what its PNG carries (see output.save_png), so a sidecar can be rebuilt
+from the PNGs alone: after a resumed run, and when `fv merge` assembles shards.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+import torchvision
+
+from fvcli import __version__
+from fvcli.devices import device_name
+from fvcli.engine import describe, input_normalization
+from fvcli.output import SCHEMA_VERSION, grid_shape
+from fvcli.param import SharedParam
+
+if TYPE_CHECKING:
+    from fvcli.jobs import Job
+    from fvcli.models import LoadedModel
+
+
+@dataclass
+class UnitRecord:
+    key: int | None  # the varying channel or direction index
+    label: str
+    objective: str
+    seed: int
+    status: str = "pending"  # ok, dead (rendered, but the objective ends at exactly zero), failed
+    images: list[dict] = field(default_factory=list)  # per image: file, objective, start and final values
+    error: str | None = None
+    seconds: float = 0.0  # this unit's share of its batch's time
+    similarity: float | None = None  # diversity: the final mean Gram similarity of its images
+
+
+
+def unit_record(r: UnitRecord) -> dict:
+    """A unit as the sidecar lists it (and its PNG carries it)."""
+    first = r.images[0] if r.images else {}
+    record = {
+        "channel": r.key,
+        "label": r.label,
+        "objective": r.objective,
+        "image": first.get("image"),
+        "status": r.status,
+        "activation_start": first.get("activation_start"),
+        "activation_final": first.get("activation_final"),
+        "seed": r.seed,
+    }
+    if len(r.images) > 1:
+        record["images"] = r.images
+    if r.similarity is not None:
+        record["diversity_similarity"] = r.similarity
+    if r.error:
+        record["error"] = r.error
+    return record
+
+
+def layer_fields(job: Job) -> dict:
+    layer = job.layer
+    if layer is None:
+        return {"layer": None, "layer_module": None, "layer_shape": None, "layer_layout": None, "model_input_size": job.input_size}
+    layout = layer.layout
+    return {
+        "layer": layer.name,
+        "layer_module": layer.key,
+        "layer_shape": list(layer.shape),
+        "layer_layout": {"kind": layout.kind, "channels": layout.channels, "prefix_tokens": layout.prefix_tokens},
+        "model_input_size": job.input_size,
+    }
+
+
+_OBJECTIVE_TEXT = {
+    "channel": "channel: the mean of one channel of {layer} over positions (patch tokens for transformers), maximized",
+    "neuron": "neuron: one channel of {layer} at the centre position (centre patch token for transformers), maximized",
+}
+
+
+def objective_text(job: Job) -> str:
+    simple, settings = job.request.target.channels_of_layer, job.request.settings
+    if simple is not None:
+        return _OBJECTIVE_TEXT[settings.objective].format(layer=simple.layer)
+    several = " (one unit per channel of its range)" if len(job.units) > 1 else ""
+    return f"target: {job.request.target.describe()}, maximized{several}"
+
+
+def timing(seconds: float, units: int, images: int, steps: int, load_seconds: float, batch_sizes, device: str) -> dict:
+    return {
+        "seconds": round(seconds, 4),
+        "units_per_second": round(units / seconds, 4) if seconds else None,
+        "image_steps_per_second": round(images * steps / seconds, 2) if seconds else None,
+        "model_load_seconds": round(load_seconds, 4),
+        "batch_sizes": sorted(batch_sizes),
+        "device": device,
+    }
+
+
+def job_sidecar(job: Job, model: LoadedModel, records: list[UnitRecord], device: torch.device, folded: int, load_seconds: float, batch_sizes) -> dict:
+    settings = job.request.settings
+    images = sum(len(unit.objectives) for unit in job.units)
+    rows, columns = grid_shape(len(records))
+    described = describe(settings, device, input_normalization(model, settings.normalize))
+    if any(unit.shared for unit in job.units):
+        described["parameterization"]["shared_lowres"] = [max(1, settings.size // d) for d in SharedParam.SHARED_DIVISORS]
+    if job.diversity_layer is not None:
+        described["diversity"] = {"images": settings.diversity, "weight": settings.diversity_weight, "layer": job.diversity_layer.name}
+    seconds = sum(r.seconds for r in records)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "fv_version": __version__,
+        "job": {"name": job.request.name, "origin": job.request.origin},
+        "model": {
+            "name": model.name,
+            "architecture": model.architecture,
+            "weights": model.weights,
+            "weights_sha256": model.weights_sha256,
+        },
+        **layer_fields(job),
+        "objective": objective_text(job),
+        "settings": described,
+        "engine": {"batchnorms_folded": folded},
+        "grid": {"image": "grid.png", "rows": rows, "columns": columns},
+        "units": [unit_record(r) for r in records],
+        "timing": timing(seconds, len(records), images, settings.steps, load_seconds, batch_sizes, device_name(device)),
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "platform": platform.platform(),
+        },
+    }
+
+
+def combined(sidecar: dict, timings: list[dict], records: list[dict], images: int) -> dict:
+    """A job's sidecar assembled from shards: every unit's record, and the shards' timings added up."""
+    seconds = sum(t["seconds"] for t in timings)
+    load = max(t["model_load_seconds"] for t in timings)
+    batch_sizes = {size for t in timings for size in t["batch_sizes"]}
+    steps = sidecar["settings"]["steps"]
+    summed = timing(seconds, len(records), images, steps, load, batch_sizes, timings[0]["device"])
+    return {**sidecar, "units": records, "timing": {**summed, "shards": len(timings)}}
