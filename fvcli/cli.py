@@ -312,7 +312,8 @@ def models(pattern: str | None) -> int:
     Also usable: timm:NAME (with timm installed), and factories FILE.py:FUNC or
     package.module:FUNC returning an nn.Module.
     """
-    from fvcli.models import known_models, timm_models
+    from fvcli.models import known_models
+    from fvcli.sources import timm_models
 
     for name in [*known_models(), *timm_models()]:
         if pattern is None or fnmatch.fnmatch(name, pattern):

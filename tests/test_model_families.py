@@ -9,11 +9,9 @@ import pytest
 import torch
 
 from conftest import fv
-from fvcli.engine import render_batch
 from fvcli.errors import FvError
 from fvcli.layers import infer_layout
 from fvcli.models import load_model
-from fvcli.objectives import channel
 from fvcli.runner import Run
 from fvcli.jobs import JobRequest
 from fvcli.settings import RenderSettings, RunSettings

@@ -9,7 +9,8 @@ import torch
 
 from fvcli.capture import forward_to
 from fvcli.errors import FvError
-from fvcli.models import load_model, sha256_of
+from fvcli.models import load_model
+from fvcli.weights import sha256_of
 
 
 def test_random_googlenet_has_live_units_at_every_depth():

@@ -1,7 +1,6 @@
 """SIGINT and SIGTERM stop a run after the current step, keep every finished unit, and exit 130 / 143;
 the same command then renders the rest. Real processes and real signals."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -115,7 +115,7 @@ def _image_stats(path):
 @pytest.mark.parametrize("option, stat", [("--tv", "tv"), ("--l1", "l1"), ("--blur", "sharp"), ("--blur-every", "sharp")])
 def test_each_penalty_lowers_what_it_penalizes(tmp_path, option, stat):
     weight = "2" if option == "--blur-every" else "5"
-    plain = render(tmp_path / "plain", "conv3:0", "--param", "pixel", "--lr", "0.2")
+    render(tmp_path / "plain", "conv3:0", "--param", "pixel", "--lr", "0.2")
     penalized = render(tmp_path / "pen", "conv3:0", "--param", "pixel", "--lr", "0.2", option, weight)
     [a] = (tmp_path / "plain").rglob("conv3_0000.png")
     [b] = (tmp_path / "pen").rglob("conv3_0000.png")
