@@ -470,6 +470,10 @@ def examples(targets: tuple[str, ...], **values: Any) -> int:
 
     say = _say(run_settings.quiet)
     collections = [Collection(requests, settings, run_settings, say) for settings, requests in grouped.items()]
+    if run_settings.dry_run:
+        for line in (line for collection in collections for line in collection.plan()):
+            click.echo(line)
+        return 0
     code = 0
     for collection in collections:
         code = collection.execute()

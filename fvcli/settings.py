@@ -338,10 +338,11 @@ EXAMPLES_OPTIONS: tuple[Option, ...] = (
 EXAMPLES_KEYS = frozenset(field.name for field in dataclasses.fields(ExamplesSettings))
 assert EXAMPLES_KEYS == {option.key for option in EXAMPLES_OPTIONS}
 # The options of `fv render` that `fv examples` takes too, with help that says what they do there.
-_EXAMPLES_SHARED = ("model", "weights", "seed", "out", "device", "batch_size", "quiet", "progress", "force")
+_EXAMPLES_SHARED = ("model", "weights", "seed", "out", "device", "batch_size", "quiet", "progress", "force", "dry_run")
 _EXAMPLES_HELP = {
     "batch_size": f"Images a forward pass; auto: {EXAMPLES_CPU_BATCH} on a CPU, {EXAMPLES_CUDA_BATCH} on a GPU.",
     "force": "Collect again, even when examples.json is up to date.",
+    "dry_run": "Print each layer's examples to collect (and whether they are already up to date); read no image.",
     "seed": "Seed of --weights random.",
 }
 

@@ -322,3 +322,15 @@ def test_render_checks_the_examples_before_rendering(tmp_path, factory):
     output = fv("render", str(spec(tmp_path, factory)), code=2)
     assert output.strip() == f"fv: error: {tmp_path / 'images'}: no images in this folder (JPEG or PNG files, searched recursively)"
     assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_reads_no_image_and_says_what_is_collected_already(tmp_path, images, factory):
+    out = tmp_path / "out"
+    lines = collect(factory, images, out, "conv2:0-3", **{"dry-run": None}).splitlines()
+    folder = out / "counted.make" / "conv2" / "examples"
+    assert lines == [f"{folder}: {factory} conv2: top and bottom 3 of 11 images in {images} for 4 channels"]
+    assert passes(tmp_path) == [] and not out.exists()
+    collect(factory, images, out, "conv2:0-3")
+    passes(tmp_path)
+    assert collect(factory, images, out, "conv2:0-3", **{"dry-run": None}).splitlines()[-1].endswith(", already collected")
+    assert passes(tmp_path) == []
