@@ -551,7 +551,11 @@ def _dataset_examples(job: Job, unit: Unit, where: str) -> str:
         path = source.folder / "examples" / str(entry.get(strip)) if entry.get(strip) else None
         if not crops and path is None:
             continue
-        parts.append(f"<section><h3>{title}</h3>\n")
+        # After a ReLU the bottom crops all sit at 0: they are ranked by their mean, so show that.
+        tied = len(crops) > 1 and len({c.get("value") for c in crops}) == 1 and all("mean" in c for c in crops)
+        shown = "mean" if tied else "value"
+        note = f' <span class="dim">all at {_num(crops[0].get("value"))}; means below</span>' if tied else ""
+        parts.append(f"<section><h3>{title}{note}</h3>\n")
         if path is not None and path.is_file():
             width, height = _png_size(path)
             factor = max(1, CROP // height) if height else 1  # small crops grow, so their values fit under them
@@ -565,7 +569,7 @@ def _dataset_examples(job: Job, unit: Unit, where: str) -> str:
             parts.append('<div class="strip">')
         # one cell per crop, the strip's width shared alike, so that each value stands under its crop
         cells = "".join(
-            f'<span title="{_e(c.get("path"))}">{_num(c.get("value"))}</span>' for c in crops
+            f'<span title="{_e(c.get("path"))}">{_num(c.get(shown))}</span>' for c in crops
         )
         parts.append(f'<div class="vals" style="grid-template-columns:repeat({max(1, len(crops))},1fr)">{cells}</div></div></section>\n')
     return "".join(parts) + "</div>\n"

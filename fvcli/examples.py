@@ -45,7 +45,7 @@ from fvcli.resolve import LayerInfo, Resolver
 from fvcli.settings import EXAMPLES_CPU_BATCH, EXAMPLES_CUDA_BATCH, ExamplesSettings, RunSettings
 from fvcli.signals import StopOnSignals
 
-EXAMPLES_VERSION = 1  # raise when the same images, model and settings give different examples
+EXAMPLES_VERSION = 2  # raise when the same images, model and settings give different examples
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_INPUT_SIZE = 224  # px, for models that declare no input size of their own
 FIELD_MASS = 0.9  # the share of a position's input gradient its crop holds (see field_sides)
@@ -150,14 +150,15 @@ def grid_of(info: LayerInfo) -> tuple[int, int] | None:
     return None
 
 
-def spatial_extremes(output: Tensor, layout: Layout) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def spatial_extremes(output: Tensor, layout: Layout) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Per image and channel (N, C): the maximum over positions and its position, the minimum and
-    its position. Positions are row-major indices into the grid (patch tokens only; 0 when flat)."""
+    its position, and the mean. Positions are row-major indices into the grid (patch tokens only; 0
+    when flat)."""
     values = channels_first(output, layout).float()
     values = values.reshape(values.shape[0], values.shape[1], -1)
     high, high_at = values.max(dim=2)
     low, low_at = values.min(dim=2)
-    return high, high_at, low, low_at
+    return high, high_at, low, low_at, values.mean(dim=2)
 
 
 def position_of(index: int, info: LayerInfo) -> tuple[int, int]:
@@ -221,7 +222,11 @@ def field_sides(module: torch.nn.Module, infos: list[LayerInfo], size: int, prep
 
 class LayerState:
     """The k highest maxima and k lowest minima of every channel of a layer over the images streamed so
-    far, with each one's image (an index into the sorted image list) and position."""
+    far, with each one's image (an index into the sorted image list), position and mean.
+
+    Equal extremes are ranked by the mean over positions (higher first at the top, lower first at the
+    bottom), then by the earlier image. After a ReLU the minimum is 0 on almost every image, so the
+    bottom is really ranked by the mean: the images on which the channel is weakest overall."""
 
     def __init__(self, channels: int, k: int, device: torch.device | str = "cpu"):
         shape = (channels, k)
@@ -231,6 +236,7 @@ class LayerState:
             self.tensors[f"{end}_values"] = torch.full(shape, empty, device=device)
             self.tensors[f"{end}_images"] = torch.full(shape, -1, dtype=torch.long, device=device)
             self.tensors[f"{end}_positions"] = torch.zeros(shape, dtype=torch.long, device=device)
+            self.tensors[f"{end}_means"] = torch.zeros(shape, device=device)
         self.next = 0  # the index in the image list of the first image not streamed yet
         self.seen = 0  # images read and merged
         self.skipped = 0  # unreadable image files
@@ -240,9 +246,9 @@ class LayerState:
         self.tensors = {name: t.to(device) for name, t in self.tensors.items()}
         return self
 
-    def update(self, high: Tensor, high_at: Tensor, low: Tensor, low_at: Tensor, images: Tensor) -> None:
-        """Merge one batch: per image and channel (B, C), the extremes over positions and where they are;
-        `images` (B,): their indices in the image list, all past those merged before."""
+    def update(self, high: Tensor, high_at: Tensor, low: Tensor, low_at: Tensor, mean: Tensor, images: Tensor) -> None:
+        """Merge one batch: per image and channel (B, C), the extremes over positions, where they are,
+        and the mean; `images` (B,): their indices in the image list, all past those merged before."""
         self.seen += len(images)
         for end, values, at in (("top", high, high_at), ("bottom", low, low_at)):
             never = -math.inf if end == "top" else math.inf  # NaN would sort first; this never ranks
@@ -251,11 +257,16 @@ class LayerState:
                 "values": torch.cat([self.tensors[f"{end}_values"], values], 1),
                 "images": torch.cat([self.tensors[f"{end}_images"], images.view(1, -1).expand_as(values)], 1),
                 "positions": torch.cat([self.tensors[f"{end}_positions"], at.T], 1),
+                "means": torch.cat([self.tensors[f"{end}_means"], torch.where(torch.isnan(mean), never, mean).T], 1),
             }
-            # A stable sort rather than topk: ties are common (a ReLU channel is exactly 0 on many
-            # images), and among equals a stable sort keeps the earlier image (the kept ones come first),
-            # so that every batching and a resumed run keep the same images.
-            order = torch.sort(merged["values"], dim=1, descending=end == "top", stable=True).indices[:, : self.k]
+            # Stable sorts rather than topk: ties are common (a ReLU channel is exactly 0 on many
+            # images). Sorting by the mean, then stably by the extreme, ranks by (extreme, mean), and
+            # among full equals keeps the earlier image (the kept ones come first), so that every
+            # batching and a resumed run keep the same images.
+            top = end == "top"
+            by_mean = torch.sort(merged["means"], dim=1, descending=top, stable=True).indices
+            by_value = torch.sort(merged["values"].gather(1, by_mean), dim=1, descending=top, stable=True).indices
+            order = by_mean.gather(1, by_value)[:, : self.k]
             for name, tensor in merged.items():
                 self.tensors[f"{end}_{name}"] = tensor.gather(1, order)
 
@@ -264,10 +275,11 @@ class LayerState:
         if len(self.skipped_files) < LISTED_SKIPPED:
             self.skipped_files.append(name)
 
-    def entries(self, channel: int, end: str) -> list[tuple[int, float, int]]:
-        """(image, value, position) of one channel's top or bottom, best first; empty slots left out."""
-        values, images, positions = (self.tensors[f"{end}_{name}"][channel].tolist() for name in ("values", "images", "positions"))
-        return [(i, v, p) for v, i, p in zip(values, images, positions) if i >= 0 and math.isfinite(v)]
+    def entries(self, channel: int, end: str) -> list[tuple[int, float, int, float]]:
+        """(image, value, position, mean) of one channel's top or bottom, best first; empty slots left out."""
+        names = ("values", "images", "positions", "means")
+        values, images, positions, means = (self.tensors[f"{end}_{name}"][channel].tolist() for name in names)
+        return [(i, v, p, m) for v, i, p, m in zip(values, images, positions, means) if i >= 0 and math.isfinite(v)]
 
     def save(self, path: Path, digest: str) -> None:
         data = {
@@ -584,12 +596,13 @@ class Collection:
                         {
                             "path": self.files[image].relative_to(self.folder).as_posix(),
                             "value": _rounded(value),
+                            "mean": _rounded(mean),
                             "position": list(position_of(index, info)),
                             "box": None,
                         }
-                        for image, value, index in entries
+                        for image, value, index, mean in entries
                     ]
-                    for slot, (image, _, index) in enumerate(entries):
+                    for slot, (image, _, index, _) in enumerate(entries):
                         uses.setdefault(image, []).append(((channel, end), slot, index))
             strips = {
                 key: Image.new("RGB", (max(1, len(r)) * (crop + GAP) - GAP, crop), BACKGROUND) for key, r in records.items()
@@ -629,7 +642,10 @@ class Collection:
             "normalization": None if group.normalization is None else {"mean": group.normalization[0], "std": group.normalization[1]},
             "grid": list(grid) if grid else None,
             "box_side": side,
-            "ranking": "top: the channel's maximum over positions, highest first; bottom: its minimum over positions, lowest first",
+            "ranking": (
+                "top: the channel's maximum over positions, highest first; bottom: its minimum over positions, "
+                "lowest first; equal extremes by the mean over positions (higher first at the top, lower at the bottom)"
+            ),
             "images": {
                 "folder": str(self.folder),
                 "seen": state.seen,

@@ -104,7 +104,7 @@ def brute_force(factory, images, layer_index, channel):
             continue
         with torch.no_grad():
             act = head(((x - 0.5) / 0.25)[None])[0, channel]  # the factory's normalization
-        rows.append((path.relative_to(images).as_posix(), act.max().item(), int(act.argmax()), act.min().item(), int(act.argmin()), act.shape[-1]))
+        rows.append((path.relative_to(images).as_posix(), act.max().item(), int(act.argmax()), act.min().item(), int(act.argmin()), act.shape[-1], act.mean().item()))
     return rows
 
 
@@ -140,14 +140,21 @@ def test_json_strips_and_brute_force_agreement(tmp_path, images, factory):
 
     unit = record["units"][2]  # channel 2 of conv2 (module 2 of the Sequential)
     rows = brute_force(factory, images, 2, 2)
-    top = sorted(rows, key=lambda r: -r[1])[:3]
-    bottom = sorted(rows, key=lambda r: r[3])[:3]
+    top = sorted(rows, key=lambda r: (-r[1], -r[6]))[:3]
+    bottom = sorted(rows, key=lambda r: (r[3], r[6]))[:3]
     assert [e["path"] for e in unit["top"]] == [r[0] for r in top]
     assert [e["value"] for e in unit["top"]] == pytest.approx([r[1] for r in top], rel=1e-4)
     assert [e["position"] for e in unit["top"]] == [list(divmod(r[2], r[5])) for r in top]
     assert [e["path"] for e in unit["bottom"]] == [r[0] for r in bottom]
     assert [e["value"] for e in unit["bottom"]] == pytest.approx([r[3] for r in bottom], rel=1e-4)
     assert [e["position"] for e in unit["bottom"]] == [list(divmod(r[4], r[5])) for r in bottom]
+    assert [e["mean"] for e in unit["bottom"]] == pytest.approx([r[6] for r in bottom], rel=1e-4)
+
+    # After a ReLU the minimum is 0 almost everywhere: the bottom is then ranked by the mean.
+    relu = json.loads((out / "counted.make" / "relu3" / "examples" / "examples.json").read_text())["units"][0]
+    rows = brute_force(factory, images, 6, 5)
+    assert [e["path"] for e in relu["bottom"]] == [r[0] for r in sorted(rows, key=lambda r: (r[3], r[6]))[:3]]
+    assert all(e["value"] == 0 for e in relu["bottom"]) and len({e["mean"] for e in relu["bottom"]}) > 1
     values = [e["value"] for e in unit["top"]]
     assert values == sorted(values, reverse=True) and unit["bottom"][0]["value"] < 0 < values[0]
 
@@ -205,10 +212,11 @@ def test_a_picture_a_camera_stored_sideways_is_read_upright(tmp_path):
 
 def test_the_kept_images_do_not_depend_on_batching_even_with_ties():
     """Values with many exact ties (as after a ReLU) and a NaN, merged in batches of 3 and of 16: the
-    same images, earlier ones first among equals."""
+    same images, ranked by (extreme, mean), earlier ones first among full equals."""
     g = torch.Generator().manual_seed(0)
     high = torch.randint(0, 3, (40, 5), generator=g).float()
     low = -torch.randint(0, 3, (40, 5), generator=g).float()
+    mean = torch.randint(0, 2, (40, 5), generator=g).float()
     high[4, 0] = float("nan")
     at = torch.randint(0, 9, (40, 5), generator=g)
     states = []
@@ -216,12 +224,14 @@ def test_the_kept_images_do_not_depend_on_batching_even_with_ties():
         state = LayerState(5, 4)
         for start in range(0, 40, batch):
             rows = slice(start, start + batch)
-            state.update(high[rows], at[rows], low[rows], at[rows], torch.arange(40)[rows])
+            state.update(high[rows], at[rows], low[rows], at[rows], mean[rows], torch.arange(40)[rows])
         states.append(state)
     for name, tensor in states[0].tensors.items():
         assert torch.equal(tensor, states[1].tensors[name]), name
-    best = sorted(range(40), key=lambda i: (-(high[i, 0].nan_to_num(-1).item()), i))[:4]
-    assert [image for image, _, _ in states[0].entries(0, "top")] == best
+    best = sorted(range(40), key=lambda i: (-(high[i, 0].nan_to_num(-1).item()), -mean[i, 0].item(), i))[:4]
+    assert [entry[0] for entry in states[0].entries(0, "top")] == best
+    worst = sorted(range(40), key=lambda i: (low[i, 0].item(), mean[i, 0].item(), i))[:4]
+    assert [entry[0] for entry in states[0].entries(0, "bottom")] == worst
     assert states[0].seen == 40
 
 
