@@ -110,6 +110,16 @@ def _target_requests(targets: list[tuple[str, Target]], cli: dict[str, Any]) -> 
     ]
 
 
+def _load_spec(path: str, cli_values: dict[str, Any], run_values: dict[str, Any]) -> list[JobRequest]:
+    """A spec's jobs; its run-level settings go into `run_values`, which several specs must agree on."""
+    requests, spec_run = load_spec(path, cli_values)
+    for key, value in spec_run.items():
+        if key in run_values and run_values[key] != value:
+            raise FvError(f"{path}: sets {key} to {value!r}, another spec to {run_values[key]!r}; pass --{key.replace('_', '-')}")
+        run_values[key] = value
+    return requests
+
+
 def _channel_jobs(requests: list[JobRequest]) -> list[JobRequest]:
     """The plain LAYER:CHANNELS jobs: dataset examples are per channel."""
     return [r for r in requests if r.target.channels_of_layer is not None]
@@ -205,12 +215,7 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
     plain: list[tuple[str, Target]] = []
     for argument in targets:
         if argument.lower().endswith((".yaml", ".yml")):
-            spec_requests, spec_run = load_spec(argument, cli_values)
-            for key, value in spec_run.items():
-                if key in run_values and run_values[key] != value:
-                    raise FvError(f"{argument}: sets {key} to {value!r}, another spec to {run_values[key]!r}; pass --{key.replace('_', '-')}")
-                run_values[key] = value
-            requests.extend(spec_requests)
+            requests.extend(_load_spec(argument, cli_values, run_values))
         else:
             try:
                 plain.append((argument, parse_target(argument)))
@@ -440,12 +445,7 @@ def examples(targets: tuple[str, ...], **values: Any) -> int:
     plain: list[tuple[str, Target]] = []
     for argument in targets:
         if argument.lower().endswith((".yaml", ".yml")):
-            spec_requests, spec_run = load_spec(argument, shared)
-            for key, value in spec_run.items():
-                if key in run_values and run_values[key] != value:
-                    raise FvError(f"{argument}: sets {key} to {value!r}, another spec to {run_values[key]!r}; pass --{key.replace('_', '-')}")
-                run_values[key] = value
-            requests = _channel_jobs(spec_requests)
+            requests = _channel_jobs(_load_spec(argument, shared, run_values))
             if not requests:
                 raise FvError(f"{argument}: no LAYER:CHANNELS job; dataset examples are collected per channel")
             section = {**(load_examples(argument) or {}), **own}

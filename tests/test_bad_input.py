@@ -111,3 +111,9 @@ def test_bad_command_line(tmp, args, message):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_a_gpu_that_is_not_there(tmp):
     check(tmp, ["mixed4a:0", "--device", "cuda:0"], "--device cuda:0: torch sees no CUDA GPU on this machine; use --device cpu or auto")
+
+
+def test_two_specs_that_disagree_on_a_run_setting(tmp):
+    (tmp / "a.yaml").write_text("device: cpu\njobs: [{layer: mixed4a, channels: 0}]\n")
+    (tmp / "b.yaml").write_text("device: auto\njobs: [{layer: mixed3a, channels: 0}]\n")
+    check(tmp, [str(tmp / "a.yaml"), str(tmp / "b.yaml")], "{tmp}/b.yaml: sets device to 'auto', another spec to 'cpu'; pass --device")
