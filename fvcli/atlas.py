@@ -267,6 +267,12 @@ def _name_pages(job: Job) -> None:
         unit.page = f"{name}.html"
 
 
+def _layer_rank(job: Job) -> tuple:
+    """Forward order where the sidecar gives it (`layer_order`), then the name, naturally sorted."""
+    order = job.sidecar.get("layer_order")
+    return (0, order, _natural(job.layer)) if isinstance(order, int) else (1, 0, _natural(job.layer))
+
+
 def _group(jobs: list[Job]) -> dict[tuple[str, str], dict[str, list[Job]]]:
     """model (name, weights) -> layer -> its jobs, each sorted for display; fills Job.group."""
     models: dict[tuple[str, str], dict[str, list[Job]]] = {}
@@ -277,7 +283,7 @@ def _group(jobs: list[Job]) -> dict[tuple[str, str], dict[str, list[Job]]]:
     for key in sorted(models, key=lambda k: (_natural(k[0]), _natural(k[1]))):
         layers = models[key]
         ordered[key] = {}
-        for layer_key in sorted(layers, key=lambda k: _natural(layers[k][0].layer)):
+        for layer_key in sorted(layers, key=lambda k: _layer_rank(layers[k][0])):
             group = sorted(layers[layer_key], key=lambda j: (bool(j.tags), _natural(j.rel)))
             for job in group:
                 job.group = group

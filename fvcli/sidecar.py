@@ -16,6 +16,7 @@ import torchvision
 from fvcli import __version__
 from fvcli.devices import device_name
 from fvcli.engine import describe, input_normalization
+from fvcli.layers import split_key
 from fvcli.output import SCHEMA_VERSION, grid_shape
 from fvcli.param import SharedParam
 
@@ -80,6 +81,15 @@ _OBJECTIVE_TEXT = {
 }
 
 
+def layer_order(model: LoadedModel, job: Job) -> int | None:
+    """The layer's place among the model's modules (forward order, as `fv layers` lists them),
+    so that an atlas lists a model's layers in the order the network computes them."""
+    if job.layer is None:
+        return None
+    path = split_key(job.layer.key)[0]
+    return next((i for i, (name, _) in enumerate(model.module.named_modules()) if name == path), None)
+
+
 def objective_text(job: Job) -> str:
     simple, settings = job.request.target.channels_of_layer, job.request.settings
     if simple is not None:
@@ -120,6 +130,7 @@ def job_sidecar(job: Job, model: LoadedModel, records: list[UnitRecord], device:
             "weights_sha256": model.weights_sha256,
         },
         **layer_fields(job),
+        "layer_order": layer_order(model, job),
         "objective": objective_text(job),
         "settings": described,
         "engine": {"batchnorms_folded": folded},

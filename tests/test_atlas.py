@@ -201,3 +201,12 @@ def test_dataset_examples_of_other_weights_are_not_shown(tmp_path):
     output = fv("atlas", str(out))
     assert "examples.json: ignored, it is of" in output and "random(seed=1)" in output and "random(seed=0)" in output
     assert "examples/" not in (out / "tiny_model.make" / "conv2" / "units" / "0.html").read_text()
+
+
+def test_a_models_layers_are_listed_in_forward_order(tmp_path):
+    # Named in natural order these would read conv2, conv3, fc, relu3; the network computes relu3 before fc.
+    fv("render", "fc:0", "relu3:0", "conv2:0", "conv3:0", *TINY_ARGS, "--out", str(tmp_path), "--quiet")
+    assert json.loads((tmp_path / "tiny_model.make" / "relu3" / "grid.json").read_text())["layer_order"] == 7
+    fv("atlas", str(tmp_path), "--quiet")
+    layers = [url.split("/")[1] for tag, url, _ in parse(tmp_path / "index.html").links if tag == "a" and url.endswith("/index.html")]
+    assert list(dict.fromkeys(layers)) == ["conv2", "conv3", "relu3", "fc"]
