@@ -34,6 +34,8 @@ model, after the Distill article "Feature Visualization" (Olah, Mordvintsev, Sch
   fv render mixed4a:3,7,100-107 --steps 256 --size 160 --out outputs/try
   fv render configs/quick.yaml             a YAML run spec with one or more jobs
   fv render mixed4a:0-3 --weights random   offline: randomly initialized weights
+  fv examples mixed4a:0-63 --images DIR    the images of DIR that excite each channel most
+  fv atlas outputs                         a browsable web atlas of everything rendered
 
 \b
 Exit statuses:
