@@ -39,8 +39,8 @@ from fvcli.engine import input_normalization
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FvError
 from fvcli.jobs import JobRequest
 from fvcli.layers import Layout, channels_first
-from fvcli.models import LoadedModel, Normalization, load_model
-from fvcli.output import BACKGROUND, GAP, SCHEMA_VERSION, atomic_write, save_png, write_json
+from fvcli.models import LoadedModel, Normalization, load_model, model_key
+from fvcli.output import BACKGROUND, GAP, SCHEMA_VERSION, atomic_write, check_output_folders, save_png, write_json
 from fvcli.resolve import LayerInfo, Resolver
 from fvcli.settings import EXAMPLES_CPU_BATCH, EXAMPLES_CUDA_BATCH, ExamplesSettings, RunSettings
 from fvcli.signals import StopOnSignals
@@ -367,17 +367,13 @@ class Collection:
         self.models: dict[tuple, LoadedModel] = {}
         self.groups: dict[tuple, ModelGroup] = {}
         self.jobs = [self._resolve(request) for request in requests]
-        folders: dict[Path, LayerJob] = {}
-        for job in self.jobs:
-            first = folders.setdefault(job.folder.resolve(), job)
-            if first is not job:
-                raise FvError(f"{job.request.origin} and {first.request.origin} would both write {job.folder}; give one of them a 'name:'")
+        check_output_folders([(job.folder, job.request.origin) for job in self.jobs])
 
     # ---- validation ----
 
     def _resolve(self, request: JobRequest) -> LayerJob:
         settings = request.settings
-        key = (settings.model, settings.weights, settings.seed if settings.weights == "random" else None)
+        key = model_key(settings)
         if key not in self.models:
             self.models[key] = load_model(settings.model, settings.weights, settings.seed, quiet=self.run.quiet)
         model = self.models[key]
@@ -444,11 +440,6 @@ class Collection:
 
     def execute(self) -> int:
         """Collect every job's examples; the exit status (0, or 130 / 143 when a signal stopped it)."""
-        for job in self.jobs:
-            try:
-                job.folder.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise FvError(f"cannot write to output folder {job.folder}: {error.strerror or error}") from None
         with StopOnSignals() as stop:
             for group in self.groups.values():
                 if stop.requested() or not self._collect(group, stop):

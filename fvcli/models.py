@@ -176,6 +176,12 @@ class LoadedModel:
 _WEIGHTS_NAME = re.compile(r"(\w+_Weights\.)?[A-Za-z][A-Za-z0-9_]*")
 
 
+def model_key(settings) -> tuple:
+    """What identifies a loaded model among a run's settings: random weights derive from the seed,
+    other weights do not."""
+    return (settings.model, settings.weights, settings.seed if settings.weights == "random" else None)
+
+
 def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> LoadedModel:
     """Build `model` with `weights` (default, a weights name, random, or a state-dict path); CPU, eval, frozen."""
     timm_model = model.startswith(TIMM_PREFIX)

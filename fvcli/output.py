@@ -50,6 +50,24 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def check_output_folders(folders: list[tuple[Path, str]]) -> None:
+    """FvError unless every (folder, origin) could be written and no two origins share a folder.
+    Nothing is created: a bad later folder must not leave earlier ones behind."""
+    from fvcli.errors import FvError
+
+    seen: dict[Path, str] = {}
+    for folder, origin in folders:
+        resolved = folder.resolve()
+        if resolved in seen:
+            raise FvError(f"{origin} and {seen[resolved]} would both write {folder}; give one of them a 'name:'")
+        seen[resolved] = origin
+        existing = next(p for p in (resolved, *resolved.parents) if p.exists())
+        if not existing.is_dir():
+            raise FvError(f"cannot write to output folder {folder}: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise FvError(f"cannot write to output folder {folder}: {existing} is not writable")
+
+
 def to_pil(image: torch.Tensor) -> Image.Image:
     """A (3, H, W) float tensor in [0, 1] as an 8-bit RGB image (round to nearest)."""
     import torch

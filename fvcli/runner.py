@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import signal
 import sys
 import time
@@ -28,9 +27,9 @@ from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_SOME_FAILED, F
 from fvcli.fold import fold_batchnorms
 from fvcli.jobs import Job, JobRequest, Unit, plan_batches
 from fvcli.resolve import Resolver, unit_name, unit_seed
-from fvcli.models import LoadedModel, load_model
+from fvcli.models import LoadedModel, load_model, model_key
 from fvcli.merge import remove_manifests, write_manifest
-from fvcli.output import read_record, save_png, to_pil, write_grid, write_json
+from fvcli.output import check_output_folders, read_record, save_png, to_pil, write_grid, write_json
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.sidecar import UnitRecord, job_sidecar, unit_record
 from fvcli.signals import StopOnSignals
@@ -69,11 +68,6 @@ class Report:
         if self.stopped_by is not None:
             return EXIT_SIGTERM if self.stopped_by == signal.SIGTERM else EXIT_SIGINT
         return EXIT_SOME_FAILED if any(j.count("failed") for j in self.jobs) else EXIT_OK
-
-
-def model_key(settings: RenderSettings) -> tuple:
-    # Random weights derive from the seed; other weights do not.
-    return (settings.model, settings.weights, settings.seed if settings.weights == "random" else None)
 
 
 def _maximizes(objective) -> bool:
@@ -179,22 +173,7 @@ class Run:
                 raise _TooSmall(error) from None
 
     def _check_folders(self) -> None:
-        seen: dict[Path, JobRequest] = {}
-        for job in self.jobs:
-            folder = job.folder.resolve()
-            if folder in seen:
-                first = seen[folder]
-                raise FvError(
-                    f"{job.request.origin} and {first.origin} would both write {job.folder}; "
-                    f"give one of them a 'name:'"
-                )
-            seen[folder] = job.request
-            # Checked without creating anything: a later job's bad folder must not leave earlier ones behind.
-            existing = next(p for p in (folder, *folder.parents) if p.exists())
-            if not existing.is_dir():
-                raise FvError(f"cannot write to output folder {job.folder}: {existing} is a file, not a folder")
-            if not os.access(existing, os.W_OK | os.X_OK):
-                raise FvError(f"cannot write to output folder {job.folder}: {existing} is not writable")
+        check_output_folders([(job.folder, job.request.origin) for job in self.jobs])
 
     # ---- rendering ----
 

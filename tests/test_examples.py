@@ -245,6 +245,7 @@ BAD_INPUT = [
     (["conv9:0", "--images", "IMAGES"], "target conv9:0: unknown layer 'conv9' for model"),
     (["conv2:16", "--images", "IMAGES"], "channel 16 is out of range for layer conv2, which has 16 channels (0-15)"),
     (["conv2:0"], "fv examples needs --images DIR"),
+    (["conv2:0", "--images", "IMAGES", "--out", "FILE"], "cannot write to output folder {tmp}/file.txt/tiny_model.make/conv2/examples: {tmp}/file.txt is a file, not a folder"),
 ]
 
 
@@ -256,7 +257,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, images, ar
     where = {"MISSING": tmp_path / "missing", "FILE": tmp_path / "file.txt", "EMPTY": tmp_path / "empty", "IMAGES": images}
     args = [str(where.get(a, a)) for a in args]
     out = tmp_path / "out"
-    output = fv("examples", *args, "--model", TINY, "--weights", "random", "--out", str(out), code=2)
+    output = fv("examples", "--model", TINY, "--weights", "random", "--out", str(out), *args, code=2)  # a later --out wins
     lines = output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fv: error: "), output
     assert message.format(tmp=tmp_path) in lines[0]
