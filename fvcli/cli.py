@@ -127,16 +127,15 @@ def _channel_jobs(requests: list[JobRequest]) -> list[JobRequest]:
     return [r for r in requests if r.target.channels_of_layer is not None]
 
 
-def _spec_examples(targets: tuple[str, ...], cli_values: dict[str, Any], run_settings: RunSettings) -> list:
-    """For `fv render`: the dataset examples that the specs' `examples:` sections ask for (validated:
-    models, layers, image folders), one collection per set of examples settings; none in a shard."""
+def _spec_examples(specs: dict[str, list[JobRequest]], run_settings: RunSettings) -> list:
+    """For `fv render`: the dataset examples that the specs' `examples:` sections ask for, given each
+    spec's jobs (validated: models, layers, image folders), one collection per set of examples
+    settings; none in a shard."""
     grouped: dict[ExamplesSettings, list[JobRequest]] = {}
-    for argument in targets:
-        if argument.lower().endswith((".yaml", ".yml")):
-            section = load_examples(argument)
-            if section is not None:
-                requests = _channel_jobs(load_spec(argument, cli_values)[0])
-                grouped.setdefault(ExamplesSettings(**section), []).extend(requests)
+    for path, requests in specs.items():
+        section = load_examples(path)
+        if section is not None:
+            grouped.setdefault(ExamplesSettings(**section), []).extend(_channel_jobs(requests))
     if not grouped or run_settings.shard is not None:
         if grouped:
             _say(run_settings.quiet)("fv: a shard collects no dataset examples; run the command without --shard for them")
@@ -213,11 +212,13 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
     """
     cli_values = _converted(values)
     requests: list[JobRequest] = []
+    specs: dict[str, list[JobRequest]] = {}  # each spec file's jobs, for its examples: section
     run_values: dict[str, Any] = {}
     plain: list[tuple[str, Target]] = []
     for argument in targets:
         if argument.lower().endswith((".yaml", ".yml")):
-            requests.extend(_load_spec(argument, cli_values, run_values))
+            specs[argument] = _load_spec(argument, cli_values, run_values)
+            requests.extend(specs[argument])
         else:
             try:
                 plain.append((argument, parse_target(argument)))
@@ -240,7 +241,7 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
         devices = worker_devices(run_settings.device, run_settings.workers)
     # With workers, this process only checks the input (on the CPU, leaving the GPUs to them).
     checked = run_settings if len(devices) == 1 else dataclasses.replace(run_settings, device="cpu")
-    examples = _spec_examples(targets, cli_values, run_settings)  # checked before anything renders
+    examples = _spec_examples(specs, run_settings)  # checked before anything renders
     run = Run(requests, checked, say)
     if run_settings.dry_run:
         for line in [*run.plan(), *(line for collection in examples for line in collection.plan())]:
