@@ -50,10 +50,6 @@ class Merge:
     failed: int = 0
     problem: str | None = None  # manifests that cannot be merged, and why
 
-    @property
-    def merged(self) -> bool:
-        return self.problem is None and not self.missing
-
 
 def merge_folder(folder: Path) -> Merge:
     """Assemble one job folder from its manifests and unit PNGs, when every unit is there."""
