@@ -10,7 +10,6 @@ image parameters and the optimizer stay in float32.
 from __future__ import annotations
 
 import contextlib
-import random
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,7 +26,7 @@ from fvcli.diversity import gram_similarity
 from fvcli.param import SharedParam, make_param
 from fvcli.redirect import REDIRECT_STEPS, RedirectReLU
 from fvcli.settings import RenderSettings
-from fvcli.transforms import Pipeline
+from fvcli.transforms import Draws, Pipeline
 
 
 class Stopped(Exception):
@@ -166,7 +165,7 @@ def render_batch(
     diversity = groups.diversity if groups is not None else None
     extra = (diversity[0],) if diversity else ()
     pipeline = Pipeline.from_setting(settings.transforms)
-    rngs = [random.Random(seed) for seed in seeds]
+    draws = Draws(seeds, device)  # each image's transforms from its own seed, for all steps at once
     optimizer = _optimizer(settings, param)
     schedule = _schedule(settings, optimizer)
     penalty_weights = {"l1": settings.l1, "tv": settings.tv, "blur": settings.blur}
@@ -179,7 +178,7 @@ def render_batch(
         optimizer.zero_grad(set_to_none=True)
         image = param()
         image.register_hook(_finite)
-        images = pipeline(image, rngs)
+        images = pipeline(image, draws, step)
         with RedirectReLU() if step < REDIRECT_STEPS else contextlib.nullcontext():
             values, acts = score(images, extra)
         broke_at = torch.where((broke_at < 0) & ~torch.isfinite(values.detach()), step + 1, broke_at)

@@ -7,13 +7,16 @@ pass from every optimization step (about a tenth of GoogLeNet's step on a CPU).
 Pairs are found by watching a probe forward pass: a BatchNorm whose input is exactly a
 convolution's output. A convolution whose own output is a requested layer is left alone, and the
 requested layers are compared before and after on the probe: if any differs beyond float rounding
-(a convolution's output used elsewhere too, say), the model is restored unfolded.
+(a convolution's output used elsewhere too, say), the model is restored unfolded. The comparison
+runs in full float32 (no autocast, no TF32): on CUDA, TF32 convolutions round by more than the
+tolerance, and a check run in them refuses every fold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +60,27 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
         conv.bias = nn.Parameter(folded, requires_grad=False)
 
 
+@contextlib.contextmanager
+def full_precision(device: torch.device) -> Iterator[None]:
+    """Float32 arithmetic as IEEE float32 within: autocast off, and TF32 off for CUDA's
+    convolutions and matrix products (on by default for convolutions), restored after."""
+    settings = []
+    for backend in (torch.backends.cudnn.conv, torch.backends.cuda.matmul):
+        if hasattr(backend, "fp32_precision"):  # torch >= 2.9
+            settings.append((backend, "fp32_precision", "ieee"))
+    if not settings:  # older torch: the flags that came before fp32_precision
+        settings = [(torch.backends.cudnn, "allow_tf32", False), (torch.backends.cuda.matmul, "allow_tf32", False)]
+    saved = [(backend, name, getattr(backend, name)) for backend, name, _ in settings]
+    try:
+        for backend, name, value in settings:
+            setattr(backend, name, value)
+        with torch.autocast(device.type, enabled=False):
+            yield
+    finally:
+        for backend, name, value in saved:
+            setattr(backend, name, value)
+
+
 def _replace(model: nn.Module, path: str, module: nn.Module) -> None:
     parent_path, _, name = path.rpartition(".")
     setattr(model.get_submodule(parent_path) if parent_path else model, name, module)
@@ -76,12 +100,12 @@ def fold_batchnorms(model: nn.Module, layers: Iterable[str], probe: Tensor) -> i
         return 0
     modules = dict(model.named_modules())
     originals = {name: copy.deepcopy(modules[name]) for pair in pairs for name in pair}
-    with torch.no_grad():
+    with torch.no_grad(), full_precision(probe.device):
         before = forward_to(model, probe, keys)
     for conv, bn in pairs:
         _fold(modules[conv], modules[bn])
         _replace(model, bn, nn.Identity())
-    with torch.no_grad():
+    with torch.no_grad(), full_precision(probe.device):
         after = forward_to(model, probe, keys)
     if all(_close(before[k], after[k]) for k in keys):
         return len(pairs)

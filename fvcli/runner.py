@@ -35,7 +35,7 @@ from fvcli.sidecar import UnitRecord, job_sidecar, unit_record
 from fvcli.signals import StopOnSignals
 from fvcli.targets import describe_channels
 
-RENDER_VERSION = 1  # raise when fv renders the same settings into different images
+RENDER_VERSION = 2  # raise when fv renders the same settings into different images
 CPU_BATCH = 16  # on a CPU, larger batches gain little and make progress coarser
 CUDA_MEMORY_SHARE = 0.7  # of free memory, for the automatic batch size
 

@@ -1,10 +1,14 @@
 """Transformation robustness: random pad, jitter, scale and rotation, sampled for each image.
 
 Each transform is configuration plus two pure functions: how it changes the canvas size, and, for
-sampled parameters, the affine map from its output pixel to its input pixel. A pipeline multiplies
-those maps and resamples each image once (bilinear), so a chain of five transforms costs one
-`grid_sample` and blurs once, not four times. Randomness comes from each image's own
-`random.Random`, which the engine seeds per unit: a unit's transforms never depend on its batch.
+its random parameters, the affine map from its output pixel to its input pixel. A pipeline
+multiplies those maps and resamples each image once (bilinear), so a chain of five transforms
+costs one `grid_sample` and blurs once, not four times.
+
+Randomness is counter-based (see `Draws`): every random number is a hash of the image's seed, the
+step and the number's place in the step. A whole batch's parameters for many steps come from a few
+tensor operations on the batch's device, with no Python loop over images, and a unit's transforms
+never depend on its batch.
 
 Coordinates are pixel centres measured from the canvas centre; out-of-canvas samples take the
 pad fill (grey 0.5), as padding would.
@@ -13,18 +17,83 @@ pad fill (grey 0.5), as padding would.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 FILL = 0.5
+CHUNK_STEPS = 64  # steps whose transform parameters are drawn together: one draw per 64 steps
+
+_MASK32 = 0xFFFFFFFF
+# An integer hash of 32-bit values (Thomas Mueller's); the multiplier is below 2**27, so products
+# of 32-bit values stay inside int64 on every device.
+_MULTIPLIER = 0x45D9F3B
+_GOLDEN = 0x9E3779B9  # 2**32 / golden ratio: offsets that keep zero inputs from hashing to zero
 
 
-def _translate(tx: float, ty: float) -> list[list[float]]:
-    return [[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]]
+def _mix(x: Tensor) -> Tensor:
+    x = x ^ (x >> 16)
+    x = (x * _MULTIPLIER) & _MASK32
+    x = x ^ (x >> 16)
+    x = (x * _MULTIPLIER) & _MASK32
+    return x ^ (x >> 16)
+
+
+class Draws:
+    """Counter-based random integers for a batch: image i's number at (step, slot) is a hash of
+    its seed, the step and the slot alone, so it is the same in any batch, on any device.
+
+    Each seed is hashed once into a 32-bit key; a number is then one more hash of the key and of
+    the (step, slot) counter's own hash, so a draw for a whole batch is a few elementwise ops."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu"):
+        seeds_ = [int(s) % 2**64 for s in seeds]  # fv's seeds have 63 bits; any integer is taken
+        low = torch.tensor([s & _MASK32 for s in seeds_], dtype=torch.int64, device=device)
+        high = torch.tensor([s >> 32 for s in seeds_], dtype=torch.int64, device=device)
+        self.keys = _mix(((_mix((low + _GOLDEN) & _MASK32)) ^ high))
+        self.device = self.keys.device
+
+    def __len__(self) -> int:
+        return self.keys.numel()
+
+    def integers(self, steps: Tensor, slot: int, high: int) -> Tensor:
+        """(len(steps), N) integers uniform in [0, high), for slot `slot` of each step."""
+        counter = (steps.to(self.device) * 4099 + slot + _GOLDEN) & _MASK32  # 4099: a prime above any slot count
+        return _mix(_mix(counter)[:, None] ^ self.keys[None, :]) % high
+
+
+@dataclass(frozen=True)
+class Affine:
+    """Maps x' = a00 x + a01 y + tx, y' = a10 x + a11 y + ty, each entry a number or a tensor of
+    shape (steps, N): composing them entry by entry costs a few elementwise operations, where
+    batched 3x3 matrix products of tens of thousands of tiny matrices are slow on a CPU."""
+
+    a00: Tensor | float = 1.0
+    a01: Tensor | float = 0.0
+    a10: Tensor | float = 0.0
+    a11: Tensor | float = 1.0
+    tx: Tensor | float = 0.0
+    ty: Tensor | float = 0.0
+
+    def then(self, inner: Affine) -> Affine:
+        """self after inner's output: the map from inner's input... composed as self @ inner."""
+        return Affine(
+            self.a00 * inner.a00 + self.a01 * inner.a10,
+            self.a00 * inner.a01 + self.a01 * inner.a11,
+            self.a10 * inner.a00 + self.a11 * inner.a10,
+            self.a10 * inner.a01 + self.a11 * inner.a11,
+            self.a00 * inner.tx + self.a01 * inner.ty + self.tx,
+            self.a10 * inner.tx + self.a11 * inner.ty + self.ty,
+        )
+
+    def matrices(self, shape: tuple[int, int], device) -> Tensor:
+        """The maps as a (steps, N, 2, 3) float32 tensor."""
+        entries = [torch.as_tensor(e, dtype=torch.float32, device=device).expand(shape) for e in
+                   (self.a00, self.a01, self.tx, self.a10, self.a11, self.ty)]
+        return torch.stack(entries, dim=-1).view(*shape, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -33,12 +102,13 @@ class Pad:
 
     pixels: int
     fill: float = FILL
+    slots = 0
 
     def canvas(self, h: int, w: int) -> tuple[int, int]:
         return h + 2 * self.pixels, w + 2 * self.pixels
 
-    def sample(self, rng: random.Random) -> list[list[float]]:
-        return _translate(0.0, 0.0)  # centred coordinates do not move
+    def sample(self, draws: Draws, steps: Tensor, slot: int) -> Affine:
+        return Affine()  # centred coordinates do not move
 
 
 @dataclass(frozen=True)
@@ -46,13 +116,16 @@ class Jitter:
     """Crop `pixels` from the canvas at a random integer offset (a random shift)."""
 
     pixels: int
+    slots = 2
 
     def canvas(self, h: int, w: int) -> tuple[int, int]:
         return h - self.pixels, w - self.pixels
 
-    def sample(self, rng: random.Random) -> list[list[float]]:
+    def sample(self, draws: Draws, steps: Tensor, slot: int) -> Affine:
         d = self.pixels
-        return _translate(rng.randint(0, d) - d / 2, rng.randint(0, d) - d / 2)
+        tx = draws.integers(steps, slot, d + 1).float() - d / 2
+        ty = draws.integers(steps, slot + 1, d + 1).float() - d / 2
+        return Affine(tx=tx, ty=ty)
 
 
 @dataclass(frozen=True)
@@ -60,13 +133,15 @@ class Scale:
     """Zoom about the centre by a factor drawn from `factors`; the canvas keeps its size."""
 
     factors: tuple[float, ...]
+    slots = 1
 
     def canvas(self, h: int, w: int) -> tuple[int, int]:
         return h, w
 
-    def sample(self, rng: random.Random) -> list[list[float]]:
-        s = rng.choice(self.factors)
-        return [[1 / s, 0.0, 0.0], [0.0, 1 / s, 0.0], [0.0, 0.0, 1.0]]
+    def sample(self, draws: Draws, steps: Tensor, slot: int) -> Affine:
+        inverse = 1 / torch.tensor(self.factors, device=draws.device)
+        s = inverse[draws.integers(steps, slot, len(self.factors))]
+        return Affine(a00=s, a11=s)
 
 
 @dataclass(frozen=True)
@@ -74,14 +149,16 @@ class Rotate:
     """Rotate about the centre by an angle in degrees drawn from `degrees`."""
 
     degrees: tuple[float, ...]
+    slots = 1
 
     def canvas(self, h: int, w: int) -> tuple[int, int]:
         return h, w
 
-    def sample(self, rng: random.Random) -> list[list[float]]:
-        a = math.radians(rng.choice(self.degrees))
-        c, s = math.cos(a), math.sin(a)
-        return [[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]]  # output -> input: rotate back
+    def sample(self, draws: Draws, steps: Tensor, slot: int) -> Affine:
+        radians = torch.tensor([math.radians(d) for d in self.degrees], device=draws.device)
+        index = draws.integers(steps, slot, len(self.degrees))
+        c, s = radians.cos()[index], radians.sin()[index]
+        return Affine(a00=c, a01=s, a10=-s, a11=c)  # output -> input: rotate back
 
 
 Transform = Pad | Jitter | Scale | Rotate
@@ -104,6 +181,7 @@ class Pipeline:
     def __init__(self, transforms: tuple[Transform, ...]):
         self.transforms = transforms
         self._grids: dict[tuple, Tensor] = {}
+        self._chunk: tuple[int, Draws, Tensor] | None = None  # (first step, draws, maps of CHUNK_STEPS steps)
 
     @classmethod
     def preset(cls, name: str) -> Pipeline:
@@ -125,12 +203,25 @@ class Pipeline:
             h, w = t.canvas(h, w)
         return h, w
 
-    def matrices(self, rngs: list[random.Random]) -> Tensor:
-        """Per image, the 3x3 map from an output pixel to its input pixel: (N, 3, 3) float64."""
-        total = torch.eye(3, dtype=torch.float64).repeat(len(rngs), 1, 1)
+    def transform_maps(self, draws: Draws, steps: Tensor) -> list[Affine]:
+        """Each transform's maps from output to input pixel, for every step and image. Transform k
+        draws from the slots after those of the transforms before it."""
+        maps, slot = [], 0
         for t in self.transforms:
-            total = total @ torch.tensor([t.sample(rng) for rng in rngs], dtype=torch.float64)
-        return total
+            maps.append(t.sample(draws, steps, slot))
+            slot += t.slots
+        return maps
+
+    def maps(self, draws: Draws, step: int) -> Tensor:
+        """The (N, 2, 3) composed maps of `step`, drawn CHUNK_STEPS steps at a time."""
+        first = step - step % CHUNK_STEPS
+        if self._chunk is None or self._chunk[0] != first or self._chunk[1] is not draws:
+            steps = torch.arange(first, first + CHUNK_STEPS, device=draws.device)
+            total = Affine()
+            for m in self.transform_maps(draws, steps):
+                total = total.then(m)
+            self._chunk = (first, draws, total.matrices((CHUNK_STEPS, len(draws)), draws.device))
+        return self._chunk[2][step - first]
 
     def _base_grid(self, h: int, w: int, device: torch.device) -> Tensor:
         key = (h, w, device)
@@ -141,16 +232,18 @@ class Pipeline:
             self._grids[key] = torch.stack([x, y, torch.ones_like(x)], dim=-1)  # (H, W, 3)
         return self._grids[key]
 
-    def __call__(self, images: Tensor, rngs: list[random.Random]) -> Tensor:
-        if not self.transforms:
-            return images
-        n, _, h, w = images.shape
+    def apply(self, images: Tensor, maps: Tensor) -> Tensor:
+        """Resample each image once through its (N, 2, 3) output-to-input map."""
+        _, _, h, w = images.shape
         out_h, out_w = self.canvas(h, w)
-        maps = self.matrices(rngs)[:, :2, :].float()  # (N, 2, 3), drawn on the host
-        if images.is_cuda:  # pinned memory: the copy does not make the host wait for the GPU
-            maps = maps.pin_memory().to(images.device, non_blocking=True)
-        source = torch.einsum("hwk,njk->nhwj", self._base_grid(out_h, out_w, images.device), maps)
+        source = torch.einsum("hwk,njk->nhwj", self._base_grid(out_h, out_w, images.device), maps.to(images.device))
         # grid_sample with align_corners=False: a centred pixel coordinate x is 2x/W in [-1, 1].
         grid = source / torch.tensor([w / 2, h / 2], device=images.device)
         shifted = F.grid_sample(images - FILL, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return shifted + FILL
+
+    def __call__(self, images: Tensor, draws: Draws, step: int) -> Tensor:
+        """The transformed images of `step`; draws: the batch's Draws (one seed per image)."""
+        if not self.transforms:
+            return images
+        return self.apply(images, self.maps(draws, step))

@@ -1,8 +1,7 @@
-import random
-
+import pytest
 import torch
 
-from fvcli.transforms import STANDARD, Jitter, Pad, Pipeline
+from fvcli.transforms import CHUNK_STEPS, STANDARD, Draws, Jitter, Pad, Pipeline
 
 
 def test_standard_preset_has_the_reference_values():
@@ -16,8 +15,7 @@ def test_standard_preset_has_the_reference_values():
 def test_pad_and_integer_jitter_only_move_pixels():
     image = torch.rand(1, 3, 16, 16)
     pipeline = Pipeline((Pad(4), Jitter(4)))
-    rng = random.Random(3)
-    out = pipeline(image, [rng])
+    out = pipeline(image, Draws([3]), step=0)
     assert out.shape == (1, 3, 20, 20)
     # The original image appears unchanged (up to float rounding) somewhere in the output.
     shifts = [(dy, dx) for dy in range(5) for dx in range(5)
@@ -29,10 +27,42 @@ def test_pad_and_integer_jitter_only_move_pixels():
     assert torch.allclose(out[border], torch.tensor(0.5), atol=1e-5)  # the pad fill
 
 
-def test_each_image_draws_from_its_own_generator():
+@pytest.mark.parametrize("step", [0, 5, CHUNK_STEPS + 3])
+def test_each_image_draws_from_its_own_seed_whatever_its_batch(step):
     images = torch.rand(3, 3, 24, 24)
     pipeline = Pipeline(STANDARD)
-    together = pipeline(images, [random.Random(s) for s in (1, 2, 3)])
-    alone = pipeline(images[1:2], [random.Random(2)])
-    assert torch.allclose(together[1:2], alone, atol=1e-6)
+    together = pipeline(images, Draws([1, 2, 3]), step)
+    alone = Pipeline(STANDARD)(images[1:2], Draws([2]), step)
+    assert torch.equal(together[1:2], alone)
     assert not torch.allclose(together[0], together[2])
+
+
+def test_draws_depend_on_seed_step_and_slot_alone():
+    steps = torch.arange(200)
+    seeds = [0, 1, 2**62 + 5, 2**63 - 1]
+    draws = Draws(seeds)
+    # The same numbers for a seed in any company, and in any chunk of steps asked for.
+    assert torch.equal(draws.integers(steps, 2, 26)[:, 2], Draws([seeds[2]]).integers(steps, 2, 26)[:, 0])
+    assert torch.equal(draws.integers(steps[100:], 2, 26), draws.integers(steps, 2, 26)[100:])
+    # Different slots and steps give different numbers.
+    assert not torch.equal(draws.integers(steps, 0, 26), draws.integers(steps, 1, 26))
+
+
+def test_draws_are_uniform_and_uncorrelated():
+    draws = Draws(range(8192))
+    counts = torch.bincount(draws.integers(torch.arange(4), 0, 11).flatten(), minlength=11).float()
+    expected = 4 * 8192 / 11
+    chi_square = ((counts - expected) ** 2 / expected).sum().item()
+    assert chi_square < 30  # 10 degrees of freedom: p < 0.001 above 29.6
+    a, b = draws.integers(torch.arange(2), 3, 26).float()
+    neighbours = Draws(range(1, 8193)).integers(torch.arange(1), 3, 26).float()[0]
+    assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1]) < 0.05  # consecutive steps
+    assert abs(torch.corrcoef(torch.stack([a, neighbours]))[0, 1]) < 0.05  # consecutive seeds
+
+
+def test_each_rotation_and_scale_is_drawn_at_its_published_frequency():
+    _, _, scale, rotate, _ = STANDARD
+    draws = Draws(range(4096))
+    angles = torch.tensor(rotate.degrees)[draws.integers(torch.arange(8), 4, len(rotate.degrees))]
+    assert abs((angles == 0).float().mean().item() - 6 / 26) < 0.01  # 0 five times more likely than others
+    assert abs((angles == 10).float().mean().item() - 1 / 26) < 0.005
