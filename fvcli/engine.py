@@ -20,7 +20,7 @@ from torch import Tensor
 from fvcli import regularizers
 from fvcli.capture import forward_to
 from fvcli.models import IMAGENET, LoadedModel, Normalization
-from fvcli.objectives import Objective, batch_values, gather_index, layers_of
+from fvcli.objectives import Objective, batch_plan, batch_values, layers_of
 from fvcli.devices import use_bf16
 from fvcli.diversity import gram_similarity
 from fvcli.param import SharedParam, make_param
@@ -119,7 +119,7 @@ class _Scorer:
         self.module, self.objectives, self.device, self.input_size = model.module, objectives, device, input_size
         self.layers = layers_of(objectives)
         self.bf16 = bf16
-        self.index = gather_index(objectives, device)
+        self.plan = batch_plan(objectives, device)
         if normalization is None:
             self.mean = self.std = None
         else:
@@ -136,7 +136,7 @@ class _Scorer:
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with autocast:
             acts = forward_to(self.module, x, (*self.layers, *extra))
-        return batch_values(self.objectives, acts, self.index), acts
+        return batch_values(self.objectives, acts, self.plan), acts
 
 
 def render_batch(

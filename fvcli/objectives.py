@@ -195,29 +195,42 @@ def neuron(
     return Neuron(layer, index, label, layout, all_tokens, position=position)
 
 
-def gather_index(objectives: list[Objective], device: torch.device) -> Tensor | None:
-    """For a batch whose images all ask for a channel (or neuron) of one layer, the channel of each
-    image, ready for one gather; None otherwise. Computed once per batch, not per step."""
+def batch_plan(objectives: list[Objective], device: torch.device) -> Tensor | None:
+    """How a batch whose images all read one layer alike is scored in one pass, computed once per
+    batch, not per step: for channels (or neurons), each image's channel index (one gather); for
+    directions, each image's vector as a (N, C) matrix (one product). None: one objective at a time."""
     first = objectives[0]
     if isinstance(first, Channel) and all(
         type(o) is type(first) and (o.layer, o.layout, o.all_tokens) == (first.layer, first.layout, first.all_tokens)
         for o in objectives
     ):
         return torch.tensor([o.channel for o in objectives], device=device)
+    if isinstance(first, Direction) and all(
+        type(o) is Direction and (o.layer, o.layout, o.neuron, o.vector.numel()) == (first.layer, first.layout, first.neuron, first.vector.numel())
+        for o in objectives
+    ):
+        return torch.stack([o.vector.float().flatten() for o in objectives]).to(device)
     return None
 
 
-def batch_values(objectives: list[Objective], acts: Activations, index: Tensor | None = None) -> Tensor:
+def batch_values(objectives: list[Objective], acts: Activations, plan: Tensor | None = None) -> Tensor:
     """Score image i of the batch by objectives[i]: a tensor of shape (len(objectives),).
 
-    `index`: gather_index(objectives) when it has been computed already.
+    `plan`: batch_plan(objectives) when it has been computed already.
     """
-    if index is None:
-        index = gather_index(objectives, next(iter(acts.values())).device)
-    if index is not None:  # one gather: every image asks for a channel of one layer
-        a = objectives[0].positions(acts)
-        picked = a[torch.arange(len(objectives), device=a.device), index]
+    if plan is None:
+        plan = batch_plan(objectives, next(iter(acts.values())).device)
+    first = objectives[0]
+    if plan is not None and plan.dim() == 1:  # one gather: every image asks for a channel of one layer
+        a = first.positions(acts)
+        picked = a[torch.arange(len(objectives), device=a.device), plan]
         return picked.reshape(len(objectives), -1).float().mean(dim=1)
+    if plan is not None:  # one product: every image asks for a direction in one layer
+        a = channels_first(acts[first.layer], first.layout).float()
+        if first.neuron:
+            a = at_position(a, None)
+        dots = torch.einsum("nc...,nc->n...", a, plan.to(a.device))
+        return dots.reshape(len(objectives), -1).mean(dim=1)
     return torch.cat([o({k: v[i : i + 1] for k, v in acts.items()}) for i, o in enumerate(objectives)])
 
 

@@ -52,3 +52,19 @@ def test_token_channels_leave_out_the_class_token_unless_asked():
     assert torch.allclose(channel("l", 1, layout=layout, all_tokens=True)({"l": tokens}), tokens[:, :, 1].mean(dim=1))
     mixed = [channel("l", 0, layout=layout), channel("l", 2, layout=layout)]
     assert torch.allclose(batch_values(mixed, {"l": tokens}), torch.stack([tokens[0, 1:, 0].mean(), tokens[1, 1:, 2].mean()]))
+
+
+def test_a_batch_of_directions_is_scored_in_one_product_as_one_at_a_time():
+    from fvcli.layers import infer_layout
+    from fvcli.objectives import Direction, batch_plan
+
+    for shape in [(4, 6, 3, 3), (4, 1 + 9, 6), (4, 6)]:  # channels first, tokens, flat
+        acts = {"l": torch.randn(*shape, requires_grad=True)}
+        layout = infer_layout(shape)
+        for neuron in (False, True):
+            directions = [Direction("l", torch.randn(6), f"d{i}", layout, neuron=neuron) for i in range(4)]
+            assert batch_plan(directions, torch.device("cpu")).shape == (4, 6)
+            one_by_one = torch.stack([o(acts)[i] for i, o in enumerate(directions)])
+            assert torch.allclose(batch_values(directions, acts), one_by_one, atol=1e-5)
+    mixed = [Direction("l", torch.randn(6), "d", layout), channel("l", 1, layout=layout)]
+    assert batch_plan(mixed, torch.device("cpu")) is None  # mixed kinds: one at a time
