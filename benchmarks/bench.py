@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
 import json
 import platform
@@ -32,8 +33,9 @@ from fvcli.devices import device_name, pick_device  # noqa: E402
 from fvcli.engine import dtype_name, render_batch  # noqa: E402
 from fvcli.fold import fold_batchnorms  # noqa: E402
 from fvcli.layers import infer_layout  # noqa: E402
-from fvcli.models import load_model  # noqa: E402
+from fvcli.models import IMAGENET, load_model  # noqa: E402
 from fvcli.objectives import batch_values, channel  # noqa: E402
+from fvcli.redirect import REDIRECT_STEPS  # noqa: E402
 from fvcli.settings import RenderSettings  # noqa: E402
 from fvcli.transforms import Pipeline  # noqa: E402
 
@@ -70,26 +72,32 @@ def model_flops_per_image_step(model, key: str, layout, canvas: int, normalizati
     return counter.get_total_flops()
 
 
-def run_fv(model, key, layout, channels, settings, device, batch_size) -> float:
+def run_fv(model, key, layout, channels, settings, device, batch_size, compiled=None) -> tuple[float, torch.Tensor]:
+    """Seconds to render the units with fv's engine, and the final images (N, 3, H, W) on the CPU."""
     objectives = [channel(key, c, layout=layout) for c in channels]
     seeds = list(range(len(channels)))
     sync(device)
     started = time.perf_counter()
+    images = []
     for i in range(0, len(objectives), batch_size):
-        render_batch(model, objectives[i : i + batch_size], seeds[i : i + batch_size], settings, device)
+        result = render_batch(model, objectives[i : i + batch_size], seeds[i : i + batch_size], settings, device, compiled=compiled)
+        images.append(result.images)
     sync(device)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, torch.cat(images)
 
 
-def run_lucent(module, layer: str, channels, steps: int, size: int, canvas: int, batched: bool, device) -> float:
+def run_lucent(module, layer: str, channels, steps: int, size: int, canvas: int, batched: bool, device, chunk: int = 64) -> tuple[float, torch.Tensor]:
     """Lucent's render_vis with its standard transforms, Adam at lr 0.05 and a Fourier image;
-    `fixed_image_size` = fv's transformed size, so both run the model on images of one size."""
+    `fixed_image_size` = fv's transformed size, so both run the model on images of one size.
+    Batched, objectives go `chunk` at a time: Lucent sums them recursively, and 512 at once exceed
+    Python's recursion limit. Returns the seconds and the final images (N, 3, H, W)."""
     sys.path.insert(0, str(ROOT / "benchmarks" / ".lucent"))
     from lucent.optvis import objectives, param, render, transform
 
     sync(device)
     started = time.perf_counter()
-    groups = [channels] if batched else [[c] for c in channels]
+    groups = [channels[i : i + chunk] for i in range(0, len(channels), chunk)] if batched else [[c] for c in channels]
+    images = []
     for group in groups:
         # Lucent never removes its hooks: each call gets a clean copy, in the default memory layout
         # a Lucent user has (fv converts its own copy to channels_last).
@@ -100,60 +108,122 @@ def run_lucent(module, layer: str, channels, steps: int, size: int, canvas: int,
         else:
             objective = sum(objectives.channel(layer, c, batch=i) for i, c in enumerate(group))
             param_f = lambda n=len(group): param.image(size, batch=n)  # noqa: E731
-        render.render_vis(
+        final = render.render_vis(
             model, objective, param_f, transforms=transform.standard_transforms, thresholds=(steps,),
             show_image=False, progress=False, fixed_image_size=canvas,
-        )
+        )[-1]
+        images.append(torch.from_numpy(final).permute(0, 3, 1, 2).float())
     sync(device)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, torch.cat(images)
 
 
-def compile_probe(model, key: str, layout, units: int, canvas: int, bf16: bool, device, steps: int = 20) -> dict:
-    """Does torch.compile pay? One model step (forward to the layer, backward to the images) eager
-    and compiled, side by side, and the compile time. fv's forward stops at the layer through a
-    hook that raises, which Dynamo cannot trace; so both sides run the same plain truncated
-    network (the model's children up to the layer; GoogLeNet-style models), which is what a
-    compiled engine would run."""
-    names = [name for name, _ in model.module.named_children()]
-    top = key.split(".")[0]
-    if top not in names:
-        return {"skipped": f"{key} is not a direct child of the model"}
-    trunk = torch.nn.Sequential(*[getattr(model.module, n) for n in names[: names.index(top) + 1]])
-    x = torch.rand(units, 3, canvas, canvas, device=device, requires_grad=True)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+def objective_of_8bit_images(module, key: str, layout, channels, images: torch.Tensor, normalization, device) -> list[float]:
+    """Each unit's objective on its final image saved as 8 bits, through one float32 copy of the
+    model (unfolded, no autocast), so that both tools' images are judged alike."""
+    quantized = (images.clamp(0, 1) * 255).round() / 255
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization)
+    values = []
+    with torch.no_grad():
+        for i in range(0, len(channels), 64):
+            x = ((quantized[i : i + 64] - mean) / std).to(device)
+            acts = forward_to(module, x, [key])
+            values += batch_values([channel(key, c, layout=layout) for c in channels[i : i + 64]], acts).cpu().tolist()
+    return values
 
-    def step(f) -> None:
-        x.grad = None
-        with autocast:
-            y = f(x.contiguous(memory_format=torch.channels_last))
-        y[:, :units].float().mean().backward()
 
-    def per_step(f) -> float:
-        for _ in range(3):
-            step(f)
+def compile_probe(model, key: str, units: int, settings, device, modes: list[str], steps: int = 64) -> dict:
+    """Does torch.compile pay? fv's render of `units` images for `steps` steps eagerly and with the
+    truncated network compiled in each mode (fvcli.compiled; the first 16 steps run eagerly in
+    both, for the ReLU redirect), side by side: the compile time, and the seconds a step."""
+    from fvcli.compiled import CompiledForward
+
+    layout = infer_layout(layer_shapes(model.module, [key], settings.size, device)[key])
+    probe = dataclasses.replace(settings, steps=steps)
+
+    def seconds(compiled=None) -> float:
+        return run_fv(model, key, layout, list(range(units)), probe, device, units, compiled)[0]
+
+    seconds()  # warm-up
+    eager = seconds()
+    result = {"eager_s_per_step": round(eager / steps, 5)}
+    for mode in modes:
+        torch._dynamo.reset()
+        forward = CompiledForward(model.module, (key,), mode=mode)
+        first = seconds(forward)
+        again = seconds(forward)
+        compile_s = forward.compile_seconds
+        saved = (eager - again) / (steps - REDIRECT_STEPS)
+        result[mode] = {
+            "compile_s": round(compile_s, 2),
+            "s_per_step": round(again / steps, 5),
+            "compiled_steps_vs_eager": round((eager - again) / (steps - REDIRECT_STEPS) / (eager / steps), 3) if eager else None,
+            "break_even_steps": round(compile_s / saved) if saved > 0 else None,
+            "first_run_s": round(first, 2),
+        }
+    eager_again = seconds()  # the machine may have changed meanwhile
+    result["eager_again_s_per_step"] = round(eager_again / steps, 5)
+    return result
+
+
+def overhead_probe(device, units: int = 512, steps: int = 32) -> dict:
+    """fv's own per-step work apart from the model's: a near-free model (a 1x1 convolution at
+    8 px) and `units` random directions in one batch. Each step with the standard transforms, with
+    a plain pad to the same canvas, the model's own forward and backward alone, and the transform
+    draws alone."""
+    from fvcli.models import LoadedModel
+    from fvcli.objectives import Direction
+    from fvcli.transforms import STANDARD, Draws
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 64, 1).eval().to(device, memory_format=torch.channels_last)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    model = LoadedModel("conv1x1", torch.nn.Sequential(net), "a 1x1 convolution", "random")
+    layout = infer_layout((1, 64, 8, 8))
+    vectors = torch.nn.functional.normalize(torch.randn(units, 64), dim=1)
+    objectives = [Direction("0", v, f"d{i}", layout) for i, v in enumerate(vectors)]
+    seeds = list(range(units))
+    canvas = Pipeline(STANDARD).canvas(8, 8)[0]
+
+    def per_step(transforms) -> float:
+        settings = RenderSettings(steps=steps, size=8, transforms=transforms, dtype="float32")
+        render_batch(model, objectives, seeds, settings, device)  # warm-up
         sync(device)
         started = time.perf_counter()
-        for _ in range(steps):
-            step(f)
+        render_batch(model, objectives, seeds, settings, device)
         sync(device)
         return (time.perf_counter() - started) / steps
 
-    eager = per_step(trunk)
-    compiled_trunk = torch.compile(trunk)
-    started = time.perf_counter()
-    step(compiled_trunk)
+    standard = per_step("standard")
+    padded = per_step((("pad", (canvas - 8) // 2),))
+    x = torch.rand(units, 3, canvas, canvas, device=device, requires_grad=True)
+
+    def model_step() -> None:
+        x.grad = None
+        net(x.contiguous(memory_format=torch.channels_last)).mean().backward()
+
+    for _ in range(3):
+        model_step()
     sync(device)
-    compile_s = time.perf_counter() - started
-    compiled = per_step(compiled_trunk)
-    eager_again = per_step(trunk)  # the machine may have changed meanwhile: eager on both sides
-    eager = min(eager, eager_again)
-    saved = eager - compiled
+    started = time.perf_counter()
+    for _ in range(steps):
+        model_step()
+    sync(device)
+    model_s = (time.perf_counter() - started) / steps
+    pipeline, draws = Pipeline(STANDARD), Draws(seeds, device)
+    started = time.perf_counter()
+    for step in range(512):
+        pipeline.maps(draws, step)
+    sync(device)
+    draws_s = (time.perf_counter() - started) / 512
     return {
-        "compile_and_first_step_s": round(compile_s, 2),
-        "eager_step_s": round(eager, 5),
-        "compiled_step_s": round(compiled, 5),
-        "speedup": round(eager / compiled, 3),
-        "break_even_steps": round(compile_s / saved) if saved > 0 else None,
+        "units": units,
+        "canvas": canvas,
+        "ms_per_step_standard_transforms": round(standard * 1e3, 3),
+        "ms_per_step_plain_pad": round(padded * 1e3, 3),
+        "ms_per_step_model_alone": round(model_s * 1e3, 3),
+        "ms_per_step_fv_own_work": round((standard - model_s) * 1e3, 3),
+        "ms_per_step_transform_draws": round(draws_s * 1e3, 4),
     }
 
 
@@ -167,13 +237,23 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default: all units on CUDA, 16 on a CPU)")
-    parser.add_argument("--vs-lucent", action="store_true", help="also render through Lucent, one unit at a time and batched")
+    parser.add_argument("--vs-lucent", action="store_true", help="also render through Lucent, one unit at a time and batched, and compare the final objectives")
+    parser.add_argument("--lucent-batched-only", action="store_true", help="with --vs-lucent, leave out Lucent one unit at a time (hours for 512 units)")
+    parser.add_argument("--lucent-chunk", type=int, default=64, help="objectives a batched Lucent call optimizes together")
     parser.add_argument("--compile-probe", action="store_true", help="also measure whether torch.compile of the truncated network pays for its compile time")
+    parser.add_argument("--compile-modes", default="default", help="comma list of torch.compile modes for --compile-probe (default, max-autotune, max-autotune-no-cudagraphs, reduce-overhead)")
+    parser.add_argument("--compile-steps", type=int, default=64, help="steps of each render --compile-probe times")
+    parser.add_argument("--overhead", action="store_true", help="only measure fv's own per-step work apart from the model's (a near-free model, 512 directions)")
     parser.add_argument("--no-fold", action="store_true", help="keep BatchNorms unfolded (to measure what folding gains)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="fv's model arithmetic (see fv render --dtype)")
     args = parser.parse_args()
 
     device = pick_device(args.device)
+    if args.overhead:
+        result = {"device": device_name(device), "overhead": overhead_probe(device, units=args.units)}
+        result["commit"], result["date"], result["torch"] = commit(), datetime.date.today().isoformat(), torch.__version__
+        print(json.dumps(result))
+        return
     started = time.perf_counter()
     model = load_model(args.model, args.weights, seed=0, quiet=True)
     model.module.to(device, memory_format=torch.channels_last)
@@ -191,7 +271,7 @@ def main() -> None:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    fv_s = run_fv(model, key, layout, channels, settings, device, batch_size)
+    fv_s, fv_images = run_fv(model, key, layout, channels, settings, device, batch_size)
     image_steps = args.units * args.steps
     achieved = flops * image_steps / fv_s
     peak = PEAK_FLOPS.get(device_name(device))
@@ -211,18 +291,30 @@ def main() -> None:
         },
     }
     if args.compile_probe:
-        from fvcli.devices import use_bf16
-
-        result["compile_probe"] = compile_probe(model, key, layout, min(args.units, batch_size), canvas, use_bf16(args.dtype, device), device)
+        modes = [m for m in args.compile_modes.split(",") if m]
+        result["compile_probe"] = compile_probe(model, key, min(args.units, batch_size), settings, device, modes, steps=args.compile_steps)
     if args.vs_lucent:
         module = unfolded
-        one = run_lucent(module, key.replace(".", "_"), channels, args.steps, args.size, canvas, batched=False, device=device)
-        batched = run_lucent(module, key.replace(".", "_"), channels, args.steps, args.size, canvas, batched=True, device=device)
-        result["lucent"] = {"one_at_a_time_s": round(one, 3), "batched_s": round(batched, 3)}
+        lucent_layer = key.replace(".", "_")
+        one = None
+        if not args.lucent_batched_only:
+            one, _ = run_lucent(module, lucent_layer, channels, args.steps, args.size, canvas, batched=False, device=device)
+        batched, lucent_images = run_lucent(module, lucent_layer, channels, args.steps, args.size, canvas, batched=True, device=device, chunk=args.lucent_chunk)
+        best = batched if one is None else min(one, batched)
+        result["lucent"] = {"one_at_a_time_s": None if one is None else round(one, 3), "batched_s": round(batched, 3), "chunk": args.lucent_chunk}
         result["ratios"] = {
-            "fv_vs_lucent_one_at_a_time": round(one / fv_s, 2),
+            "fv_vs_lucent_one_at_a_time": None if one is None else round(one / fv_s, 2),
             "fv_vs_lucent_batched": round(batched / fv_s, 2),
-            "fv_vs_lucent_best": round(min(one, batched) / fv_s, 2),
+            "fv_vs_lucent_best": round(best / fv_s, 2),
+        }
+        judge = copy.deepcopy(unfolded).float()
+        fv_values = objective_of_8bit_images(judge, key, layout, channels, fv_images, model.normalization, device)
+        lucent_values = objective_of_8bit_images(judge, key, layout, channels, lucent_images, IMAGENET, device)
+        result["quality"] = {
+            "fv_mean_objective": round(sum(fv_values) / len(fv_values), 4),
+            "lucent_mean_objective": round(sum(lucent_values) / len(lucent_values), 4),
+            "units_fv_at_least_lucent": sum(a >= b for a, b in zip(fv_values, lucent_values)),
+            "units": len(channels),
         }
     result["commit"], result["date"] = commit(), datetime.date.today().isoformat()
     result["python"], result["torch"] = platform.python_version(), torch.__version__

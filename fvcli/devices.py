@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import re
 from pathlib import Path
@@ -12,23 +13,41 @@ import torch
 from fvcli.errors import FvError
 
 
+AUTO_ENVIRONMENT = "FV_DEVICE"  # what `--device auto` means when set, e.g. FV_DEVICE=cpu
+
+
+def auto_device() -> str:
+    """What `auto` means: $FV_DEVICE when set (the test suite sets cpu), else CUDA when torch sees a
+    GPU, else the CPU."""
+    chosen = os.environ.get(AUTO_ENVIRONMENT, "").strip()
+    if chosen and chosen != "auto":
+        return chosen
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def pick_device(name: str) -> torch.device:
-    """`auto` is CUDA when torch sees a GPU and the CPU otherwise; others must exist."""
+    """`auto` is $FV_DEVICE, or CUDA when torch sees a GPU and the CPU otherwise; others must exist."""
+    where = f"--device {name}"
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+        name = auto_device()
+        if os.environ.get(AUTO_ENVIRONMENT, "").strip() not in ("", "auto"):
+            where = f"--device auto ({AUTO_ENVIRONMENT}={name})"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FvError(f"{where}: expected cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise FvError(f"--device {name}: torch sees no CUDA GPU on this machine; use --device cpu or auto")
+            raise FvError(f"{where}: torch sees no CUDA GPU on this machine; use --device cpu or auto")
         index = device.index or 0
         if index >= torch.cuda.device_count():
             raise FvError(
-                f"--device {name}: there are {torch.cuda.device_count()} CUDA devices (cuda:0 to "
+                f"{where}: there are {torch.cuda.device_count()} CUDA devices (cuda:0 to "
                 f"cuda:{torch.cuda.device_count() - 1})"
             )
         return torch.device("cuda", index)
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise FvError(f"--device {name}: MPS is not available on this machine; use --device cpu or auto")
+        raise FvError(f"{where}: MPS is not available on this machine; use --device cpu or auto")
     return device
 
 

@@ -56,7 +56,11 @@ def rank_device(requested: str, local_rank: int) -> str:
     """Under torchrun, `auto` and `cuda` mean this rank's own GPU (LOCAL_RANK), when there are GPUs."""
     import torch
 
-    if requested in ("auto", "cuda") and torch.cuda.is_available():
+    from fvcli.devices import auto_device
+
+    if requested == "auto":
+        requested = auto_device()
+    if requested == "cuda" and torch.cuda.is_available():
         return f"cuda:{local_rank % torch.cuda.device_count()}"
     return requested
 

@@ -125,8 +125,9 @@ class _Scorer:
         else:
             self.mean, self.std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in normalization)
 
-    def __call__(self, images: Tensor, extra: tuple[str, ...] = ()) -> tuple[Tensor, dict[str, Tensor]]:
-        """Each image's objective value, and the captured activations (with the `extra` layers)."""
+    def __call__(self, images: Tensor, extra: tuple[str, ...] = (), forward: Callable | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Each image's objective value, and the captured activations (with the `extra` layers).
+        `forward`: a compiled forward for exactly these layers (fvcli.compiled); else eager."""
         if self.input_size is not None and images.shape[-2:] != (self.input_size, self.input_size):
             images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         x = images if self.mean is None else (images - self.mean) / self.std
@@ -135,7 +136,7 @@ class _Scorer:
         x = x.contiguous(memory_format=torch.channels_last)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with autocast:
-            acts = forward_to(self.module, x, (*self.layers, *extra))
+            acts = forward(x) if forward is not None else forward_to(self.module, x, (*self.layers, *extra))
         return batch_values(self.objectives, acts, self.plan), acts
 
 
@@ -149,12 +150,15 @@ def render_batch(
     input_size: int | None = None,
     groups: Groups | None = None,
     should_stop: Callable[[], bool] | None = None,
+    compiled: Callable | None = None,
 ) -> BatchResult:
     """Optimize one image per objective for `settings.steps` steps; the model must be on `device`.
 
     `input_size`: for models that take one input size only, images are resized to it before the model.
     `groups`: images that belong together (diversity, shared frames); see Groups.
     `should_stop`: asked after every step; when it says yes, Stopped is raised.
+    `compiled`: a compiled forward of the objectives' layers (and the diversity layer), used once
+    the ReLU redirect's first steps are done (its function mode does not trace).
     """
     assert len(objectives) == len(seeds) > 0
     bf16 = use_bf16(settings.dtype, device)
@@ -179,8 +183,11 @@ def render_batch(
         image = param()
         image.register_hook(_finite)
         images = pipeline(image, draws, step)
-        with RedirectReLU() if step < REDIRECT_STEPS else contextlib.nullcontext():
-            values, acts = score(images, extra)
+        if step < REDIRECT_STEPS:
+            with RedirectReLU():
+                values, acts = score(images, extra)
+        else:
+            values, acts = score(images, extra, compiled)
         broke_at = torch.where((broke_at < 0) & ~torch.isfinite(values.detach()), step + 1, broke_at)
         penalties = regularizers.penalty(image, penalty_weights)
         if penalties is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import signal
 import sys
 import time
@@ -20,9 +21,13 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from fvcli import tuning
 from fvcli.capture import layer_shapes
-from fvcli.devices import pick_device
+from fvcli.compiled import compile_forward
+from fvcli.devices import device_name, pick_device, use_bf16
 from fvcli.engine import BatchResult, Groups, Stopped, render_batch
+from fvcli.objectives import layers_of
+from fvcli.redirect import REDIRECT_STEPS
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_SOME_FAILED, FvError
 from fvcli.fold import fold_batchnorms
 from fvcli.jobs import Job, JobRequest, Unit, plan_batches
@@ -38,6 +43,11 @@ from fvcli.targets import describe_channels
 RENDER_VERSION = 2  # raise when fv renders the same settings into different images
 CPU_BATCH = 16  # on a CPU, larger batches gain little and make progress coarser
 CUDA_MEMORY_SHARE = 0.7  # of free memory, for the automatic batch size
+# --compile auto compiles a batch shape when the run takes at least this many steps of it past the
+# ReLU redirect: on an H100, compiling GoogLeNet to mixed4a for 512 images at 140 px took 32 s and
+# cut a step from 26.3 to 14.7 ms (benchmarks/BENCHMARKS.md), so it repays itself after ~2,760 steps.
+COMPILE_BREAK_EVEN_STEPS = 2760
+DTYPE_PROBE_IMAGES = 2  # images in the step --dtype auto times both ways
 
 
 @dataclass
@@ -88,7 +98,14 @@ class Run:
 
     def __init__(self, requests: list[JobRequest], settings: RunSettings, say: Callable[[str], None]):
         self.settings, self.say = settings, say
+        if settings.deterministic:
+            # cuBLAS reads this before its first call; without it, deterministic mode refuses matmuls.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
         self.device = pick_device(settings.device)
+        self.dtypes: dict[tuple, dict] = {}  # model key -> {"dtype", "how"}: what --dtype resolved to
+        self._compiled: dict[tuple, tuple] = {}  # (model key, layers, images) -> (forward or None, why)
         self.models: dict[tuple, LoadedModel] = {}
         self._hashes: dict[tuple[int, int], str] = {}
         self.load_seconds = 0.0
@@ -192,7 +209,7 @@ class Run:
         """Measure one short render's peak memory per image, then fill a share of free memory."""
         probe_units = [(j, u) for j in self.jobs for u in j.units if self._batch_key(j, u) == key][:4]
         job = probe_units[0][0]
-        settings = dataclasses.replace(job.request.settings, steps=2)
+        settings = dataclasses.replace(self._settings_for(job), steps=2)
         model = self.models[model_key(job.request.settings)]
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
@@ -202,6 +219,70 @@ class Run:
         per_image = max(1, (torch.cuda.max_memory_allocated(self.device) - before) / len(objectives))
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(count, int(free * CUDA_MEMORY_SHARE / per_image)))
+
+    def _choose_dtypes(self, pairs: list[tuple[Job, Unit]]) -> None:
+        """What each model's --dtype means: as given, or for auto the faster of bf16 autocast and
+        float32, timed on one step of the model's first units (fvcli.tuning), where the device
+        has native bf16 at all."""
+        for job, unit in pairs:
+            settings, key = job.request.settings, model_key(job.request.settings)
+            if key in self.dtypes:
+                continue
+            if settings.dtype != "auto":
+                self.dtypes[key] = {"dtype": settings.dtype, "how": "asked for"}
+            elif not use_bf16("auto", self.device):
+                self.dtypes[key] = {"dtype": "float32", "how": "this device has no native bf16"}
+            else:
+                probe = [(j, u) for j, u in pairs if self._batch_key(j, u) == self._batch_key(job, unit)][:DTYPE_PROBE_IMAGES]
+                objectives, seeds, groups = self._flatten(probe)
+                model = self.models[key]
+
+                def step(dtype: str) -> None:
+                    one = dataclasses.replace(settings, steps=1, dtype=dtype)
+                    render_batch(model, objectives, seeds, one, self.device, input_size=job.input_size, groups=groups)
+
+                size = job.input_size or settings.size
+                # The device's kind, not its thread count: workers with fewer threads make the same choice.
+                kind = device_name(self.device).split(" (")[0] if self.device.type == "cpu" else device_name(self.device)
+                cache_key = tuning.key_of("dtype", kind, model.architecture, layers_of(objectives), size, len(objectives))
+                self.dtypes[key] = tuning.choose_dtype(cache_key, step, self.device)
+
+    def _settings_for(self, job: Job) -> RenderSettings:
+        """The job's settings with --dtype resolved."""
+        settings = job.request.settings
+        return dataclasses.replace(settings, dtype=self.dtypes[model_key(settings)]["dtype"])
+
+    def _compile_key(self, batch: list[tuple[Job, Unit]]) -> tuple:
+        job = batch[0][0]
+        objectives = [o for _, unit in batch for o in unit.objectives]
+        extra = (job.diversity_layer.key,) if job.diversity_layer and len(batch[0][1].objectives) > 1 else ()
+        return (model_key(job.request.settings), (*layers_of(objectives), *extra), len(objectives))
+
+    def _compiled_for(self, batch: list[tuple[Job, Unit]]):
+        """The compiled forward this batch uses, or None (see --compile and COMPILE_BREAK_EVEN_STEPS)."""
+        key = self._compile_key(batch)
+        if key not in self._compiled:
+            mode, steps = self.settings.compile, self._steps_left.get(key, 0)
+            if mode == "off":
+                self._compiled[key] = (None, "off")
+            elif mode == "auto" and self.device.type != "cuda":
+                self._compiled[key] = (None, "auto: not on a CPU, where compiled steps measured slower")
+            elif mode == "auto" and steps < COMPILE_BREAK_EVEN_STEPS:
+                self._compiled[key] = (None, f"auto: {steps} steps of this batch shape repay no compile (from {COMPILE_BREAK_EVEN_STEPS})")
+            else:
+                forward, why = compile_forward(self.models[key[0]].module, key[1])
+                self._compiled[key] = (forward, why or f"{mode}: compiled for {steps} steps")
+        return self._compiled[key][0]
+
+    def _compile_record(self, job: Job) -> dict:
+        """For the sidecar: whether this job's batches ran compiled, why, and the compile time."""
+        entries = [(k, v) for k, v in self._compiled.items() if k[0] == model_key(job.request.settings)]
+        return {
+            "setting": self.settings.compile,
+            "compiled": any(forward is not None for _, (forward, _) in entries),
+            "why": sorted({why for _, (_, why) in entries}),
+            "seconds": round(sum(forward.compile_seconds for _, (forward, _) in entries if forward is not None), 3),
+        }
 
     def _batch_key(self, job: Job, unit: Unit) -> tuple:
         # Units share a batch when only their seeds differ (each unit carries its own seed), and
@@ -332,7 +413,12 @@ class Run:
             for job in self.jobs
         ]
         pairs = self._resume(reports)
+        self._choose_dtypes(pairs)
         batches = plan_batches(pairs, key=lambda p: self._batch_key(*p), batch_size=self._batch_size)
+        self._steps_left = {}  # (model key, layers, images) -> steps past the redirect still to run
+        for batch in batches:
+            key = self._compile_key(batch)
+            self._steps_left[key] = self._steps_left.get(key, 0) + max(0, batch[0][0].request.settings.steps - REDIRECT_STEPS)
         total_units = len(pairs)
         for report in reports:
             if report.done:  # every unit was rendered before: rebuild the grid and sidecar
@@ -402,7 +488,7 @@ class Run:
 
     def _render(self, batch: list[tuple[Job, Unit]], bar: tqdm, done: int) -> tuple[BatchResult, float]:
         job = batch[0][0]
-        settings = job.request.settings
+        settings = self._settings_for(job)
         model = self.models[model_key(settings)]
         bar.set_description(job.request.label[:40], refresh=False)
 
@@ -417,6 +503,7 @@ class Run:
             result = render_batch(
                 model, objectives, seeds, settings, self.device, on_step,
                 input_size=job.input_size, groups=groups, should_stop=self.stop.requested,
+                compiled=self._compiled_for(batch),
             )
         except (torch.OutOfMemoryError, Stopped):
             raise
@@ -485,8 +572,10 @@ class Run:
 
     def _sidecar(self, report: JobReport, records: list[UnitRecord]) -> dict:
         job = report.job
+        key = model_key(job.request.settings)
         return job_sidecar(
             job, report.model, records, self.device,
-            folded=self.folded.get(model_key(job.request.settings), 0),
+            folded=self.folded.get(key, 0),
             load_seconds=self.load_seconds, batch_sizes=report.batch_sizes,
+            dtype=self.dtypes.get(key), compiled=self._compile_record(job), deterministic=self.settings.deterministic,
         )

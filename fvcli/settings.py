@@ -19,6 +19,7 @@ MAX_STEPS = 100_000
 PARAMETERIZATIONS = ("fourier", "pixel", "lowres", "laplacian")
 OPTIMIZERS = ("adam", "sgd")
 DTYPES = ("auto", "float32", "bfloat16")
+COMPILE_CHOICES = ("auto", "on", "off")
 SCHEDULES = ("constant", "cosine")
 TRANSFORM_PRESETS = ("standard", "none")
 NORMALIZE_NAMES = ("model", "imagenet", "none")
@@ -69,6 +70,8 @@ class RunSettings:
     shard: tuple[int, int] | None = None  # (I, N): render the units whose index is I modulo N
     workers: int | None = None  # processes splitting the units; None: one per visible GPU
     atlas: bool = False  # then build the web atlas of `out` (fv atlas)
+    deterministic: bool = False  # torch's deterministic algorithms: CUDA runs repeat bit for bit
+    compile: str = "auto"  # torch.compile the model's forward: auto (when it pays, on CUDA), on, off
 
 
 # ---- converters: raw value -> typed value, or ValueError("expected ..., got ...") ----
@@ -305,6 +308,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("force", boolean, "Render every unit again, even those already rendered with the same settings.", job=False, flag=True, negatable=False),
     Option("progress", boolean, "Show the progress bar even when stderr is not a terminal (--no-progress hides it).", job=False, flag=True),
     Option("atlas", boolean, "Then build the static web atlas of the output folder, as fv atlas OUT does.", job=False, flag=True),
+    Option("deterministic", boolean, "Use torch's deterministic algorithms, so that the same command on the same GPU writes the same bytes (slower on CUDA; the CPU always is).", job=False, flag=True),
+    Option("compile", choice(*COMPILE_CHOICES), "torch.compile the model up to its layers: auto (on CUDA, when the run's steps for one batch shape repay the compile time), on, or off.", job=False, metavar="|".join(COMPILE_CHOICES)),
 )
 
 OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}

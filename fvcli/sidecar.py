@@ -6,6 +6,7 @@ from the PNGs alone: after a resumed run, and when `fv merge` assembles shards.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -109,11 +110,22 @@ def timing(seconds: float, units: int, images: int, steps: int, load_seconds: fl
     }
 
 
-def job_sidecar(job: Job, model: LoadedModel, records: list[UnitRecord], device: torch.device, folded: int, load_seconds: float, batch_sizes) -> dict:
+def job_sidecar(
+    job: Job, model: LoadedModel, records: list[UnitRecord], device: torch.device, folded: int, load_seconds: float,
+    batch_sizes, dtype: dict | None = None, compiled: dict | None = None, deterministic: bool = False,
+) -> dict:
+    """`dtype`: what --dtype resolved to and how ({"dtype", "how"}; None: nothing was rendered);
+    `compiled`: the --compile record of the job's model (runner.Run._compile_record)."""
     settings = job.request.settings
     images = sum(len(unit.objectives) for unit in job.units)
     rows, columns = grid_shape(len(records))
-    described = describe(settings, device, input_normalization(model, settings.normalize))
+    resolved = dataclasses.replace(settings, dtype=dtype["dtype"]) if dtype else settings
+    described = describe(resolved, device, input_normalization(model, settings.normalize))
+    engine = {"batchnorms_folded": folded, "deterministic": deterministic}
+    if dtype:
+        engine["dtype"] = {"setting": settings.dtype, "chosen": described["dtype"], "how": dtype["how"]}
+    if compiled:
+        engine["compile"] = compiled
     if any(unit.shared for unit in job.units):
         described["parameterization"]["shared_lowres"] = [max(1, settings.size // d) for d in SharedParam.SHARED_DIVISORS]
     if job.diversity_layer is not None:
@@ -133,10 +145,14 @@ def job_sidecar(job: Job, model: LoadedModel, records: list[UnitRecord], device:
         "layer_order": layer_order(model, job),
         "objective": objective_text(job),
         "settings": described,
-        "engine": {"batchnorms_folded": folded},
+        "engine": engine,
         "grid": {"image": "grid.png", "rows": rows, "columns": columns},
         "units": [unit_record(r) for r in records],
-        "timing": timing(seconds, len(records), images, settings.steps, load_seconds, batch_sizes, device_name(device)),
+        "timing": {
+            **timing(seconds, len(records), images, settings.steps, load_seconds, batch_sizes, device_name(device)),
+            "compile_seconds": compiled["seconds"] if compiled else 0.0,
+            "dtype_step_seconds": (dtype or {}).get("seconds"),  # what --dtype auto timed, if it did
+        },
         "environment": {
             "python": platform.python_version(),
             "torch": torch.__version__,

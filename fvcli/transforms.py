@@ -237,6 +237,8 @@ class Pipeline:
         _, _, h, w = images.shape
         out_h, out_w = self.canvas(h, w)
         source = torch.einsum("hwk,njk->nhwj", self._base_grid(out_h, out_w, images.device), maps.to(images.device))
+        if images.is_cuda and torch.are_deterministic_algorithms_enabled():
+            return bilinear_gather(images - FILL, source) + FILL  # grid_sample's CUDA backward is not deterministic
         # grid_sample with align_corners=False: a centred pixel coordinate x is 2x/W in [-1, 1].
         grid = source / torch.tensor([w / 2, h / 2], device=images.device)
         shifted = F.grid_sample(images - FILL, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -247,3 +249,24 @@ class Pipeline:
         if not self.transforms:
             return images
         return self.apply(images, self.maps(draws, step))
+
+
+def bilinear_gather(images: Tensor, source: Tensor) -> Tensor:
+    """What grid_sample computes (bilinear, zeros outside, align_corners=False) for `source`, the
+    (N, H', W', 2) centred pixel coordinates (x, y) to read, built from gathers: their backward
+    is a scatter-add, which CUDA runs deterministically under torch's deterministic algorithms,
+    where grid_sample's backward has no deterministic version."""
+    n, c, h, w = images.shape
+    x = source[..., 0] + (w - 1) / 2
+    y = source[..., 1] + (h - 1) / 2
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    flat = images.reshape(n, c, h * w)
+    out = None
+    for dy, dx, weight in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)), (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = x0 + dx, y0 + dy
+        inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long().view(n, 1, -1).expand(n, c, -1)
+        corner = flat.gather(2, index).view(n, c, *x.shape[1:]) * (weight * inside).unsqueeze(1)
+        out = corner if out is None else out + corner
+    return out

@@ -21,11 +21,15 @@ def worker_devices(requested: str, workers: int | None) -> list[str]:
     """The device of each worker; a single entry means: render in this process."""
     import torch
 
-    gpus = torch.cuda.device_count() if requested in ("auto", "cuda") else 0
+    from fvcli.devices import auto_device
+
+    if requested == "auto":
+        requested = auto_device()
+    gpus = torch.cuda.device_count() if requested == "cuda" else 0
     count = workers if workers is not None else max(1, gpus)
     if gpus:
         return [f"cuda:{i % gpus}" for i in range(count)]
-    return ["cpu" if requested == "auto" else requested] * count
+    return [requested] * count
 
 
 def _work(requests: list[JobRequest], settings: RunSettings, threads: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -14,6 +16,12 @@ TINY = f"{Path(__file__).parent / 'tiny_model.py'}:make"
 QUICK = ["--weights", "random", "--steps", "8", "--size", "48"]
 
 torch.set_num_threads(2)
+# `--device auto` means the CPU in this suite, in its subprocesses too: what these tests check
+# (byte-identical resumes, shards and workers) is what fv promises on the CPU. On a machine with a
+# GPU, tests/test_cuda.py checks what fv promises there.
+os.environ["FV_DEVICE"] = "cpu"
+# What --dtype auto measures is remembered in a cache of the suite's own, not the user's.
+os.environ["FV_CACHE_DIR"] = tempfile.mkdtemp(prefix="fv-test-cache-")
 
 
 def fv(*args: str, code: int = 0) -> str:

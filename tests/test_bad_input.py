@@ -108,9 +108,13 @@ def test_bad_command_line(tmp, args, message):
     check(tmp, [a.format(tmp=tmp) for a in args], message)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_a_gpu_that_is_not_there(tmp):
-    check(tmp, ["mixed4a:0", "--device", "cuda:0"], "--device cuda:0: torch sees no CUDA GPU on this machine; use --device cpu or auto")
+    count = torch.cuda.device_count()
+    if count:
+        message = f"--device cuda:{count}: there are {count} CUDA devices (cuda:0 to cuda:{count - 1})"
+    else:
+        message = f"--device cuda:{count}: torch sees no CUDA GPU on this machine; use --device cpu or auto"
+    check(tmp, ["mixed4a:0", "--device", f"cuda:{count}"], message)
 
 
 def test_two_specs_that_disagree_on_a_run_setting(tmp):

@@ -37,7 +37,8 @@ def test_render_writes_unit_pngs_grid_and_sidecar(tmp_path):
     from fvcli.devices import cpu_has_bf16
 
     assert settings["parameterization"]["name"] == "fourier"
-    assert settings["dtype"] == ("bfloat16-autocast" if cpu_has_bf16() else "float32")  # auto: native bf16 only
+    chosen = sidecar["engine"]["dtype"]["chosen"]  # auto: the faster, measured, where the CPU has native bf16
+    assert settings["dtype"] == chosen == (chosen if cpu_has_bf16() else "float32")
     assert [t["name"] for t in settings["transforms"]] == ["pad", "jitter", "scale", "rotate", "jitter"]
     assert [u["channel"] for u in sidecar["units"]] == [3, 7, 100, 101]
     for unit in sidecar["units"]:

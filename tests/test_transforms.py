@@ -66,3 +66,21 @@ def test_each_rotation_and_scale_is_drawn_at_its_published_frequency():
     angles = torch.tensor(rotate.degrees)[draws.integers(torch.arange(8), 4, len(rotate.degrees))]
     assert abs((angles == 0).float().mean().item() - 6 / 26) < 0.01  # 0 five times more likely than others
     assert abs((angles == 10).float().mean().item() - 1 / 26) < 0.005
+
+
+def test_the_deterministic_resampling_computes_what_grid_sample_computes():
+    """--deterministic on CUDA resamples with gathers (grid_sample's CUDA backward is not
+    deterministic): the same values and the same gradients, here on the CPU."""
+    from fvcli.transforms import bilinear_gather
+
+    images = torch.rand(3, 3, 20, 20, requires_grad=True)
+    pipeline = Pipeline(STANDARD)
+    maps = pipeline.maps(Draws([4, 5, 6]), step=2)
+    source = torch.einsum("hwk,njk->nhwj", pipeline._base_grid(*pipeline.canvas(20, 20), "cpu"), maps)
+    expected = pipeline.apply(images, maps)
+    got = bilinear_gather(images - 0.5, source) + 0.5
+    assert torch.allclose(got, expected, atol=1e-5)
+    weights = torch.rand_like(expected)
+    (grad_expected,) = torch.autograd.grad((expected * weights).sum(), images)
+    (grad_got,) = torch.autograd.grad((got * weights).sum(), images)
+    assert torch.allclose(grad_got, grad_expected, atol=1e-5)
