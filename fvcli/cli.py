@@ -265,17 +265,21 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
         _then_atlas(run_settings, code)
         return code
 
-    if launch is not None and launch.kind == "torchrun":
-        return _render_torchrun(run, launch.shard[0] == 0, say, assemble)
-    if len(devices) > 1:
-        code, merges = run_workers(requests, run_settings, devices, say)
-        return assemble(max(code, _report_merges(merges, say)))
-    code = run.execute().exit_code
-    if run_settings.shard is None:
-        return assemble(code)
-    if run_settings.atlas:
-        say("fv: a shard builds no atlas; run fv atlas OUT once every shard is done")
-    return code
+    from fvcli.locks import FolderLocks
+
+    # One run at a time a job folder; the shards of a run share it (fvcli.locks).
+    with FolderLocks([job.folder for job in run.jobs], run_settings.shard):
+        if launch is not None and launch.kind == "torchrun":
+            return _render_torchrun(run, launch.shard[0] == 0, say, assemble)
+        if len(devices) > 1:
+            code, merges = run_workers(requests, run_settings, devices, say)
+            return assemble(max(code, _report_merges(merges, say)))
+        code = run.execute().exit_code
+        if run_settings.shard is None:
+            return assemble(code)
+        if run_settings.atlas:
+            say("fv: a shard builds no atlas; run fv atlas OUT once every shard is done")
+        return code
 
 
 def _render_torchrun(run, rank_0: bool, say, assemble) -> int:
