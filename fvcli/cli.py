@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from fvcli import __version__, distributed
-from fvcli.errors import EXIT_BAD_INPUT, FvError
+from fvcli.errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, FvError, WriteError, raised
 from fvcli.jobs import JobRequest
 from fvcli.spec import load_examples, load_spec
 from fvcli.settings import (
@@ -41,7 +41,8 @@ model, after the Distill article "Feature Visualization" (Olah, Mordvintsev, Sch
 Exit statuses:
   0    every unit rendered (units that end dead are flagged in the sidecar)
   1    some units failed; the others were still written
-  2    bad input; nothing was rendered
+  2    bad input (or another run is writing the same folder); nothing was rendered
+  3    an output could not be written (disk full, read-only...); finished units are kept
   130  stopped by Ctrl-C (SIGINT) after a step; finished units are kept
   143  stopped by SIGTERM after a step; finished units are kept
 Running the same command again renders only what is missing (--force: all).
@@ -165,6 +166,13 @@ class FvGroup(click.Group):
         except FvError as error:
             click.echo(f"fv: error: {error}", err=True)
             code = EXIT_BAD_INPUT
+        except WriteError as error:  # what was written before is kept
+            click.echo(f"fv: error: {error}", err=True)
+            code = EXIT_WRITE_FAILED
+        except OSError as error:  # a file system that fails where fv did not expect it: still one line
+            where = f"{error.filename}: " if error.filename else ""
+            click.echo(f"fv: error: {where}{error.strerror or error} [Errno {error.errno}]", err=True)
+            code = EXIT_WRITE_FAILED
         except click.NoSuchOption as error:
             hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
             if not error.option_name.startswith("--"):
@@ -257,17 +265,21 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
         _then_atlas(run_settings, code)
         return code
 
-    if launch is not None and launch.kind == "torchrun":
-        return _render_torchrun(run, launch.shard[0] == 0, say, assemble)
-    if len(devices) > 1:
-        code, merges = run_workers(requests, run_settings, devices, say)
-        return assemble(max(code, _report_merges(merges, say)))
-    code = run.execute().exit_code
-    if run_settings.shard is None:
-        return assemble(code)
-    if run_settings.atlas:
-        say("fv: a shard builds no atlas; run fv atlas OUT once every shard is done")
-    return code
+    from fvcli.locks import FolderLocks
+
+    # One run at a time a job folder; the shards of a run share it (fvcli.locks).
+    with FolderLocks([job.folder for job in run.jobs], run_settings.shard):
+        if launch is not None and launch.kind == "torchrun":
+            return _render_torchrun(run, launch.shard[0] == 0, say, assemble)
+        if len(devices) > 1:
+            code, merges = run_workers(requests, run_settings, devices, say)
+            return assemble(max(code, _report_merges(merges, say)))
+        code = run.execute().exit_code
+        if run_settings.shard is None:
+            return assemble(code)
+        if run_settings.atlas:
+            say("fv: a shard builds no atlas; run fv atlas OUT once every shard is done")
+        return code
 
 
 def _render_torchrun(run, rank_0: bool, say, assemble) -> int:
@@ -348,11 +360,14 @@ def layers(model: str, weights: str, size: int, as_json: bool, pattern: str | No
     loaded = load_model(model, weights, 0, quiet=True)
     try:
         infos = list_layers(loaded.module, size)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # the model's own code: one line, whatever it does
         if loaded.native_size is None or loaded.native_size == size:
-            raise FvError(f"{model} cannot run on a {size} px image ({str(error).splitlines()[0][:200]}); try a larger --size") from None
+            raise FvError(f"{model} cannot run on a {size} px image (it {raised(error)}); try a larger --size") from None
         size = loaded.native_size
-        infos = list_layers(loaded.module, size)
+        try:
+            infos = list_layers(loaded.module, size)
+        except (Exception, SystemExit) as error:
+            raise FvError(f"model {model}: forward {raised(error)}") from None
     alias_of = {path: alias for alias, path in loaded.aliases.items()}
     rows = []
     for info in infos:

@@ -33,10 +33,18 @@ def check_job_name(name: object) -> str:
     return name
 
 
+MAX_NAME = 80  # characters of a name made from a target; file systems allow 255 bytes a component
+
+
 def safe_component(text: str) -> str:
-    """Any text as one safe path component: runs of other characters become '_'."""
+    """Any text as one safe path component: runs of other characters become '_'. A long one (a
+    direction of 512 values, a sum of 40 terms) keeps a readable prefix and a hash of the whole, so
+    that names stay distinct and within every file system's limit; short names are unchanged."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "_"
-    return cleaned
+    if len(cleaned) <= MAX_NAME:
+        return cleaned
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"{cleaned[: MAX_NAME - len(digest) - 1].rstrip('._-')}-{digest}"
 
 
 def model_slug(model: str) -> str:

@@ -49,13 +49,17 @@ def describe_output(output: Any) -> str:
     return type(output).__name__
 
 
+class LayerError(ValueError):
+    """A layer key that does not name a tensor of the layer's output (told apart from the model's own errors)."""
+
+
 def select(output: Any, key: str) -> Tensor:
-    """The tensor a layer key names within a module's output; ValueError says what there is."""
+    """The tensor a layer key names within a module's output; LayerError says what there is."""
     path, element = split_key(key)
     if element is None:
         if isinstance(output, Tensor):
             return output
-        raise ValueError(f"layer {path} returns a {describe_output(output)}; name one element as {path}@ELEMENT")
+        raise LayerError(f"layer {path} returns a {describe_output(output)}; name one element as {path}@ELEMENT")
     try:
         if isinstance(output, dict):
             chosen = output[element]
@@ -64,9 +68,9 @@ def select(output: Any, key: str) -> Tensor:
         else:
             raise KeyError(element)
     except (KeyError, IndexError, ValueError):
-        raise ValueError(f"layer {path} has no element @{element}: it returns a {describe_output(output)}") from None
+        raise LayerError(f"layer {path} has no element @{element}: it returns a {describe_output(output)}") from None
     if not isinstance(chosen, Tensor):
-        raise ValueError(f"layer {key} is a {describe_output(chosen)}, not a tensor")
+        raise LayerError(f"layer {key} is a {describe_output(chosen)}, not a tensor")
     return chosen
 
 

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -37,22 +38,34 @@ FILE_MODE = 0o666 & ~_umask()  # what a plain open() would give; mkstemp's files
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` to fill a temporary file beside `path`, then rename it to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """Call `write(tmp)` to fill a temporary file beside `path`, then rename it to `path`.
+    WriteError (naming `path`) when the file system refuses; the temporary file is removed."""
+    from fvcli.errors import WriteError
+
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(Path(tmp))
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass  # already renamed, or the file system refuses even this
+        if isinstance(error, OSError):
+            raise WriteError(path, error) from None
         raise
 
 
 def check_output_folders(folders: list[tuple[Path, str]]) -> None:
     """FvError unless every (folder, origin) could be written and no two origins share a folder.
-    Nothing is created: a bad later folder must not leave earlier ones behind."""
+    Nothing is left behind: a probe file is created and removed in the deepest folder that exists
+    (os.access does not see read-only or full file systems, nor /proc), and a bad later folder must
+    not leave earlier ones behind."""
     from fvcli.errors import FvError
 
     seen: dict[Path, str] = {}
@@ -66,6 +79,34 @@ def check_output_folders(folders: list[tuple[Path, str]]) -> None:
             raise FvError(f"cannot write to output folder {folder}: {existing} is a file, not a folder")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise FvError(f"cannot write to output folder {folder}: {existing} is not writable")
+        name_max = _name_max(existing)
+        for part in resolved.relative_to(existing).parts:
+            if len(os.fsencode(part)) > name_max:
+                raise FvError(f"cannot write to output folder {folder}: a name in it is longer than {name_max} bytes ({part[:40]}...)")
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".fv-probe-", dir=existing)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as error:
+            raise FvError(f"cannot write to output folder {folder}: {error.strerror or error} in {existing} [Errno {error.errno}]") from None
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def remove_empty_folders(folder: Path, stop: Path) -> None:
+    """Remove `folder` and its parents below `stop` while they are empty (what a failed run made)."""
+    folder, stop = folder.absolute(), stop.absolute()
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or not ours to remove
+            return
+        folder = folder.parent
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -90,13 +131,36 @@ def save_png(image: Image.Image, path: Path, record: dict | None = None) -> None
 
 
 def read_record(path: Path) -> dict | None:
-    """The record inside a PNG written by save_png, or None (no file, no record, unreadable)."""
+    """The record inside a PNG written by save_png, or None (no file, no record, or a PNG that is not
+    whole: every chunk's CRC is checked and the file must end with IEND, so a cut file is redone)."""
     try:
+        if not png_is_whole(path.read_bytes()):
+            return None
         with Image.open(path) as image:
             text = image.text.get(RECORD_KEY)
         return json.loads(text) if text else None
     except (OSError, ValueError, SyntaxError):
         return None
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_is_whole(data: bytes) -> bool:
+    """Whether `data` is a PNG whose chunks all carry their CRC, ending with IEND and nothing after."""
+    if not data.startswith(PNG_SIGNATURE):
+        return False
+    at = len(PNG_SIGNATURE)
+    while at + 12 <= len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        kind_and_data = data[at + 4 : at + 8 + length]
+        crc = data[at + 8 + length : at + 12 + length]
+        if len(crc) != 4 or zlib.crc32(kind_and_data) != int.from_bytes(crc, "big"):
+            return False
+        at += 12 + length
+        if kind_and_data[:4] == b"IEND":
+            return at == len(data)
+    return False
 
 
 def write_json(data: dict, path: Path) -> None:

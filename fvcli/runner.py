@@ -26,19 +26,21 @@ from fvcli.capture import layer_shapes
 from fvcli.compiled import compile_forward
 from fvcli.devices import device_name, pick_device, use_bf16
 from fvcli.engine import BatchResult, Groups, Stopped, render_batch
+from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_SOME_FAILED, EXIT_WRITE_FAILED, FvError, WriteError, raised
 from fvcli.objectives import layers_of
 from fvcli.redirect import REDIRECT_STEPS
-from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_SOME_FAILED, FvError
 from fvcli.fold import fold_batchnorms
 from fvcli.jobs import Job, JobRequest, Unit, plan_batches
+from fvcli.layers import LayerError
 from fvcli.resolve import Resolver, unit_name, unit_seed
 from fvcli.models import LoadedModel, load_model, model_key
 from fvcli.merge import remove_manifests, write_manifest
-from fvcli.output import check_output_folders, read_record, save_png, to_pil, write_grid, write_json
+from fvcli.output import check_output_folders, read_record, remove_empty_folders, save_png, to_pil, write_grid, write_json
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.sidecar import UnitRecord, job_sidecar, unit_record
 from fvcli.signals import StopOnSignals
 from fvcli.targets import describe_channels
+from fvcli.writer import Writer
 
 RENDER_VERSION = 2  # raise when fv renders the same settings into different images
 CPU_BATCH = 16  # on a CPU, larger batches gain little and make progress coarser
@@ -55,8 +57,9 @@ class JobReport:
     job: Job
     model: LoadedModel
     records: list[UnitRecord]  # in the order of job.units
-    grid: Path | None = None
+    grid: Path | None = None  # set once its writing is queued
     batch_sizes: set[int] = field(default_factory=set)
+    rendered: int = 0  # units rendered by this run (the others were kept from an earlier one)
 
     @property
     def done(self) -> bool:
@@ -70,11 +73,14 @@ class JobReport:
 class Report:
     jobs: list[JobReport]
     stopped_by: int | None = None  # the signal that stopped the run
+    write_error: WriteError | None = None  # the write that stopped the run
 
     @property
     def exit_code(self) -> int:
-        """130 or 143 when a signal stopped the run; else 1 when a unit failed; else 0 (dead units
-        are flagged, not failed)."""
+        """3 when a write failed; 130 or 143 when a signal stopped the run; else 1 when a unit
+        failed; else 0 (dead units are flagged, not failed)."""
+        if self.write_error is not None:
+            return EXIT_WRITE_FAILED
         if self.stopped_by is not None:
             return EXIT_SIGTERM if self.stopped_by == signal.SIGTERM else EXIT_SIGINT
         return EXIT_SOME_FAILED if any(j.count("failed") for j in self.jobs) else EXIT_OK
@@ -84,6 +90,13 @@ def _maximizes(objective) -> bool:
     """Whether an objective only adds units up: then ending at exactly 0 means the units are dead.
     (A negative image that reaches 0 has suppressed its unit completely, which is its aim.)"""
     return all(weight > 0 for weight, _ in objective.terms())
+
+
+ANY_MODEL_RUNS_AT = 224  # px: a model that fails on this size too is broken, not given too small an image
+
+
+def _forward_failed(model: LoadedModel, error: BaseException) -> FvError:
+    return FvError(f"model {model.name}: forward {raised(error)}")
 
 
 class _TooSmall(Exception):
@@ -133,7 +146,7 @@ class Run:
         def probe(key: str) -> tuple[tuple[int, ...], int | None]:
             try:
                 return self._shape(model, key, settings.size)
-            except ValueError as error:  # a tuple or dict output, or a missing element
+            except LayerError as error:  # a tuple or dict output, or a missing element
                 raise FvError(str(error)) from None
             except _TooSmall as small:
                 first = (str(small.error).strip().splitlines() or [type(small.error).__name__])[0][:200]
@@ -173,21 +186,28 @@ class Run:
         """The layer's output shape, and the input size images are resized to (None: as rendered).
 
         Models that take one input size only (ViTs) run at the size they were trained at; for other
-        models a failure means this image is too small (_TooSmall). ValueError: a tuple or dict output.
+        models a failure means this image is too small (_TooSmall), unless the model fails on a
+        large image too: then its forward is broken (FvError). LayerError: a tuple or dict output.
         """
         try:
             return self._probe(model, key, size), None
-        except ValueError:
+        except LayerError:
             raise
-        except Exception as error:
-            if model.native_size in (None, size):
-                raise _TooSmall(error) from None
+        except (Exception, SystemExit) as error:
+            if model.native_size not in (None, size):
+                try:
+                    return self._probe(model, key, model.native_size), model.native_size
+                except LayerError:
+                    raise
+                except (Exception, SystemExit):
+                    raise _TooSmall(error) from None
             try:
-                return self._probe(model, key, model.native_size), model.native_size
-            except ValueError:
+                self._probe(model, key, max(size, ANY_MODEL_RUNS_AT))
+            except LayerError:
                 raise
-            except Exception:
-                raise _TooSmall(error) from None
+            except (Exception, SystemExit):
+                raise _forward_failed(model, error) from None
+            raise _TooSmall(error) from None
 
     def _check_folders(self) -> None:
         check_output_folders([(job.folder, job.request.origin) for job in self.jobs])
@@ -317,7 +337,10 @@ class Run:
             size = jobs[0].input_size or jobs[0].request.settings.size
             probe = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
             probe = probe.contiguous(memory_format=torch.channels_last)
-            self.folded[key] = fold_batchnorms(model.module, sorted(layers), probe)
+            try:
+                self.folded[key] = fold_batchnorms(model.module, sorted(layers), probe)
+            except (Exception, SystemExit) as error:  # its first whole forward pass: the model's own code
+                raise _forward_failed(model, error) from None
 
     def unit_hash(self, job: Job, unit: Unit) -> str:
         """What a unit's image depends on (computed once per unit)"""
@@ -419,7 +442,24 @@ class Run:
         for batch in batches:
             key = self._compile_key(batch)
             self._steps_left[key] = self._steps_left.get(key, 0) + max(0, batch[0][0].request.settings.steps - REDIRECT_STEPS)
-        total_units = len(pairs)
+        existed = {job.folder: next(p for p in (job.folder, *job.folder.parents) if p.exists()) for job in self.jobs}
+        with Writer() as self.writer:
+            try:
+                return self._execute(reports, batches, len(pairs))
+            except WriteError as error:
+                try:
+                    self.writer.drain()  # the tasks after the failed one are skipped
+                except WriteError:
+                    pass
+                tqdm.write(
+                    f"fv: error: {error}; the units written before are kept, and running the same command "
+                    "again renders the rest", file=sys.stderr,
+                )
+                for folder, stop in existed.items():  # folders this run made and could not fill
+                    remove_empty_folders(folder, stop)
+                return Report(reports, write_error=error)
+
+    def _execute(self, reports: list[JobReport], batches: list, total_units: int) -> Report:
         for report in reports:
             if report.done:  # every unit was rendered before: rebuild the grid and sidecar
                 self._finish(report)
@@ -430,8 +470,10 @@ class Run:
             while pending:
                 batch = pending.pop(0)
                 try:
+                    self.writer.check()
                     result, seconds = self._render(batch, bar, done)
                 except Stopped:
+                    self.writer.drain()  # every finished unit is on disk before the process ends
                     name = signal.Signals(stop.signal).name
                     self.say(
                         f"fv: stopped by {name} after {done} of {total_units} units; finished units are "
@@ -454,24 +496,26 @@ class Run:
                 for report in reports:
                     if report.done and report.grid is None:
                         self._finish(report)
-        waiting = [report for report in reports if not report.done]
-        if self.settings.shard is not None and waiting:
-            for report in waiting:
-                self._leave_manifest(report)
-            if self.announce_merge:
-                index, count = self.settings.shard
-                outs = " ".join(sorted({report.job.request.out for report in waiting}))
-                self.say(
-                    f"fv: shard {index}/{count} done; {len(waiting)} jobs wait for other shards' units: when all "
-                    f"shards are done, 'fv merge {outs}' assembles their grids"
-                )
+            waiting = [report for report in reports if not report.done]
+            if self.settings.shard is not None and waiting:
+                for report in waiting:
+                    self._leave_manifest(report)
+            self.writer.drain()
+        if self.settings.shard is not None and waiting and self.announce_merge:
+            index, count = self.settings.shard
+            outs = " ".join(sorted({report.job.request.out for report in waiting}))
+            self.say(
+                f"fv: shard {index}/{count} done; {len(waiting)} jobs wait for other shards' units: when all "
+                f"shards are done, 'fv merge {outs}' assembles their grids"
+            )
         return Report(reports)
 
     def _leave_manifest(self, report: JobReport) -> None:
         """What `fv merge` needs to assemble a job this shard could not complete."""
         job = report.job
         units = [{"label": u.label, "images": list(u.images), "hash": self.unit_hash(job, u)} for u in job.units]
-        write_manifest(job.folder, self.settings.shard, job.request.settings.size, units, self._sidecar(report, report.records))
+        sidecar = self._sidecar(report, report.records)
+        self.writer.submit(lambda: write_manifest(job.folder, self.settings.shard, job.request.settings.size, units, sidecar))
 
     def _progress(self, total: int) -> tqdm:
         show = self.settings.progress
@@ -507,8 +551,8 @@ class Run:
             )
         except (torch.OutOfMemoryError, Stopped):
             raise
-        except Exception as error:  # the run goes on; these units are reported failed
-            result = self._failed(batch, f"{type(error).__name__}: {error}".splitlines()[0][:300])
+        except (Exception, SystemExit) as error:  # the run goes on; these units are reported failed
+            result = self._failed(batch, raised(error).removeprefix("raised "))
         return result, time.perf_counter() - started
 
     @staticmethod
@@ -517,8 +561,9 @@ class Run:
         return BatchResult(torch.empty(n, 3, 1, 1), [float("nan")] * n, [float("nan")] * n, [reason] * n)
 
     def _record(self, batch, result: BatchResult, seconds: float, reports: list[JobReport]) -> None:
+        """Fill the batch's records; queue its PNGs for the writer."""
         images = sum(len(unit.objectives) for _, unit in batch)
-        position = 0
+        position, writes = 0, []
         for index, (job, unit) in enumerate(batch):
             report = reports[unit.job]
             report.batch_sizes.add(images)
@@ -527,6 +572,7 @@ class Run:
             span = range(position, position + count)
             position += count
             record.seconds = seconds * count / images
+            report.rendered += 1
             errors = [result.errors[i] for i in span if result.errors[i] is not None]
             if errors:
                 record.status, record.error = "failed", errors[0]
@@ -545,30 +591,50 @@ class Run:
             dead = all(result.final[i] == 0.0 and _maximizes(o) for i, o in zip(span, unit.objectives))
             record.status = "dead" if dead else "ok"
             stored = {"hash": self.unit_hash(job, unit), **unit_record(record)}
-            for i, name in zip(span, unit.images):
-                save_png(to_pil(result.images[i]), job.folder / name, record=stored)
+            writes.extend((result.images[i], job.folder / name, stored) for i, name in zip(span, unit.images))
+
+        def write() -> None:  # in the writer thread: PNG encoding overlaps the next batch
+            for image, path, stored in writes:
+                save_png(to_pil(image), path, record=stored)
+
+        self.writer.submit(write)
 
     def _finish(self, report: JobReport) -> None:
+        """Queue the job's grid and sidecar (after its units' PNGs), then its lines."""
         job, records = report.job, report.records
-        grid_path = write_grid(job.folder, [unit_record(r) for r in records], job.request.settings.size)
-        write_json(self._sidecar(report, records), job.folder / "grid.json")
-        report.grid = grid_path
-        remove_manifests(job.folder)  # shards that rendered part of this job earlier are assembled
+        units, sidecar = [unit_record(r) for r in records], self._sidecar(report, records)
+        report.grid = job.folder / "grid.png"
+        lines = self._job_lines(report)
 
+        def write() -> None:
+            write_grid(job.folder, units, job.request.settings.size)
+            write_json(sidecar, job.folder / "grid.json")
+            remove_manifests(job.folder)  # shards that rendered part of this job earlier are assembled
+            for line in lines:
+                self.say(line)
+
+        self.writer.submit(write)
+
+    def _job_lines(self, report: JobReport) -> list[str]:
+        job, records = report.job, report.records
         seconds = sum(r.seconds for r in records)
         counts = ", ".join(f"{report.count(s)} {s}" for s in ("dead", "failed") if report.count(s))
-        self.say(
-            f"fv: {job.folder}: {len(records)} units of {report.model.name} {job.request.label} in "
-            f"{seconds:.1f} s ({len(records) / max(seconds, 1e-9):.2f} units/s)"
-            + (f"; {counts}" if counts else "")
-            + f" -> {grid_path}"
-        )
+        label = job.request.label
+        what = f"{report.model.name} {label if len(label) <= 100 else label[:99] + '…'}"
+        if report.rendered:
+            kept = len(records) - report.rendered
+            done = f"{len(records)} units of {what} in {seconds:.1f} s ({report.rendered / max(seconds, 1e-3):.2f} units/s)"
+            done += f", {kept} of them kept from before" if kept else ""
+        else:  # nothing rendered now: no rate to speak of
+            done = f"all {len(records)} units of {what} already rendered"
+        lines = [f"fv: {job.folder}: {done}" + (f"; {counts}" if counts else "") + f" -> {report.grid}"]
         for status, why in (("dead", "the objective ended at exactly 0"), ("failed", None)):
             flagged = [r for r in records if r.status == status]
             if flagged:
                 keys = [r.key for r in flagged]
                 listed = describe_channels(tuple(keys)) if None not in keys else ", ".join(r.label for r in flagged)
-                self.say(f"fv: {status} units in {job.folder}: {listed} ({why or flagged[0].error})")
+                lines.append(f"fv: {status} units in {job.folder}: {listed} ({why or flagged[0].error})")
+        return lines
 
     def _sidecar(self, report: JobReport, records: list[UnitRecord]) -> dict:
         job = report.job

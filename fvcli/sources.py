@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import nn
 
-from fvcli.errors import FvError
+from fvcli.errors import FvError, raised
 
 if TYPE_CHECKING:
     from fvcli.models import Normalization
@@ -36,8 +36,8 @@ def _import_factory(spec: str) -> Callable[[], Any]:
             module = importlib.import_module(source)
     except FvError:
         raise
-    except Exception as error:
-        raise FvError(f"--model {spec}: cannot import {source}: {type(error).__name__}: {error}") from None
+    except (Exception, SystemExit) as error:  # user code: one line, whatever it does
+        raise FvError(f"model {spec}: importing {source} {raised(error)}") from None
     factory = getattr(module, func, None)
     if not callable(factory):
         raise FvError(f"--model {spec}: {source} has no function '{func}'")
@@ -50,8 +50,8 @@ def from_factory(spec: str) -> tuple[nn.Module, Normalization | None, int | None
     factory = _import_factory(spec)
     try:
         made = factory()
-    except Exception as error:
-        raise FvError(f"--model {spec}: the factory failed: {type(error).__name__}: {error}") from None
+    except (Exception, SystemExit) as error:
+        raise FvError(f"model {spec}: the factory {raised(error)}") from None
     module, preprocessing = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
     if not isinstance(module, nn.Module):
         raise FvError(f"--model {spec}: the factory returned {type(made).__name__}, expected an nn.Module or (nn.Module, preprocessing)")

@@ -5,14 +5,17 @@ SIGINT and SIGTERM on, and assembles the grids the way `fv merge` does.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
 from typing import Callable
 
-from fvcli.errors import EXIT_BAD_INPUT, FvError
+from fvcli.errors import EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_WRITE_FAILED, FvError, WriteError
 from fvcli.jobs import JobRequest
 from fvcli.settings import RunSettings
 
@@ -32,10 +35,35 @@ def worker_devices(requested: str, workers: int | None) -> list[str]:
     return [requested] * count
 
 
-def _work(requests: list[JobRequest], settings: RunSettings, threads: int) -> None:
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker gets SIGTERM when its parent dies, even by kill -9, so none outlives the run (it
+    stops after its step, keeping its finished units). On Linux the kernel sends it (prctl); where
+    there is no prctl, a thread watches the parent's PID."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        watched = libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0
+    except (OSError, AttributeError):
+        watched = True
+    if watched:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="fv-parent-watch", daemon=True).start()
+    elif os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _work(requests: list[JobRequest], settings: RunSettings, threads: int, parent: int) -> None:
     """A worker: its own session, so that a terminal's Ctrl-C reaches the parent alone, which passes
     it on once (a second SIGINT would stop a worker at once, mid-step)."""
     os.setsid()
+    _die_with_parent(parent)
     import torch
 
     from fvcli.cli import _say
@@ -48,7 +76,16 @@ def _work(requests: list[JobRequest], settings: RunSettings, threads: int) -> No
         print(f"fv: error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     run.announce_merge = False
-    sys.exit(run.execute().exit_code)
+    try:
+        sys.exit(run.execute().exit_code)
+    except FvError as error:  # the model's own code failed (fvcli.runner)
+        print(f"fv: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except WriteError as error:
+        print(f"fv: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_WRITE_FAILED)
+    except KeyboardInterrupt:  # a second signal: stopped at once
+        sys.exit(EXIT_SIGINT)
 
 
 def run_workers(requests: list[JobRequest], settings: RunSettings, devices: list[str], say: Callable[[str], None]) -> tuple[int, list]:
@@ -60,7 +97,7 @@ def run_workers(requests: list[JobRequest], settings: RunSettings, devices: list
     processes = []
     for index, device in enumerate(devices):
         shard_settings = dataclasses.replace(settings, shard=(index, len(devices)), device=device, progress=False)
-        processes.append(context.Process(target=_work, args=(requests, shard_settings, threads), name=f"fv-worker-{index}"))
+        processes.append(context.Process(target=_work, args=(requests, shard_settings, threads, os.getpid()), name=f"fv-worker-{index}"))
     say(f"fv: {len(devices)} worker processes on {', '.join(sorted(set(devices)))}")
 
     def forward(signum, frame) -> None:

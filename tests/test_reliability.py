@@ -1,0 +1,274 @@
+"""Nothing lost, nothing half-written, no traceback: failed writes (a full or read-only file system, too
+long a name, an unwritable --out), user code that raises or exits, two runs in one folder, workers
+whose parent is killed, a cut PNG on resume. Real processes, real files, a real tmpfs."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, fv
+from fvcli.errors import FvError, WriteError
+from fvcli.jobs import safe_component
+from fvcli.locks import LOCK_NAME, FolderLocks
+from fvcli.output import read_record
+from fvcli.writer import Writer
+
+FAST = ["--model", TINY, "--weights", "random", "--size", "32", "--dtype", "float32"]
+
+
+def fv_process(*args, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "fvcli", "render", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
+
+
+def fv_run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "fvcli", "render", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def one_error_line(stderr: str) -> str:
+    """The run's single error line (progress lines aside); no traceback."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("fv: error:")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+def wait_for(predicate, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"not reached in {timeout} s; exit {process.poll()}")
+
+
+def hidden(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 64 KB tmpfs (tests run as root); its mount point, unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'}); the full-disk tests need one")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+# ---- 1. a failed write is caught: one line, exit 3, finished units kept, a rerun finishes ----
+
+
+def test_a_full_disk_stops_with_one_line_and_a_rerun_finishes(small_fs):
+    command = ["conv2:0-15", *FAST, "--steps", "2", "--batch-size", "2", "--out", str(small_fs / "o")]
+    done = fv_run(*command)
+    folder = small_fs / "o" / "tiny_model.make" / "conv2"
+    line = one_error_line(done.stderr)
+    assert done.returncode == 3, done.stderr
+    assert line.startswith(f"fv: error: cannot write {folder}/") and "No space left on device [Errno 28]" in line, line
+    assert "running the same command again renders the rest" in line
+    kept = sorted(folder.glob("conv2_*.png"))
+    assert 0 < len(kept) < 16 and all(read_record(p) for p in kept)
+    assert not hidden(folder)  # no temporary file, no lock left behind
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_fs)], check=True)
+    done = fv_run(*command)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(kept)} units already rendered" in done.stderr and (folder / "grid.json").exists()
+
+
+def test_a_file_system_turned_read_only_mid_run_stops_cleanly(small_fs):
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_fs)], check=True)
+    command = ["conv2:0-5", *FAST, "--steps", "40", "--batch-size", "1", "--out", str(small_fs / "o")]
+    folder = small_fs / "o" / "tiny_model.make" / "conv2"
+    process = fv_process(*command)
+    wait_for(lambda: len(list(folder.glob("conv2_*.png"))) >= 2, process)
+    for _ in range(50):  # refused while a file is open for writing: between two writes, then
+        if subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("cannot remount read-only")
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 3, stderr
+    assert "Read-only file system [Errno 30]" in one_error_line(stderr)
+    kept = len(list(folder.glob("conv2_*.png")))
+    subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
+    done = fv_run(*command)
+    assert done.returncode == 0 and f"{kept} units already rendered" in done.stderr, done.stderr
+
+
+def test_an_output_folder_that_cannot_be_written_is_bad_input():
+    output = fv("render", "conv2:0", *FAST, "--steps", "1", "--out", "/proc/fv-test", code=2)
+    assert output == "fv: error: cannot write to output folder /proc/fv-test/tiny_model.make/conv2: No such file or directory in /proc [Errno 2]\n"
+
+
+def test_names_made_from_long_targets_are_bounded_and_short_ones_unchanged(tmp_path):
+    values = ", ".join(f"0.{i:09d}" for i in range(1, 13))  # 12 channels of conv3: a 160-character name
+    fv("render", f"direction(conv3, [{values}])", "conv3:0", *FAST, "--steps", "1", "--out", str(tmp_path))
+    names = sorted(p.name for p in (tmp_path / "tiny_model.make").iterdir())
+    assert names[0] == "conv3"  # short names are unchanged
+    assert re.fullmatch(r"direction_conv3_1e-09_2e-09_[-0-9e_]+-[0-9a-f]{12}", names[1]) and len(names[1]) <= 80, names
+    assert (tmp_path / "tiny_model.make" / names[1] / "grid.json").exists()
+    assert safe_component("x" * 300) != safe_component("x" * 299) and len(safe_component("x" * 300)) <= 80
+
+
+def test_the_writer_stops_at_its_first_error_and_raises_it_in_the_rendering_thread():
+    written = []
+
+    def fail():
+        raise WriteError("out/x.png", OSError(28, "No space left on device"))
+
+    with pytest.raises(WriteError, match=r"cannot write out/x.png: No space left on device \[Errno 28\]"):
+        with Writer(depth=1) as writer:
+            writer.submit(lambda: written.append(1))
+            writer.submit(fail)
+            writer.submit(lambda: written.append(3))  # skipped, or refused
+            writer.drain()
+    assert written == [1]
+
+
+# ---- 2. user code is contained ----
+
+BROKEN = """
+import sys
+import torch
+from torch import nn
+
+class Raises(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        raise ValueError("boom")
+
+def make():
+    return Raises()
+
+def leaves():
+    sys.exit(0)
+"""
+
+
+def test_errors_of_user_code_are_one_line_naming_the_model(tmp_path):
+    factory = tmp_path / "x.py"
+    factory.write_text(BROKEN)
+    out = str(tmp_path / "o")
+    assert fv("render", "conv:0-1", "--model", f"{factory}:make", "--weights", "random", "--out", out, code=2) == (
+        f"fv: error: model {factory}:make: forward raised ValueError: boom\n"
+    )
+    assert fv("render", "conv:0", "--model", f"{factory}:leaves", "--weights", "random", "--out", out, code=2) == (
+        f"fv: error: model {factory}:leaves: the factory called sys.exit(0)\n"
+    )
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script's deprecation notice
+def test_a_torchscript_model_that_raises_is_one_line(tmp_path):
+    import torch
+
+    sys.path.insert(0, str(tmp_path))
+    (tmp_path / "scripted_broken.py").write_text(BROKEN)
+    try:
+        import scripted_broken
+
+        torch.jit.save(torch.jit.script(scripted_broken.make()), str(tmp_path / "bad.pt"))
+    finally:
+        sys.path.remove(str(tmp_path))
+    output = fv("render", "output:0", "--model", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "o"), code=2)
+    assert output == f"fv: error: target output:0: model {tmp_path / 'bad.pt'}: forward raised ValueError: boom\n"
+
+
+# ---- 3. one run at a time in a job folder ----
+
+
+def test_a_second_run_into_the_same_folder_exits_2_naming_the_first_and_a_killed_one_blocks_nothing(tmp_path):
+    folder = tmp_path / "tiny_model.make" / "conv2"
+    first = fv_process("conv2:0-15", *FAST, "--steps", "400", "--batch-size", "1", "--out", str(tmp_path))
+    try:
+        wait_for(lambda: (folder / LOCK_NAME).exists(), first)
+        second = fv_run("conv2:0-15", *FAST, "--steps", "2", "--seed", "1", "--out", str(tmp_path))
+        assert second.returncode == 2, second.stderr
+        assert one_error_line(second.stderr) == (
+            f"fv: error: another fv run (PID {first.pid}) is writing {folder}; wait for it to finish, or render into another --out"
+        )
+    finally:
+        first.kill()  # kill -9: the kernel drops its lock
+        first.wait()
+    fv("render", "conv2:0-3", *FAST, "--steps", "2", "--seed", "1", "--out", str(tmp_path))  # its lock file blocks nothing
+    assert not hidden(folder)
+
+
+def test_shards_of_a_run_share_a_folder_but_not_with_a_whole_run_or_the_same_shard(tmp_path):
+    folder = tmp_path / "job"
+    with FolderLocks([folder], (0, 2)), FolderLocks([folder], (1, 2)):
+        with pytest.raises(FvError, match=rf"another fv run \(PID {os.getpid()}\) is writing {folder}"):
+            FolderLocks([folder], None).__enter__()
+        with pytest.raises(FvError, match=r"is rendering shard 1/2 into"):
+            FolderLocks([folder], (1, 2)).__enter__()
+    assert not folder.exists()  # made for the locks, and empty again
+
+
+# ---- 4. workers die with their parent ----
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_workers_die_when_their_parent_is_killed(tmp_path):
+    folder = tmp_path / "tiny_model.make" / "conv2"
+    parent = fv_process("conv2:0-15", *FAST, "--steps", "400", "--batch-size", "1", "--workers", "2", "--out", str(tmp_path))
+    wait_for(lambda: len(children_of(parent.pid)) >= 2 and folder.exists() and any(folder.glob("conv2_*.png")), parent)
+    workers = children_of(parent.pid)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not [pid for pid in workers if alive(pid)], "workers outlived their parent"
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---- 5 and 6. resume verifies PNGs; a rerun with nothing to do says so ----
+
+
+def test_a_cut_png_is_rendered_again_and_a_finished_job_says_all_units_already_rendered(tmp_path):
+    command = ["render", "conv2:0-3", *FAST, "--steps", "2", "--batch-size", "1", "--out", str(tmp_path)]
+    fv(*command)
+    output = fv(*command)
+    folder = tmp_path / "tiny_model.make" / "conv2"
+    assert f"fv: {folder}: all 4 units of {TINY} conv2 already rendered -> {folder / 'grid.png'}" in output
+    assert "units/s" not in output
+    png = folder / "conv2_0002.png"
+    whole = png.read_bytes()
+    png.write_bytes(whole[:-12])  # cut just before the final IEND chunk
+    assert read_record(png) is None
+    output = fv(*command)
+    assert "3 units already rendered" in output and png.read_bytes() == whole
