@@ -57,8 +57,8 @@ CLI_CASES = [
     (["mixed4a:0", "--steps", "0"], "--steps: expected a positive integer, got 0"),
     (["mixed4a:0", "--steps", "-5"], "--steps: expected a positive integer, got -5"),
     (["mixed4a:0", "--size", "0"], "--size: expected a positive integer, got 0"),
-    (["mixed4a:0", "--lr", "0"], "--lr: expected a positive number, got 0.0"),
-    (["mixed4a:0", "--lr", "-0.05"], "--lr: expected a positive number, got -0.05"),
+    (["mixed4a:0", "--lr", "0"], "--lr: expected a positive number, got '0'"),
+    (["mixed4a:0", "--lr", "-0.05"], "--lr: expected a positive number, got '-0.05'"),
     (["mixed4a:0", "--size", "5000"], "--size: expected a positive integer (at most 2048), got 5000"),
     # weights files: missing, corrupt, truncated, of another architecture
     (["mixed4a:0", "--weights", "{tmp}/missing.pt"], "--weights {tmp}/missing.pt: file not found (expected default, random, a weights name or a state-dict file)"),
