@@ -50,9 +50,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def check_output_folders(folders: list[tuple[Path, str]]) -> None:
+def check_output_folders(folders: list[tuple[Path, str]], writable: bool = True) -> None:
     """FvError unless every (folder, origin) could be written and no two origins share a folder.
-    Nothing is created: a bad later folder must not leave earlier ones behind."""
+    Nothing is created: a bad later folder must not leave earlier ones behind. `writable=False` (a
+    dry run, which writes nothing) skips the permission check."""
     from fvcli.errors import FvError
 
     seen: dict[Path, str] = {}
@@ -64,7 +65,7 @@ def check_output_folders(folders: list[tuple[Path, str]]) -> None:
         existing = next(p for p in (resolved, *resolved.parents) if p.exists())
         if not existing.is_dir():
             raise FvError(f"cannot write to output folder {folder}: {existing} is a file, not a folder")
-        if not os.access(existing, os.W_OK | os.X_OK):
+        if writable and not os.access(existing, os.W_OK | os.X_OK):
             raise FvError(f"cannot write to output folder {folder}: {existing} is not writable")
 
 
