@@ -167,7 +167,7 @@ class Result:
 
 def _natural(text: str) -> list:
     """Sort key that puts mixed4a before mixed10a."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"([0-9]{1,18})", text))]
 
 
 def _check_sidecar(data: Any) -> None:
@@ -194,10 +194,29 @@ def _out_of(job_folder: Path) -> Path:
     return absolute.parent if named else absolute.parent.parent
 
 
-def _unit(folder: Path, record: dict) -> Unit:
+def inside(out: Path, folder: Path, name: Any) -> bool:
+    """Whether `name`, a file name a sidecar gives relative to `folder`, is a file path that stays inside
+    `out` once resolved: the atlas loads nothing from outside OUT. Absolute paths, URLs (file:,
+    http:), '..' and symlinks that lead out are refused."""
+    if not isinstance(name, str) or not name or name.startswith(("/", "\\")) or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", name):
+        return False
+    try:
+        resolved, root = (folder / name).resolve(), out.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+    return root in resolved.parents
+
+
+def _unit(out: Path, folder: Path, record: dict, say: Callable[[str], None]) -> Unit:
     entries = record.get("images") or ([{k: record.get(k) for k in ("image", "objective", "activation_start", "activation_final")}] if record.get("image") else [])
-    present = [e for e in entries if isinstance(e.get("image"), str) and (folder / e["image"]).is_file()]
-    return Unit(record, present, len(entries) - len(present))
+    safe = []
+    for entry in entries:
+        if inside(out, folder, entry.get("image")):
+            safe.append(entry)
+        else:
+            say(f"fv: atlas: {folder / 'grid.json'}: unit {record['label']}: skipped image {entry.get('image')!r}, not a file inside {out}")
+    present = [e for e in safe if (folder / e["image"]).is_file()]
+    return Unit(record, present, len(safe) - len(present))
 
 
 def discover(out: Path, say: Callable[[str], None]) -> list[Job]:
@@ -212,10 +231,14 @@ def discover(out: Path, say: Callable[[str], None]) -> list[Job]:
         rel = folder.relative_to(out).as_posix()
         if rel == ".":
             raise FvError(f"{out} is a job folder (it holds grid.json); give the --out folder it was rendered into, {_out_of(out)}")
+        escapes = [name for name in ("grid.json", "units") if os.path.lexists(folder / name) and not inside(out, folder, name)]
+        if escapes:  # a symlink: the atlas would read, or write pages, outside OUT
+            say(f"fv: atlas: skipped {folder}: {escapes[0]} is a link to outside {out}")
+            continue
         try:
             sidecar = json.loads((folder / "grid.json").read_text(encoding="utf-8"))
             _check_sidecar(sidecar)
-            units = [_unit(folder, record) for record in sidecar["units"]]
+            units = [_unit(out, folder, record, say) for record in sidecar["units"]]
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
             say(f"fv: atlas: skipped {folder}: unreadable grid.json ({str(error).splitlines()[0][:160]})")
             continue
@@ -226,15 +249,19 @@ def discover(out: Path, say: Callable[[str], None]) -> list[Job]:
         if missing:
             say(f"fv: atlas: {folder}: {missing} unit images named in grid.json are missing; shown as gaps")
         job = Job(rel, folder, sidecar, units)
-        job.examples = _examples(folder, sidecar, say)
+        job.examples = _examples(out, folder, sidecar, say)
         jobs.append(job)
     return jobs
 
 
-def _examples(folder: Path, sidecar: dict, say: Callable[[str], None]) -> dict | None:
-    """The folder's examples.json when it is readable and of this job's model, weights and layer."""
+def _examples(out: Path, folder: Path, sidecar: dict, say: Callable[[str], None]) -> dict | None:
+    """The folder's examples.json when it is readable and of this job's model, weights and layer;
+    strips it names outside OUT are left out, with a line each."""
     path = folder / "examples" / "examples.json"
     if not path.is_file():
+        return None
+    if not inside(out, folder, "examples/examples.json"):
+        say(f"fv: atlas: {path}: ignored, it leads outside {out}")
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -251,6 +278,11 @@ def _examples(folder: Path, sidecar: dict, say: Callable[[str], None]) -> dict |
             f"the renders of {model.get('name')} ({model.get('weights')}) {sidecar.get('layer')}"
         )
         return None
+    for unit in data["units"]:
+        for key in ("strip", "negative_strip"):
+            if isinstance(unit, dict) and unit.get(key) is not None and not inside(out, path.parent, unit[key]):
+                say(f"fv: atlas: {path}: channel {unit.get('channel')}: skipped {key} {unit[key]!r}, not a file inside {out}")
+                unit[key] = None
     return data
 
 

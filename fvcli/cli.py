@@ -17,6 +17,7 @@ import click
 from fvcli import __version__, distributed
 from fvcli.errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, FvError, WriteError, raised
 from fvcli.jobs import JobRequest
+from fvcli.limits import MAX_UNITS
 from fvcli.spec import load_examples, load_spec
 from fvcli.settings import (
     EXAMPLES_KEYS, OPTIONS, OPTIONS_BY_KEY, ExamplesSettings, RenderSettings, RunSettings, default_of, examples_options, split,
@@ -104,6 +105,8 @@ def _target_requests(targets: list[tuple[str, Target]], cli: dict[str, Any]) -> 
             texts, merged = jobs[simple.layer]
             old = merged.channels_of_layer.channels
             channels = None if old is None or simple.channels is None else tuple(sorted({*old, *simple.channels}))
+            if channels is not None and len(channels) > MAX_UNITS:
+                raise FvError(f"target {texts} {text}: {len(channels)} channels of {simple.layer}; a job renders at most {MAX_UNITS} units (split it into several runs)")
             jobs[simple.layer] = (f"{texts} {text}", Target(((1.0, dataclasses.replace(simple, channels=channels)),)))
         else:
             jobs[simple.layer] = (text, target)
@@ -248,9 +251,12 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
     if launch is None and run_settings.shard is None and not run_settings.dry_run:
         devices = worker_devices(run_settings.device, run_settings.workers)
     # With workers, this process only checks the input (on the CPU, leaving the GPUs to them).
-    checked = run_settings if len(devices) == 1 else dataclasses.replace(run_settings, device="cpu")
+    parallel = len(devices) > 1
+    checked = dataclasses.replace(run_settings, device="cpu") if parallel else run_settings
     examples = _spec_examples(specs, run_settings)  # checked before anything renders
     run = Run(requests, checked, say)
+    # No more workers than units: a worker without units would only load the model.
+    devices = devices[: max(1, sum(len(job.units) for job in run.jobs))]
     if run_settings.dry_run:
         for line in [*run.plan(), *(line for collection in examples for line in collection.plan())]:
             click.echo(line)
@@ -271,7 +277,7 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
     with FolderLocks([job.folder for job in run.jobs], run_settings.shard):
         if launch is not None and launch.kind == "torchrun":
             return _render_torchrun(run, launch.shard[0] == 0, say, assemble)
-        if len(devices) > 1:
+        if len(devices) > 1 or (parallel and devices[0] != checked.device):  # one GPU worker left for a one-unit run
             code, merges = run_workers(requests, run_settings, devices, say)
             return assemble(max(code, _report_merges(merges, say)))
         code = run.execute().exit_code
@@ -344,15 +350,17 @@ def models(pattern: str | None) -> int:
 @cli.command()
 @click.option("--model", "model", default=default_of("model"), show_default=True, metavar="NAME", help=OPTIONS_BY_KEY["model"].help)
 @click.option("--weights", default="random", show_default=True, metavar="W", help="Weights to load; shapes do not depend on them, so random works offline.")
-@click.option("--size", default=128, show_default=True, metavar="PX", help="Side of the probe image (models that take one size only use theirs).")
+@click.option("--size", "size_text", default="128", show_default=True, metavar="PX", help="Side of the probe image (models that take one size only use theirs).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.argument("pattern", required=False)
-def layers(model: str, weights: str, size: int, as_json: bool, pattern: str | None) -> int:
+def layers(model: str, weights: str, size_text: str, as_json: bool, pattern: str | None) -> int:
     """List every layer a target can name, in forward order, with its output shape and channels.
 
     One forward pass on a random image; PATTERN filters by glob on the name or its alias.
     """
     import json
+
+    size = _converted({"size": size_text})["size"]  # the bounds of fv render's --size
 
     from fvcli.layers import list_layers
     from fvcli.models import load_model

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from dataclasses import dataclass
 
 from fvcli.errors import FvError
@@ -26,10 +27,10 @@ class Launch:
 
 
 def _int(name: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise FvError(f"environment variable {name}={value!r} is not a number") from None
+    # ASCII digits only: int() would also take other scripts' digits, '_' and thousands of digits.
+    if not re.fullmatch(r"\s*[+-]?[0-9]{1,9}\s*", value):
+        raise FvError(f"environment variable {name}={value!r} is not a number")
+    return int(value)
 
 
 def from_environment(environ=os.environ) -> Launch | None:

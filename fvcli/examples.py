@@ -367,7 +367,7 @@ class Collection:
         self.models: dict[tuple, LoadedModel] = {}
         self.groups: dict[tuple, ModelGroup] = {}
         self.jobs = [self._resolve(request) for request in requests]
-        check_output_folders([(job.folder, job.request.origin) for job in self.jobs])
+        check_output_folders([(job.folder, job.request.origin) for job in self.jobs], writable=not run.dry_run)
 
     # ---- validation ----
 

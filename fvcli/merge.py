@@ -18,7 +18,7 @@ from fvcli.output import read_record, write_grid, write_json
 from fvcli.sidecar import combined
 
 MANIFEST_VERSION = 1
-_MANIFEST = re.compile(r"grid\.shard-(\d+)-of-(\d+)\.json")
+_MANIFEST = re.compile(r"grid\.shard-(\d+)-of-(\d+)\.json", re.ASCII)
 
 
 def manifest_name(shard: tuple[int, int]) -> str:

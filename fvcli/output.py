@@ -61,11 +61,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def check_output_folders(folders: list[tuple[Path, str]]) -> None:
+def check_output_folders(folders: list[tuple[Path, str]], writable: bool = True) -> None:
     """FvError unless every (folder, origin) could be written and no two origins share a folder.
     Nothing is left behind: a probe file is created and removed in the deepest folder that exists
     (os.access does not see read-only or full file systems, nor /proc), and a bad later folder must
-    not leave earlier ones behind."""
+    not leave earlier ones behind. `writable=False` (a dry run, which writes nothing) skips the
+    permission checks."""
     from fvcli.errors import FvError
 
     seen: dict[Path, str] = {}
@@ -77,12 +78,14 @@ def check_output_folders(folders: list[tuple[Path, str]]) -> None:
         existing = next(p for p in (resolved, *resolved.parents) if p.exists())
         if not existing.is_dir():
             raise FvError(f"cannot write to output folder {folder}: {existing} is a file, not a folder")
-        if not os.access(existing, os.W_OK | os.X_OK):
+        if writable and not os.access(existing, os.W_OK | os.X_OK):
             raise FvError(f"cannot write to output folder {folder}: {existing} is not writable")
         name_max = _name_max(existing)
         for part in resolved.relative_to(existing).parts:
             if len(os.fsencode(part)) > name_max:
                 raise FvError(f"cannot write to output folder {folder}: a name in it is longer than {name_max} bytes ({part[:40]}...)")
+        if not writable:
+            continue
         try:
             fd, probe = tempfile.mkstemp(prefix=".fv-probe-", dir=existing)
             os.close(fd)

@@ -18,7 +18,9 @@ import torch
 from fvcli.errors import FvError
 from fvcli.jobs import safe_component, stable_seed
 from fvcli.layers import Layout, infer_layout, split_key
+from fvcli.limits import MAX_UNITS, MAX_WEIGHT, show
 from fvcli.models import LoadedModel
+from fvcli.weights import safe_load
 from fvcli.objectives import OUTPUT, Direction, LayerEnergy, Logit, Objective, channel, neuron
 from fvcli.settings import RenderSettings
 from fvcli.targets import Atom, Interpolation, Target
@@ -163,6 +165,8 @@ class Resolver:
             if atom.kind in ("channel", "neuron"):
                 info = self.layer(atom.layer)
                 count = info.layout.channels
+                if atom.channels is None and count > MAX_UNITS:  # every channel of a very wide layer
+                    raise FvError(f"layer {atom.layer} has {count} channels; a job renders at most {MAX_UNITS} units (name a range, such as {atom.layer}:0-999)")
                 channels = atom.channels if atom.channels is not None else tuple(range(count))
                 bad = [c for c in channels if c >= count]
                 if bad:
@@ -220,20 +224,38 @@ def unit_seed(seed: int, canonical: str) -> int:
 
 
 def _load_vector(path: str) -> torch.Tensor:
+    """A direction from a .npy or .pt file: finite, not all zero, entries at most MAX_WEIGHT in magnitude
+    (like an inline vector's). Pickled objects are refused, in one line."""
     file = Path(path)
     if not file.is_file():
         raise FvError(f"direction file {path} not found (expected a .npy or .pt file of one vector)")
-    try:
-        if file.suffix == ".npy":
-            import numpy
+    refused = "not a tensor file fv can load safely (only tensors saved with torch.save are read; pickled objects are refused)"
+    if file.suffix == ".npy":
+        import numpy
 
-            return torch.as_tensor(numpy.load(file, allow_pickle=False), dtype=torch.float32).flatten()
-        loaded = torch.load(file, map_location="cpu", weights_only=True)
+        try:
+            array = numpy.load(file, allow_pickle=False)
+            vector = torch.as_tensor(array, dtype=torch.float32).flatten()
+        except ValueError as error:
+            reason = "it holds Python objects, which fv does not load" if "allow_pickle" in str(error) else str(error).splitlines()[0][:200]
+            raise FvError(f"direction file {path}: not an array of numbers fv can read ({reason})") from None
+        except Exception as error:
+            raise FvError(f"direction file {path} cannot be read ({str(error).splitlines()[0][:200]})") from None
+    else:
+        try:
+            loaded = safe_load(file)
+        except ValueError as error:
+            damaged = str(error) == "it is truncated or damaged"
+            raise FvError(f"direction file {path}: {error if damaged else refused}") from None
         if not isinstance(loaded, torch.Tensor):
-            raise ValueError(f"it holds a {type(loaded).__name__}, not a tensor")
-        return loaded.float().flatten()
-    except Exception as error:
-        raise FvError(f"direction file {path} cannot be read ({error})") from None
+            raise FvError(f"direction file {path}: it holds a {type(loaded).__name__}, not a tensor")
+        vector = loaded.float().flatten()
+    if not bool(torch.all(vector.abs() <= MAX_WEIGHT)):  # NaN fails too
+        bad = vector[~(vector.abs() <= MAX_WEIGHT)][0].item()
+        raise FvError(f"direction file {path}: holds {bad:g}; expected finite numbers of magnitude at most {show(MAX_WEIGHT)}")
+    if not bool(vector.any()):
+        raise FvError(f"direction file {path}: all zeros, which point nowhere; expected a vector with a non-zero entry")
+    return vector
 
 
 def unit_name(target: Target, key: int | None, width: int) -> tuple[str, str]:

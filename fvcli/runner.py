@@ -210,7 +210,7 @@ class Run:
             raise _TooSmall(error) from None
 
     def _check_folders(self) -> None:
-        check_output_folders([(job.folder, job.request.origin) for job in self.jobs])
+        check_output_folders([(job.folder, job.request.origin) for job in self.jobs], writable=not self.settings.dry_run)
 
     # ---- rendering ----
 

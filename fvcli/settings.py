@@ -13,6 +13,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from fvcli.limits import (
+    INTEGER, MAX_BATCH, MAX_LR, MAX_MEAN, MAX_ROTATE, MAX_WEIGHT, MAX_WORKERS, NUMBER, SCALE_RANGE, STD_RANGE,
+    non_ascii_digit, show,
+)
+
 MAX_SIZE = 2048  # px; larger images do not fit a batch on any device we know of
 MAX_STEPS = 100_000
 
@@ -78,11 +83,16 @@ class RunSettings:
 
 
 def _got(value: Any) -> str:
-    return f"got {value!r}"
+    digit = non_ascii_digit(value) if isinstance(value, str) else None
+    hint = f"; write digits as 0-9, not {digit!r}" if digit else ""
+    shown = repr(value)
+    if len(shown) > 100:  # a message stays one readable line
+        shown = shown[:96] + "...'"[: 4 if isinstance(value, str) else 3]
+    return f"got {shown}{hint}"
 
 
 def _integer(value: Any, minimum: int, maximum: int | None, what: str) -> int:
-    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+    if isinstance(value, str) and INTEGER.fullmatch(value.strip()) and len(value.strip()) <= 40:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"expected {what}, {_got(value)}")
@@ -100,23 +110,42 @@ def seed_int(value: Any) -> int:
     return _integer(value, 0, 2**63 - 1, "a non-negative integer")
 
 
-def _float(value: Any, what: str, accept: Callable[[float], bool]) -> float:
+def number(value: Any) -> float:
+    """A number from YAML, or from text of ASCII digits; ValueError for other text ('٣', '1_000').
+
+    It may be infinite ('inf', '1e999') or NaN ('nan', YAML's .nan): callers check ranges with
+    comparisons that NaN fails.
+    """
     if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"expected {what}, {_got(value)}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not accept(value) or value == float("inf"):
+        if not NUMBER.fullmatch(value.strip()):
+            raise ValueError(f"not a number: {value!r}")
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"not a number: {value!r}")
+    try:
+        return float(value)
+    except OverflowError:  # a YAML integer beyond floats
+        return float("inf") if value > 0 else float("-inf")
+
+
+def _float(value: Any, what: str, accept: Callable[[float], bool], maximum: float) -> float:
+    try:
+        converted = number(value)
+    except ValueError:
+        raise ValueError(f"expected {what}, {_got(value)}") from None
+    if not accept(converted):  # NaN too
         raise ValueError(f"expected {what}, {_got(value)}")
-    return float(value)
+    if converted > maximum:
+        raise ValueError(f"expected {what} (at most {show(maximum)}), {_got(value)}")
+    return converted
 
 
-def positive_float(value: Any) -> float:
-    return _float(value, "a positive number", lambda x: x > 0)
+def learning_rate(value: Any) -> float:
+    return _float(value, "a positive number", lambda x: x > 0, MAX_LR)
 
 
-def non_negative_float(value: Any) -> float:
-    return _float(value, "a number of 0 or more", lambda x: x >= 0)
+def weight(value: Any) -> float:
+    return _float(value, "a number of 0 or more", lambda x: x >= 0, MAX_WEIGHT)
 
 
 def boolean(value: Any) -> bool:
@@ -192,11 +221,13 @@ def transforms(value: Any) -> Any:
             continue
         values = raw if isinstance(raw, (list, tuple)) else [raw]
         try:
-            numbers = tuple(float(v) for v in values)
-        except (TypeError, ValueError):
+            numbers = tuple(number(v) for v in values)
+        except ValueError:
             raise ValueError(f"{name}: expected a list of numbers, {_got(raw)}") from None
-        if not numbers or (name == "scale" and not all(v > 0 for v in numbers)):
-            raise ValueError(f"{name}: expected a non-empty list of {'positive ' if name == 'scale' else ''}numbers, {_got(raw)}")
+        low, high = SCALE_RANGE if name == "scale" else (-MAX_ROTATE, MAX_ROTATE)
+        if not numbers or not all(low <= v <= high for v in numbers):  # NaN fails too
+            what = "factors" if name == "scale" else "degrees"
+            raise ValueError(f"{name}: expected a non-empty list of {what} from {show(low)} to {show(high)}, {_got(raw)}")
         checked.append((name, numbers))
     return tuple(checked)
 
@@ -205,7 +236,7 @@ def shard(value: Any) -> tuple[int, int] | None:
     """`I/N`: the I-th of N disjoint slices of a run's units, 0 <= I < N."""
     if value is None:
         return None
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(value))
+    match = re.fullmatch(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*", str(value))
     if not match or not int(match.group(1)) < int(match.group(2)):
         raise ValueError(f"expected I/N with 0 <= I < N, such as 0/4, {_got(value)}")
     return int(match.group(1)), int(match.group(2))
@@ -217,18 +248,18 @@ def weights(value: Any) -> str:
 
 
 def device(value: Any) -> str:
-    if isinstance(value, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+    if isinstance(value, str) and re.fullmatch(r"auto|cpu|cuda(:[0-9]{1,4})?|mps", value):
         return value
     raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, {_got(value)}")
 
 
-def count_or_auto(value: Any) -> int | None:
-    if value is None or value == "auto":
-        return None
-    try:
-        return _integer(value, 1, None, "a positive integer or auto")
-    except ValueError:
-        raise ValueError(f"expected a positive integer or auto, {_got(value)}") from None
+def count_or_auto(maximum: int) -> Callable[[Any], int | None]:
+    def convert(value: Any) -> int | None:
+        if value is None or value == "auto":
+            return None
+        return _integer(value, 1, maximum, "a positive integer or auto")
+
+    return convert
 
 
 def _triple(value: Any) -> tuple[float, float, float]:
@@ -236,7 +267,7 @@ def _triple(value: Any) -> tuple[float, float, float]:
         value = value.split(",")
     if not isinstance(value, (list, tuple)) or len(value) != 3:
         raise ValueError
-    return tuple(float(v) for v in value)  # type: ignore[return-value]
+    return tuple(number(v) for v in value)  # type: ignore[return-value]
 
 
 def normalize(value: Any) -> Any:
@@ -253,8 +284,12 @@ def normalize(value: Any) -> Any:
             raise ValueError
     except (ValueError, TypeError):
         raise ValueError(f"{expected}, {_got(value)}") from None
-    if not all(s > 0 for s in std):
-        raise ValueError(f"expected positive standard deviations, {_got(value)}")
+    low, high = STD_RANGE
+    if not all(-MAX_MEAN <= m <= MAX_MEAN for m in mean) or not all(low <= s <= high for s in std):  # NaN fails
+        raise ValueError(
+            f"expected means from -{show(MAX_MEAN)} to {show(MAX_MEAN)} and standard deviations from {show(low)} "
+            f"to {show(high)}, {_got(value)}"
+        )
     return (mean, std)
 
 
@@ -280,7 +315,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("weights", weights, "default (the published weights, cached), a weights name (IMAGENET1K_V2), random (a seeded variance-preserving init; works offline) or a state-dict file.", job=True, metavar="W"),
     Option("steps", positive_int(MAX_STEPS), "Optimization steps per image.", job=True, metavar="N"),
     Option("size", positive_int(MAX_SIZE), f"Image side in pixels (at most {MAX_SIZE}).", job=True, metavar="PX"),
-    Option("lr", positive_float, "Learning rate.", job=True, metavar="LR"),
+    Option("lr", learning_rate, "Learning rate.", job=True, metavar="LR"),
     Option("seed", seed_int, "Random seed; each unit's random state derives from it and the unit alone.", job=True, metavar="N"),
     Option("param", parameterization, "Image parameterization: fourier or fft (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size) or laplacian (a pyramid of 4 resolutions).", job=True, metavar="|".join(PARAMETERIZATIONS)),
     Option("decorrelate", boolean, "Decorrelate colours with ImageNet's colour correlation.", job=True, flag=True),
@@ -288,23 +323,23 @@ OPTIONS: tuple[Option, ...] = (
     Option("normalize", normalize, "Input normalization: model (from the weights; none for custom models), imagenet, none, or MEAN,MEAN,MEAN/STD,STD,STD.", job=True, metavar="SPEC"),
     Option("objective", choice(*OBJECTIVES), "What each unit's image maximizes: channel (mean over positions or patch tokens) or neuron (the centre position or patch token).", job=True, metavar="|".join(OBJECTIVES)),
     Option("tokens", choice(*TOKEN_CHOICES), "Transformer token layers: average the patch tokens only (leaving out class and other leading tokens) or all tokens.", job=True, metavar="|".join(TOKEN_CHOICES)),
-    Option("l1", non_negative_float, "Weight of the L1 penalty (mean |pixel - 0.5|).", job=True, metavar="W"),
-    Option("tv", non_negative_float, "Weight of the total variation penalty (mean |neighbour difference|).", job=True, metavar="W"),
-    Option("blur", non_negative_float, "Weight of the blur penalty (mean squared difference from the blurred image).", job=True, metavar="W"),
+    Option("l1", weight, "Weight of the L1 penalty (mean |pixel - 0.5|).", job=True, metavar="W"),
+    Option("tv", weight, "Weight of the total variation penalty (mean |neighbour difference|).", job=True, metavar="W"),
+    Option("blur", weight, "Weight of the blur penalty (mean squared difference from the blurred image).", job=True, metavar="W"),
     Option("blur_every", non_negative_int, "Blur the image (Gaussian, sigma 1 px) every N steps; 0: never.", job=True, metavar="N"),
     Option("optimizer", choice(*OPTIMIZERS), "adam, or sgd (plain gradient ascent).", job=True, metavar="|".join(OPTIMIZERS)),
     Option("schedule", choice(*SCHEDULES), "Learning-rate schedule: constant, or cosine (decaying to 0 at the last step).", job=True, metavar="|".join(SCHEDULES)),
     Option("diversity", positive_int(64), "Images per unit, kept different by penalizing the similarity of their styles (Gram matrices).", job=True, metavar="N"),
-    Option("diversity_weight", non_negative_float, "Weight of the diversity penalty, relative to the size of the objective (so it means the same for every model).", job=True, metavar="W"),
+    Option("diversity_weight", weight, "Weight of the diversity penalty, relative to the size of the objective (so it means the same for every model).", job=True, metavar="W"),
     Option("diversity_layer", text, "Layer whose Gram matrices measure style for --diversity (default: the job's layer; a lower layer varies texture more).", job=True, metavar="LAYER"),
     Option("dtype", choice(*DTYPES), "The model's arithmetic: auto (bf16 autocast on CUDA and on CPUs with native bf16, float32 elsewhere), float32 or bfloat16.", job=True, metavar="|".join(DTYPES)),
     Option("out", text, "Output folder; each job writes into a folder below it.", job=False, metavar="DIR"),
     Option("device", device, "auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.", job=False, metavar="DEVICE"),
-    Option("batch_size", count_or_auto, "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),
+    Option("batch_size", count_or_auto(MAX_BATCH), "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),
     Option("quiet", boolean, "Print nothing but errors.", job=False, flag=True, negatable=False),
     Option("dry_run", boolean, "Print the jobs and units that would be rendered, and how many are already done; render nothing.", job=False, flag=True, negatable=False),
     Option("shard", shard, "Render only slice I of N (0 <= I < N) of all units, then 'fv merge OUT'; under torchrun or a SLURM job array each process takes its own slice by default.", job=False, metavar="I/N"),
-    Option("workers", count_or_auto, "Worker processes that split the units, each taking a shard, assembled at the end; auto: one per visible GPU (with --device auto or cuda), else 1.", job=False, metavar="N|auto"),
+    Option("workers", count_or_auto(MAX_WORKERS), "Worker processes that split the units, each taking a shard, assembled at the end; auto: one per visible GPU (with --device auto or cuda), else 1.", job=False, metavar="N|auto"),
     Option("force", boolean, "Render every unit again, even those already rendered with the same settings.", job=False, flag=True, negatable=False),
     Option("progress", boolean, "Show the progress bar even when stderr is not a terminal (--no-progress hides it).", job=False, flag=True),
     Option("atlas", boolean, "Then build the static web atlas of the output folder, as fv atlas OUT does.", job=False, flag=True),

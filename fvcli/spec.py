@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import yaml
 
 from fvcli.errors import FvError
 from fvcli.jobs import JobRequest, check_job_name
+from fvcli.limits import MAX_SPEC_BYTES
 from fvcli.settings import EXAMPLES_OPTIONS, OPTIONS_BY_KEY, RenderSettings, split
 from fvcli.targets import Atom, Target, parse_channels, parse_target
 
@@ -36,22 +38,58 @@ def _convert(where: str, key: str, value: Any, options: dict = OPTIONS_BY_KEY) -
         raise FvError(f"{where}{key}: {error}") from None
 
 
-def read_yaml(path: Path) -> Any:
-    """Parse a YAML file safely; syntax errors become one line with the line and column."""
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (first on line {seen[key]})", key_node.start_mark
+                    )
+                seen[key] = key_node.start_mark.line + 1
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+        return super().construct_mapping(node, deep)
+
+
+def _read_spec_text(path: Path) -> str:
+    """The spec's text: a regular file of at most MAX_SPEC_BYTES (a spec named /dev/zero, a FIFO or
+    a huge file would otherwise be read without end)."""
     try:
-        source = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise FvError(f"{path}: not a regular file; expected a YAML spec file")
+        with open(path, "rb") as file:
+            data = file.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise FvError(f"{path}: spec file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise FvError(f"{path}: cannot read spec file ({error})") from None
+    except OSError as error:
+        raise FvError(f"{path}: cannot read spec file ({error.strerror or error})") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise FvError(f"{path}: spec file larger than {MAX_SPEC_BYTES} bytes (1 MiB); split it into several specs")
     try:
-        return yaml.safe_load(source)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise FvError(f"{path}: cannot read spec file (not UTF-8 text: {error.reason} at byte {error.start})") from None
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file safely; syntax errors become one line with the line and column."""
+    source = _read_spec_text(path)
+    try:
+        return yaml.load(source, Loader=_Loader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise FvError(f"{path}: {place}invalid YAML: {error.problem or error.context}") from None
     except yaml.YAMLError as error:
         raise FvError(f"{path}: invalid YAML: {error}") from None
+    except (ValueError, OverflowError, RecursionError) as error:  # an integer of thousands of digits, deep nesting
+        reason = str(error).split(";")[0].splitlines()[0][:200]  # not Python's advice on raising its limit
+        raise FvError(f"{path}: invalid YAML: {reason}") from None
 
 
 def load_spec(path: str | Path, cli: dict[str, Any]) -> tuple[list[JobRequest], dict[str, Any]]:

@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fvcli.limits import MAX_DEPTH, MAX_INDEX, MAX_TARGET_CHARS, MAX_UNITS, MAX_WEIGHT, non_ascii_digit, show
+
 _EXPECTED = "expected channels like 97, 0-511 or 3,7,100-107"
 KINDS = ("channel", "neuron", "layer", "logit", "probability", "direction", "direction_neuron")
 _CALLS = {"channel", "neuron", "layer", "deepdream", "direction", "direction_neuron"}
@@ -43,20 +45,35 @@ def parse_channel_item(item: Any) -> list[int]:
     if isinstance(item, int):
         if item < 0:
             raise ValueError(f"expected a channel index of 0 or more, got {item}")
-        return [item]
+        return [_index(str(item))]
     if not isinstance(item, str) or not item.strip():
         raise ValueError(f"{_EXPECTED}, got {item!r}")
     channels: list[int] = []
     for part in item.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        match = re.fullmatch(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?", part)
         if not match:
-            raise ValueError(f"{_EXPECTED}, got {item!r}")
-        first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) is not None else first
+            digit = non_ascii_digit(part)
+            raise ValueError(f"{_EXPECTED}, got {item!r}" + (f"; write digits as 0-9, not {digit!r}" if digit else ""))
+        first = _index(match.group(1))
+        last = _index(match.group(2)) if match.group(2) is not None else first
         if last < first:
             raise ValueError(f"reversed range {first}-{last}; write {last}-{first}")
+        if last - first + 1 > MAX_UNITS - len(channels):  # checked before the range is expanded
+            raise ValueError(_too_many(f"range {first}-{last} names {last - first + 1} channels"))
         channels.extend(range(first, last + 1))
     return channels
+
+
+def _index(digits: str, what: str = "channel") -> int:
+    """An index from ASCII digits, at most MAX_INDEX (checked on the text: int() of a huge text is slow)."""
+    if len(digits.lstrip("0")) > len(str(MAX_INDEX)) or int(digits) > MAX_INDEX:
+        shown = digits if len(digits) <= 20 else digits[:17] + "..."
+        raise ValueError(f"{what} {shown} is too large (at most {MAX_INDEX})")
+    return int(digits)
+
+
+def _too_many(what: str) -> str:
+    return f"{what}; a job renders at most {MAX_UNITS} units (split it into several jobs)"
 
 
 def parse_channels(value: Any) -> tuple[int, ...] | None:
@@ -69,6 +86,8 @@ def parse_channels(value: Any) -> tuple[int, ...] | None:
     channels: set[int] = set()
     for item in items:
         channels.update(parse_channel_item(item))
+        if len(channels) > MAX_UNITS:
+            raise ValueError(_too_many(f"more than {MAX_UNITS} channels"))
     return tuple(sorted(channels))
 
 
@@ -231,19 +250,22 @@ _TOKEN = re.compile(
     r"\s*(?:(?P<number>\d+\.\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|\d+(?:[eE][+-]?\d+)?)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_.]*(?:@[A-Za-z0-9_]+)?)"
     r"|(?P<string>'[^']*'|\"[^\"]*\")"
-    r"|(?P<punct>[-+*/(),:=\[\]]))"
+    r"|(?P<punct>[-+*/(),:=\[\]]))",
+    re.ASCII,  # digits are 0-9 only: \d would take other scripts' digits, which int() accepts
 )
-_CHANNELS = re.compile(r"\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*")
+_CHANNELS = re.compile(r"\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*", re.ASCII)
 
 
 class _Parser:
     def __init__(self, text: str):
         self.text, self.pos = text, 0
+        self.depth = 0  # parentheses open around the current position
 
     # -- low level --
     def fail(self, message: str, pos: int | None = None) -> TargetError:
         column = (self.pos if pos is None else pos) + 1
-        return TargetError(f"{message} at column {column} of {self.text!r}")
+        shown = repr(self.text) if len(self.text) <= 200 else f"{self.text[:200]!r}..."  # one readable line
+        return TargetError(f"{message} at column {column} of {shown}")
 
     def skip_space(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos].isspace():
@@ -255,7 +277,9 @@ class _Parser:
             return None
         match = _TOKEN.match(self.text, self.pos)
         if not match or match.end() == self.pos:
-            raise self.fail(f"unexpected {self.text[self.pos]!r}")
+            char = self.text[self.pos]
+            hint = f"; write digits as 0-9, not {char!r}" if non_ascii_digit(char) else ""
+            raise self.fail(f"unexpected {char!r}{hint}")
         kind = match.lastgroup
         return kind, match.group(kind)
 
@@ -312,7 +336,24 @@ class _Parser:
             scale *= number
         if atoms is None:
             raise self.fail("a number alone is not an objective", start)
-        return [(scale * w, a) for w, a in atoms]
+        terms = [(scale * w, a) for w, a in atoms]
+        for w, _ in terms:
+            if not abs(w) <= MAX_WEIGHT:  # products and quotients of numbers that passed one by one
+                raise self.fail(f"weight {show(w)} is too large (at most {show(MAX_WEIGHT)} in magnitude)", start)
+        return terms
+
+    def number(self, text: str, start: int) -> float:
+        """A number token, finite and at most MAX_WEIGHT in magnitude (1e999 parses as infinity)."""
+        value = float(text)
+        if not abs(value) <= MAX_WEIGHT:
+            raise self.fail(f"number {text} is too large (at most {show(MAX_WEIGHT)} in magnitude)", start)
+        return value
+
+    def index(self, text: str, what: str) -> int:
+        try:
+            return _index(text, what)
+        except ValueError as error:
+            raise self.fail(str(error)) from None
 
     def factor(self) -> tuple[float, list[tuple[float, Atom]] | None]:
         """A number (value, None) or objectives (1, terms)."""
@@ -324,11 +365,15 @@ class _Parser:
         kind, value = token
         if kind == "number":
             self.take()
-            return float(value), None
+            return self.number(value, start), None
         if value == "(":
+            if self.depth >= MAX_DEPTH:  # the parser recurses once a level
+                raise self.fail(f"parentheses nested more than {MAX_DEPTH} deep", start)
             self.take()
+            self.depth += 1
             terms = self.target()
             self.expect(")")
+            self.depth -= 1
             return 1.0, terms
         if kind == "name":
             return 1.0, [(1.0, self.atom())]
@@ -338,7 +383,8 @@ class _Parser:
         self.skip_space()
         match = _CHANNELS.match(self.text, self.pos)
         if not match:
-            raise self.fail(_EXPECTED)
+            digit = non_ascii_digit(self.text[self.pos : self.pos + 1])
+            raise self.fail(_EXPECTED + (f"; write digits as 0-9, not {digit!r}" if digit else ""))
         try:
             channels = parse_channels(match.group(0))
         except ValueError as error:
@@ -405,7 +451,7 @@ class _Parser:
             self.take()
             kind, label = self.take()
             if kind == "number" and label.isdigit():
-                return Atom(word, label=int(label))
+                return Atom(word, label=self.index(label, "class"))
             if kind == "name":
                 return Atom(word, label=label)
             if kind == "string":
@@ -427,7 +473,7 @@ class _Parser:
         self.expect("frames")
         self.expect("=")
         kind, value = self.take()
-        if kind != "number" or not value.isdigit() or not 2 <= int(value) <= MAX_FRAMES:
+        if kind != "number" or not value.isdigit() or len(value) > 4 or not 2 <= int(value) <= MAX_FRAMES:
             raise self.fail(f"expected a number of frames from 2 to {MAX_FRAMES}")
         self.expect(")")
         return Interpolation(start, end, int(value))
@@ -442,7 +488,7 @@ class _Parser:
             kind, value = self.take()
             if kind != "number" or not value.isdigit():
                 raise self.fail(f"expected a position index for {axis}")
-            values[axis] = int(value)
+            values[axis] = self.index(value, "position")
         return values["y"], values["x"]
 
     def vector(self) -> tuple[float, ...] | str:
@@ -452,29 +498,38 @@ class _Parser:
         if kind == "name" and value == "random":
             if self.at(":"):
                 self.take()
+                self.skip_space()
+                position = self.pos
                 kind, count = self.take()
-                if kind != "number" or not count.isdigit() or int(count) < 1:
+                if kind != "number" or not count.isdigit() or not count.strip("0"):
                     raise self.fail("expected the number of random directions")
+                if len(count.lstrip("0")) > len(str(MAX_UNITS)) or int(count) > MAX_UNITS:
+                    raise self.fail(_too_many(f"random:{count} names {count} directions"), position)
                 return f"random:{int(count)}"
             self.expect("[")
             kind, index = self.take()
             if kind != "number" or not index.isdigit():
                 raise self.fail("expected the index of a random direction")
+            index = self.index(index, "direction")
             self.expect("]")
-            return f"random[{int(index)}]"
+            return f"random[{index}]"
         if value == "[":
-            numbers = []
+            start, numbers = self.pos - 1, []
             while True:
                 sign = 1.0
                 if self.at("-"):
                     self.take()
                     sign = -1.0
+                self.skip_space()
+                position = self.pos
                 kind, number = self.take()
                 if kind != "number":
                     raise self.fail(f"expected a number, found {number!r}")
-                numbers.append(sign * float(number))
+                numbers.append(sign * self.number(number, position))
                 if self.at("]"):
                     self.take()
+                    if not any(numbers):
+                        raise self.fail("a direction of all zeros points nowhere; give a vector with a non-zero entry", start)
                     return tuple(numbers)
                 self.expect(",")
         raise self.fail("expected a vector: [numbers], 'FILE.npy', 'FILE.pt' or random:K")
@@ -484,6 +539,10 @@ def parse_target(text: str) -> Target | Interpolation:
     """Parse a target; TargetError (a ValueError) names the column of the first problem."""
     if not text.strip():
         raise TargetError("empty target; expected e.g. mixed4a:0-511")
+    if len(text) > MAX_TARGET_CHARS:  # the text itself is not quoted: it is too long for one line
+        raise TargetError(
+            f"{len(text)} characters, too long (at most {MAX_TARGET_CHARS}); put a long direction vector in a .npy file"
+        )
     parser = _Parser(text)
     if re.match(r"\s*interpolate\s*\(", text):
         result = parser.interpolation()

@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import pickle
 import socket
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,9 +161,24 @@ def download(published: Published, model: str, quiet: bool) -> dict[str, torch.T
 def read_state(path: Path) -> Any:
     """A state-dict file, loaded with weights_only=True (no pickled code runs)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return safe_load(path)
+    except ValueError as error:
+        raise FvError(f"--weights {path}: cannot read a state dict from this file ({error})") from None
+
+
+def safe_load(path: Path) -> Any:
+    """torch.load with weights_only=True, quietly: ValueError says in a few words why a file is refused.
+
+    torch's own message advises weights_only=False, which would run any code in the file; fv never
+    does that, so the advice is not passed on, and neither are its warnings (such as the one about
+    pickle protocols), which would come before fv's one line.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise FvError(f"--weights {path}: cannot read a state dict from this file ({_unreadable(error)})") from None
+        raise ValueError(_unreadable(error)) from None
 
 
 def _unreadable(error: Exception) -> str:
@@ -169,6 +186,6 @@ def _unreadable(error: Exception) -> str:
     text = str(error)
     if "central directory" in text or "zip archive" in text:
         return "it is truncated or damaged"
-    if "Weights only load failed" in text:
+    if "Weights only load failed" in text or isinstance(error, pickle.UnpicklingError):
         return "it is not a PyTorch checkpoint, or it holds pickled Python objects, which fv does not load"
     return (text.strip().splitlines() or [type(error).__name__])[0][:200]

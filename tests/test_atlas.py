@@ -210,3 +210,43 @@ def test_a_models_layers_are_listed_in_forward_order(tmp_path):
     fv("atlas", str(tmp_path), "--quiet")
     layers = [url.split("/")[1] for tag, url, _ in parse(tmp_path / "index.html").links if tag == "a" and url.endswith("/index.html")]
     assert list(dict.fromkeys(layers)) == ["conv2", "conv3", "relu3", "fc"]
+
+
+def test_paths_in_sidecars_that_lead_outside_out_are_skipped(tmp_path):
+    """The README promises that the atlas loads nothing from outside OUT: an image or strip named with
+    '..', an absolute path, a URL, or through a symlink is left out with a line each."""
+    out = tmp_path / "out"
+    fv("render", "conv2:0-5", "conv3:0", *TINY_ARGS, "--out", str(out), "--quiet")  # unit 5 stays as it is
+    images = make_images(tmp_path / "images", count=3)
+    fv("examples", "conv2:0-1", "--model", TINY, "--weights", "random", "--images", str(images), "--out", str(out), "--quiet")
+    job = out / "tiny_model.make" / "conv2"
+    outside = tmp_path / "secret.png"
+    shutil.copy(job / "conv2_0004.png", outside)
+    (job / "conv2_0004.png").unlink()
+    (job / "conv2_0004.png").symlink_to(outside)
+    sidecar = json.loads((job / "grid.json").read_text())
+    escapes = ["../../../../../../etc/passwd", str(outside), f"file://{outside}", "http://example.com/x.png"]
+    for unit, name in zip(sidecar["units"], escapes):
+        unit["image"] = name
+    (job / "grid.json").write_text(json.dumps(sidecar))
+    examples = json.loads((job / "examples" / "examples.json").read_text())
+    examples["units"][0]["strip"] = "../../../../../etc/passwd"
+    (job / "examples" / "examples.json").write_text(json.dumps(examples))
+    other = out / "tiny_model.make" / "conv3"
+    (tmp_path / "elsewhere").mkdir()
+    (other / "units").symlink_to(tmp_path / "elsewhere")  # pages written there would land outside OUT
+
+    lines = fv("atlas", str(out)).strip().splitlines()
+    sidecar_path = job / "grid.json"
+    for label, name in enumerate(escapes):
+        assert f"fv: atlas: {sidecar_path}: unit {label}: skipped image {name!r}, not a file inside {out}" in lines
+    assert f"fv: atlas: {sidecar_path}: unit 4: skipped image 'conv2_0004.png', not a file inside {out}" in lines
+    assert f"fv: atlas: {job / 'examples' / 'examples.json'}: channel 0: skipped strip '../../../../../etc/passwd', not a file inside {out}" in lines
+    assert f"fv: atlas: skipped {other}: units is a link to outside {out}" in lines
+    assert not any((tmp_path / "elsewhere").iterdir())
+    for page in pages(out):
+        text = page.read_text()
+        assert "passwd" not in text and "secret" not in text and "example.com" not in text, page
+        for tag, url, _ in parse(page).links:
+            path = target(page, url)
+            assert path is None or out.resolve() in path.parents, f"{page}: {tag} {url}"

@@ -4,6 +4,12 @@ Every kind of bad input the batch-robustness issue lists has its exact message h
 for the test's folder; spec files are written there as spec.yaml.
 """
 
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy
 import pytest
 import torch
 import torchvision
@@ -33,6 +39,25 @@ SPEC_CASES = [
      "{tmp}/spec.yaml: jobs[0].name: expected a folder name of letters, digits, '.', '_' and '-' (no '/' or '..'), got '/etc/fv'"),
     ("jobs: [{layer: mixed4a, name: ..}]",
      "{tmp}/spec.yaml: jobs[0].name: expected a folder name of letters, digits, '.', '_' and '-' (no '/' or '..'), got '..'"),
+    # limits on input (README, Reliability): numbers finite and in range, sizes checked before expanding
+    ("lr: .nan\njobs: [{layer: mixed4a}]", "{tmp}/spec.yaml: lr: expected a positive number, got nan"),
+    ("jobs: [{layer: mixed4a, l1: 1e999}]", "{tmp}/spec.yaml: jobs[0].l1: expected a number of 0 or more (at most 1e6), got '1e999'"),
+    ("normalize: {mean: [0, 0, 0], std: [.inf, 1, 1]}\njobs: [{layer: mixed4a}]",
+     "{tmp}/spec.yaml: normalize: expected means from -1000 to 1000 and standard deviations from 1e-6 to 1000, got {{'mean': [0, 0, 0], 'std': [inf, 1, 1]}}"),
+    ("transforms: [{scale: [.nan]}]\njobs: [{layer: mixed4a}]",
+     "{tmp}/spec.yaml: transforms: scale: expected a non-empty list of factors from 0.1 to 10, got [nan]"),
+    ("jobs: [{target: '1e999*mixed4a:0'}]",
+     "{tmp}/spec.yaml: jobs[0].target: number 1e999 is too large (at most 1e6 in magnitude) at column 1 of '1e999*mixed4a:0'"),
+    ("jobs: [{layer: mixed4a, channels: 0-999999999999}]", "{tmp}/spec.yaml: jobs[0].channels: channel 999999999999 is too large (at most 99999999)"),
+    ("jobs: [{layer: mixed4a, channels: 0-99999999}]",
+     "{tmp}/spec.yaml: jobs[0].channels: range 0-99999999 names 100000000 channels; a job renders at most 100000 units (split it into several jobs)"),
+    ("jobs: [{layer: mixed4a, channels: '٣'}]",
+     "{tmp}/spec.yaml: jobs[0].channels: expected channels like 97, 0-511 or 3,7,100-107, got '٣'; write digits as 0-9, not '٣'"),
+    ("workers: 100000\njobs: [{layer: mixed4a}]", "{tmp}/spec.yaml: workers: expected a positive integer or auto (at most 256), got 100000"),
+    # a key given twice (YAML would keep the last)
+    ("steps: 3\nsteps: 4\njobs: [{layer: mixed4a}]", "{tmp}/spec.yaml: line 2, column 1: invalid YAML: key 'steps' given twice (first on line 1)"),
+    ("jobs:\n  - layer: mixed4a\n    channels: 1\n    channels: 2\n",
+     "{tmp}/spec.yaml: line 4, column 5: invalid YAML: key 'channels' given twice (first on line 3)"),
 ]
 
 CLI_CASES = [
@@ -57,8 +82,8 @@ CLI_CASES = [
     (["mixed4a:0", "--steps", "0"], "--steps: expected a positive integer, got 0"),
     (["mixed4a:0", "--steps", "-5"], "--steps: expected a positive integer, got -5"),
     (["mixed4a:0", "--size", "0"], "--size: expected a positive integer, got 0"),
-    (["mixed4a:0", "--lr", "0"], "--lr: expected a positive number, got 0.0"),
-    (["mixed4a:0", "--lr", "-0.05"], "--lr: expected a positive number, got -0.05"),
+    (["mixed4a:0", "--lr", "0"], "--lr: expected a positive number, got '0'"),
+    (["mixed4a:0", "--lr", "-0.05"], "--lr: expected a positive number, got '-0.05'"),
     (["mixed4a:0", "--size", "5000"], "--size: expected a positive integer (at most 2048), got 5000"),
     # weights files: missing, corrupt, truncated, of another architecture
     (["mixed4a:0", "--weights", "{tmp}/missing.pt"], "--weights {tmp}/missing.pt: file not found (expected default, random, a weights name or a state-dict file)"),
@@ -70,6 +95,55 @@ CLI_CASES = [
      "and 339 more); 120 unexpected (conv1.weight, bn1.weight, bn1.bias and 117 more); 1 wrong shape (fc.weight)"),
     # an output folder that cannot be written (a file stands where a folder must go; as root, modes do not stop writes)
     (["mixed4a:0", "--out", "{tmp}/a-file/out"], "cannot write to output folder {tmp}/a-file/out/googlenet/mixed4a: {tmp}/a-file is a file, not a folder"),
+    # limits on input (README, Reliability): every number finite and in range
+    (["mixed4a:0", "--normalize", "nan,nan,nan/1,1,1"],
+     "--normalize: expected means from -1000 to 1000 and standard deviations from 1e-6 to 1000, got 'nan,nan,nan/1,1,1'"),
+    (["mixed4a:0", "--normalize", "1e999,0,0/1,1,1"],
+     "--normalize: expected means from -1000 to 1000 and standard deviations from 1e-6 to 1000, got '1e999,0,0/1,1,1'"),
+    (["mixed4a:0", "--normalize", "0.5,0.5,0.5/0,1,1"],
+     "--normalize: expected means from -1000 to 1000 and standard deviations from 1e-6 to 1000, got '0.5,0.5,0.5/0,1,1'"),
+    (["mixed4a:0", "--lr", "1e308"], "--lr: expected a positive number (at most 1000), got '1e308'"),
+    (["mixed4a:0", "--lr", "nan"], "--lr: expected a positive number, got 'nan'"),
+    (["mixed4a:0", "--diversity-weight", "inf"], "--diversity-weight: expected a number of 0 or more (at most 1e6), got 'inf'"),
+    (["mixed4a:0", "--tv", "-1e999"], "--tv: expected a number of 0 or more, got '-1e999'"),
+    (["mixed4a:0", "--transforms", "rotate=1e999"], "--transforms: rotate: expected a non-empty list of degrees from -360 to 360, got ['1e999']"),
+    (["1e999*mixed4a:0"], "target: number 1e999 is too large (at most 1e6 in magnitude) at column 1 of '1e999*mixed4a:0'"),
+    (["mixed4a:0/1e-9"], "target: weight 1e9 is too large (at most 1e6 in magnitude) at column 1 of 'mixed4a:0/1e-9'"),
+    (["direction(mixed4a, [1, 1e999])"],
+     "target: number 1e999 is too large (at most 1e6 in magnitude) at column 24 of 'direction(mixed4a, [1, 1e999])'"),
+    (["direction(mixed4a, [0, -0.0])"],
+     "target: a direction of all zeros points nowhere; give a vector with a non-zero entry at column 20 of 'direction(mixed4a, [0, -0.0])'"),
+    (["direction(mixed4a, '{tmp}/zero.pt')"],
+     "target direction(mixed4a, '{tmp}/zero.pt'): direction file {tmp}/zero.pt: all zeros, which point nowhere; expected a vector with a non-zero entry"),
+    (["direction(mixed4a, '{tmp}/inf.npy')"],
+     "target direction(mixed4a, '{tmp}/inf.npy'): direction file {tmp}/inf.npy: holds inf; expected finite numbers of magnitude at most 1e6"),
+    # sizes checked before anything is expanded
+    (["mixed4a:0-99999999"],
+     "target: range 0-99999999 names 100000000 channels; a job renders at most 100000 units (split it into several jobs) at column 9 of 'mixed4a:0-99999999'"),
+    (["mixed4a:0-99999999999999"], "target: channel 99999999999999 is too large (at most 99999999) at column 9 of 'mixed4a:0-99999999999999'"),
+    (["mixed4a:0-99999", "mixed4a:100000-100001"],
+     "target mixed4a:0-99999 mixed4a:100000-100001: 100002 channels of mixed4a; a job renders at most 100000 units (split it into several runs)"),
+    (["direction(mixed4a, random:100000000)"],
+     "target: random:100000000 names 100000000 directions; a job renders at most 100000 units (split it into several jobs) "
+     "at column 27 of 'direction(mixed4a, random:100000000)'"),
+    (["mixed4a:0", "--workers", "100000"], "--workers: expected a positive integer or auto (at most 256), got 100000"),
+    (["mixed4a:0", "--batch-size", "100000"], "--batch-size: expected a positive integer or auto (at most 65536), got 100000"),
+    # deep and long targets
+    (["(" * 33 + "mixed4a:0" + ")" * 33],
+     "target: parentheses nested more than 32 deep at column 33 of '" + "(" * 33 + "mixed4a:0" + ")" * 33 + "'"),
+    (["(" * 1000 + "mixed4a:0" + ")" * 1000], "target: parentheses nested more than 32 deep at column 33 of '" + "(" * 200 + "'..."),
+    (["mixed4a:0+" * 7000 + "mixed4a:0"],
+     "target: 70009 characters, too long (at most 65536); put a long direction vector in a .npy file"),
+    # digits of other scripts, which Python's int() accepts
+    (["mixed4a:٣"], "target: expected channels like 97, 0-511 or 3,7,100-107; write digits as 0-9, not '٣' at column 9 of 'mixed4a:٣'"),
+    (["mixed4a:１"], "target: expected channels like 97, 0-511 or 3,7,100-107; write digits as 0-9, not '１' at column 9 of 'mixed4a:１'"),
+    (["mixed4a:0", "--steps", "٣"], "--steps: expected a positive integer, got '٣'; write digits as 0-9, not '٣'"),
+    # pickles: refused in one line, with no advice to turn the safe loader off
+    (["direction(mixed4a, '{tmp}/pickle.pt')"],
+     "target direction(mixed4a, '{tmp}/pickle.pt'): direction file {tmp}/pickle.pt: not a tensor file fv can load safely "
+     "(only tensors saved with torch.save are read; pickled objects are refused)"),
+    (["mixed4a:0", "--weights", "{tmp}/pickle.pt"],
+     "--weights {tmp}/pickle.pt: cannot read a state dict from this file (it is not a PyTorch checkpoint, or it holds pickled Python objects, which fv does not load)"),
     # the command line itself
     (["mixed4a:0", "--stesp", "3"], "No such option '--stesp'. (Did you mean one of: '--size', '--steps', '--tokens'?) (see 'fv render --help')"),
     (["{tmp}/missing.yaml"], "{tmp}/missing.yaml: spec file not found"),
@@ -85,6 +159,10 @@ def tmp(tmp_path):
     torch.save(state, tmp_path / "resnet18.pt")
     (tmp_path / "truncated.pt").write_bytes((tmp_path / "resnet18.pt").read_bytes()[:4096])
     (tmp_path / "a-file").write_text("in the way\n")
+    torch.save(torch.zeros(512), tmp_path / "zero.pt")
+    numpy.save(tmp_path / "inf.npy", numpy.full(512, numpy.inf))
+    with open(tmp_path / "pickle.pt", "wb") as file:
+        pickle.dump({"a": 1}, file, protocol=4)  # torch warns about protocol 4 before refusing it
     return tmp_path
 
 
@@ -121,3 +199,45 @@ def test_two_specs_that_disagree_on_a_run_setting(tmp):
     (tmp / "a.yaml").write_text("device: cpu\njobs: [{layer: mixed4a, channels: 0}]\n")
     (tmp / "b.yaml").write_text("device: auto\njobs: [{layer: mixed3a, channels: 0}]\n")
     check(tmp, [str(tmp / "a.yaml"), str(tmp / "b.yaml")], "{tmp}/b.yaml: sets device to 'auto', another spec to 'cpu'; pass --device")
+
+
+@pytest.mark.parametrize("size, message", [
+    ("0", "--size: expected a positive integer, got 0"),
+    ("-5", "--size: expected a positive integer, got -5"),
+    ("100000", "--size: expected a positive integer (at most 2048), got 100000"),
+])
+def test_fv_layers_checks_size_like_render(size, message):
+    assert fv("layers", "--size", size, code=2) == f"fv: error: {message}\n"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_text("# padding\n" * 110_000 + "steps: 1\nsize: 16\njobs: [{layer: mixed4a, channels: 0}]\n"),
+     "spec file larger than 1048576 bytes (1 MiB); split it into several specs"),
+    (lambda p: p.symlink_to("/dev/zero"), "not a regular file; expected a YAML spec file"),
+])
+def test_a_huge_or_endless_spec_is_not_read(tmp, make, message):
+    make(tmp / "spec.yaml")
+    check(tmp, [str(tmp / "spec.yaml")], f"{{tmp}}/spec.yaml: {message}")
+
+
+def test_a_dry_run_needs_no_writable_folder(tmp, monkeypatch):
+    """As root every folder is writable, so the test makes os.access say {tmp}/ro is not."""
+    (tmp / "ro").mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(path).startswith(str(tmp / "ro")) else access(path, mode, **kw))
+    args = ["mixed4a:0", "--out", str(tmp / "ro" / "out")]
+    check(tmp, args, f"cannot write to output folder {tmp}/ro/out/googlenet/mixed4a: {tmp}/ro is not writable")
+    output = fv("render", *args, "--weights", "random", "--dry-run")
+    assert output == f"{tmp}/ro/out/googlenet/mixed4a: googlenet mixed4a:0: 1 units, 0 already rendered, 1 to render\n"
+    assert not (tmp / "ro" / "out").exists()
+
+
+def test_a_pickle_is_refused_in_one_line_without_torchs_warning(tmp):
+    """In a fresh process, where torch's warning about pickle protocol 4 would reach stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "fvcli", "render", f"direction(mixed4a, '{tmp}/pickle.pt')", "--weights", "random", "--dry-run"],
+        capture_output=True, text=True, cwd=tmp, env={**os.environ, "PYTHONWARNINGS": "always"},
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "not a tensor file fv can load safely" in result.stderr
+    assert "weights_only" not in result.stderr

@@ -136,3 +136,9 @@ def test_a_single_channel_target_is_named_by_its_channel(tmp_path):
     folder = tmp_path / "googlenet" / "mixed4a"
     assert sorted(p.name for p in folder.iterdir()) == ["grid.json", "grid.png", "mixed4a_0097.png"]
     assert json.loads((folder / "grid.json").read_text())["units"][0]["channel"] == 97
+
+
+def test_no_more_workers_than_units(tmp_path, tiny):
+    output = fv("render", "conv2:0", "--model", tiny, "--weights", "random", "--steps", "2", "--size", "32", "--workers", "4", "--out", str(tmp_path))
+    assert "worker processes" not in output  # one unit: rendered in this process, no worker started
+    assert (tmp_path / "tiny_model.make" / "conv2" / "grid.json").is_file()

@@ -1,0 +1,39 @@
+"""Limits on input: every size and number fv accepts is checked against these before anything is
+built from it, so bad input fails at once in one line instead of filling memory or the sidecar.
+README.md (Reliability) lists them; tests/test_bad_input.py checks each.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_UNITS = 100_000  # units a job may name (a channel range, random:K); checked before expanding
+MAX_INDEX = 99_999_999  # a channel, direction or position index; no layer we know has 10**8 channels
+MAX_DEPTH = 32  # parentheses and calls nested in a target
+MAX_TARGET_CHARS = 65_536  # room for an inline direction of a 2,048-channel layer
+MAX_SPEC_BYTES = 1 << 20  # 1 MiB of YAML
+MAX_WORKERS = 256  # worker processes; also never more than the run's units
+MAX_BATCH = 65_536  # images in one batch (--batch-size)
+
+MAX_LR = 1000.0
+MAX_WEIGHT = 1e6  # penalty weights, target weights and the entries of direction vectors, in magnitude
+MAX_MEAN = 1000.0  # --normalize means, in magnitude
+STD_RANGE = (1e-6, 1000.0)  # --normalize standard deviations
+SCALE_RANGE = (0.1, 10.0)  # transforms: scale factors
+MAX_ROTATE = 360.0  # transforms: degrees, in magnitude
+
+# A number as text: ASCII digits only (Python's float() and int() also take other scripts' digits and
+# '_' separators). nan and inf parse, so that range checks, which they fail, say what is expected.
+NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?|nan|inf|infinity)", re.IGNORECASE)
+INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def show(value: float) -> str:
+    """A limit as people write it: 1e6, 1000, 1e-06 -> 1e-6."""
+    text = f"{value:g}"
+    return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "") + m.group(2), text)
+
+
+def non_ascii_digit(text: str) -> str | None:
+    """The first digit of another script in `text` (such as '٣' or '３'), for a hint."""
+    return next((ch for ch in text if ch.isdigit() and not ch.isascii()), None)
