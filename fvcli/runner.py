@@ -25,7 +25,7 @@ from fvcli import tuning
 from fvcli.capture import layer_shapes
 from fvcli.compiled import compile_forward
 from fvcli.devices import device_name, pick_device, use_bf16
-from fvcli.engine import BatchResult, Groups, Stopped, render_batch
+from fvcli.engine import BatchResult, Groups, Stopped, dtype_name, render_batch
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_SOME_FAILED, EXIT_WRITE_FAILED, FvError, WriteError, raised
 from fvcli.objectives import layers_of
 from fvcli.redirect import REDIRECT_STEPS
@@ -49,7 +49,7 @@ CUDA_MEMORY_SHARE = 0.7  # of free memory, for the automatic batch size
 # ReLU redirect: on an H100, compiling GoogLeNet to mixed4a for 512 images at 140 px took 32 s and
 # cut a step from 26.3 to 14.7 ms (benchmarks/BENCHMARKS.md), so it repays itself after ~2,760 steps.
 COMPILE_BREAK_EVEN_STEPS = 2760
-DTYPE_PROBE_IMAGES = 2  # images in the step --dtype auto times both ways
+DTYPE_PROBE_UNITS = 2  # units in the step --dtype auto times both ways
 
 
 @dataclass
@@ -253,7 +253,9 @@ class Run:
             elif not use_bf16("auto", self.device):
                 self.dtypes[key] = {"dtype": "float32", "how": "this device has no native bf16"}
             else:
-                probe = [(j, u) for j, u in pairs if self._batch_key(j, u) == self._batch_key(job, unit)][:DTYPE_PROBE_IMAGES]
+                # Always as many units, so that the choice never depends on how many are left to render.
+                alike = [(j, u) for j, u in pairs if self._batch_key(j, u) == self._batch_key(job, unit)]
+                probe = (alike * DTYPE_PROBE_UNITS)[:DTYPE_PROBE_UNITS]
                 objectives, seeds, groups = self._flatten(probe)
                 model = self.models[key]
 
@@ -423,6 +425,7 @@ class Run:
         single = {k: first.get(k) for k in ("image", "objective", "activation_start", "activation_final")}
         record.status, record.images = first["status"], first.get("images") or [single]
         record.similarity = first.get("diversity_similarity")
+        record.dtype = first.get("dtype")
         return True
 
     def execute(self) -> Report:
@@ -590,6 +593,7 @@ class Run:
                 record.similarity = result.similarity[index]
             dead = all(result.final[i] == 0.0 and _maximizes(o) for i, o in zip(span, unit.objectives))
             record.status = "dead" if dead else "ok"
+            record.dtype = dtype_name(self._settings_for(job), self.device)
             stored = {"hash": self.unit_hash(job, unit), **unit_record(record)}
             writes.extend((result.images[i], job.folder / name, stored) for i, name in zip(span, unit.images))
 

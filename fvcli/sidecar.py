@@ -37,6 +37,7 @@ class UnitRecord:
     error: str | None = None
     seconds: float = 0.0  # this unit's share of its batch's time
     similarity: float | None = None  # diversity: the final mean Gram similarity of its images
+    dtype: str | None = None  # the arithmetic it was rendered in (what --dtype resolved to)
 
 
 
@@ -57,6 +58,8 @@ def unit_record(r: UnitRecord) -> dict:
         record["images"] = r.images
     if r.similarity is not None:
         record["diversity_similarity"] = r.similarity
+    if r.dtype is not None:
+        record["dtype"] = r.dtype
     if r.error:
         record["error"] = r.error
     return record
@@ -121,6 +124,13 @@ def job_sidecar(
     rows, columns = grid_shape(len(records))
     resolved = dataclasses.replace(settings, dtype=dtype["dtype"]) if dtype else settings
     described = describe(resolved, device, input_normalization(model, settings.normalize))
+    # What the units were rendered in, as their records say: a rerun that renders nothing, or a
+    # resumed one, reports the arithmetic of the images, not of this run.
+    rendered_in = {r.dtype for r in records if r.dtype is not None}
+    if len(rendered_in) == 1:
+        described["dtype"] = rendered_in.pop()
+    elif rendered_in:
+        described["dtype"] = "mixed: " + ", ".join(sorted(rendered_in))
     engine = {"batchnorms_folded": folded, "deterministic": deterministic}
     if dtype:
         engine["dtype"] = {"setting": settings.dtype, "chosen": described["dtype"], "how": dtype["how"]}

@@ -23,3 +23,15 @@ def test_bench_prints_one_json_line_with_its_measurements():
     assert fv["wall_s"] > 0 and fv["image_steps_per_s"] > 0 and fv["peak_memory_mb"] > 0
     assert fv["model_flops_per_image_step"] > 1e7  # GoogLeNet to mixed4a, forward and backward
     assert fv["batchnorms_folded"] > 0 and fv["peak_fraction"] is None  # a CPU has no listed peak
+
+
+def test_bench_measures_fvs_own_work_per_step_apart_from_the_model():
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--overhead", "--units", "16", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    overhead = json.loads(done.stdout)["overhead"]
+    assert overhead["units"] == 16 and overhead["canvas"] == 20  # 8 px, standard transforms
+    for key in ("ms_per_step_standard_transforms", "ms_per_step_plain_pad", "ms_per_step_model_alone", "ms_per_step_transform_draws"):
+        assert overhead[key] > 0
