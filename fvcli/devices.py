@@ -27,18 +27,18 @@ def auto_device() -> str:
 
 def pick_device(name: str) -> torch.device:
     """`auto` is $FV_DEVICE, or CUDA when torch sees a GPU and the CPU otherwise; others must exist."""
-    where = f"--device {name}"
+    where, instead = f"--device {name}", "use --device cpu or auto"
     if name == "auto":
         name = auto_device()
         if os.environ.get(AUTO_ENVIRONMENT, "").strip() not in ("", "auto"):
-            where = f"--device auto ({AUTO_ENVIRONMENT}={name})"
+            where, instead = f"--device auto ({AUTO_ENVIRONMENT}={name})", f"unset {AUTO_ENVIRONMENT} or set it to cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise FvError(f"{where}: expected cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise FvError(f"{where}: torch sees no CUDA GPU on this machine; use --device cpu or auto")
+            raise FvError(f"{where}: torch sees no CUDA GPU on this machine; {instead}")
         index = device.index or 0
         if index >= torch.cuda.device_count():
             raise FvError(
@@ -47,7 +47,7 @@ def pick_device(name: str) -> torch.device:
             )
         return torch.device("cuda", index)
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise FvError(f"{where}: MPS is not available on this machine; use --device cpu or auto")
+        raise FvError(f"{where}: MPS is not available on this machine; {instead}")
     return device
 
 

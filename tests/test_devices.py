@@ -70,3 +70,17 @@ def test_the_compiled_forward_renders_on_cuda(tmp_path):
     sidecar = json.loads(next(tmp_path.rglob("grid.json")).read_text())
     assert sidecar["engine"]["compile"]["compiled"] is True and sidecar["timing"]["compile_seconds"] > 0
     assert all(u["status"] in ("ok", "dead") for u in sidecar["units"])
+
+
+def test_fv_device_says_what_auto_means(tmp_path, monkeypatch):
+    monkeypatch.setenv("FV_DEVICE", "tpu")
+    output = fv("render", "conv3:0", "--model", TINY, "--out", str(tmp_path), code=2)
+    assert output == "fv: error: --device auto (FV_DEVICE=tpu): expected cpu, cuda, cuda:N or mps\n"
+    assert not any(tmp_path.iterdir())
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("FV_DEVICE", "cuda")
+        output = fv("render", "conv3:0", "--model", TINY, "--out", str(tmp_path), code=2)
+        assert output == "fv: error: --device auto (FV_DEVICE=cuda): torch sees no CUDA GPU on this machine; unset FV_DEVICE or set it to cpu\n"
+    monkeypatch.setenv("FV_DEVICE", "cpu")
+    fv("render", "conv3:0", "--model", TINY, "--weights", "random", "--steps", "2", "--size", "24", "--out", str(tmp_path))
+    assert json.loads(next(tmp_path.rglob("grid.json")).read_text())["timing"]["device"].startswith("cpu")
