@@ -18,6 +18,7 @@ from fvcli import __version__, distributed
 from fvcli.errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, FvError, WriteError, raised
 from fvcli.jobs import JobRequest
 from fvcli.limits import MAX_UNITS
+from fvcli.messages import plural, sayer as _say
 from fvcli.spec import load_examples, load_spec
 from fvcli.settings import (
     EXAMPLES_KEYS, OPTIONS, OPTIONS_BY_KEY, ExamplesSettings, RenderSettings, RunSettings, default_of, examples_options, split,
@@ -148,16 +149,6 @@ def _spec_examples(specs: dict[str, list[JobRequest]], run_settings: RunSettings
 
     say = _say(run_settings.quiet)
     return [Collection(requests, settings, run_settings, say) for settings, requests in grouped.items() if requests]
-
-
-def _say(quiet: bool):
-    def say(message: str) -> None:
-        if not quiet:
-            from tqdm import tqdm
-
-            tqdm.write(message, file=sys.stderr)
-
-    return say
 
 
 class FvGroup(click.Group):

@@ -19,7 +19,8 @@ from torch import Tensor
 
 from fvcli import regularizers
 from fvcli.capture import forward_to
-from fvcli.models import IMAGENET, LoadedModel, Normalization
+from fvcli.models import LoadedModel
+from fvcli.normalization import IMAGENET, Normalization
 from fvcli.objectives import Objective, batch_plan, batch_values, layers_of
 from fvcli.devices import use_bf16
 from fvcli.diversity import gram_similarity

@@ -17,8 +17,8 @@ from fvcli.settings import RenderSettings
 from fvcli.targets import Target
 
 if TYPE_CHECKING:  # torch-free at run time: specs are checked before torch loads
+    from fvcli.layers import ResolvedLayer
     from fvcli.objectives import Objective
-    from fvcli.resolve import LayerInfo
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 T = TypeVar("T")
@@ -120,9 +120,9 @@ class Job:
 
     request: JobRequest
     units: tuple[Unit, ...]
-    layer: LayerInfo | None  # the layer the job is about (for the sidecar)
+    layer: ResolvedLayer | None  # the layer the job is about (for the sidecar)
     input_size: int | None = None  # set when the model takes only this size: images are resized to it
-    diversity_layer: LayerInfo | None = None  # where --diversity measures style
+    diversity_layer: ResolvedLayer | None = None  # where --diversity measures style
 
     @property
     def folder(self) -> Path:
