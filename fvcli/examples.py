@@ -39,6 +39,7 @@ from fvcli.engine import input_normalization
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FvError
 from fvcli.jobs import JobRequest
 from fvcli.layers import Layout, ResolvedLayer, channels_first
+from fvcli.messages import plural
 from fvcli.models import LoadedModel, load_model, model_key
 from fvcli.normalization import Normalization
 from fvcli.output import BACKGROUND, GAP, SCHEMA_VERSION, atomic_write, check_output_folders, save_png, write_json
@@ -421,7 +422,7 @@ class Collection:
         """One line a job: where its examples go and whether they are collected already."""
         return [
             f"{job.folder}: {job.request.settings.model} {job.request.label}: top and bottom {self.settings.k} "
-            f"of {len(self.files)} images in {self.folder} for {len(job.channels)} channels"
+            f"of {plural(len(self.files), 'image')} in {self.folder} for {plural(len(job.channels), 'channel')}"
             + (", already collected" if self._up_to_date(job) and not self.run.force else "")
             for job in self.jobs
         ]
@@ -650,6 +651,6 @@ class Collection:
         }
         write_json(record, job.folder / "examples.json")
         self.say(
-            f"fv: {job.folder}: top and bottom {self.settings.k} of {state.seen} images for {len(job.channels)} "
-            f"channels of {model.name} {info.name} -> examples.json"
+            f"fv: {job.folder}: top and bottom {self.settings.k} of {plural(state.seen, 'image')} for "
+            f"{plural(len(job.channels), 'channel')} of {model.name} {info.name} -> examples.json"
         )

@@ -19,6 +19,7 @@ from fvcli.errors import FvError
 from fvcli.jobs import safe_component, stable_seed
 from fvcli.layers import ResolvedLayer, infer_layout, split_key
 from fvcli.limits import MAX_UNITS, MAX_WEIGHT, show
+from fvcli.messages import plural
 from fvcli.models import LoadedModel
 from fvcli.weights import safe_load
 from fvcli.objectives import OUTPUT, Direction, LayerEnergy, Logit, Objective, channel, neuron
@@ -102,7 +103,7 @@ class Resolver:
         else:
             vector = _load_vector(spec)
         if vector.dim() != 1 or vector.numel() != width:
-            raise FvError(f"direction for {info.name} has {tuple(vector.shape)} values; the layer has {width} channels")
+            raise FvError(f"direction for {info.name} has {tuple(vector.shape)} values; the layer has {plural(width, 'channel')}")
         return vector
 
     # ---- targets ----
@@ -163,7 +164,7 @@ class Resolver:
                 bad = [c for c in channels if c >= count]
                 if bad:
                     raise FvError(
-                        f"channel {bad[0]} is out of range for layer {atom.layer}, which has {count} channels (0-{count - 1})"
+                        f"channel {bad[0]} is out of range for layer {atom.layer}, which has {plural(count, 'channel')} (0-{count - 1})"
                     )
                 terms[i] = (weight, replace(atom, channels=channels))
         return Target(tuple(terms)).expand()

@@ -35,6 +35,7 @@ from fvcli.layers import LayerError
 from fvcli.resolve import Resolver, unit_name, unit_seed
 from fvcli.models import LoadedModel, load_model, model_key
 from fvcli.merge import remove_manifests, write_manifest
+from fvcli.messages import plural
 from fvcli.output import check_output_folders, read_record, remove_empty_folders, save_png, to_pil, write_grid, write_json
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.sidecar import UnitRecord, job_sidecar, unit_record
@@ -391,7 +392,7 @@ class Run:
                     pending.append((job, unit))
         skipped = sum(r.status != "pending" for report in reports for r in report.records)
         if skipped:
-            self.say(f"fv: {skipped} units already rendered with these settings are kept (--force renders them again)")
+            self.say(f"fv: {plural(skipped, 'unit')} already rendered with these settings {'is' if skipped == 1 else 'are'} kept (--force renders {'it' if skipped == 1 else 'them'} again)")
         return pending
 
     def plan(self) -> list[str]:
@@ -402,7 +403,7 @@ class Run:
             done = set() if self.settings.force else {u.index for u in job.units if self._stored(job, u)}
             todo = sum(1 for unit in job.units if unit.index not in done and (unit.job, unit.index) in mine)
             images = sum(len(unit.objectives) for unit in job.units)
-            what = f"{len(job.units)} units" + (f" ({images} images)" if images != len(job.units) else "")
+            what = plural(len(job.units), "unit") + (f" ({plural(images, 'image')})" if images != len(job.units) else "")
             lines.append(
                 f"{job.folder}: {job.request.settings.model} {job.request.target.describe()}: {what}, "
                 f"{len(done)} already rendered, {todo} to render{where}"
@@ -479,7 +480,7 @@ class Run:
                     self.writer.drain()  # every finished unit is on disk before the process ends
                     name = signal.Signals(stop.signal).name
                     self.say(
-                        f"fv: stopped by {name} after {done} of {total_units} units; finished units are "
+                        f"fv: stopped by {name} after {done} of {plural(total_units, 'unit')}; finished units are "
                         f"kept, and running the same command again renders the rest"
                     )
                     return Report(reports, stopped_by=stop.signal)
@@ -508,7 +509,7 @@ class Run:
             index, count = self.settings.shard
             outs = " ".join(sorted({report.job.request.out for report in waiting}))
             self.say(
-                f"fv: shard {index}/{count} done; {len(waiting)} jobs wait for other shards' units: when all "
+                f"fv: shard {index}/{count} done; {plural(len(waiting), 'job')} {'waits' if len(waiting) == 1 else 'wait'} for other shards' units: when all "
                 f"shards are done, 'fv merge {outs}' assembles their grids"
             )
         return Report(reports)
@@ -627,10 +628,10 @@ class Run:
         what = f"{report.model.name} {label if len(label) <= 100 else label[:99] + '…'}"
         if report.rendered:
             kept = len(records) - report.rendered
-            done = f"{len(records)} units of {what} in {seconds:.1f} s ({report.rendered / max(seconds, 1e-3):.2f} units/s)"
+            done = f"{plural(len(records), 'unit')} of {what} in {seconds:.1f} s ({report.rendered / max(seconds, 1e-3):.2f} units/s)"
             done += f", {kept} of them kept from before" if kept else ""
         else:  # nothing rendered now: no rate to speak of
-            done = f"all {len(records)} units of {what} already rendered"
+            done = ("all " if len(records) > 1 else "") + f"{plural(len(records), 'unit')} of {what} already rendered"
         lines = [f"fv: {job.folder}: {done}" + (f"; {counts}" if counts else "") + f" -> {report.grid}"]
         for status, why in (("dead", "the objective ended at exactly 0"), ("failed", None)):
             flagged = [r for r in records if r.status == status]

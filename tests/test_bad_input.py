@@ -228,7 +228,7 @@ def test_a_dry_run_needs_no_writable_folder(tmp, monkeypatch):
     args = ["mixed4a:0", "--out", str(tmp / "ro" / "out")]
     check(tmp, args, f"cannot write to output folder {tmp}/ro/out/googlenet/mixed4a: {tmp}/ro is not writable")
     output = fv("render", *args, "--weights", "random", "--dry-run")
-    assert output == f"{tmp}/ro/out/googlenet/mixed4a: googlenet mixed4a:0: 1 units, 0 already rendered, 1 to render\n"
+    assert output == f"{tmp}/ro/out/googlenet/mixed4a: googlenet mixed4a:0: 1 unit, 0 already rendered, 1 to render\n"
     assert not (tmp / "ro" / "out").exists()
 
 
