@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Hashable, Iterable, TypeVar
 
+from fvcli.errors import FvError
 from fvcli.settings import RenderSettings
 from fvcli.targets import Target
 
@@ -68,6 +69,18 @@ class JobRequest:
     out: str
     name: str | None = None
     origin: str = ""  # where the job came from, for messages
+
+    def __post_init__(self) -> None:
+        # The one check that needs two settings; here, where both the command line and specs
+        # pass, before any model loads.
+        settings = self.settings
+        if settings.save_steps and settings.save_steps[-1] >= settings.steps:
+            where = f"{self.origin}: " if self.origin else ""
+            shown = ",".join(map(str, settings.save_steps))
+            raise FvError(
+                f"{where}--save-steps {shown}: every step must be below --steps ({settings.steps}), "
+                f"and {settings.save_steps[-1]} is not"
+            )
 
     @property
     def label(self) -> str:

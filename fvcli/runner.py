@@ -53,6 +53,25 @@ COMPILE_BREAK_EVEN_STEPS = 2760
 DTYPE_PROBE_UNITS = 2  # units in the step --dtype auto times both ways
 
 
+def step_images(unit: Unit, save_steps: tuple[int, ...]) -> list[dict]:
+    """--save-steps: each image's intermediate PNGs, image by image, step by step:
+    mixed4a_0097.png after step 64 is mixed4a_0097.step64.png."""
+    return [
+        {"step": step, "image": name.removesuffix(".png") + f".step{step}.png"}
+        for name in unit.images
+        for step in save_steps
+    ]
+
+
+def _hashed_settings(settings: RenderSettings) -> dict:
+    """The settings a unit's hash covers: all of them, save_steps only when set (so that units
+    rendered before it existed keep their hashes)."""
+    values = dataclasses.asdict(settings)
+    if not values["save_steps"]:
+        del values["save_steps"]
+    return values
+
+
 @dataclass
 class JobReport:
     job: Job
@@ -364,7 +383,7 @@ class Run:
             "objectives": [o.describe() for o in unit.objectives],
             "layers": sorted({layer for o in unit.objectives for layer in o.layers}),
             "seed": unit.seed,
-            "settings": dataclasses.asdict(job.request.settings),
+            "settings": _hashed_settings(job.request.settings),
             "input_size": job.input_size,
             "diversity_layer": job.diversity_layer.key if job.diversity_layer else None,
             "shared": unit.shared,
@@ -411,8 +430,9 @@ class Run:
         return lines
 
     def _stored(self, job: Job, unit: Unit) -> dict | None:
-        """The record a unit's PNGs carry when all of them were rendered with this unit's hash."""
-        stored = [read_record(job.folder / name) for name in unit.images]
+        """The record a unit's PNGs carry when all of them (step images too) were rendered with this unit's hash."""
+        names = [*unit.images, *(s["image"] for s in step_images(unit, job.request.settings.save_steps))]
+        stored = [read_record(job.folder / name) for name in names]
         expected = self.unit_hash(job, unit)
         if all(s is not None and s.get("hash") == expected for s in stored):
             return stored[0]
@@ -427,6 +447,7 @@ class Run:
         record.status, record.images = first["status"], first.get("images") or [single]
         record.similarity = first.get("diversity_similarity")
         record.dtype = first.get("dtype")
+        record.step_images = first.get("step_images") or []
         return True
 
     def execute(self) -> Report:
@@ -595,7 +616,13 @@ class Run:
             dead = all(result.final[i] == 0.0 and _maximizes(o) for i, o in zip(span, unit.objectives))
             record.status = "dead" if dead else "ok"
             record.dtype = dtype_name(self._settings_for(job), self.device)
+            record.step_images = step_images(unit, job.request.settings.save_steps)
             stored = {"hash": self.unit_hash(job, unit), **unit_record(record)}
+            # Step images first: a unit whose final PNG is there has its step images too.
+            per = len(job.request.settings.save_steps)
+            for k, i in enumerate(span):
+                for entry in record.step_images[k * per:(k + 1) * per]:
+                    writes.append((result.steps[entry["step"]][i], job.folder / entry["image"], stored))
             writes.extend((result.images[i], job.folder / name, stored) for i, name in zip(span, unit.images))
 
         def write() -> None:  # in the writer thread: PNG encoding overlaps the next batch

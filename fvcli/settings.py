@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from fvcli.limits import (
-    INTEGER, MAX_BATCH, MAX_LR, MAX_MEAN, MAX_ROTATE, MAX_WEIGHT, MAX_WORKERS, NUMBER, SCALE_RANGE, STD_RANGE,
+    INTEGER, MAX_BATCH, MAX_LR, MAX_SAVE_STEPS, MAX_MEAN, MAX_ROTATE, MAX_WEIGHT, MAX_WORKERS, NUMBER, SCALE_RANGE, STD_RANGE,
     non_ascii_digit, show,
 )
 
@@ -59,6 +59,7 @@ class RenderSettings:
     diversity_weight: float = 2.0  # times the objective's own size: the same meaning for every model
     diversity_layer: str | None = None  # None: the job's own layer
     dtype: str = "auto"  # of the model's arithmetic; images and the optimizer stay float32
+    save_steps: tuple[int, ...] = ()  # steps after which each image is also kept, increasing, each < steps
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,25 @@ def text(value: Any) -> str:
 def parameterization(value: Any) -> str:
     """A parameterization's name; `fft` is another name for `fourier`."""
     return choice(*PARAMETERIZATIONS)("fourier" if value == "fft" else value)
+
+
+def step_list(value: Any) -> tuple[int, ...]:
+    """`64,128,256` (or a YAML list, or one number): steps in strictly increasing order; none: ()."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return ()
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+    expected = "expected steps in increasing order, such as 64,128,256"
+    if len(items) > MAX_SAVE_STEPS:
+        raise ValueError(f"{expected} (at most {MAX_SAVE_STEPS} of them), got {len(items)} steps")
+    steps = []
+    for item in items:
+        try:
+            steps.append(_integer(item.strip() if isinstance(item, str) else item, 1, MAX_STEPS, "a positive integer"))
+        except ValueError:
+            raise ValueError(f"{expected}, {_got(value)}") from None
+    if any(a >= b for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"{expected}, {_got(value)}")
+    return tuple(steps)
 
 
 def non_negative_int(value: Any) -> int:
@@ -334,6 +354,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("diversity_weight", weight, "Weight of the diversity penalty, relative to the size of the objective (so it means the same for every model).", job=True, metavar="W"),
     Option("diversity_layer", text, "Layer whose Gram matrices measure style for --diversity; a lower layer varies texture more.", job=True, metavar="LAYER", default_text="the job's layer"),
     Option("dtype", choice(*DTYPES), "The model's arithmetic: auto (bf16 autocast on CUDA and on CPUs with native bf16, float32 elsewhere), float32 or bfloat16.", job=True, metavar="|".join(DTYPES)),
+    Option("save_steps", step_list, "Also keep each image as it was after these steps (increasing, each below --steps), e.g. 64,128,256: IMAGE.stepN.png beside the final IMAGE.png.", job=True, metavar="N,N,...", default_text="none"),
     Option("out", text, "Output folder; each job writes into a folder below it.", job=False, metavar="DIR"),
     Option("device", device, "auto (CUDA when present, else CPU), cpu, cuda, cuda:N or mps.", job=False, metavar="DEVICE"),
     Option("batch_size", count_or_auto(MAX_BATCH), "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),

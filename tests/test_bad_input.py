@@ -145,7 +145,7 @@ CLI_CASES = [
     (["mixed4a:0", "--weights", "{tmp}/pickle.pt"],
      "--weights {tmp}/pickle.pt: cannot read a state dict from this file (it is not a PyTorch checkpoint, or it holds pickled Python objects, which fv does not load)"),
     # the command line itself
-    (["mixed4a:0", "--stesp", "3"], "No such option '--stesp'. (Did you mean one of: '--size', '--steps', '--tokens'?) (see 'fv render --help')"),
+    (["mixed4a:0", "--stesp", "3"], "No such option '--stesp'. (Did you mean one of: '--save-steps', '--steps', '--tokens'?) (see 'fv render --help')"),
     (["{tmp}/missing.yaml"], "{tmp}/missing.yaml: spec file not found"),
     ([], "Missing argument 'TARGET|SPEC.yaml...'. (see 'fv render --help')"),
 ]
