@@ -33,7 +33,8 @@ from fvcli.devices import device_name, pick_device  # noqa: E402
 from fvcli.engine import dtype_name, render_batch  # noqa: E402
 from fvcli.fold import fold_batchnorms  # noqa: E402
 from fvcli.layers import infer_layout  # noqa: E402
-from fvcli.models import IMAGENET, load_model  # noqa: E402
+from fvcli.models import load_model  # noqa: E402
+from fvcli.normalization import IMAGENET  # noqa: E402
 from fvcli.objectives import batch_values, channel  # noqa: E402
 from fvcli.redirect import REDIRECT_STEPS  # noqa: E402
 from fvcli.settings import RenderSettings  # noqa: E402

@@ -32,6 +32,7 @@ from urllib.parse import quote
 from fvcli import __version__
 from fvcli.errors import FvError
 from fvcli.jobs import safe_component
+from fvcli.messages import plural
 from fvcli.output import atomic_write
 
 SCHEMA_VERSION = 1  # of grid.json and examples.json that this atlas reads
@@ -243,11 +244,11 @@ def discover(out: Path, say: Callable[[str], None]) -> list[Job]:
             say(f"fv: atlas: skipped {folder}: unreadable grid.json ({str(error).splitlines()[0][:160]})")
             continue
         if not any(u.images for u in units):
-            say(f"fv: atlas: skipped {folder}: grid.json lists {len(units)} units, but none of their PNGs is there")
+            say(f"fv: atlas: skipped {folder}: grid.json lists {plural(len(units), 'unit')}, but none of their PNGs is there")
             continue
         missing = sum(u.missing for u in units)
         if missing:
-            say(f"fv: atlas: {folder}: {missing} unit images named in grid.json are missing; shown as gaps")
+            say(f"fv: atlas: {folder}: {plural(missing, 'unit image')} named in grid.json {'is' if missing == 1 else 'are'} missing; shown as gaps")
         job = Job(rel, folder, sidecar, units)
         job.examples = _examples(out, folder, sidecar, say)
         jobs.append(job)
@@ -428,7 +429,7 @@ def _thumb_cell(job: Job, unit: Unit) -> str:
 def index_page(models: dict[tuple[str, str], dict[str, list[Job]]]) -> str:
     jobs = [job for layers in models.values() for group in layers.values() for job in group]
     units = sum(len(job.units) for job in jobs)
-    body = [f"<h1>Feature visualization atlas</h1>\n<p class=\"dim\">{len(models)} models, {len(jobs)} jobs, {units} units</p>\n"]
+    body = [f"<h1>Feature visualization atlas</h1>\n<p class=\"dim\">{plural(len(models), 'model')}, {plural(len(jobs), 'job')}, {plural(units, 'unit')}</p>\n"]
     for (name, weights), layers in models.items():
         architecture = next(iter(layers.values()))[0].sidecar["model"].get("architecture")
         body.append(f'<h2>{_e(name)} <span class="dim">· weights {_e(weights)}</span></h2>\n')
@@ -477,7 +478,7 @@ def layer_page(job: Job) -> str:
     depth = job.rel.count("/") + 1
     sidecar, settings = job.sidecar, job.sidecar["settings"]
     dead, failed = job.count("dead"), job.count("failed")
-    counts = f"{len(job.units)} units"
+    counts = plural(len(job.units), "unit")
     counts += f', <span class="dead">{dead} dead</span>' if dead else ""
     counts += f', <span class="failed">{failed} failed</span>' if failed else ""
     tags = "".join(f'<span class="tag">{_e(t)}</span>' for t in job.tags)
@@ -713,7 +714,7 @@ def build_atlas(out: Path, say: Callable[[str], None]) -> Result:
     except OSError as error:
         raise FvError(f"cannot write the atlas into {out}: {error.strerror or error} ({error.filename})") from None
     gone = f", {len(removed)} removed" if removed else ""
-    say(f"fv: atlas: {len(written)} pages written, {unchanged} unchanged{gone} -> {out / 'index.html'}")
+    say(f"fv: atlas: {plural(len(written), 'page')} written, {unchanged} unchanged{gone} -> {out / 'index.html'}")
     return Result(written, unchanged, removed, len(jobs))
 
 

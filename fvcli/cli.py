@@ -18,6 +18,7 @@ from fvcli import __version__, distributed
 from fvcli.errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, FvError, WriteError, raised
 from fvcli.jobs import JobRequest
 from fvcli.limits import MAX_UNITS
+from fvcli.messages import plural, sayer as _say
 from fvcli.spec import load_examples, load_spec
 from fvcli.settings import (
     EXAMPLES_KEYS, OPTIONS, OPTIONS_BY_KEY, ExamplesSettings, RenderSettings, RunSettings, default_of, examples_options, split,
@@ -56,13 +57,17 @@ def _option_decorator(option) -> Any:
     """A click option for a settings.Option; every default is None, so that only given values count."""
     name = option.cli_name
     if option.flag and option.negatable:
-        return click.option(f"{name}/--no-{name[2:]}", option.key, default=None, help=option.help)
+        default = default_of(option.key)
+        shown = option.default_text or (None if default is None else "on" if default else "off")
+        help_text = f"{option.help}  [default: {shown}]" if shown else option.help
+        return click.option(f"{name}/--no-{name[2:]}", option.key, default=None, help=help_text)
     if option.flag:
         return click.option(name, f"-{option.key[0]}", option.key, is_flag=True, default=None, help=option.help)
     default = default_of(option.key)
     if default is None and option.key in EXAMPLES_KEYS:  # --images: no default, a spec may give it
         return click.option(name, option.key, default=None, metavar=option.metavar, help=option.help)
-    help_text = f"{option.help}  [default: {'auto' if default is None else default}]"
+    shown = option.default_text or ("auto" if default is None else default)
+    help_text = f"{option.help}  [default: {shown}]"
     return click.option(name, option.key, default=None, metavar=option.metavar, help=help_text)
 
 
@@ -150,16 +155,6 @@ def _spec_examples(specs: dict[str, list[JobRequest]], run_settings: RunSettings
     return [Collection(requests, settings, run_settings, say) for settings, requests in grouped.items() if requests]
 
 
-def _say(quiet: bool):
-    def say(message: str) -> None:
-        if not quiet:
-            from tqdm import tqdm
-
-            tqdm.write(message, file=sys.stderr)
-
-    return say
-
-
 class FvGroup(click.Group):
     """A click group whose every error is one line on stderr with a documented exit status."""
 
@@ -204,7 +199,7 @@ def cli() -> None:
     pass
 
 
-@cli.command(context_settings={"max_content_width": 100})
+@cli.command(context_settings={"max_content_width": 100}, short_help="Render feature visualizations of targets and spec files.")
 @click.argument("targets", nargs=-1, required=True, metavar="TARGET|SPEC.yaml...")
 @_with_options
 def render(targets: tuple[str, ...], **values: Any) -> int:
@@ -320,7 +315,7 @@ def _report_merges(merges: list, say) -> int:
             code = 1
         elif merge.missing:
             listed = ", ".join(merge.missing[:8]) + (f" and {len(merge.missing) - 8} more" if len(merge.missing) > 8 else "")
-            say(f"fv: {merge.folder}: not merged yet: {len(merge.missing)} units missing ({listed}); shards seen: {shards}")
+            say(f"fv: {merge.folder}: not merged yet: {plural(len(merge.missing), 'unit')} missing ({listed}); shards seen: {shards}")
             code = 1
         else:
             failed = f"; {merge.failed} failed" if merge.failed else ""
@@ -329,25 +324,41 @@ def _report_merges(merges: list, say) -> int:
     return code
 
 
-@cli.command()
+@cli.command(short_help="List the model names fv knows, or those a glob matches.")
 @click.argument("pattern", required=False)
 def models(pattern: str | None) -> int:
-    """List the model names fv knows, optionally filtered by a glob (e.g. 'resnet*').
+    """List the model names fv knows: torchvision's and fv's own, then how many
+    timm models there are. A glob PATTERN lists every name it matches, timm's
+    included (fv models 'resnet*', fv models 'timm:convnext*'); exit 1 when it
+    matches none.
 
     \b
-    Also usable: timm:NAME (with timm installed), and factories FILE.py:FUNC or
-    package.module:FUNC returning an nn.Module.
+    Also usable: factories FILE.py:FUNC or package.module:FUNC returning an
+    nn.Module, and TorchScript files.
     """
     from fvcli.models import known_models
     from fvcli.sources import timm_models
 
-    for name in [*known_models(), *timm_models()]:
-        if pattern is None or fnmatch.fnmatch(name, pattern):
+    own, timm = known_models(), timm_models()
+    if pattern is None:
+        for name in own:
             click.echo(name)
+        if timm:
+            click.echo(f"timm: {plural(len(timm), 'model')}; list them with a pattern, e.g. fv models 'timm:*' or fv models 'timm:convnext*'")
+        else:
+            click.echo("timm: not installed; pip install timm for timm:NAME models")
+        return 0
+    matched = [name for name in [*own, *timm] if fnmatch.fnmatch(name, pattern)]
+    for name in matched:
+        click.echo(name)
+    if not matched:
+        hint = "" if timm or not pattern.startswith("timm:") else " (timm is not installed)"
+        click.echo(f"fv: no model name matches {pattern!r}{hint}; fv models lists them", err=True)
+        return 1
     return 0
 
 
-@cli.command()
+@cli.command(short_help="List the layers of a model, with shapes and channels.")
 @click.option("--model", "model", default=default_of("model"), show_default=True, metavar="NAME", help=OPTIONS_BY_KEY["model"].help)
 @click.option("--weights", default="random", show_default=True, metavar="W", help="Weights to load; shapes do not depend on them, so random works offline.")
 @click.option("--size", "size_text", default="128", show_default=True, metavar="PX", help="Side of the probe image (models that take one size only use theirs).")
@@ -402,7 +413,7 @@ def layers(model: str, weights: str, size_text: str, as_json: bool, pattern: str
     return 0
 
 
-@cli.command()
+@cli.command(short_help="Assemble the grids of jobs rendered in shards.")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path), metavar="OUT")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def merge(out: Path, quiet: bool) -> int:

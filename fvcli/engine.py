@@ -10,7 +10,7 @@ image parameters and the optimizer stay in float32.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -19,7 +19,8 @@ from torch import Tensor
 
 from fvcli import regularizers
 from fvcli.capture import forward_to
-from fvcli.models import IMAGENET, LoadedModel, Normalization
+from fvcli.models import LoadedModel
+from fvcli.normalization import IMAGENET, Normalization
 from fvcli.objectives import Objective, batch_plan, batch_values, layers_of
 from fvcli.devices import use_bf16
 from fvcli.diversity import gram_similarity
@@ -40,6 +41,7 @@ class BatchResult:
     final: list[float]  # each objective on its final image, untransformed
     errors: list[str | None]  # per image: why it failed, or None
     similarity: list[float | None] | None = None  # per group with diversity: final Gram similarity
+    steps: dict[int, Tensor] = field(default_factory=dict)  # --save-steps: step -> (N, 3, H, W) on the CPU
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ def describe(settings: RenderSettings, device: torch.device, normalization: Norm
         "tokens": settings.tokens,
         "relu_redirect_steps": REDIRECT_STEPS,
         "dtype": dtype_name(settings, device),
+        "save_steps": list(settings.save_steps),
     }
 
 
@@ -178,6 +181,7 @@ def render_batch(
         start, _ = score(param())
     # The first step at which each image's objective was not finite, kept on the device (no sync).
     broke_at = torch.full((len(objectives),), -1, dtype=torch.long, device=device)
+    save_steps, snapshots = set(settings.save_steps), {}
     for step in range(settings.steps):
         optimizer.zero_grad(set_to_none=True)
         image = param()
@@ -206,6 +210,9 @@ def render_batch(
             schedule.step()
         if settings.blur_every and (step + 1) % settings.blur_every == 0:
             param.blur_(regularizers.BLUR_SIGMA)
+        if step + 1 in save_steps:  # the image as it is now; only at these steps, so it costs nothing else
+            with torch.no_grad():
+                snapshots[step + 1] = param().float().cpu()
         if on_step is not None:
             on_step(step + 1)
         if should_stop is not None and should_stop():
@@ -231,4 +238,4 @@ def render_batch(
             errors.append(f"the objective became NaN or infinite at step {step}")
         else:
             errors.append("the objective or the image became NaN or infinite")
-    return BatchResult(images.cpu(), start_list, final_list, errors, similarity)
+    return BatchResult(images.cpu(), start_list, final_list, errors, similarity, snapshots)

@@ -38,10 +38,12 @@ from fvcli.devices import pick_device
 from fvcli.engine import input_normalization
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FvError
 from fvcli.jobs import JobRequest
-from fvcli.layers import Layout, channels_first
-from fvcli.models import LoadedModel, Normalization, load_model, model_key
+from fvcli.layers import Layout, ResolvedLayer, channels_first
+from fvcli.messages import plural
+from fvcli.models import LoadedModel, load_model, model_key
+from fvcli.normalization import Normalization
 from fvcli.output import BACKGROUND, GAP, SCHEMA_VERSION, atomic_write, check_output_folders, save_png, write_json
-from fvcli.resolve import LayerInfo, Resolver
+from fvcli.resolve import Resolver
 from fvcli.settings import EXAMPLES_CPU_BATCH, EXAMPLES_CUDA_BATCH, ExamplesSettings, RunSettings
 from fvcli.signals import StopOnSignals
 
@@ -135,7 +137,7 @@ def _try_load(path: Path, size: int) -> Tensor | None:
 # ---- layers: positions, extremes and boxes ----
 
 
-def grid_of(info: LayerInfo) -> tuple[int, int] | None:
+def grid_of(info: ResolvedLayer) -> tuple[int, int] | None:
     """(rows, columns) of a layer's positions when they are places in the image, else None (flat
     outputs, and tokens that form no square grid)."""
     shape, layout = info.shape, info.layout
@@ -161,12 +163,12 @@ def spatial_extremes(output: Tensor, layout: Layout) -> tuple[Tensor, Tensor, Te
     return high, high_at, low, low_at, values.mean(dim=2)
 
 
-def position_of(index: int, info: LayerInfo) -> tuple[int, int]:
+def position_of(index: int, info: ResolvedLayer) -> tuple[int, int]:
     grid = grid_of(info)
     return divmod(index, grid[1]) if grid else (0, index)
 
 
-def input_box(index: int, info: LayerInfo, size: int, side: int) -> tuple[float, float, float, float]:
+def input_box(index: int, info: ResolvedLayer, size: int, side: int) -> tuple[float, float, float, float]:
     """The square of `side` input pixels centred on a position, moved inside the input where it would
     stick out; the whole input for layers without a grid."""
     grid = grid_of(info)
@@ -180,7 +182,7 @@ def input_box(index: int, info: LayerInfo, size: int, side: int) -> tuple[float,
     return (left, top, left + side, top + side)
 
 
-def field_sides(module: torch.nn.Module, infos: list[LayerInfo], size: int, prepare: Callable[[Tensor], Tensor], device: torch.device) -> dict[str, int]:
+def field_sides(module: torch.nn.Module, infos: list[ResolvedLayer], size: int, prepare: Callable[[Tensor], Tensor], device: torch.device) -> dict[str, int]:
     """Per layer key: the side, in input pixels, of the square a crop shows around a position.
 
     It is measured on the model itself: the gradient of the centre position (all channels summed) with
@@ -319,7 +321,7 @@ class LayerJob:
     """The examples of one job folder: a layer of a model and the channels asked for."""
 
     request: JobRequest
-    info: LayerInfo
+    info: ResolvedLayer
     channels: tuple[int, ...]
     digest: str  # what the collected state depends on: model, weights, layer, k, preprocessing, images
     state: LayerState | None = None
@@ -401,7 +403,7 @@ class Collection:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             raise FvError(f"{group.model.name} cannot compute layer {key} on a {group.size} px image ({first})") from None
 
-    def _digest(self, group: ModelGroup, info: LayerInfo) -> str:
+    def _digest(self, group: ModelGroup, info: ResolvedLayer) -> str:
         identity = {
             "examples_version": EXAMPLES_VERSION,
             "model": group.model.name,
@@ -420,7 +422,7 @@ class Collection:
         """One line a job: where its examples go and whether they are collected already."""
         return [
             f"{job.folder}: {job.request.settings.model} {job.request.label}: top and bottom {self.settings.k} "
-            f"of {len(self.files)} images in {self.folder} for {len(job.channels)} channels"
+            f"of {plural(len(self.files), 'image')} in {self.folder} for {plural(len(job.channels), 'channel')}"
             + (", already collected" if self._up_to_date(job) and not self.run.force else "")
             for job in self.jobs
         ]
@@ -541,7 +543,7 @@ class Collection:
             position = chunk.stop
         return images, indices, failed, position
 
-    def _extremes(self, group: ModelGroup, x: Tensor, infos: list[LayerInfo]) -> dict[str, tuple[Tensor, ...]]:
+    def _extremes(self, group: ModelGroup, x: Tensor, infos: list[ResolvedLayer]) -> dict[str, tuple[Tensor, ...]]:
         """One forward pass to the deepest of the layers; each layer's extremes over positions."""
         try:
             with torch.no_grad():
@@ -649,6 +651,6 @@ class Collection:
         }
         write_json(record, job.folder / "examples.json")
         self.say(
-            f"fv: {job.folder}: top and bottom {self.settings.k} of {state.seen} images for {len(job.channels)} "
-            f"channels of {model.name} {info.name} -> examples.json"
+            f"fv: {job.folder}: top and bottom {self.settings.k} of {plural(state.seen, 'image')} for "
+            f"{plural(len(job.channels), 'channel')} of {model.name} {info.name} -> examples.json"
         )

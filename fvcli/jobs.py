@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Hashable, Iterable, TypeVar
 
+from fvcli.errors import FvError
 from fvcli.settings import RenderSettings
 from fvcli.targets import Target
 
 if TYPE_CHECKING:  # torch-free at run time: specs are checked before torch loads
+    from fvcli.layers import ResolvedLayer
     from fvcli.objectives import Objective
-    from fvcli.resolve import LayerInfo
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 T = TypeVar("T")
@@ -68,6 +69,18 @@ class JobRequest:
     out: str
     name: str | None = None
     origin: str = ""  # where the job came from, for messages
+
+    def __post_init__(self) -> None:
+        # The one check that needs two settings; here, where both the command line and specs
+        # pass, before any model loads.
+        settings = self.settings
+        if settings.save_steps and settings.save_steps[-1] >= settings.steps:
+            where = f"{self.origin}: " if self.origin else ""
+            shown = ",".join(map(str, settings.save_steps))
+            raise FvError(
+                f"{where}--save-steps {shown}: every step must be below --steps ({settings.steps}), "
+                f"and {settings.save_steps[-1]} is not"
+            )
 
     @property
     def label(self) -> str:
@@ -120,9 +133,9 @@ class Job:
 
     request: JobRequest
     units: tuple[Unit, ...]
-    layer: LayerInfo | None  # the layer the job is about (for the sidecar)
+    layer: ResolvedLayer | None  # the layer the job is about (for the sidecar)
     input_size: int | None = None  # set when the model takes only this size: images are resized to it
-    diversity_layer: LayerInfo | None = None  # where --diversity measures style
+    diversity_layer: ResolvedLayer | None = None  # where --diversity measures style
 
     @property
     def folder(self) -> Path:

@@ -127,6 +127,16 @@ def channels_first(output: Tensor, layout: Layout | None, patch_tokens_only: boo
     return output.movedim(-1, 1)
 
 
+@dataclass(frozen=True)
+class ResolvedLayer:
+    """A layer a target names, resolved on a model: what a job's objectives and sidecar read."""
+
+    name: str  # as written
+    key: str  # module path, with @ELEMENT
+    shape: tuple[int, ...]
+    layout: Layout
+
+
 def hookable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The named modules whose outputs forward hooks can see: not the inside of TorchScript code."""
     return [

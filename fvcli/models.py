@@ -19,11 +19,9 @@ from torch import nn
 
 from fvcli.errors import FvError
 from fvcli.layers import hookable_modules
+from fvcli.normalization import Normalization
 from fvcli.sources import TIMM_PREFIX, from_factory, from_timm, is_factory, is_torchscript, torchscript
 from fvcli.weights import Published, download, load_state, random_init, read_state, sha256_of
-
-Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per input channel
-IMAGENET: Normalization = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ import torch
 
 from fvcli.errors import FvError
 from fvcli.jobs import safe_component, stable_seed
-from fvcli.layers import Layout, infer_layout, split_key
+from fvcli.layers import ResolvedLayer, infer_layout, split_key
 from fvcli.limits import MAX_UNITS, MAX_WEIGHT, show
+from fvcli.messages import plural
 from fvcli.models import LoadedModel
 from fvcli.weights import safe_load
 from fvcli.objectives import OUTPUT, Direction, LayerEnergy, Logit, Objective, channel, neuron
@@ -38,25 +39,17 @@ class ResolvedUnit:
     shared: bool = False  # the images share a low-resolution image (interpolation frames)
 
 
-@dataclass(frozen=True)
-class LayerInfo:
-    name: str  # as written
-    key: str  # module path, with @ELEMENT
-    shape: tuple[int, ...]
-    layout: Layout
-
-
 class Resolver:
     """Resolves the targets of one job (one model, one image size, one set of settings)."""
 
     def __init__(self, model: LoadedModel, settings: RenderSettings, probe: Probe):
         self.model, self.settings, self.probe = model, settings, probe
         self.input_size: int | None = None
-        self.layers: dict[str, LayerInfo] = {}
+        self.layers: dict[str, ResolvedLayer] = {}
 
     # ---- names ----
 
-    def layer(self, name: str) -> LayerInfo:
+    def layer(self, name: str) -> ResolvedLayer:
         if name not in self.layers:
             path, element = split_key(name)
             key = self.model.resolve_layer(path) + (f"@{element}" if element is not None else "")
@@ -65,16 +58,16 @@ class Resolver:
                 layout = infer_layout(shape)
             except ValueError as error:
                 raise FvError(f"layer {name}: {error}") from None
-            self.layers[name] = LayerInfo(name, key, tuple(shape), layout)
+            self.layers[name] = ResolvedLayer(name, key, tuple(shape), layout)
         return self.layers[name]
 
-    def output(self) -> LayerInfo:
+    def output(self) -> ResolvedLayer:
         """The model's own output, for logits and probabilities."""
         if OUTPUT not in self.layers:
             shape, self.input_size = self.probe(OUTPUT)
             if len(shape) != 2:
                 raise FvError(f"logit and probability need a model whose output is (N, classes); {self.model.name} gives {tuple(shape)}")
-            self.layers[OUTPUT] = LayerInfo("output", OUTPUT, tuple(shape), infer_layout(shape))
+            self.layers[OUTPUT] = ResolvedLayer("output", OUTPUT, tuple(shape), infer_layout(shape))
         return self.layers[OUTPUT]
 
     def class_index(self, label: str | int) -> int:
@@ -97,7 +90,7 @@ class Resolver:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise FvError(f"{self.model.name} has no class '{label}'{hint}")
 
-    def vector(self, atom: Atom, info: LayerInfo) -> torch.Tensor:
+    def vector(self, atom: Atom, info: ResolvedLayer) -> torch.Tensor:
         width = info.layout.channels
         spec = atom.vector
         if isinstance(spec, tuple):
@@ -110,7 +103,7 @@ class Resolver:
         else:
             vector = _load_vector(spec)
         if vector.dim() != 1 or vector.numel() != width:
-            raise FvError(f"direction for {info.name} has {tuple(vector.shape)} values; the layer has {width} channels")
+            raise FvError(f"direction for {info.name} has {tuple(vector.shape)} values; the layer has {plural(width, 'channel')}")
         return vector
 
     # ---- targets ----
@@ -145,7 +138,7 @@ class Resolver:
         canonical = f"interpolate({self._canonical(ends[0])}, {self._canonical(ends[1])}, frames={target.frames})"
         return ResolvedUnit(None, tuple(frames), canonical, target.describe(), shared=True)
 
-    def main_layer(self, target: Target) -> LayerInfo | None:
+    def main_layer(self, target: Target) -> ResolvedLayer | None:
         """The layer a job is about: that of its varying atom, or its first atom with a layer."""
         atoms = sorted(target.atoms, key=lambda a: not a.multiple)
         for atom in atoms:
@@ -171,7 +164,7 @@ class Resolver:
                 bad = [c for c in channels if c >= count]
                 if bad:
                     raise FvError(
-                        f"channel {bad[0]} is out of range for layer {atom.layer}, which has {count} channels (0-{count - 1})"
+                        f"channel {bad[0]} is out of range for layer {atom.layer}, which has {plural(count, 'channel')} (0-{count - 1})"
                     )
                 terms[i] = (weight, replace(atom, channels=channels))
         return Target(tuple(terms)).expand()
@@ -193,7 +186,7 @@ class Resolver:
         info = self.layer(atom.layer)
         return Direction(info.key, self.vector(atom, info), atom.describe(), info.layout, neuron=atom.kind == "direction_neuron")
 
-    def _check_position(self, info: LayerInfo, position: tuple[int, int]) -> None:
+    def _check_position(self, info: ResolvedLayer, position: tuple[int, int]) -> None:
         shape, kind = info.shape, info.layout.kind
         if kind == "flat":
             raise FvError(f"layer {info.name} is flat {tuple(shape)}: its neurons have no position")

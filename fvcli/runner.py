@@ -35,6 +35,7 @@ from fvcli.layers import LayerError
 from fvcli.resolve import Resolver, unit_name, unit_seed
 from fvcli.models import LoadedModel, load_model, model_key
 from fvcli.merge import remove_manifests, write_manifest
+from fvcli.messages import plural
 from fvcli.output import check_output_folders, read_record, remove_empty_folders, save_png, to_pil, write_grid, write_json
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.sidecar import UnitRecord, job_sidecar, unit_record
@@ -50,6 +51,25 @@ CUDA_MEMORY_SHARE = 0.7  # of free memory, for the automatic batch size
 # cut a step from 26.3 to 14.7 ms (benchmarks/BENCHMARKS.md), so it repays itself after ~2,760 steps.
 COMPILE_BREAK_EVEN_STEPS = 2760
 DTYPE_PROBE_UNITS = 2  # units in the step --dtype auto times both ways
+
+
+def step_images(unit: Unit, save_steps: tuple[int, ...]) -> list[dict]:
+    """--save-steps: each image's intermediate PNGs, image by image, step by step:
+    mixed4a_0097.png after step 64 is mixed4a_0097.step64.png."""
+    return [
+        {"step": step, "image": name.removesuffix(".png") + f".step{step}.png"}
+        for name in unit.images
+        for step in save_steps
+    ]
+
+
+def _hashed_settings(settings: RenderSettings) -> dict:
+    """The settings a unit's hash covers: all of them, save_steps only when set (so that units
+    rendered before it existed keep their hashes)."""
+    values = dataclasses.asdict(settings)
+    if not values["save_steps"]:
+        del values["save_steps"]
+    return values
 
 
 @dataclass
@@ -363,7 +383,7 @@ class Run:
             "objectives": [o.describe() for o in unit.objectives],
             "layers": sorted({layer for o in unit.objectives for layer in o.layers}),
             "seed": unit.seed,
-            "settings": dataclasses.asdict(job.request.settings),
+            "settings": _hashed_settings(job.request.settings),
             "input_size": job.input_size,
             "diversity_layer": job.diversity_layer.key if job.diversity_layer else None,
             "shared": unit.shared,
@@ -391,7 +411,7 @@ class Run:
                     pending.append((job, unit))
         skipped = sum(r.status != "pending" for report in reports for r in report.records)
         if skipped:
-            self.say(f"fv: {skipped} units already rendered with these settings are kept (--force renders them again)")
+            self.say(f"fv: {plural(skipped, 'unit')} already rendered with these settings {'is' if skipped == 1 else 'are'} kept (--force renders {'it' if skipped == 1 else 'them'} again)")
         return pending
 
     def plan(self) -> list[str]:
@@ -402,7 +422,7 @@ class Run:
             done = set() if self.settings.force else {u.index for u in job.units if self._stored(job, u)}
             todo = sum(1 for unit in job.units if unit.index not in done and (unit.job, unit.index) in mine)
             images = sum(len(unit.objectives) for unit in job.units)
-            what = f"{len(job.units)} units" + (f" ({images} images)" if images != len(job.units) else "")
+            what = plural(len(job.units), "unit") + (f" ({plural(images, 'image')})" if images != len(job.units) else "")
             lines.append(
                 f"{job.folder}: {job.request.settings.model} {job.request.target.describe()}: {what}, "
                 f"{len(done)} already rendered, {todo} to render{where}"
@@ -410,8 +430,9 @@ class Run:
         return lines
 
     def _stored(self, job: Job, unit: Unit) -> dict | None:
-        """The record a unit's PNGs carry when all of them were rendered with this unit's hash."""
-        stored = [read_record(job.folder / name) for name in unit.images]
+        """The record a unit's PNGs carry when all of them (step images too) were rendered with this unit's hash."""
+        names = [*unit.images, *(s["image"] for s in step_images(unit, job.request.settings.save_steps))]
+        stored = [read_record(job.folder / name) for name in names]
         expected = self.unit_hash(job, unit)
         if all(s is not None and s.get("hash") == expected for s in stored):
             return stored[0]
@@ -426,6 +447,7 @@ class Run:
         record.status, record.images = first["status"], first.get("images") or [single]
         record.similarity = first.get("diversity_similarity")
         record.dtype = first.get("dtype")
+        record.step_images = first.get("step_images") or []
         return True
 
     def execute(self) -> Report:
@@ -479,7 +501,7 @@ class Run:
                     self.writer.drain()  # every finished unit is on disk before the process ends
                     name = signal.Signals(stop.signal).name
                     self.say(
-                        f"fv: stopped by {name} after {done} of {total_units} units; finished units are "
+                        f"fv: stopped by {name} after {done} of {plural(total_units, 'unit')}; finished units are "
                         f"kept, and running the same command again renders the rest"
                     )
                     return Report(reports, stopped_by=stop.signal)
@@ -508,7 +530,7 @@ class Run:
             index, count = self.settings.shard
             outs = " ".join(sorted({report.job.request.out for report in waiting}))
             self.say(
-                f"fv: shard {index}/{count} done; {len(waiting)} jobs wait for other shards' units: when all "
+                f"fv: shard {index}/{count} done; {plural(len(waiting), 'job')} {'waits' if len(waiting) == 1 else 'wait'} for other shards' units: when all "
                 f"shards are done, 'fv merge {outs}' assembles their grids"
             )
         return Report(reports)
@@ -594,7 +616,13 @@ class Run:
             dead = all(result.final[i] == 0.0 and _maximizes(o) for i, o in zip(span, unit.objectives))
             record.status = "dead" if dead else "ok"
             record.dtype = dtype_name(self._settings_for(job), self.device)
+            record.step_images = step_images(unit, job.request.settings.save_steps)
             stored = {"hash": self.unit_hash(job, unit), **unit_record(record)}
+            # Step images first: a unit whose final PNG is there has its step images too.
+            per = len(job.request.settings.save_steps)
+            for k, i in enumerate(span):
+                for entry in record.step_images[k * per:(k + 1) * per]:
+                    writes.append((result.steps[entry["step"]][i], job.folder / entry["image"], stored))
             writes.extend((result.images[i], job.folder / name, stored) for i, name in zip(span, unit.images))
 
         def write() -> None:  # in the writer thread: PNG encoding overlaps the next batch
@@ -627,10 +655,10 @@ class Run:
         what = f"{report.model.name} {label if len(label) <= 100 else label[:99] + '…'}"
         if report.rendered:
             kept = len(records) - report.rendered
-            done = f"{len(records)} units of {what} in {seconds:.1f} s ({report.rendered / max(seconds, 1e-3):.2f} units/s)"
+            done = f"{plural(len(records), 'unit')} of {what} in {seconds:.1f} s ({report.rendered / max(seconds, 1e-3):.2f} units/s)"
             done += f", {kept} of them kept from before" if kept else ""
         else:  # nothing rendered now: no rate to speak of
-            done = f"all {len(records)} units of {what} already rendered"
+            done = ("all " if len(records) > 1 else "") + f"{plural(len(records), 'unit')} of {what} already rendered"
         lines = [f"fv: {job.folder}: {done}" + (f"; {counts}" if counts else "") + f" -> {report.grid}"]
         for status, why in (("dead", "the objective ended at exactly 0"), ("failed", None)):
             flagged = [r for r in records if r.status == status]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from fvcli.limits import (
-    INTEGER, MAX_BATCH, MAX_LR, MAX_MEAN, MAX_ROTATE, MAX_WEIGHT, MAX_WORKERS, NUMBER, SCALE_RANGE, STD_RANGE,
+    INTEGER, MAX_BATCH, MAX_LR, MAX_SAVE_STEPS, MAX_MEAN, MAX_ROTATE, MAX_WEIGHT, MAX_WORKERS, NUMBER, SCALE_RANGE, STD_RANGE,
     non_ascii_digit, show,
 )
 
@@ -59,6 +59,7 @@ class RenderSettings:
     diversity_weight: float = 2.0  # times the objective's own size: the same meaning for every model
     diversity_layer: str | None = None  # None: the job's own layer
     dtype: str = "auto"  # of the model's arithmetic; images and the optimizer stay float32
+    save_steps: tuple[int, ...] = ()  # steps after which each image is also kept, increasing, each < steps
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,25 @@ def text(value: Any) -> str:
 def parameterization(value: Any) -> str:
     """A parameterization's name; `fft` is another name for `fourier`."""
     return choice(*PARAMETERIZATIONS)("fourier" if value == "fft" else value)
+
+
+def step_list(value: Any) -> tuple[int, ...]:
+    """`64,128,256` (or a YAML list, or one number): steps in strictly increasing order; none: ()."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return ()
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+    expected = "expected steps in increasing order, such as 64,128,256"
+    if len(items) > MAX_SAVE_STEPS:
+        raise ValueError(f"{expected} (at most {MAX_SAVE_STEPS} of them), got {len(items)} steps")
+    steps = []
+    for item in items:
+        try:
+            steps.append(_integer(item.strip() if isinstance(item, str) else item, 1, MAX_STEPS, "a positive integer"))
+        except ValueError:
+            raise ValueError(f"{expected}, {_got(value)}") from None
+    if any(a >= b for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"{expected}, {_got(value)}")
+    return tuple(steps)
 
 
 def non_negative_int(value: Any) -> int:
@@ -304,6 +324,7 @@ class Option:
     flag: bool = False  # a boolean switch on the command line: --x, and --no-x when negatable
     negatable: bool = True
     metavar: str | None = None
+    default_text: str | None = None  # the default as --help shows it, where the value alone would mislead
 
     @property
     def cli_name(self) -> str:
@@ -317,13 +338,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("size", positive_int(MAX_SIZE), f"Image side in pixels (at most {MAX_SIZE}).", job=True, metavar="PX"),
     Option("lr", learning_rate, "Learning rate.", job=True, metavar="LR"),
     Option("seed", seed_int, "Random seed; each unit's random state derives from it and the unit alone.", job=True, metavar="N"),
-    Option("param", parameterization, "Image parameterization: fourier or fft (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size) or laplacian (a pyramid of 4 resolutions).", job=True, metavar="|".join(PARAMETERIZATIONS)),
+    Option("param", parameterization, "Image parameterization: fourier or fft (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size) or laplacian (a pyramid of 4 resolutions).", job=True, metavar="fourier|fft|pixel|lowres|laplacian"),
     Option("decorrelate", boolean, "Decorrelate colours with ImageNet's colour correlation.", job=True, flag=True),
-    Option("transforms", transforms, "Transformation robustness: standard (pad 12, jitter 8, scale, rotate, jitter 4), none, or items in order, e.g. pad=12,jitter=8,scale=0.9/1/1.1,rotate=-10/0/10,jitter=4.", job=True, metavar="PRESET|ITEMS"),
+    Option("transforms", transforms, "Transformation robustness: standard (pad 12, jitter 8, scale, rotate, jitter 4), none, or items in order, e.g. pad=12,jitter=8 or scale=0.9/1/1.1,rotate=-10/0/10,jitter=4.", job=True, metavar="PRESET|ITEMS"),
     Option("normalize", normalize, "Input normalization: model (from the weights; none for custom models), imagenet, none, or MEAN,MEAN,MEAN/STD,STD,STD.", job=True, metavar="SPEC"),
     Option("objective", choice(*OBJECTIVES), "What each unit's image maximizes: channel (mean over positions or patch tokens) or neuron (the centre position or patch token).", job=True, metavar="|".join(OBJECTIVES)),
     Option("tokens", choice(*TOKEN_CHOICES), "Transformer token layers: average the patch tokens only (leaving out class and other leading tokens) or all tokens.", job=True, metavar="|".join(TOKEN_CHOICES)),
-    Option("l1", weight, "Weight of the L1 penalty (mean |pixel - 0.5|).", job=True, metavar="W"),
+    Option("l1", weight, "Weight of the L1 penalty (the mean distance of pixels from 0.5).", job=True, metavar="W"),
     Option("tv", weight, "Weight of the total variation penalty (mean |neighbour difference|).", job=True, metavar="W"),
     Option("blur", weight, "Weight of the blur penalty (mean squared difference from the blurred image).", job=True, metavar="W"),
     Option("blur_every", non_negative_int, "Blur the image (Gaussian, sigma 1 px) every N steps; 0: never.", job=True, metavar="N"),
@@ -331,8 +352,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("schedule", choice(*SCHEDULES), "Learning-rate schedule: constant, or cosine (decaying to 0 at the last step).", job=True, metavar="|".join(SCHEDULES)),
     Option("diversity", positive_int(64), "Images per unit, kept different by penalizing the similarity of their styles (Gram matrices).", job=True, metavar="N"),
     Option("diversity_weight", weight, "Weight of the diversity penalty, relative to the size of the objective (so it means the same for every model).", job=True, metavar="W"),
-    Option("diversity_layer", text, "Layer whose Gram matrices measure style for --diversity (default: the job's layer; a lower layer varies texture more).", job=True, metavar="LAYER"),
+    Option("diversity_layer", text, "Layer whose Gram matrices measure style for --diversity; a lower layer varies texture more.", job=True, metavar="LAYER", default_text="the job's layer"),
     Option("dtype", choice(*DTYPES), "The model's arithmetic: auto (where the device has native bf16, the faster of bf16 autocast and float32, timed once per model and remembered; else float32), float32 or bfloat16.", job=True, metavar="|".join(DTYPES)),
+    Option("save_steps", step_list, "Also keep each image as it was after these steps (increasing, each below --steps), e.g. 64,128,256: IMAGE.stepN.png beside the final IMAGE.png.", job=True, metavar="N,N,...", default_text="none"),
     Option("out", text, "Output folder; each job writes into a folder below it.", job=False, metavar="DIR"),
     Option("device", device, "auto (CUDA when present, else CPU; the environment variable FV_DEVICE overrides what auto means), cpu, cuda, cuda:N or mps.", job=False, metavar="DEVICE"),
     Option("batch_size", count_or_auto(MAX_BATCH), "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),
@@ -341,7 +363,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("shard", shard, "Render only slice I of N (0 <= I < N) of all units, then 'fv merge OUT'; under torchrun or a SLURM job array each process takes its own slice by default.", job=False, metavar="I/N"),
     Option("workers", count_or_auto(MAX_WORKERS), "Worker processes that split the units, each taking a shard, assembled at the end; auto: one per visible GPU (with --device auto or cuda), else 1.", job=False, metavar="N|auto"),
     Option("force", boolean, "Render every unit again, even those already rendered with the same settings.", job=False, flag=True, negatable=False),
-    Option("progress", boolean, "Show the progress bar even when stderr is not a terminal (--no-progress hides it).", job=False, flag=True),
+    Option("progress", boolean, "Show the progress bar even when stderr is not a terminal (--no-progress hides it).", job=False, flag=True, default_text="shown when stderr is a terminal"),
     Option("atlas", boolean, "Then build the static web atlas of the output folder, as fv atlas OUT does.", job=False, flag=True),
     Option("deterministic", boolean, "Use torch's deterministic algorithms, so that the same command on the same GPU writes the same bytes (slower on CUDA; the CPU always is).", job=False, flag=True),
     Option("compile", choice(*COMPILE_CHOICES), "torch.compile the model up to its layers: auto (on CUDA, when the run's steps for one batch shape repay the compile time), on, or off.", job=False, metavar="|".join(COMPILE_CHOICES)),

@@ -38,6 +38,7 @@ class UnitRecord:
     seconds: float = 0.0  # this unit's share of its batch's time
     similarity: float | None = None  # diversity: the final mean Gram similarity of its images
     dtype: str | None = None  # the arithmetic it was rendered in (what --dtype resolved to)
+    step_images: list[dict] = field(default_factory=list)  # --save-steps: per image and step, {step, image}
 
 
 
@@ -60,6 +61,8 @@ def unit_record(r: UnitRecord) -> dict:
         record["diversity_similarity"] = r.similarity
     if r.dtype is not None:
         record["dtype"] = r.dtype
+    if r.step_images:
+        record["step_images"] = r.step_images
     if r.error:
         record["error"] = r.error
     return record

@@ -19,7 +19,7 @@ from torch import nn
 from fvcli.errors import FvError, raised
 
 if TYPE_CHECKING:
-    from fvcli.models import Normalization
+    from fvcli.normalization import Normalization
 
 
 def _import_factory(spec: str) -> Callable[[], Any]:

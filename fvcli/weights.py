@@ -22,7 +22,7 @@ from torch import nn
 from fvcli.errors import FvError
 
 if TYPE_CHECKING:
-    from fvcli.models import Normalization
+    from fvcli.normalization import Normalization
 
 DOWNLOAD_TIMEOUT_S = 60
 CALIBRATION_IMAGES = 8  # random images that set BatchNorm statistics for --weights random

@@ -66,12 +66,12 @@ def _work(requests: list[JobRequest], settings: RunSettings, threads: int, paren
     _die_with_parent(parent)
     import torch
 
-    from fvcli.cli import _say
+    from fvcli.messages import sayer
     from fvcli.runner import Run
 
     torch.set_num_threads(threads)
     try:
-        run = Run(requests, settings, _say(settings.quiet))
+        run = Run(requests, settings, sayer(settings.quiet))
     except FvError as error:  # checked by the parent already, but a GPU may have gone since
         print(f"fv: error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

@@ -144,7 +144,7 @@ def test_broken_job_folders_are_skipped_with_one_line_each(tmp_path):
 
     (good / "conv2" / "conv2_0001.png").unlink()  # one image gone: a gap, not a broken <img>
     output = fv("atlas", str(out))
-    assert f"{good / 'conv2'}: 1 unit images named in grid.json are missing; shown as gaps" in output
+    assert f"{good / 'conv2'}: 1 unit image named in grid.json is missing; shown as gaps" in output
     assert "conv2_0001.png" not in (good / "conv2" / "index.html").read_text()
 
 

@@ -145,7 +145,7 @@ CLI_CASES = [
     (["mixed4a:0", "--weights", "{tmp}/pickle.pt"],
      "--weights {tmp}/pickle.pt: cannot read a state dict from this file (it is not a PyTorch checkpoint, or it holds pickled Python objects, which fv does not load)"),
     # the command line itself
-    (["mixed4a:0", "--stesp", "3"], "No such option '--stesp'. (Did you mean one of: '--size', '--steps', '--tokens'?) (see 'fv render --help')"),
+    (["mixed4a:0", "--stesp", "3"], "No such option '--stesp'. (Did you mean one of: '--save-steps', '--steps', '--tokens'?) (see 'fv render --help')"),
     (["{tmp}/missing.yaml"], "{tmp}/missing.yaml: spec file not found"),
     ([], "Missing argument 'TARGET|SPEC.yaml...'. (see 'fv render --help')"),
 ]
@@ -228,7 +228,7 @@ def test_a_dry_run_needs_no_writable_folder(tmp, monkeypatch):
     args = ["mixed4a:0", "--out", str(tmp / "ro" / "out")]
     check(tmp, args, f"cannot write to output folder {tmp}/ro/out/googlenet/mixed4a: {tmp}/ro is not writable")
     output = fv("render", *args, "--weights", "random", "--dry-run")
-    assert output == f"{tmp}/ro/out/googlenet/mixed4a: googlenet mixed4a:0: 1 units, 0 already rendered, 1 to render\n"
+    assert output == f"{tmp}/ro/out/googlenet/mixed4a: googlenet mixed4a:0: 1 unit, 0 already rendered, 1 to render\n"
     assert not (tmp / "ro" / "out").exists()
 
 

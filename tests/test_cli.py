@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -142,3 +143,57 @@ def test_no_more_workers_than_units(tmp_path, tiny):
     output = fv("render", "conv2:0", "--model", tiny, "--weights", "random", "--steps", "2", "--size", "32", "--workers", "4", "--out", str(tmp_path))
     assert "worker processes" not in output  # one unit: rendered in this process, no worker started
     assert (tmp_path / "tiny_model.make" / "conv2" / "grid.json").is_file()
+
+
+def _help(*command: str) -> str:
+    from click.testing import CliRunner
+
+    from fvcli.cli import cli
+
+    result = CliRunner().invoke(cli, [*command, "--help"], env={"COLUMNS": "80"}, prog_name="fv")
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_help_at_80_columns_breaks_no_word_and_shows_each_default_once():
+    from fvcli.settings import OPTIONS, examples_options
+
+    for command, options in (("render", OPTIONS), ("examples", examples_options())):
+        text = re.sub(r"(?<=[a-z]-)\n +", "", _help(command))  # a hyphenated word may break after its hyphen
+        words = set(text.split())
+        for option in options:  # a help text's every word appears whole: none is split across lines
+            broken = [word for word in option.help.split() if word not in words]
+            assert not broken, f"{command} {option.cli_name}: {broken}"
+    text = " ".join(_help("render").split())
+    assert "scale=0.9/1/1.1,rotate=-10/0/10,jitter=4." in text
+    assert "--param fourier|fft|pixel|lowres|laplacian" in text
+    assert "more. [default: the job's layer]" in text and "default: the job's layer;" not in text
+    assert "correlation. [default: on]" in text and "OUT does. [default: off]" in text
+    commands = _help().split("Commands:")[1]
+    assert "..." not in commands and len(commands.strip().splitlines()) == 6
+
+
+def test_models_lists_own_names_then_counts_timms_and_says_when_nothing_matches():
+    from click.testing import CliRunner
+
+    from fvcli.cli import cli
+    from fvcli.sources import timm_models
+
+    lines = fv("models").splitlines()
+    assert "googlenet" in lines and not any(line.startswith("timm:") and " " not in line for line in lines)
+    assert lines[-1] == f"timm: {len(timm_models())} models; list them with a pattern, e.g. fv models 'timm:*' or fv models 'timm:convnext*'"
+    assert fv("models", "timm:convnext_tiny").split() == ["timm:convnext_tiny"]
+    result = CliRunner().invoke(cli, ["models", "nomatch*"], prog_name="fv")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == "fv: no model name matches 'nomatch*'; fv models lists them\n"
+
+
+def test_counts_of_one_are_singular(tmp_path, tiny):
+    from fvcli.messages import plural
+
+    assert (plural(0, "unit"), plural(1, "unit"), plural(2, "unit image")) == ("0 units", "1 unit", "2 unit images")
+    args = ["render", "conv2:5", "--model", tiny, "--weights", "random", "--steps", "2", "--size", "24", "--out", str(tmp_path)]
+    folder = tmp_path / "tiny_model.make" / "conv2"
+    assert f"fv: {folder}: 1 unit of {tiny} conv2 in " in fv(*args)
+    assert f"fv: {folder}: 1 unit of {tiny} conv2 already rendered" in fv(*args)
+    assert "1 unit, 0 already rendered, 1 to render" in fv(*args, "--force", "--dry-run")

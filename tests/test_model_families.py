@@ -133,7 +133,7 @@ def test_published_weights_offline_name_the_file_and_the_cache_folder(tmp_path, 
 
 
 def test_models_lists_torchvision_and_own_models():
-    names = fv("models").split()
+    names = fv("models").splitlines()
     assert {"googlenet", "inceptionv1", "resnet50", "vit_b_16", "convnext_tiny"} <= set(names)
     assert fv("models", "vit_b_*").split() == ["vit_b_16", "vit_b_32"]
 

@@ -16,6 +16,7 @@ from conftest import TINY, fv
 from fvcli.errors import FvError, WriteError
 from fvcli.jobs import safe_component
 from fvcli.locks import LOCK_NAME, FolderLocks
+from fvcli.messages import plural
 from fvcli.output import read_record
 from fvcli.writer import Writer
 
@@ -82,7 +83,7 @@ def test_a_full_disk_stops_with_one_line_and_a_rerun_finishes(small_fs):
     subprocess.run(["mount", "-o", "remount,size=4m", str(small_fs)], check=True)
     done = fv_run(*command)
     assert done.returncode == 0, done.stderr
-    assert f"{len(kept)} units already rendered" in done.stderr and (folder / "grid.json").exists()
+    assert f"{plural(len(kept), 'unit')} already rendered" in done.stderr and (folder / "grid.json").exists()
 
 
 def test_a_file_system_turned_read_only_mid_run_stops_cleanly(small_fs):

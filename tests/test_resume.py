@@ -64,7 +64,7 @@ def test_shards_are_disjoint_and_together_complete_the_run(tmp_path):
     folder = out / "googlenet" / "mixed3a"
     first = fv("render", "mixed3a:0-4", *QUICK, "--out", str(out), "--shard", "0/2")
     assert sorted(p.name for p in folder.glob("mixed3a_*.png")) == ["mixed3a_0000.png", "mixed3a_0002.png", "mixed3a_0004.png"]
-    assert "shard 0/2 done; 1 jobs wait for other shards' units" in first and not (folder / "grid.json").exists()
+    assert "shard 0/2 done; 1 job waits for other shards' units" in first and not (folder / "grid.json").exists()
     fv("render", "mixed3a:0-4", *QUICK, "--out", str(out), "--shard", "1/2")  # completes the job: writes its grid
     sidecar = json.loads((folder / "grid.json").read_text())
     assert [u["channel"] for u in sidecar["units"]] == [0, 1, 2, 3, 4] and all(u["image"] for u in sidecar["units"])
