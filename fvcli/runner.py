@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a notebook's own bar in a notebook, the terminal's elsewhere
 
 from fvcli import tuning
 from fvcli.capture import layer_shapes
@@ -109,8 +109,13 @@ class _TooSmall(Exception):
 class Run:
     """One invocation of `fv render`: construct (validates everything), then `execute()`."""
 
-    def __init__(self, requests: list[JobRequest], settings: RunSettings, say: Callable[[str], None]):
+    def __init__(
+        self, requests: list[JobRequest], settings: RunSettings, say: Callable[[str], None],
+        modules: dict[str, torch.nn.Module] | None = None,
+    ):
+        """`modules`: model objects in memory (the Python API) by the model names the requests use."""
         self.settings, self.say = settings, say
+        self.modules = modules or {}
         if settings.deterministic:
             # cuBLAS reads this before its first call; without it, deterministic mode refuses matmuls.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -132,7 +137,9 @@ class Run:
         key = model_key(settings)
         if key not in self.models:
             started = time.perf_counter()
-            model = load_model(settings.model, settings.weights, settings.seed, quiet=self.settings.quiet)
+            model = load_model(
+                settings.model, settings.weights, settings.seed, quiet=self.settings.quiet, module=self.modules.get(settings.model)
+            )
             model.module.to(self.device, memory_format=torch.channels_last)
             self.models[key] = model
             self.load_seconds += time.perf_counter() - started
