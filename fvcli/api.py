@@ -347,9 +347,9 @@ class Result:
             folders.append(Path(out) / job.folder)
         return folders
 
-    def _repr_png_(self) -> bytes:
-        """A notebook shows a result as its grid."""
-        return self.jobs[0].files[f"{self.jobs[0].folder}/grid.png"]
+    def _repr_png_(self) -> bytes | None:
+        """A notebook shows a result as its grid (none after a dry run)."""
+        return self.jobs[0].files[f"{self.jobs[0].folder}/grid.png"] if self.jobs else None
 
 
 def _read_job(out: Path, folder: Path) -> JobResult | None:

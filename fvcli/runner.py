@@ -531,7 +531,7 @@ class Run:
         show = self.settings.progress
         if show is None:
             show = not self.settings.quiet and sys.stderr.isatty()
-        return tqdm(
+        options = dict(
             total=total,
             disable=not show,
             unit="unit",
@@ -539,6 +539,12 @@ class Run:
             dynamic_ncols=True,
             bar_format="{l_bar}{bar}| {n:.0f}/{total} units [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
         )
+        try:
+            return tqdm(**options)
+        except ImportError:  # a notebook without ipywidgets, which its bar needs: the text bar
+            from tqdm.std import tqdm as text_bar
+
+            return text_bar(**options)
 
     def _render(self, batch: list[tuple[Job, Unit]], bar: tqdm, done: int) -> tuple[BatchResult, float]:
         job = batch[0][0]

@@ -150,6 +150,8 @@ def test_api_only_errors():
         fvcli.render(42, "conv3:0")
     with pytest.raises(fvcli.FvError, match="needs a target"):
         fvcli.render(make())
+    planned = fvcli.render(make(), "conv3:0-1", dry_run=True, **FAST)  # prints the plan, renders nothing
+    assert planned.jobs == [] and planned._repr_png_() is None
 
 
 def test_layers_lists_what_fv_layers_lists():
@@ -162,7 +164,10 @@ def test_layers_lists_what_fv_layers_lists():
 
 
 def test_importing_fvcli_stays_light():
-    code = "import sys, fvcli; fvcli.__version__; assert 'torch' not in sys.modules and 'fvcli.api' not in sys.modules"
+    code = (
+        "import sys, fvcli; fvcli.__version__; assert 'torch' not in sys.modules and 'fvcli.api' not in sys.modules; "
+        "fvcli.render; assert 'fvcli.api' in sys.modules and 'torch' not in sys.modules and 'fvcli.cli' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
 
 
