@@ -1,4 +1,4 @@
-"""The command line: parse, validate, call the runner, and turn errors into one line and an exit status.
+"""The command line: parse, validate, call the API (fvcli.api, which calls the runner), and turn errors into one line and an exit status.
 
 Options come from fvcli.settings.OPTIONS, the same table the spec files are checked against.
 """
@@ -14,14 +14,17 @@ from typing import Any
 
 import click
 
-from fvcli import __version__, distributed
-from fvcli.errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, FvError, WriteError, raised
+from fvcli import __version__
+from fvcli.api import (
+    channel_jobs, convert_options, layer_listing, load_spec_jobs, report_merges, run_targets,
+    target_requests,
+)
+from fvcli.errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, FvError, WriteError
 from fvcli.jobs import JobRequest
-from fvcli.limits import MAX_UNITS
 from fvcli.messages import plural, sayer as _say
-from fvcli.spec import load_examples, load_spec
+from fvcli.spec import load_examples
 from fvcli.settings import (
-    EXAMPLES_KEYS, OPTIONS, OPTIONS_BY_KEY, ExamplesSettings, RenderSettings, RunSettings, default_of, examples_options, split,
+    EXAMPLES_KEYS, OPTIONS, OPTIONS_BY_KEY, ExamplesSettings, RunSettings, default_of, examples_options, split,
 )
 from fvcli.targets import Target, parse_target
 
@@ -82,77 +85,11 @@ def _with_selected(options: tuple):
     return lambda command: _with_options(command, options)
 
 
-def _converted(values: dict[str, Any], by_key: dict | None = None) -> dict[str, Any]:
-    """The options given on the command line, converted; defaults are left to the spec and settings."""
-    by_key = by_key or OPTIONS_BY_KEY
-    given: dict[str, Any] = {}
-    for key, value in values.items():
-        if value is None or (by_key[key].flag and not by_key[key].negatable and value is False):
-            continue
-        try:
-            given[key] = by_key[key].convert(value)
-        except ValueError as error:
-            raise FvError(f"{by_key[key].cli_name}: {error}") from None
-    return given
-
-
-def _target_requests(targets: list[tuple[str, Target]], cli: dict[str, Any]) -> list[JobRequest]:
-    """Targets of the command line, one job each; plain channel targets of one layer merge."""
-    settings = dataclasses.replace(RenderSettings(), **split(cli)[0])
-    out = cli.get("out", default_of("out"))
-    jobs: dict[str, tuple[str, Target]] = {}
-    for text, target in targets:
-        simple = target.channels_of_layer
-        if simple is None:
-            jobs[f"#{len(jobs)}"] = (text, target)
-            continue
-        if simple.layer in jobs:
-            texts, merged = jobs[simple.layer]
-            old = merged.channels_of_layer.channels
-            channels = None if old is None or simple.channels is None else tuple(sorted({*old, *simple.channels}))
-            if channels is not None and len(channels) > MAX_UNITS:
-                raise FvError(f"target {texts} {text}: {len(channels)} channels of {simple.layer}; a job renders at most {MAX_UNITS} units (split it into several runs)")
-            jobs[simple.layer] = (f"{texts} {text}", Target(((1.0, dataclasses.replace(simple, channels=channels)),)))
-        else:
-            jobs[simple.layer] = (text, target)
-    return [
-        JobRequest(target=target, settings=settings, out=out, origin=f"target {texts}")
-        for texts, target in jobs.values()
-    ]
-
-
-def _load_spec(path: str, cli_values: dict[str, Any], run_values: dict[str, Any]) -> list[JobRequest]:
-    """A spec's jobs; its run-level settings go into `run_values`, which several specs must agree on."""
-    requests, spec_run = load_spec(path, cli_values)
-    for key, value in spec_run.items():
-        if key in run_values and run_values[key] != value:
-            raise FvError(f"{path}: sets {key} to {value!r}, another spec to {run_values[key]!r}; pass --{key.replace('_', '-')}")
-        run_values[key] = value
-    return requests
-
-
-def _channel_jobs(requests: list[JobRequest]) -> list[JobRequest]:
-    """The plain LAYER:CHANNELS jobs: dataset examples are per channel."""
-    return [r for r in requests if r.target.channels_of_layer is not None]
-
-
-def _spec_examples(specs: dict[str, list[JobRequest]], run_settings: RunSettings) -> list:
-    """For `fv render`: the dataset examples that the specs' `examples:` sections ask for, given each
-    spec's jobs (validated: models, layers, image folders), one collection per set of examples
-    settings; none in a shard."""
-    grouped: dict[ExamplesSettings, list[JobRequest]] = {}
-    for path, requests in specs.items():
-        section = load_examples(path)
-        if section is not None:
-            grouped.setdefault(ExamplesSettings(**section), []).extend(_channel_jobs(requests))
-    if not grouped or run_settings.shard is not None:
-        if grouped:
-            _say(run_settings.quiet)("fv: a shard collects no dataset examples; run the command without --shard for them")
-        return []
-    from fvcli.examples import Collection
-
-    say = _say(run_settings.quiet)
-    return [Collection(requests, settings, run_settings, say) for settings, requests in grouped.items() if requests]
+_converted = convert_options
+_target_requests = target_requests
+_load_spec = load_spec_jobs
+_channel_jobs = channel_jobs
+_report_merges = report_merges
 
 
 class FvGroup(click.Group):
@@ -216,112 +153,7 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
     job writes one PNG per unit, grid.png and grid.json into OUT/MODEL/LAYER/ (or
     OUT/NAME/ for a named spec job).
     """
-    cli_values = _converted(values)
-    requests: list[JobRequest] = []
-    specs: dict[str, list[JobRequest]] = {}  # each spec file's jobs, for its examples: section
-    run_values: dict[str, Any] = {}
-    plain: list[tuple[str, Target]] = []
-    for argument in targets:
-        if argument.lower().endswith((".yaml", ".yml")):
-            specs[argument] = _load_spec(argument, cli_values, run_values)
-            requests.extend(specs[argument])
-        else:
-            try:
-                plain.append((argument, parse_target(argument)))
-            except ValueError as error:
-                raise FvError(f"target: {error}") from None
-    requests.extend(_target_requests(plain, cli_values))
-    run_settings = dataclasses.replace(RunSettings(), **{**run_values, **split(cli_values)[1]})
-    launch = distributed.from_environment() if run_settings.shard is None else None
-    if launch is not None:
-        run_settings = dataclasses.replace(run_settings, shard=launch.shard)
-    if launch is not None and launch.kind == "torchrun":
-        run_settings = dataclasses.replace(run_settings, device=distributed.rank_device(run_settings.device, launch.local_rank))
-
-    from fvcli.runner import Run  # torch loads here, after the cheap checks
-    from fvcli.workers import run_workers, worker_devices
-
-    say = _say(run_settings.quiet)
-    devices = [run_settings.device]
-    if launch is None and run_settings.shard is None and not run_settings.dry_run:
-        devices = worker_devices(run_settings.device, run_settings.workers)
-    # With workers, this process only checks the input (on the CPU, leaving the GPUs to them).
-    parallel = len(devices) > 1
-    checked = dataclasses.replace(run_settings, device="cpu") if parallel else run_settings
-    examples = _spec_examples(specs, run_settings)  # checked before anything renders
-    run = Run(requests, checked, say)
-    # No more workers than units: a worker without units would only load the model.
-    devices = devices[: max(1, sum(len(job.units) for job in run.jobs))]
-    if run_settings.dry_run:
-        for line in [*run.plan(), *(line for collection in examples for line in collection.plan())]:
-            click.echo(line)
-        return 0
-
-    def assemble(code: int) -> int:
-        """After every unit of the run is rendered: dataset examples, then the atlas."""
-        for collection in examples if code in (0, 1) else []:  # not after a signal stopped the render
-            code = collection.execute() or code
-            if code not in (0, 1):
-                break
-        _then_atlas(run_settings, code)
-        return code
-
-    from fvcli.locks import FolderLocks
-
-    # One run at a time a job folder; the shards of a run share it (fvcli.locks).
-    with FolderLocks([job.folder for job in run.jobs], run_settings.shard):
-        if launch is not None and launch.kind == "torchrun":
-            return _render_torchrun(run, launch.shard[0] == 0, say, assemble)
-        if len(devices) > 1 or (parallel and devices[0] != checked.device):  # one GPU worker left for a one-unit run
-            code, merges = run_workers(requests, run_settings, devices, say)
-            return assemble(max(code, _report_merges(merges, say)))
-        code = run.execute().exit_code
-        if run_settings.shard is None:
-            return assemble(code)
-        if run_settings.atlas:
-            say("fv: a shard builds no atlas; run fv atlas OUT once every shard is done")
-        return code
-
-
-def _render_torchrun(run, rank_0: bool, say, assemble) -> int:
-    """Every rank renders its shard; once all have finished, rank 0 assembles the grids."""
-    from fvcli.merge import manifests, merge_folder
-
-    run.announce_merge = False
-    with distributed.ProcessGroup() as group:
-        code = group.worst(run.execute().exit_code)
-        if rank_0:
-            merges = [merge_folder(job.folder) for job in run.jobs if manifests(job.folder)]
-            code = assemble(max(code, _report_merges(merges, say)))
-        group.barrier()  # no rank exits (which ends the others under torchrun) before rank 0 is done
-    return code
-
-
-def _then_atlas(run_settings: RunSettings, code: int) -> None:
-    """--atlas (a spec's `atlas: true`): after a render that no signal stopped, the atlas of its output."""
-    if run_settings.atlas and code in (0, 1):
-        from fvcli.atlas import build_atlas
-
-        build_atlas(Path(run_settings.out), _say(run_settings.quiet))
-
-
-def _report_merges(merges: list, say) -> int:
-    """Say what merging did; 1 when a job still misses units or has failed ones, else 0."""
-    code = 0
-    for merge in merges:
-        shards = ", ".join(merge.shards)
-        if merge.problem:
-            say(f"fv: {merge.folder}: not merged: {merge.problem}")
-            code = 1
-        elif merge.missing:
-            listed = ", ".join(merge.missing[:8]) + (f" and {len(merge.missing) - 8} more" if len(merge.missing) > 8 else "")
-            say(f"fv: {merge.folder}: not merged yet: {plural(len(merge.missing), 'unit')} missing ({listed}); shards seen: {shards}")
-            code = 1
-        else:
-            failed = f"; {merge.failed} failed" if merge.failed else ""
-            say(f"fv: {merge.folder}: merged shards {shards}{failed} -> {merge.folder / 'grid.png'}")
-            code = max(code, 1 if merge.failed else 0)
-    return code
+    return run_targets(list(targets), _converted(values), echo=click.echo).code
 
 
 @cli.command(short_help="List the model names fv knows, or those a glob matches.")
@@ -371,36 +203,7 @@ def layers(model: str, weights: str, size_text: str, as_json: bool, pattern: str
     """
     import json
 
-    size = _converted({"size": size_text})["size"]  # the bounds of fv render's --size
-
-    from fvcli.layers import list_layers
-    from fvcli.models import load_model
-
-    loaded = load_model(model, weights, 0, quiet=True)
-    try:
-        infos = list_layers(loaded.module, size)
-    except (Exception, SystemExit) as error:  # the model's own code: one line, whatever it does
-        if loaded.native_size is None or loaded.native_size == size:
-            raise FvError(f"{model} cannot run on a {size} px image (it {raised(error)}); try a larger --size") from None
-        size = loaded.native_size
-        try:
-            infos = list_layers(loaded.module, size)
-        except (Exception, SystemExit) as error:
-            raise FvError(f"model {model}: forward {raised(error)}") from None
-    alias_of = {path: alias for alias, path in loaded.aliases.items()}
-    rows = []
-    for info in infos:
-        alias = alias_of.get(info.key)
-        if pattern is not None and not (fnmatch.fnmatch(info.key, pattern) or (alias and fnmatch.fnmatch(alias, pattern))):
-            continue
-        layout = info.layout
-        rows.append({
-            "name": info.key,
-            "alias": alias,
-            "shape": info.output,
-            "layout": layout.kind if layout else None,
-            "channels": layout.channels if layout else None,
-        })
+    size, rows = layer_listing(model, pattern, weights, size_text)
     if as_json:
         click.echo(json.dumps({"model": model, "size": size, "layers": rows}, indent=2))
         return 0

@@ -15,7 +15,7 @@ def sayer(quiet: bool) -> Callable[[str], None]:
 
     def say(message: str) -> None:
         if not quiet:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm  # in a notebook, above its progress widget
 
             tqdm.write(message, file=sys.stderr)
 

@@ -20,7 +20,7 @@ from torch import nn
 from fvcli.errors import FvError
 from fvcli.layers import hookable_modules
 from fvcli.normalization import Normalization
-from fvcli.sources import TIMM_PREFIX, from_factory, from_timm, is_factory, is_torchscript, torchscript
+from fvcli.sources import TIMM_PREFIX, from_factory, from_module, from_timm, is_factory, is_torchscript, module_sha256, torchscript
 from fvcli.weights import Published, download, load_state, random_init, read_state, sha256_of
 
 
@@ -180,12 +180,20 @@ def model_key(settings) -> tuple:
     return (settings.model, settings.weights, settings.seed if settings.weights == "random" else None)
 
 
-def load_model(model: str, weights: str, seed: int, quiet: bool = False) -> LoadedModel:
-    """Build `model` with `weights` (default, a weights name, random, or a state-dict path); CPU, eval, frozen."""
-    timm_model = model.startswith(TIMM_PREFIX)
-    entry = None if is_factory(model) or is_torchscript(model) else find_entry(model)
+def load_model(model: str, weights: str, seed: int, quiet: bool = False, module: nn.Module | None = None) -> LoadedModel:
+    """Build `model` with `weights` (default, a weights name, random, or a state-dict path); eval, frozen.
+
+    `module`: a model object given in memory (the Python API), named `model`; fv renders a copy of
+    it (sources.from_module), with its own weights under `default`, as for a factory.
+    """
+    timm_model = module is None and model.startswith(TIMM_PREFIX)
+    entry = None if module is not None or is_factory(model) or is_torchscript(model) else find_entry(model)
     native_size, sha256, categories = None, None, None
-    if timm_model:
+    if module is not None:
+        module, normalization = from_module(module, model), None
+        architecture, aliases, identity = f"in-memory {type(module).__name__}", {}, "in-memory"
+        sha256 = module_sha256(module)
+    elif timm_model:
         module, normalization, native_size, identity = from_timm(model, weights, quiet)
         architecture, aliases = f"timm {model[len(TIMM_PREFIX):]}", {}
     elif is_torchscript(model):

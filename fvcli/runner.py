@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a notebook's own bar in a notebook, the terminal's elsewhere
 
 from fvcli import tuning
 from fvcli.capture import layer_shapes
@@ -129,8 +129,13 @@ class _TooSmall(Exception):
 class Run:
     """One invocation of `fv render`: construct (validates everything), then `execute()`."""
 
-    def __init__(self, requests: list[JobRequest], settings: RunSettings, say: Callable[[str], None]):
+    def __init__(
+        self, requests: list[JobRequest], settings: RunSettings, say: Callable[[str], None],
+        modules: dict[str, torch.nn.Module] | None = None,
+    ):
+        """`modules`: model objects in memory (the Python API) by the model names the requests use."""
         self.settings, self.say = settings, say
+        self.modules = modules or {}
         if settings.deterministic:
             # cuBLAS reads this before its first call; without it, deterministic mode refuses matmuls.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -152,7 +157,9 @@ class Run:
         key = model_key(settings)
         if key not in self.models:
             started = time.perf_counter()
-            model = load_model(settings.model, settings.weights, settings.seed, quiet=self.settings.quiet)
+            model = load_model(
+                settings.model, settings.weights, settings.seed, quiet=self.settings.quiet, module=self.modules.get(settings.model)
+            )
             model.module.to(self.device, memory_format=torch.channels_last)
             self.models[key] = model
             self.load_seconds += time.perf_counter() - started
@@ -546,7 +553,7 @@ class Run:
         show = self.settings.progress
         if show is None:
             show = not self.settings.quiet and sys.stderr.isatty()
-        return tqdm(
+        options = dict(
             total=total,
             disable=not show,
             unit="unit",
@@ -554,6 +561,12 @@ class Run:
             dynamic_ncols=True,
             bar_format="{l_bar}{bar}| {n:.0f}/{total} units [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
         )
+        try:
+            return tqdm(**options)
+        except ImportError:  # a notebook without ipywidgets, which its bar needs: the text bar
+            from tqdm.std import tqdm as text_bar
+
+            return text_bar(**options)
 
     def _render(self, batch: list[tuple[Job, Unit]], bar: tqdm, done: int) -> tuple[BatchResult, float]:
         job = batch[0][0]

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import socket
@@ -174,6 +176,29 @@ def torchscript(path: str) -> Scripted:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise FvError(f"--model {path}: not a TorchScript file ({first}); state dicts go to --weights") from None
     return Scripted(scripted)
+
+
+def from_module(module: nn.Module, name: str) -> nn.Module:
+    """A model object given in memory (the Python API), as fv renders it: a deep copy, in float32,
+    so that nothing fv does to it (eval mode, frozen parameters, the device and channels_last
+    layout, folded BatchNorms) reaches the caller's module."""
+    if not isinstance(module, nn.Module):
+        raise FvError(f"model {name}: expected an nn.Module or a model name, got {type(module).__name__}")
+    try:
+        copied = copy.deepcopy(module)
+    except Exception as error:
+        raise FvError(f"model {name}: cannot be copied, which fv needs to leave it as it is (deepcopy {raised(error)})") from None
+    return copied.float()
+
+
+def module_sha256(module: nn.Module) -> str:
+    """A hash of a module's parameters and buffers: names, dtypes, shapes and values."""
+    digest = hashlib.sha256()
+    for key, tensor in module.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def is_factory(model: str) -> bool:

@@ -12,7 +12,9 @@ A target is a weighted sum of objective atoms. The simplest is `LAYER:CHANNELS`;
              | ('logit' | 'probability') ':' CLASS       CLASS: an index, a name, or a 'quoted name'
              | ('direction' | 'direction_neuron') '(' LAYER ',' VECTOR ')'
     whole   := 'interpolate' '(' target ',' target ',' 'frames' '=' INT ')'   (one unit of INT frames)
-    LAYER   := a module path (letters, digits, '_', '.'), with '@ELEMENT' for tuple or dict outputs
+    LAYER   := a module path (letters, digits, '_', '.'), with '@ELEMENT' for tuple or dict outputs;
+               one that starts with a digit (an nn.Sequential's `4`) only where a number cannot
+               stand: before ':' (`4:0-3`, `2*4:1`) or inside a call (`layer(4)`)
     CHANNELS:= N | A-B | a comma list of those (no spaces)
     VECTOR  := '[' NUMBER (',' NUMBER)* ']' | 'FILE.npy' | 'FILE.pt' | 'random:K' | 'random[I]'
 
@@ -254,6 +256,9 @@ _TOKEN = re.compile(
     re.ASCII,  # digits are 0-9 only: \d would take other scripts' digits, which int() accepts
 )
 _CHANNELS = re.compile(r"\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*", re.ASCII)
+# A module path that starts with a digit: the layers of an nn.Sequential are named 0, 1, 2... (and
+# 4.1 when nested). Where a number could stand, it is a layer only when ':' follows (`4:0-3`).
+_DIGIT_LAYER = re.compile(r"[0-9][A-Za-z0-9_.]*(?:@[A-Za-z0-9_]+)?", re.ASCII)
 
 
 class _Parser:
@@ -363,6 +368,12 @@ class _Parser:
         if token is None:
             raise self.fail("expected an objective, found the end")
         kind, value = token
+        if kind == "number" and self.digit_layer(before_colon=True):
+            layer = self.digit_layer(before_colon=True)
+            self.pos += len(layer)
+            self.expect(":")
+            channels = self.channels_after_colon()
+            return 1.0, [(1.0, Atom("channel", self.element_after_channels(layer), channels))]
         if kind == "number":
             self.take()
             return self.number(value, start), None
@@ -402,10 +413,30 @@ class _Parser:
         self.pos = match.end()
         return f"{layer}@{match.group(1)}"
 
-    def layer_and_channels(self, need_channels: bool) -> tuple[str, tuple[int, ...] | None]:
+    def digit_layer(self, before_colon: bool) -> str | None:
+        """A layer name that starts with a digit at the current position (`4`, `4.1`), or None;
+        with `before_colon`, only when ':' follows it (else it is a number)."""
+        self.skip_space()
+        match = _DIGIT_LAYER.match(self.text, self.pos)
+        if not match:
+            return None
+        if before_colon and not self.text[match.end() :].lstrip().startswith(":"):
+            return None
+        return match.group(0)
+
+    def layer_name(self) -> str:
+        """A layer name where one must stand (in `layer(...)`, `neuron(...)`...): digits too."""
+        digits = self.digit_layer(before_colon=False)
+        if digits is not None:
+            self.pos += len(digits)
+            return digits
         kind, layer = self.take()
         if kind != "name":
             raise self.fail(f"expected a layer name, found {layer!r}")
+        return layer
+
+    def layer_and_channels(self, need_channels: bool) -> tuple[str, tuple[int, ...] | None]:
+        layer = self.layer_name()
         if self.at(":"):
             self.take()
             channels = self.channels_after_colon()
@@ -435,14 +466,10 @@ class _Parser:
                 self.expect(")")
                 return Atom(word, layer, channels, position=position)
             if word in ("layer", "deepdream"):
-                kind, layer = self.take()
-                if kind != "name":
-                    raise self.fail(f"expected a layer name, found {layer!r}")
+                layer = self.layer_name()
                 self.expect(")")
                 return Atom("layer", layer)
-            kind, layer = self.take()
-            if kind != "name":
-                raise self.fail(f"expected a layer name, found {layer!r}")
+            layer = self.layer_name()
             self.expect(",")
             vector = self.vector()
             self.expect(")")

@@ -33,6 +33,17 @@ def channel(layer, *channels):
         ("direction(mixed4a, random:4)", [(1.0, Atom("direction", "mixed4a", vector="random:4"))]),
         ("attn:0-1@1", [(1.0, channel("attn@1", 0, 1))]),
         ("attn@1:0-1", [(1.0, channel("attn@1", 0, 1))]),
+        # An nn.Sequential's layers are named by digits: a layer before ':' or inside a call.
+        ("4:0-3", [(1.0, channel("4", 0, 1, 2, 3))]),
+        ("4.1:2", [(1.0, channel("4.1", 2))]),
+        ("2*4:1", [(2.0, channel("4", 1))]),
+        ("-0.5*4:1 + 3:0", [(-0.5, channel("4", 1)), (1.0, channel("3", 0))]),
+        ("2*mixed4a:0", [(2.0, channel("mixed4a", 0))]),
+        ("4:0-1@1", [(1.0, channel("4@1", 0, 1))]),
+        ("layer(4)", [(1.0, Atom("layer", "4"))]),
+        ("neuron(4:1, y=0, x=1)", [(1.0, Atom("neuron", "4", (1,), position=(0, 1)))]),
+        ("channel(12:3)", [(1.0, channel("12", 3))]),
+        ("direction(4, [1, 2])", [(1.0, Atom("direction", "4", vector=(1.0, 2.0)))]),
     ],
 )
 def test_parse_and_round_trip(text, terms):
@@ -57,6 +68,8 @@ def test_ranges_expand_into_units_sharing_the_rest():
         ("mixed4a:5-2", "reversed range 5-2; write 2-5 at column 9"),
         ("mixed4a:abc", "expected channels like 97, 0-511 or 3,7,100-107 at column 9"),
         ("3*4", "a number alone is not an objective at column 1"),
+        ("4", "a number alone is not an objective at column 1"),
+        ("2.5*4", "a number alone is not an objective at column 1"),
         ("mixed4a:1 * mixed4b:2", "cannot multiply two objectives at column 12"),
         ("mixed4a:1 / mixed4b:2", "can only divide by a number at column 12"),
         ("mixed4a:0-3 + mixed4b:0-3", "only one atom of a target may name several channels"),

@@ -1,0 +1,514 @@
+"""fv as a library: `render` a model (an nn.Module in memory, or a model name) and get its images,
+records and sidecar back; `layers` lists what a target can name, as data.
+
+    import fvcli
+    result = fvcli.render(model, "layer3:0-15", steps=256, size=128)
+    result          # a notebook shows the grid
+    result.images   # one PIL image per unit (a list for --diversity copies and interpolation frames)
+    result.records  # per unit: objective, values, status, seed... as grid.json lists them
+    result.save("outputs/run")   # the files `fv render --out outputs/run` writes
+
+It is the same code path as `fv render` (the CLI's render command calls `run_targets` below): the
+same options with the same names, defaults and checks (fvcli.settings.OPTIONS), the same target
+grammar, the same runner and the same files. Bad input raises FvError with the one line the CLI
+prints. Torch loads only when a function here is called, so `import fvcli` stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import io
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from fvcli import distributed
+from fvcli.errors import FvError, WriteError
+from fvcli.jobs import JobRequest
+from fvcli.limits import MAX_UNITS
+from fvcli.messages import plural, sayer
+from fvcli.settings import OPTIONS, OPTIONS_BY_KEY, RenderSettings, RunSettings, default_of, split
+from fvcli.spec import load_examples, load_spec
+from fvcli.targets import Target, parse_target
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from torch import nn
+
+__all__ = ["render", "layers", "Result", "JobResult", "FvError"]
+
+
+# ---- what the CLI and the API share ----
+
+
+def convert_options(values: dict[str, Any], by_key: dict | None = None) -> dict[str, Any]:
+    """Option values (text from the command line, or Python values), converted by their
+    settings.Option; None (and False for a flag that cannot be negated) counts as not given.
+    A bad value raises FvError('--steps: expected ...'), the same line in the CLI and the API."""
+    by_key = by_key or OPTIONS_BY_KEY
+    given: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None or (by_key[key].flag and not by_key[key].negatable and value is False):
+            continue
+        try:
+            given[key] = by_key[key].convert(value)
+        except ValueError as error:
+            raise FvError(f"{by_key[key].cli_name}: {error}") from None
+    return given
+
+
+def target_requests(targets: list[tuple[str, Target]], given: dict[str, Any]) -> list[JobRequest]:
+    """Targets, one job each; plain channel targets of one layer merge."""
+    settings = dataclasses.replace(RenderSettings(), **split(given)[0])
+    out = given.get("out", default_of("out"))
+    jobs: dict[str, tuple[str, Target]] = {}
+    for text, target in targets:
+        simple = target.channels_of_layer
+        if simple is None:
+            jobs[f"#{len(jobs)}"] = (text, target)
+            continue
+        if simple.layer in jobs:
+            texts, merged = jobs[simple.layer]
+            old = merged.channels_of_layer.channels
+            channels = None if old is None or simple.channels is None else tuple(sorted({*old, *simple.channels}))
+            if channels is not None and len(channels) > MAX_UNITS:
+                raise FvError(f"target {texts} {text}: {len(channels)} channels of {simple.layer}; a job renders at most {MAX_UNITS} units (split it into several runs)")
+            jobs[simple.layer] = (f"{texts} {text}", Target(((1.0, dataclasses.replace(simple, channels=channels)),)))
+        else:
+            jobs[simple.layer] = (text, target)
+    return [
+        JobRequest(target=target, settings=settings, out=out, origin=f"target {texts}")
+        for texts, target in jobs.values()
+    ]
+
+
+def load_spec_jobs(path: str, given: dict[str, Any], run_values: dict[str, Any]) -> list[JobRequest]:
+    """A spec's jobs; its run-level settings go into `run_values`, which several specs must agree on."""
+    requests, spec_run = load_spec(path, given)
+    for key, value in spec_run.items():
+        if key in run_values and run_values[key] != value:
+            raise FvError(f"{path}: sets {key} to {value!r}, another spec to {run_values[key]!r}; pass --{key.replace('_', '-')}")
+        run_values[key] = value
+    return requests
+
+
+def channel_jobs(requests: list[JobRequest]) -> list[JobRequest]:
+    """The plain LAYER:CHANNELS jobs: dataset examples are per channel."""
+    return [r for r in requests if r.target.channels_of_layer is not None]
+
+
+def _spec_examples(specs: dict[str, list[JobRequest]], run_settings: RunSettings) -> list:
+    """The dataset examples that the specs' `examples:` sections ask for, given each spec's jobs
+    (validated: models, layers, image folders), one collection per set of examples settings; none
+    in a shard."""
+    from fvcli.settings import ExamplesSettings
+
+    grouped: dict[ExamplesSettings, list[JobRequest]] = {}
+    for path, requests in specs.items():
+        section = load_examples(path)
+        if section is not None:
+            grouped.setdefault(ExamplesSettings(**section), []).extend(channel_jobs(requests))
+    say = sayer(run_settings.quiet)
+    if not grouped or run_settings.shard is not None:
+        if grouped:
+            say("fv: a shard collects no dataset examples; run the command without --shard for them")
+        return []
+    from fvcli.examples import Collection
+
+    return [Collection(requests, settings, run_settings, say) for settings, requests in grouped.items() if requests]
+
+
+@dataclass
+class Outcome:
+    """What `run_targets` did: the exit status, and the run (None for a dry run's plan)."""
+
+    code: int
+    run: Any = None
+    write_error: WriteError | None = None
+    stopped_by: int | None = None
+
+
+def run_targets(
+    arguments: list[str],
+    given: dict[str, Any],
+    modules: dict[str, nn.Module] | None = None,
+    launched: bool = True,
+    echo: Callable[[str], None] = print,
+) -> Outcome:
+    """`fv render ARGUMENTS` with converted option values `given`: targets and spec files.
+
+    `modules`: model objects in memory by the model name the options give them. `launched`: take
+    the shard from torchrun or a SLURM job array in the environment, as the CLI does. `echo`
+    prints a dry run's plan.
+    """
+    requests: list[JobRequest] = []
+    specs: dict[str, list[JobRequest]] = {}  # each spec file's jobs, for its examples: section
+    run_values: dict[str, Any] = {}
+    plain: list[tuple[str, Target]] = []
+    for argument in arguments:
+        if argument.lower().endswith((".yaml", ".yml")):
+            specs[argument] = load_spec_jobs(argument, given, run_values)
+            requests.extend(specs[argument])
+        else:
+            try:
+                plain.append((argument, parse_target(argument)))
+            except ValueError as error:
+                raise FvError(f"target: {error}") from None
+    requests.extend(target_requests(plain, given))
+    run_settings = dataclasses.replace(RunSettings(), **{**run_values, **split(given)[1]})
+    launch = distributed.from_environment() if launched and run_settings.shard is None else None
+    if launch is not None:
+        run_settings = dataclasses.replace(run_settings, shard=launch.shard)
+    if launch is not None and launch.kind == "torchrun":
+        run_settings = dataclasses.replace(run_settings, device=distributed.rank_device(run_settings.device, launch.local_rank))
+
+    from fvcli.runner import Run  # torch loads here, after the cheap checks
+    from fvcli.workers import run_workers, worker_devices
+
+    say = sayer(run_settings.quiet)
+    devices = [run_settings.device]
+    if launch is None and run_settings.shard is None and not run_settings.dry_run:
+        devices = worker_devices(run_settings.device, run_settings.workers)
+    if modules and len(devices) > 1:
+        if run_settings.workers is not None:
+            raise FvError("--workers: worker processes load the model by name; a model object renders in this process")
+        devices = devices[:1]  # auto: the model object's own process and device
+    # With workers, this process only checks the input (on the CPU, leaving the GPUs to them).
+    parallel = len(devices) > 1
+    checked = dataclasses.replace(run_settings, device="cpu") if parallel else run_settings
+    examples = _spec_examples(specs, run_settings)  # checked before anything renders
+    run = Run(requests, checked, say, modules=modules)
+    # No more workers than units: a worker without units would only load the model.
+    devices = devices[: max(1, sum(len(job.units) for job in run.jobs))]
+    if run_settings.dry_run:
+        for line in [*run.plan(), *(line for collection in examples for line in collection.plan())]:
+            echo(line)
+        return Outcome(0)
+
+    def assemble(code: int) -> int:
+        """After every unit of the run is rendered: dataset examples, then the atlas."""
+        for collection in examples if code in (0, 1) else []:  # not after a signal stopped the render
+            code = collection.execute() or code
+            if code not in (0, 1):
+                break
+        if run_settings.atlas and code in (0, 1):
+            from fvcli.atlas import build_atlas
+
+            build_atlas(Path(run_settings.out), say)
+        return code
+
+    from fvcli.locks import FolderLocks
+
+    # One run at a time a job folder; the shards of a run share it (fvcli.locks).
+    with FolderLocks([job.folder for job in run.jobs], run_settings.shard):
+        if launch is not None and launch.kind == "torchrun":
+            return Outcome(_render_torchrun(run, launch.shard[0] == 0, say, assemble), run)
+        if len(devices) > 1 or (parallel and devices[0] != checked.device):  # one GPU worker left for a one-unit run
+            code, merges = run_workers(requests, run_settings, devices, say)
+            return Outcome(assemble(max(code, report_merges(merges, say))), run)
+        report = run.execute()
+        outcome = Outcome(report.exit_code, run, report.write_error, report.stopped_by)
+        if run_settings.shard is None:
+            outcome.code = assemble(outcome.code)
+        elif run_settings.atlas:
+            say("fv: a shard builds no atlas; run fv atlas OUT once every shard is done")
+        return outcome
+
+
+def _render_torchrun(run, rank_0: bool, say, assemble) -> int:
+    """Every rank renders its shard; once all have finished, rank 0 assembles the grids."""
+    from fvcli.merge import manifests, merge_folder
+
+    run.announce_merge = False
+    with distributed.ProcessGroup() as group:
+        code = group.worst(run.execute().exit_code)
+        if rank_0:
+            merges = [merge_folder(job.folder) for job in run.jobs if manifests(job.folder)]
+            code = assemble(max(code, report_merges(merges, say)))
+        group.barrier()  # no rank exits (which ends the others under torchrun) before rank 0 is done
+    return code
+
+
+def report_merges(merges: list, say) -> int:
+    """Say what merging did; 1 when a job still misses units or has failed ones, else 0."""
+    code = 0
+    for merge in merges:
+        shards = ", ".join(merge.shards)
+        if merge.problem:
+            say(f"fv: {merge.folder}: not merged: {merge.problem}")
+            code = 1
+        elif merge.missing:
+            listed = ", ".join(merge.missing[:8]) + (f" and {len(merge.missing) - 8} more" if len(merge.missing) > 8 else "")
+            say(f"fv: {merge.folder}: not merged yet: {plural(len(merge.missing), 'unit')} missing ({listed}); shards seen: {shards}")
+            code = 1
+        else:
+            failed = f"; {merge.failed} failed" if merge.failed else ""
+            say(f"fv: {merge.folder}: merged shards {shards}{failed} -> {merge.folder / 'grid.png'}")
+            code = max(code, 1 if merge.failed else 0)
+    return code
+
+
+# ---- results ----
+
+
+@dataclass
+class JobResult:
+    """One job's output, read back from the files `fv render` writes.
+
+    `files` holds every file's bytes by its path relative to the output folder
+    (MODEL/LAYER/grid.png, ...), so that `save` writes exactly those bytes.
+    """
+
+    folder: str  # relative to the output folder: MODEL/LAYER, or NAME for a named spec job
+    sidecar: dict  # grid.json
+    files: dict[str, bytes] = field(repr=False)
+
+    @property
+    def records(self) -> list[dict]:
+        """Per unit, as grid.json lists them: label, objective, image, status, values, seed..."""
+        return self.sidecar.get("units", [])
+
+    @property
+    def grid(self) -> Image.Image:
+        """The job's grid.png."""
+        return self._image(f"{self.folder}/grid.png")
+
+    @property
+    def images(self) -> list[Any]:
+        """One PIL image per unit; a list of them for a unit of several images (--diversity,
+        interpolation frames); None for a unit that failed."""
+        from fvcli.output import unit_images
+
+        images = []
+        for record in self.records:
+            names = unit_images(record)
+            loaded = [self._image(f"{self.folder}/{name}") for name in names]
+            images.append(None if not loaded else loaded[0] if len(loaded) == 1 and "images" not in record else loaded)
+        return images
+
+    def _image(self, path: str) -> Image.Image:
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(self.files[path]))
+        image.load()
+        return image
+
+
+@dataclass
+class Result:
+    """What `render` made: one JobResult per job. `grid`, `images`, `records` and `sidecar` are
+    those of the first job (most renders have one); `jobs` lists them all."""
+
+    jobs: list[JobResult]
+    exit_code: int = 0  # as `fv render` would exit: 0, or 1 when some units failed
+
+    @property
+    def grid(self) -> Image.Image:
+        return self.jobs[0].grid
+
+    @property
+    def images(self) -> list[Any]:
+        return self.jobs[0].images
+
+    @property
+    def records(self) -> list[dict]:
+        return self.jobs[0].records
+
+    @property
+    def sidecar(self) -> dict:
+        return self.jobs[0].sidecar
+
+    def save(self, out: str | Path) -> list[Path]:
+        """Write the files `fv render --out OUT` writes (unit PNGs with their records, grid.png,
+        grid.json) under `out`, byte for byte; return the job folders."""
+        from fvcli.output import atomic_write
+
+        folders = []
+        for job in self.jobs:
+            for relative, data in job.files.items():
+                path = Path(out) / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, lambda temporary, data=data: temporary.write_bytes(data))
+            folders.append(Path(out) / job.folder)
+        return folders
+
+    def _repr_png_(self) -> bytes | None:
+        """A notebook shows a result as its grid (none after a dry run)."""
+        return self.jobs[0].files[f"{self.jobs[0].folder}/grid.png"] if self.jobs else None
+
+
+def _read_job(out: Path, folder: Path) -> JobResult | None:
+    import json
+
+    from fvcli.output import unit_images
+
+    sidecar_path = folder / "grid.json"
+    if not sidecar_path.is_file():  # a shard's job waiting for others: nothing whole to show
+        return None
+    sidecar = json.loads(sidecar_path.read_text())
+    relative = folder.relative_to(out).as_posix()
+    names = ["grid.png", "grid.json", *(name for unit in sidecar.get("units", []) for name in unit_images(unit))]
+    files = {f"{relative}/{name}": (folder / name).read_bytes() for name in names if (folder / name).is_file()}
+    return JobResult(relative, sidecar, files)
+
+
+# ---- the API ----
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    try:
+        return shell is not None and type(shell.get_ipython()).__name__ == "ZMQInteractiveShell"
+    except Exception:
+        return False
+
+
+def _module_device(module: nn.Module) -> str | None:
+    for tensor in (*module.parameters(), *module.buffers()):
+        return str(tensor.device)
+    return None
+
+
+def render(
+    model: nn.Module | str = "googlenet",
+    *targets: str,
+    out: str | Path | None = None,
+    quiet: bool = True,
+    progress: bool | None = None,
+    **options: Any,
+) -> Result:
+    """Render feature visualizations of `targets` (the target grammar of `fv render`, or spec
+    files) of `model`: an nn.Module in memory, or a model name as `--model` takes it.
+
+    A model object is rendered as it is, on its own device (or `device=`): fv works on a copy of
+    it, in eval mode, so the module comes back unchanged (mode, device, dtype, memory format,
+    parameters, hooks). Its normalization is `normalize=` (default: none, as for a factory);
+    `weights=random` re-initializes the copy. It is named `model_name=` in folders and sidecars
+    (default: its class name).
+
+    Keyword arguments are the options of `fv render` with the same names and defaults (listed
+    below), checked by the same converters: `steps=256`, `size=128`, `normalize="imagenet"`,
+    `transforms="none"`, `device="cuda"`... Differences: `quiet=True` by default (no messages;
+    `quiet=False` prints what `fv render` prints); the progress bar shows in a notebook or a
+    terminal (`progress=False` hides it); `out=None` renders into a temporary folder that is
+    removed afterwards (`result.save(folder)` writes the files), while `out=FOLDER` writes there
+    as `fv render --out FOLDER` does, resuming what is already rendered. Torchrun and SLURM
+    environments are not read: the API renders in this process (`shard=` still works).
+
+    Returns a Result; bad input raises FvError with the line `fv render` prints. A render stopped
+    by Ctrl-C raises KeyboardInterrupt (finished units are kept under `out`); a failed write raises
+    WriteError. Units that fail are reported in their records (status `failed`), as in the CLI.
+    """
+    model_name = options.pop("model_name", None)
+    unknown = [key for key in options if key not in OPTIONS_BY_KEY or key == "model"]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], [o.key for o in OPTIONS if o.key != "model"], n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise FvError(f"render() got an unknown option {unknown[0]!r}{hint} (the options of fv render, with '_' for '-')")
+    if not targets:
+        raise FvError("render() needs a target, such as 'mixed4a:0-15' or '4:0-3'")
+    for target in targets:
+        if not isinstance(target, str):
+            raise FvError(f"target: expected text such as 'mixed4a:0-15', got {target!r}")
+    modules = None
+    if isinstance(model, str):
+        name = model
+    else:
+        from torch import nn
+
+        if not isinstance(model, nn.Module):
+            raise FvError(f"--model: expected an nn.Module or a model name, got {type(model).__name__}")
+        name = model_name or type(model).__name__
+        modules = {name: model}
+        if options.get("device") is None:  # its own device
+            options["device"] = _module_device(model)
+    if progress is None:
+        progress = _in_notebook() or sys.stderr.isatty()
+    given = convert_options({**options, "model": name, "quiet": quiet, "progress": progress})
+    temporary = None
+    if out is None:
+        temporary = tempfile.mkdtemp(prefix="fv-")
+        given["out"] = temporary
+    else:
+        given["out"] = convert_options({"out": str(out)})["out"]
+    try:
+        outcome = run_targets(list(targets), given, modules=modules, launched=False)
+        if outcome.write_error is not None:
+            raise outcome.write_error
+        if outcome.stopped_by is not None:
+            raise KeyboardInterrupt
+        if outcome.run is None:  # a dry run renders nothing
+            return Result([], 0)
+        root = Path(given["out"])
+        jobs = [_read_job(root, job.folder) for job in outcome.run.jobs]
+        return Result([job for job in jobs if job is not None], outcome.code)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+render.__doc__ += "\n    Options (as `fv render --help` lists them):\n\n" + "\n".join(
+    f"    {option.key} = {default_of(option.key)!r}: {option.help}" for option in OPTIONS if option.key != "model"
+)
+
+
+def layers(
+    model: nn.Module | str = "googlenet",
+    pattern: str | None = None,
+    weights: str | None = None,
+    size: int = 128,
+) -> list[dict]:
+    """Every layer a target can name, in forward order, as `fv layers --json` lists them: dicts of
+    name, alias, shape, layout and channels. `pattern` filters by glob on the name or alias.
+
+    `model`: an nn.Module (left unchanged: fv probes a copy) or a model name. `weights`: for a
+    name, random by default (shapes do not depend on weights); a model object keeps its own.
+    """
+    return layer_listing(model, pattern, weights, size)[1]
+
+
+def layer_listing(model: Any, pattern: str | None, weights: str | None, size: Any) -> tuple[int, list[dict]]:
+    """(the probe size used, the rows) for `fv layers` and `layers`."""
+    import fnmatch
+
+    from fvcli.errors import raised
+    from fvcli.layers import list_layers
+    from fvcli.models import load_model
+
+    size = convert_options({"size": size})["size"]  # the bounds of fv render's --size
+    modules = None
+    if isinstance(model, str):
+        name = model
+    else:
+        name, modules = type(model).__name__, model
+    loaded = load_model(name, weights or ("random" if modules is None else "default"), 0, quiet=True, module=modules)
+    device = _module_device(loaded.module) or "cpu"
+    try:
+        infos = list_layers(loaded.module, size, device)
+    except (Exception, SystemExit) as error:  # the model's own code: one line, whatever it does
+        if loaded.native_size is None or loaded.native_size == size:
+            raise FvError(f"{name} cannot run on a {size} px image (it {raised(error)}); try a larger --size") from None
+        size = loaded.native_size
+        try:
+            infos = list_layers(loaded.module, size, device)
+        except (Exception, SystemExit) as error:
+            raise FvError(f"model {name}: forward {raised(error)}") from None
+    alias_of = {path: alias for alias, path in loaded.aliases.items()}
+    rows = []
+    for info in infos:
+        alias = alias_of.get(info.key)
+        if pattern is not None and not (fnmatch.fnmatch(info.key, pattern) or (alias and fnmatch.fnmatch(alias, pattern))):
+            continue
+        layout = info.layout
+        rows.append({
+            "name": info.key,
+            "alias": alias,
+            "shape": info.output,
+            "layout": layout.kind if layout else None,
+            "channels": layout.channels if layout else None,
+        })
+    return size, rows

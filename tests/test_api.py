@@ -1,0 +1,190 @@
+"""The Python API: fvcli.render and fvcli.layers render models in memory and by name, leave a model
+object as it came, write what `fv render` writes, and fail with the CLI's lines."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from click.testing import CliRunner
+from torch import nn
+
+import fvcli
+from conftest import TINY, fv
+from fvcli.cli import cli
+from tiny_model import make
+
+FAST = {"steps": 4, "size": 24, "dtype": "float32"}
+
+
+def snapshot(model: nn.Module) -> dict:
+    """Everything fv must give back as it came: modes, values, devices, layouts, dtypes, hooks."""
+    return {
+        "training": [m.training for m in model.modules()],
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "grad": [p.requires_grad for p in model.parameters()],
+        "devices": [p.device for p in model.parameters()],
+        "dtypes": [p.dtype for p in model.parameters()],
+        "channels_last": [p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in model.parameters()],
+        "hooks": [(list(m._forward_hooks), list(m._forward_pre_hooks), list(m._backward_hooks)) for m in model.modules()],
+        "modules": [type(m).__name__ for m in model.modules()],
+    }
+
+
+def assert_unchanged(model: nn.Module, before: dict) -> None:
+    after = snapshot(model)
+    for key in ("training", "grad", "devices", "dtypes", "channels_last", "hooks", "modules"):
+        assert after[key] == before[key], key
+    assert after["state"].keys() == before["state"].keys()
+    for name, value in before["state"].items():
+        assert torch.equal(after["state"][name], value), name
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_a_model_object_renders_and_comes_back_as_it_came(mode):
+    model = make()
+    getattr(model, mode)()
+    model[0].register_forward_hook(lambda m, i, o: None)  # the caller's own hook stays
+    before = snapshot(model)
+    result = fvcli.render(model, "conv3:0-3", **FAST)
+    assert_unchanged(model, before)
+    assert [r["objective"] for r in result.records] == [f"conv3:{c}" for c in range(4)]
+    assert all(r["status"] in ("ok", "dead") for r in result.records)
+    assert [image.size for image in result.images] == [(24, 24)] * 4
+    assert result.grid.size == fvcli.render(model, "conv3:0-3", **FAST).grid.size
+    assert result.sidecar["model"]["weights"] == "in-memory"
+    assert result.sidecar["engine"]["batchnorms_folded"] == 1  # in fv's copy
+    assert result._repr_png_() == result.jobs[0].files["Sequential/conv3/grid.png"]
+
+
+def test_a_channels_last_float64_model_keeps_its_layout_and_dtype():
+    model = make().double().to(memory_format=torch.channels_last)
+    before = snapshot(model)
+    assert any(before["channels_last"])
+    result = fvcli.render(model, "conv2:0-1", model_name="tiny64", **FAST)
+    assert_unchanged(model, before)
+    assert result.jobs[0].folder == "tiny64/conv2"
+
+
+def test_a_torchvision_model_with_random_weights():
+    model = torchvision.models.resnet18()  # random init, in train mode
+    before = snapshot(model)
+    result = fvcli.render(model, "layer2:0-1", steps=4, size=32, dtype="float32", normalize="imagenet")
+    assert_unchanged(model, before)
+    assert len(result.images) == 2 and result.images[0].size == (32, 32)
+    assert result.sidecar["settings"]["normalization"]["mean"] == [0.485, 0.456, 0.406]
+
+
+def test_a_bare_sequential_names_its_layers_by_digits():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 6, 3), nn.BatchNorm2d(6), nn.ReLU())
+    before = snapshot(model)
+    result = fvcli.render(model, "4:0-3", "neuron(2:1)", "layer(4)", **FAST)
+    assert_unchanged(model, before)
+    assert [job.folder for job in result.jobs] == ["Sequential/4", "Sequential/neuron_2_1", "Sequential/layer_4"]
+    assert [r["objective"] for r in result.records] == ["4:0", "4:1", "4:2", "4:3"]
+    assert [row["name"] for row in fvcli.layers(model)] == ["0", "1", "2", "3", "4"]
+    assert_unchanged(model, before)
+
+
+def test_diversity_gives_a_list_of_images_per_unit():
+    result = fvcli.render(make(), "conv3:0-1", diversity=2, **FAST)
+    assert [len(images) for images in result.images] == [2, 2]
+
+
+def test_save_writes_the_files_of_fv_render_byte_for_byte(tmp_path):
+    options = ["--steps", "4", "--size", "24", "--weights", "random"]
+    fv("render", "conv3:0-2", "--model", TINY, *options, "--out", str(tmp_path / "cli"), "-q")
+    result = fvcli.render(TINY, "conv3:0-2", steps=4, size=24, weights="random")
+    folders = result.save(tmp_path / "api")
+    cli_files = sorted(p.relative_to(tmp_path / "cli") for p in (tmp_path / "cli").rglob("*") if p.is_file())
+    api_files = sorted(p.relative_to(tmp_path / "api") for p in (tmp_path / "api").rglob("*") if p.is_file())
+    assert cli_files == api_files and len(cli_files) == 5
+    assert folders == [tmp_path / "api" / cli_files[0].parent]
+    for name in cli_files:
+        cli_bytes, api_bytes = (tmp_path / "cli" / name).read_bytes(), (tmp_path / "api" / name).read_bytes()
+        if name.name == "grid.json":
+            cli_json, api_json = json.loads(cli_bytes), json.loads(api_bytes)
+            for sidecar in (cli_json, api_json):
+                sidecar.pop("timing")
+                sidecar["engine"].pop("load_seconds", None)
+            assert cli_json == api_json
+        else:
+            assert cli_bytes == api_bytes, name
+    # With out=, the API writes there itself, and a second call resumes: nothing to render.
+    again = fvcli.render(TINY, "conv3:0-2", steps=4, size=24, weights="random", out=tmp_path / "cli")
+    assert [r["seed"] for r in again.records] == [r["seed"] for r in result.records]
+
+
+@pytest.mark.parametrize(
+    "kwargs, args",
+    [
+        ({"steps": 0}, ["--steps", "0"]),
+        ({"size": 4096}, ["--size", "4096"]),
+        ({"param": "fourrier"}, ["--param", "fourrier"]),
+        ({"normalize": "0.5,0.5/1,1,1"}, ["--normalize", "0.5,0.5/1,1,1"]),
+    ],
+)
+def test_bad_options_raise_the_clis_line(kwargs, args):
+    with pytest.raises(fvcli.FvError) as error:
+        fvcli.render(TINY, "conv3:0", weights="random", **kwargs)
+    output = CliRunner().invoke(cli, ["render", "conv3:0", "--model", TINY, "--weights", "random", *args]).output
+    assert output.strip() == f"fv: error: {error.value}"
+
+
+@pytest.mark.parametrize("target", ["conv3:0 +", "conv9:0", "conv3:99", "3*4"])
+def test_bad_targets_raise_the_clis_line(target):
+    with pytest.raises(fvcli.FvError) as error:
+        fvcli.render(TINY, target, weights="random", **FAST)
+    output = CliRunner().invoke(cli, ["render", target, "--model", TINY, "--weights", "random", "--size", "24"]).output
+    assert output.strip() == f"fv: error: {error.value}"
+
+
+def test_api_only_errors():
+    with pytest.raises(fvcli.FvError, match="unknown option 'stpes'; did you mean steps"):
+        fvcli.render(make(), "conv3:0", stpes=4)
+    with pytest.raises(fvcli.FvError, match="expected an nn.Module or a model name, got int"):
+        fvcli.render(42, "conv3:0")
+    with pytest.raises(fvcli.FvError, match="needs a target"):
+        fvcli.render(make())
+    planned = fvcli.render(make(), "conv3:0-1", dry_run=True, **FAST)  # prints the plan, renders nothing
+    assert planned.jobs == [] and planned._repr_png_() is None
+
+
+def test_layers_lists_what_fv_layers_lists():
+    listed = json.loads(fv("layers", "--model", TINY, "--json", "conv*"))["layers"]
+    assert fvcli.layers(TINY, "conv*") == listed
+    model = make().train()
+    before = snapshot(model)
+    assert fvcli.layers(model, "conv*") == listed  # shapes do not depend on weights
+    assert_unchanged(model, before)
+
+
+def test_importing_fvcli_stays_light():
+    code = (
+        "import sys, fvcli; fvcli.__version__; assert 'torch' not in sys.modules and 'fvcli.api' not in sys.modules; "
+        "fvcli.render; assert 'fvcli.api' in sys.modules and 'torch' not in sys.modules and 'fvcli.cli' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+
+
+def test_the_readmes_python_example_runs(tmp_path, monkeypatch):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Python", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "outputs" / "run" / "Sequential" / "2" / "grid.png").is_file()
+
+
+def test_the_notebooks_cells_run(tmp_path, monkeypatch):
+    notebook = json.loads((Path(__file__).parents[1] / "docs" / "fv.ipynb").read_text())
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "docs/fv.ipynb", "exec"), namespace)
+    assert len(namespace["result"].records) == 4 and namespace["negative"].images[0].size == (32, 32)
