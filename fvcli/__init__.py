@@ -10,7 +10,7 @@ The Python API (fvcli.api) loads on first use, so that `import fvcli` stays ligh
 import sys
 import types
 
-__version__ = "0.1.0"
+from fvcli.version import __version__
 
 __all__ = ["__version__", "render", "layers", "Result", "JobResult", "FvError"]
 

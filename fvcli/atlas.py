@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
 
-from fvcli import __version__
+from fvcli.version import __version__
 from fvcli.errors import FvError
 from fvcli.jobs import safe_component
 from fvcli.messages import plural

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from fvcli import __version__
+from fvcli.version import __version__
 from fvcli.api import (
     channel_jobs, convert_options, layer_listing, load_spec_jobs, report_merges, run_targets,
     target_requests,

@@ -32,7 +32,7 @@ from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
-from fvcli import __version__
+from fvcli.version import __version__
 from fvcli.capture import forward_to, layer_shapes
 from fvcli.devices import pick_device
 from fvcli.engine import input_normalization

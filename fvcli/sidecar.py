@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 import torchvision
 
-from fvcli import __version__
+from fvcli.version import __version__
 from fvcli.devices import device_name
 from fvcli.engine import describe, input_normalization
 from fvcli.layers import split_key
