@@ -292,7 +292,7 @@ class Run:
 
                 size = job.input_size or settings.size
                 # The device's kind, not its thread count: workers with fewer threads make the same choice.
-                kind = device_name(self.device).split(" (")[0] if self.device.type == "cpu" else device_name(self.device)
+                kind = "cpu" if self.device.type == "cpu" else device_name(self.device)
                 cache_key = tuning.key_of("dtype", kind, model.architecture, layers_of(objectives), size, len(objectives))
                 self.dtypes[key] = tuning.choose_dtype(cache_key, step, self.device)
 

@@ -105,7 +105,11 @@ def objective_text(job: Job) -> str:
     return f"target: {job.request.target.describe()}, maximized{several}"
 
 
-def timing(seconds: float, units: int, images: int, steps: int, load_seconds: float, batch_sizes, device: str) -> dict:
+def timing(
+    seconds: float, units: int, images: int, steps: int, load_seconds: float, batch_sizes, device: str,
+    compile_seconds: float = 0.0, dtype_step_seconds: dict | None = None,
+) -> dict:
+    """`dtype_step_seconds`: what --dtype auto timed, if it did."""
     return {
         "seconds": round(seconds, 4),
         "units_per_second": round(units / seconds, 4) if seconds else None,
@@ -113,6 +117,8 @@ def timing(seconds: float, units: int, images: int, steps: int, load_seconds: fl
         "model_load_seconds": round(load_seconds, 4),
         "batch_sizes": sorted(batch_sizes),
         "device": device,
+        "compile_seconds": round(compile_seconds, 3),
+        "dtype_step_seconds": dtype_step_seconds,
     }
 
 
@@ -161,11 +167,10 @@ def job_sidecar(
         "engine": engine,
         "grid": {"image": "grid.png", "rows": rows, "columns": columns},
         "units": [unit_record(r) for r in records],
-        "timing": {
-            **timing(seconds, len(records), images, settings.steps, load_seconds, batch_sizes, device_name(device)),
-            "compile_seconds": compiled["seconds"] if compiled else 0.0,
-            "dtype_step_seconds": (dtype or {}).get("seconds"),  # what --dtype auto timed, if it did
-        },
+        "timing": timing(
+            seconds, len(records), images, settings.steps, load_seconds, batch_sizes, device_name(device),
+            compiled["seconds"] if compiled else 0.0, (dtype or {}).get("seconds"),
+        ),
         "environment": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -181,5 +186,6 @@ def combined(sidecar: dict, timings: list[dict], records: list[dict], images: in
     load = max(t["model_load_seconds"] for t in timings)
     batch_sizes = {size for t in timings for size in t["batch_sizes"]}
     steps = sidecar["settings"]["steps"]
-    summed = timing(seconds, len(records), images, steps, load, batch_sizes, timings[0]["device"])
+    compile_seconds = sum(t.get("compile_seconds", 0.0) for t in timings)  # sidecars of older shards lack it
+    summed = timing(seconds, len(records), images, steps, load, batch_sizes, timings[0]["device"], compile_seconds, timings[0].get("dtype_step_seconds"))
     return {**sidecar, "units": records, "timing": {**summed, "shards": len(timings)}}

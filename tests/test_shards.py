@@ -49,6 +49,7 @@ def test_torchrun_ranks_render_their_shards_and_rank_0_assembles_the_grids(tmp_p
     assert files(tmp_path) == single  # no manifests left, every PNG and sidecar as from one process
     sidecar = json.loads((tmp_path / FOLDERS[0] / "grid.json").read_text())
     assert sidecar["timing"]["shards"] == 2 and sidecar["timing"]["batch_sizes"] == [1]
+    assert sidecar["timing"]["compile_seconds"] == 0  # the shards' timing fields survive assembly
 
 
 def test_worker_processes_split_the_units_and_the_parent_assembles_them(tmp_path, single):
