@@ -32,7 +32,7 @@ from fvcli.capture import forward_to, layer_shapes  # noqa: E402
 from fvcli.devices import device_name, pick_device  # noqa: E402
 from fvcli.engine import dtype_name, render_batch  # noqa: E402
 from fvcli.fold import fold_batchnorms  # noqa: E402
-from fvcli.layers import infer_layout  # noqa: E402
+from fvcli.layer_keys import infer_layout  # noqa: E402
 from fvcli.models import load_model  # noqa: E402
 from fvcli.normalization import IMAGENET  # noqa: E402
 from fvcli.objectives import batch_values, channel  # noqa: E402

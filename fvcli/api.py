@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import io
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -31,15 +30,15 @@ from fvcli.errors import FvError, WriteError
 from fvcli.jobs import JobRequest
 from fvcli.limits import MAX_UNITS
 from fvcli.messages import plural, sayer
-from fvcli.settings import OPTIONS, OPTIONS_BY_KEY, RenderSettings, RunSettings, default_of, split
+from fvcli.results import Examples, JobResult, LayerExamples, Result
+from fvcli.settings import EXAMPLES_BY_KEY, OPTIONS, OPTIONS_BY_KEY, RenderSettings, RunSettings, default_of, split
 from fvcli.spec import load_examples, load_spec
-from fvcli.targets import Target, parse_target
+from fvcli.targets import Interpolation, Target, parse_target
 
 if TYPE_CHECKING:
-    from PIL import Image
     from torch import nn
 
-__all__ = ["render", "layers", "Result", "JobResult", "FvError"]
+__all__ = ["render", "layers", "examples", "Result", "JobResult", "Examples", "LayerExamples", "FvError"]
 
 
 # ---- what the CLI and the API share ----
@@ -117,9 +116,60 @@ def _spec_examples(specs: dict[str, list[JobRequest]], run_settings: RunSettings
         if grouped:
             say("fv: a shard collects no dataset examples; run the command without --shard for them")
         return []
-    from fvcli.examples import Collection
+    from fvcli.dataset_examples import Collection
 
     return [Collection(requests, settings, run_settings, say) for settings, requests in grouped.items() if requests]
+
+
+def collect_examples(
+    targets: list[str], given: dict[str, Any], modules: dict | None = None
+) -> tuple[list, RunSettings]:
+    """The collections of dataset examples that `fv examples TARGETS` makes (validated: models,
+    layers, image folders; nothing written), one per set of examples settings, and the run's
+    settings. `given`: converted option values of fv examples."""
+    import os
+
+    from fvcli.settings import EXAMPLES_KEYS, ExamplesSettings
+
+    own = {key: value for key, value in given.items() if key in EXAMPLES_KEYS}
+    shared = {key: value for key, value in given.items() if key not in EXAMPLES_KEYS}
+    if "images" in own:
+        folder = Path(own["images"]).expanduser()
+        if not folder.exists():
+            raise FvError(f"--images {own['images']}: folder not found")
+        if not folder.is_dir():
+            raise FvError(f"--images {own['images']}: not a folder")
+        own["images"] = os.path.abspath(folder)
+    grouped: dict[ExamplesSettings, list[JobRequest]] = {}
+    run_values: dict[str, Any] = {}
+    plain: list[tuple[str, Target]] = []
+    for argument in targets:
+        if argument.lower().endswith((".yaml", ".yml")):
+            requests = channel_jobs(load_spec_jobs(argument, shared, run_values))
+            if not requests:
+                raise FvError(f"{argument}: no LAYER:CHANNELS job; dataset examples are collected per channel")
+            section = {**(load_examples(argument) or {}), **own}
+            if "images" not in section:
+                raise FvError(f"{argument}: no 'examples:' section with 'images:'; pass --images DIR")
+            grouped.setdefault(ExamplesSettings(**section), []).extend(requests)
+            continue
+        try:
+            target = parse_target(argument)
+        except ValueError as error:
+            raise FvError(f"target: {error}") from None
+        if target.channels_of_layer is None:
+            raise FvError(f"target {argument}: dataset examples are per channel; give LAYER or LAYER:CHANNELS, such as mixed4a:0-63")
+        plain.append((argument, target))
+    if plain:
+        if "images" not in own:
+            raise FvError("fv examples needs --images DIR: a folder of JPEG or PNG images, such as an ImageNet validation folder")
+        grouped.setdefault(ExamplesSettings(**own), []).extend(target_requests(plain, shared))
+    run_settings = dataclasses.replace(RunSettings(), **{**run_values, **split(shared)[1]})
+
+    from fvcli.dataset_examples import Collection  # torch loads here, after the cheap checks
+
+    say = sayer(run_settings.quiet)
+    return [Collection(requests, settings, run_settings, say, modules) for settings, requests in grouped.items()], run_settings
 
 
 @dataclass
@@ -252,110 +302,6 @@ def report_merges(merges: list, say) -> int:
     return code
 
 
-# ---- results ----
-
-
-@dataclass
-class JobResult:
-    """One job's output, read back from the files `fv render` writes.
-
-    `files` holds every file's bytes by its path relative to the output folder
-    (MODEL/LAYER/grid.png, ...), so that `save` writes exactly those bytes.
-    """
-
-    folder: str  # relative to the output folder: MODEL/LAYER, or NAME for a named spec job
-    sidecar: dict  # grid.json
-    files: dict[str, bytes] = field(repr=False)
-
-    @property
-    def records(self) -> list[dict]:
-        """Per unit, as grid.json lists them: label, objective, image, status, values, seed..."""
-        return self.sidecar.get("units", [])
-
-    @property
-    def grid(self) -> Image.Image:
-        """The job's grid.png."""
-        return self._image(f"{self.folder}/grid.png")
-
-    @property
-    def images(self) -> list[Any]:
-        """One PIL image per unit; a list of them for a unit of several images (--diversity,
-        interpolation frames); None for a unit that failed."""
-        from fvcli.output import unit_images
-
-        images = []
-        for record in self.records:
-            names = unit_images(record)
-            loaded = [self._image(f"{self.folder}/{name}") for name in names]
-            images.append(None if not loaded else loaded[0] if len(loaded) == 1 and "images" not in record else loaded)
-        return images
-
-    def _image(self, path: str) -> Image.Image:
-        from PIL import Image
-
-        image = Image.open(io.BytesIO(self.files[path]))
-        image.load()
-        return image
-
-
-@dataclass
-class Result:
-    """What `render` made: one JobResult per job. `grid`, `images`, `records` and `sidecar` are
-    those of the first job (most renders have one); `jobs` lists them all."""
-
-    jobs: list[JobResult]
-    exit_code: int = 0  # as `fv render` would exit: 0, or 1 when some units failed
-
-    @property
-    def grid(self) -> Image.Image:
-        return self.jobs[0].grid
-
-    @property
-    def images(self) -> list[Any]:
-        return self.jobs[0].images
-
-    @property
-    def records(self) -> list[dict]:
-        return self.jobs[0].records
-
-    @property
-    def sidecar(self) -> dict:
-        return self.jobs[0].sidecar
-
-    def save(self, out: str | Path) -> list[Path]:
-        """Write the files `fv render --out OUT` writes (unit PNGs with their records, grid.png,
-        grid.json) under `out`, byte for byte; return the job folders."""
-        from fvcli.output import atomic_write
-
-        folders = []
-        for job in self.jobs:
-            for relative, data in job.files.items():
-                path = Path(out) / relative
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(path, lambda temporary, data=data: temporary.write_bytes(data))
-            folders.append(Path(out) / job.folder)
-        return folders
-
-    def _repr_png_(self) -> bytes | None:
-        """A notebook shows a result as its grid (none after a dry run)."""
-        return self.jobs[0].files[f"{self.jobs[0].folder}/grid.png"] if self.jobs else None
-
-
-def _read_job(out: Path, folder: Path) -> JobResult | None:
-    import json
-
-    from fvcli.output import unit_images
-
-    sidecar_path = folder / "grid.json"
-    if not sidecar_path.is_file():  # a shard's job waiting for others: nothing whole to show
-        return None
-    sidecar = json.loads(sidecar_path.read_text())
-    relative = folder.relative_to(out).as_posix()
-    names = ["grid.png", "grid.json", *(name for unit in sidecar.get("units", []) for name in unit_images(unit))]
-    files = {f"{relative}/{name}": (folder / name).read_bytes() for name in names if (folder / name).is_file()}
-    return JobResult(relative, sidecar, files)
-
-
 # ---- the API ----
 
 
@@ -371,6 +317,54 @@ def _module_device(module: nn.Module) -> str | None:
     for tensor in (*module.parameters(), *module.buffers()):
         return str(tensor.device)
     return None
+
+
+def _texts(targets: tuple) -> tuple:
+    """Targets as text: objectives built in Python (fvcli.channel(...) ...) print as theirs."""
+    return tuple(str(t) if isinstance(t, (Target, Interpolation)) else t for t in targets)
+
+
+def _call_options(
+    function: str, model: Any, targets: tuple, out: Any, quiet: bool, progress: bool | None, options: dict, by_key: dict
+) -> tuple[dict[str, Any], dict | None, str | None]:
+    """What `render` and `examples` do with their arguments: check the options' names and values
+    as the CLI does, take a model object as it is (on its own device unless `device=`), and pick a
+    temporary output folder when `out` is None. Returns (converted options, model objects by name,
+    the temporary folder to remove afterwards or None)."""
+    model_name = options.pop("model_name", None)
+    unknown = [key for key in options if key not in by_key or key == "model"]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], [key for key in by_key if key != "model"], n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        command = "fv render" if function == "render" else "fv examples"
+        raise FvError(f"{function}() got an unknown option {unknown[0]!r}{hint} (the options of {command}, with '_' for '-')")
+    if not targets:
+        raise FvError(f"{function}() needs a target, such as 'mixed4a:0-15' or '4:0-3'")
+    for target in targets:
+        if not isinstance(target, str):
+            raise FvError(f"target: expected text such as 'mixed4a:0-15' or an objective such as fvcli.channel('mixed4a', 97), got {target!r}")
+    modules = None
+    if isinstance(model, str):
+        name = model
+    else:
+        from torch import nn
+
+        if not isinstance(model, nn.Module):
+            raise FvError(f"--model: expected an nn.Module or a model name, got {type(model).__name__}")
+        name = model_name or type(model).__name__
+        modules = {name: model}
+        if options.get("device") is None:  # its own device
+            options["device"] = _module_device(model)
+    if progress is None:
+        progress = _in_notebook() or sys.stderr.isatty()
+    given = convert_options({**options, "model": name, "quiet": quiet, "progress": progress}, by_key)
+    temporary = None
+    if out is None:
+        temporary = tempfile.mkdtemp(prefix="fv-")
+        given["out"] = temporary
+    else:
+        given["out"] = convert_options({"out": str(out)}, by_key)["out"]
+    return given, modules, temporary
 
 
 def render(
@@ -403,38 +397,8 @@ def render(
     by Ctrl-C raises KeyboardInterrupt (finished units are kept under `out`); a failed write raises
     WriteError. Units that fail are reported in their records (status `failed`), as in the CLI.
     """
-    model_name = options.pop("model_name", None)
-    unknown = [key for key in options if key not in OPTIONS_BY_KEY or key == "model"]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], [o.key for o in OPTIONS if o.key != "model"], n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise FvError(f"render() got an unknown option {unknown[0]!r}{hint} (the options of fv render, with '_' for '-')")
-    if not targets:
-        raise FvError("render() needs a target, such as 'mixed4a:0-15' or '4:0-3'")
-    for target in targets:
-        if not isinstance(target, str):
-            raise FvError(f"target: expected text such as 'mixed4a:0-15', got {target!r}")
-    modules = None
-    if isinstance(model, str):
-        name = model
-    else:
-        from torch import nn
-
-        if not isinstance(model, nn.Module):
-            raise FvError(f"--model: expected an nn.Module or a model name, got {type(model).__name__}")
-        name = model_name or type(model).__name__
-        modules = {name: model}
-        if options.get("device") is None:  # its own device
-            options["device"] = _module_device(model)
-    if progress is None:
-        progress = _in_notebook() or sys.stderr.isatty()
-    given = convert_options({**options, "model": name, "quiet": quiet, "progress": progress})
-    temporary = None
-    if out is None:
-        temporary = tempfile.mkdtemp(prefix="fv-")
-        given["out"] = temporary
-    else:
-        given["out"] = convert_options({"out": str(out)})["out"]
+    targets = _texts(targets)
+    given, modules, temporary = _call_options("render", model, targets, out, quiet, progress, options, OPTIONS_BY_KEY)
     try:
         outcome = run_targets(list(targets), given, modules=modules, launched=False)
         if outcome.write_error is not None:
@@ -444,7 +408,7 @@ def render(
         if outcome.run is None:  # a dry run renders nothing
             return Result([], 0)
         root = Path(given["out"])
-        jobs = [_read_job(root, job.folder) for job in outcome.run.jobs]
+        jobs = [JobResult.read(root, job.folder) for job in outcome.run.jobs]
         return Result([job for job in jobs if job is not None], outcome.code)
     finally:
         if temporary is not None:
@@ -454,6 +418,50 @@ def render(
 render.__doc__ += "\n    Options (as `fv render --help` lists them):\n\n" + "\n".join(
     f"    {option.key} = {default_of(option.key)!r}: {option.help}" for option in OPTIONS if option.key != "model"
 )
+
+
+def examples(
+    model: nn.Module | str = "googlenet",
+    *targets: str,
+    images: str | Path | None = None,
+    out: str | Path | None = None,
+    quiet: bool = True,
+    progress: bool | None = None,
+    **options: Any,
+) -> Examples:
+    """Dataset examples of `targets` (LAYER or LAYER:CHANNELS, or spec files), as `fv examples`
+    collects them: per channel, the images of the folder `images` that excite it most (`top`) and
+    suppress it most (`bottom`), each with its value, position and crop box.
+
+        ex = fvcli.examples(model, "layer3:0-15", images="photos/", k=8)
+        ex.records[0]["top"][0]   # {"path": ..., "value": ..., "position": [y, x], "box": [...]}
+        ex.strip(5)               # channel 5's top strip (PIL); ex.strip(5, bottom=True)
+        ex.crops(5)               # its top images, each cropped around where it fired most
+        ex.save("outputs/run")    # the files `fv examples --out outputs/run` writes
+
+    `model` is taken as `render` takes it (an nn.Module, left unchanged, or a model name).
+    Keyword arguments are the options of `fv examples` (`k`, `crop`, `weights`, `normalize`,
+    `device`, `batch_size`, `force`...). `out=None` collects into a temporary folder that is
+    removed afterwards; `out=FOLDER` writes there and reuses what is already collected.
+    Bad input raises FvError with the line `fv examples` prints.
+    """
+    if images is not None:
+        options["images"] = str(images)
+    targets = _texts(targets)
+    given, modules, temporary = _call_options("examples", model, targets, out, quiet, progress, options, EXAMPLES_BY_KEY)
+    try:
+        collections, run_settings = collect_examples(list(targets), given, modules)
+        if run_settings.dry_run:
+            return Examples([])
+        for collection in collections:
+            code = collection.execute()
+            if code:  # only a signal stops a collection: as render does
+                raise KeyboardInterrupt
+        root = Path(given["out"])
+        return Examples([LayerExamples.read(root, job.folder) for c in collections for job in c.jobs])
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
 
 
 def layers(
@@ -476,7 +484,7 @@ def layer_listing(model: Any, pattern: str | None, weights: str | None, size: An
     import fnmatch
 
     from fvcli.errors import raised
-    from fvcli.layers import list_layers
+    from fvcli.layer_keys import list_layers
     from fvcli.models import load_model
 
     size = convert_options({"size": size})["size"]  # the bounds of fv render's --size

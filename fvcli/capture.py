@@ -12,7 +12,7 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
-from fvcli.layers import select, split_key
+from fvcli.layer_keys import probe_images, select, split_key
 
 
 class _AllCaptured(Exception):
@@ -53,5 +53,5 @@ def forward_to(model: nn.Module, x: Tensor, layers: Iterable[str]) -> dict[str, 
 def layer_shapes(model: nn.Module, layers: Iterable[str], size: int, device: torch.device) -> dict[str, tuple[int, ...]]:
     """Each layer's output shape for one `size` x `size` image (a cheap probe, no gradients)."""
     with torch.no_grad():
-        acts = forward_to(model, torch.zeros(1, 3, size, size, device=device), layers)
+        acts = forward_to(model, probe_images(model, 1, size, device), layers)
     return {path: tuple(a.shape) for path, a in acts.items()}

@@ -5,9 +5,7 @@ Options come from fvcli.settings.OPTIONS, the same table the spec files are chec
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,18 +13,12 @@ from typing import Any
 import click
 
 from fvcli.version import __version__
-from fvcli.api import (
-    channel_jobs, convert_options, layer_listing, load_spec_jobs, report_merges, run_targets,
-    target_requests,
-)
+from fvcli.api import collect_examples, convert_options, layer_listing, report_merges, run_targets
 from fvcli.errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, FvError, WriteError
-from fvcli.jobs import JobRequest
 from fvcli.messages import plural, sayer as _say
-from fvcli.spec import load_examples
 from fvcli.settings import (
-    EXAMPLES_KEYS, OPTIONS, OPTIONS_BY_KEY, ExamplesSettings, RunSettings, default_of, examples_options, split,
+    EXAMPLES_BY_KEY, EXAMPLES_KEYS, OPTIONS, OPTIONS_BY_KEY, default_of, examples_options,
 )
-from fvcli.targets import Target, parse_target
 
 EXIT_INTERRUPTED = 130
 
@@ -83,13 +75,6 @@ def _with_options(command, options: tuple = OPTIONS):
 def _with_selected(options: tuple):
     """A decorator that adds these options (a selection of OPTIONS and others) to a command."""
     return lambda command: _with_options(command, options)
-
-
-_converted = convert_options
-_target_requests = target_requests
-_load_spec = load_spec_jobs
-_channel_jobs = channel_jobs
-_report_merges = report_merges
 
 
 class FvGroup(click.Group):
@@ -153,7 +138,7 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
     job writes one PNG per unit, grid.png and grid.json into OUT/MODEL/LAYER/ (or
     OUT/NAME/ for a named spec job).
     """
-    return run_targets(list(targets), _converted(values), echo=click.echo).code
+    return run_targets(list(targets), convert_options(values), echo=click.echo).code
 
 
 @cli.command(short_help="List the model names fv knows, or those a glob matches.")
@@ -238,10 +223,7 @@ def merge(out: Path, quiet: bool) -> int:
     if not merges:
         say(f"fv: nothing to merge in {out}: no shard manifests (grid.shard-I-of-N.json) under it")
         return 0
-    return _report_merges(merges, say)
-
-
-EXAMPLES_BY_KEY = {option.key: option for option in examples_options()}
+    return report_merges(merges, say)
 
 
 @cli.command(
@@ -270,46 +252,7 @@ def examples(targets: tuple[str, ...], **values: Any) -> int:
     examples.json. A stopped run (Ctrl-C: exit 130) continues where it stopped; a finished
     one is skipped unless --force.
     """
-    cli_values = _converted(values, EXAMPLES_BY_KEY)
-    own = {key: value for key, value in cli_values.items() if key in EXAMPLES_KEYS}
-    shared = {key: value for key, value in cli_values.items() if key not in EXAMPLES_KEYS}
-    if "images" in own:
-        folder = Path(own["images"]).expanduser()
-        if not folder.exists():
-            raise FvError(f"--images {own['images']}: folder not found")
-        if not folder.is_dir():
-            raise FvError(f"--images {own['images']}: not a folder")
-        own["images"] = os.path.abspath(folder)
-    grouped: dict[ExamplesSettings, list[JobRequest]] = {}
-    run_values: dict[str, Any] = {}
-    plain: list[tuple[str, Target]] = []
-    for argument in targets:
-        if argument.lower().endswith((".yaml", ".yml")):
-            requests = _channel_jobs(_load_spec(argument, shared, run_values))
-            if not requests:
-                raise FvError(f"{argument}: no LAYER:CHANNELS job; dataset examples are collected per channel")
-            section = {**(load_examples(argument) or {}), **own}
-            if "images" not in section:
-                raise FvError(f"{argument}: no 'examples:' section with 'images:'; pass --images DIR")
-            grouped.setdefault(ExamplesSettings(**section), []).extend(requests)
-            continue
-        try:
-            target = parse_target(argument)
-        except ValueError as error:
-            raise FvError(f"target: {error}") from None
-        if target.channels_of_layer is None:
-            raise FvError(f"target {argument}: dataset examples are per channel; give LAYER or LAYER:CHANNELS, such as mixed4a:0-63")
-        plain.append((argument, target))
-    if plain:
-        if "images" not in own:
-            raise FvError("fv examples needs --images DIR: a folder of JPEG or PNG images, such as an ImageNet validation folder")
-        grouped.setdefault(ExamplesSettings(**own), []).extend(_target_requests(plain, shared))
-    run_settings = dataclasses.replace(RunSettings(), **{**run_values, **split(shared)[1]})
-
-    from fvcli.examples import Collection  # torch loads here, after the cheap checks
-
-    say = _say(run_settings.quiet)
-    collections = [Collection(requests, settings, run_settings, say) for settings, requests in grouped.items()]
+    collections, run_settings = collect_examples(list(targets), convert_options(values, EXAMPLES_BY_KEY))
     if run_settings.dry_run:
         for line in (line for collection in collections for line in collection.plan()):
             click.echo(line)

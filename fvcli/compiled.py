@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from fvcli.layers import select, split_key
+from fvcli.layer_keys import select, split_key
 
 MODE = "default"  # inductor's mode; max-autotune is measured by benchmarks/bench.py --compile-probe
 

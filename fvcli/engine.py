@@ -19,6 +19,9 @@ from torch import Tensor
 
 from fvcli import regularizers
 from fvcli.capture import forward_to
+from fvcli.errors import FvError
+from fvcli.layer_keys import input_channels
+from fvcli.messages import plural
 from fvcli.models import LoadedModel
 from fvcli.normalization import IMAGENET, Normalization
 from fvcli.objectives import Objective, batch_plan, batch_values, layers_of
@@ -36,12 +39,12 @@ class Stopped(Exception):
 
 @dataclass
 class BatchResult:
-    images: Tensor  # (N, 3, H, W) float32 in [0, 1], on the CPU
+    images: Tensor  # (N, C, H, W) float32 in [0, 1], on the CPU; C: the model's image channels
     start: list[float]  # each objective on its initial image, untransformed
     final: list[float]  # each objective on its final image, untransformed
     errors: list[str | None]  # per image: why it failed, or None
     similarity: list[float | None] | None = None  # per group with diversity: final Gram similarity
-    steps: dict[int, Tensor] = field(default_factory=dict)  # --save-steps: step -> (N, 3, H, W) on the CPU
+    steps: dict[int, Tensor] = field(default_factory=dict)  # --save-steps: step -> (N, C, H, W) on the CPU
 
 
 @dataclass(frozen=True)
@@ -58,23 +61,33 @@ class Groups:
 
 
 def input_normalization(model: LoadedModel, setting) -> Normalization | None:
-    """The (mean, std) images are normalized with before the model, from the `normalize` setting."""
+    """The (mean, std) images are normalized with before the model, from the `normalize` setting;
+    one value per image channel (or one for all), else FvError."""
     if setting == "model":
-        return model.normalization
-    if setting == "imagenet":
-        return IMAGENET
-    if setting == "none":
-        return None
-    return setting
+        chosen = model.normalization
+    elif setting == "imagenet":
+        chosen = IMAGENET
+    elif setting == "none":
+        chosen = None
+    else:
+        chosen = setting
+    channels = input_channels(model.module)
+    if chosen is not None and len(chosen[0]) not in (1, channels):
+        given = "imagenet" if setting == "imagenet" else f"{len(chosen[0])} means and standard deviations"
+        raise FvError(
+            f"--normalize {given} does not fit {model.name}, whose images have {plural(channels, 'channel')}; "
+            f"give {'one' if channels == 1 else f'1 or {channels}'}, or none"
+        )
+    return chosen
 
 
 def dtype_name(settings: RenderSettings, device: torch.device) -> str:
     return "bfloat16-autocast" if use_bf16(settings.dtype, device) else "float32"
 
 
-def describe(settings: RenderSettings, device: torch.device, normalization: Normalization | None) -> dict:
+def describe(settings: RenderSettings, device: torch.device, normalization: Normalization | None, channels: int = 3) -> dict:
     """Every setting that changes the image, with the values the engine uses, for the sidecar."""
-    param = make_param(settings.param, [0], 8, settings.decorrelate)
+    param = make_param(settings.param, [0], 8, settings.decorrelate, channels)
     return {
         "steps": settings.steps,
         "size": settings.size,
@@ -166,7 +179,7 @@ def render_batch(
     assert len(objectives) == len(seeds) > 0
     bf16 = use_bf16(settings.dtype, device)
     score = _Scorer(model, objectives, device, input_normalization(model, settings.normalize), input_size, bf16)
-    param = make_param(settings.param, seeds, settings.size, settings.decorrelate).to(device)
+    param = make_param(settings.param, seeds, settings.size, settings.decorrelate, input_channels(model.module)).to(device)
     if groups is not None and groups.shared:
         param = SharedParam(param, groups.members, seeds).to(device)
     diversity = groups.diversity if groups is not None else None

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from fvcli.capture import forward_to
-from fvcli.layers import split_key
+from fvcli.layer_keys import split_key
 
 TOLERANCE = 1e-3  # relative to the layer's largest magnitude
 

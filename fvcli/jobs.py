@@ -18,7 +18,7 @@ from fvcli.settings import RenderSettings
 from fvcli.targets import Target
 
 if TYPE_CHECKING:  # torch-free at run time: specs are checked before torch loads
-    from fvcli.layers import ResolvedLayer
+    from fvcli.layer_keys import ResolvedLayer
     from fvcli.objectives import Objective
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

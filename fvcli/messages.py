@@ -25,3 +25,19 @@ def sayer(quiet: bool) -> Callable[[str], None]:
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """`1 unit`, `2 units`, `0 units`: a count and its noun, in the right number."""
     return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
+def progress_bar(show: bool | None, quiet: bool, **options):
+    """A tqdm bar on stderr: a notebook's widget in a notebook, the terminal's elsewhere. `show`
+    None: shown when stderr is a terminal and the run is not quiet."""
+    from tqdm.auto import tqdm
+
+    if show is None:
+        show = not quiet and sys.stderr.isatty()
+    options = {"disable": not show, "file": sys.stderr, "dynamic_ncols": True, **options}
+    try:
+        return tqdm(**options)
+    except ImportError:  # a notebook without ipywidgets, which its bar needs: the text bar
+        from tqdm.std import tqdm as text_bar
+
+        return text_bar(**options)

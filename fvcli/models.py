@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from fvcli.errors import FvError
-from fvcli.layers import hookable_modules
+from fvcli.layer_keys import hookable_modules
 from fvcli.normalization import Normalization
 from fvcli.sources import TIMM_PREFIX, from_factory, from_module, from_timm, is_factory, is_torchscript, module_sha256, torchscript
 from fvcli.weights import Published, download, load_state, random_init, read_state, sha256_of

@@ -13,7 +13,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from fvcli.layers import Layout, at_position, channels_first
+from fvcli.layer_keys import Layout, at_position, channels_first
 
 Activations = Mapping[str, Tensor]
 

@@ -113,11 +113,19 @@ def remove_empty_folders(folder: Path, stop: Path) -> None:
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
-    """A (3, H, W) float tensor in [0, 1] as an 8-bit RGB image (round to nearest)."""
+    """A (C, H, W) float tensor in [0, 1] as an 8-bit image (round to nearest): grayscale for one
+    channel, RGB for three. Other counts (a 4-band model's image) show their first three channels
+    as RGB (the second, for 2, repeated as blue): the sidecar records the image's channels."""
     import torch
 
+    if image.shape[0] == 2:
+        image = torch.cat([image, image[1:]])
+    elif image.shape[0] > 3:
+        image = image[:3]
     array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
-    return Image.fromarray(array.numpy(), mode="RGB")
+    if array.shape[-1] == 1:
+        return Image.fromarray(array[..., 0].numpy())  # "L"
+    return Image.fromarray(array.numpy())  # "RGB"
 
 
 RECORD_KEY = "fv-unit"  # the PNG text chunk that holds a unit's record

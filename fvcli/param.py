@@ -36,17 +36,21 @@ def _init(seeds: list[int], shape: tuple[int, ...]) -> Tensor:
 
 
 class ImageParam(nn.Module):
-    """A batch of images, one per seed, as trainable tensors; calling it returns RGB in [0, 1]."""
+    """A batch of images, one per seed, as trainable tensors; calling it returns images in [0, 1].
+
+    `channels`: 3 (RGB) for most models; 1 for grayscale models, 4 or more for models of other
+    imagery. Colours are decorrelated for RGB only (the correlation is ImageNet's).
+    """
 
     name = "base"
 
-    def __init__(self, size: int, decorrelate: bool):
+    def __init__(self, size: int, decorrelate: bool, channels: int = 3):
         super().__init__()
-        self.size, self.decorrelate = size, decorrelate
+        self.size, self.channels, self.decorrelate = size, channels, decorrelate and channels == 3
         self.register_buffer("color", _color_matrix(), persistent=False)
 
     def raw(self) -> Tensor:
-        """Unbounded images (N, 3, H, W) before colour mixing and the sigmoid."""
+        """Unbounded images (N, channels, H, W) before colour mixing and the sigmoid."""
         raise NotImplementedError
 
     def forward(self) -> Tensor:
@@ -56,7 +60,8 @@ class ImageParam(nn.Module):
         return torch.sigmoid(x)
 
     def describe(self) -> dict:
-        return {"name": self.name, "decorrelate": self.decorrelate, "init_std": INIT_STD}
+        described = {"name": self.name, "decorrelate": self.decorrelate, "init_std": INIT_STD}
+        return described if self.channels == 3 else {**described, "channels": self.channels}
 
     @torch.no_grad()
     def blur_(self, sigma: float) -> None:
@@ -67,8 +72,8 @@ class ImageParam(nn.Module):
 class FourierParam(ImageParam):
     name = "fourier"
 
-    def __init__(self, seeds: list[int], size: int, decorrelate: bool = True, decay: float = DECAY_POWER):
-        super().__init__(size, decorrelate)
+    def __init__(self, seeds: list[int], size: int, decorrelate: bool = True, channels: int = 3, decay: float = DECAY_POWER):
+        super().__init__(size, decorrelate, channels)
         self.decay = decay
         fy = torch.fft.fftfreq(size)[:, None]
         fx = torch.fft.rfftfreq(size)[None, :]
@@ -76,7 +81,7 @@ class FourierParam(ImageParam):
         scale = 1.0 / frequency.clamp_min(1.0 / size) ** decay
         self.register_buffer("scale", scale[None, None, :, :, None], persistent=False)
         self.register_buffer("frequency", frequency, persistent=False)
-        self.spectrum = nn.Parameter(_init(seeds, (3, size, size // 2 + 1, 2)))
+        self.spectrum = nn.Parameter(_init(seeds, (channels, size, size // 2 + 1, 2)))
 
     def raw(self) -> Tensor:
         spectrum = torch.view_as_complex((self.scale * self.spectrum).contiguous())
@@ -96,9 +101,9 @@ class FourierParam(ImageParam):
 class PixelParam(ImageParam):
     name = "pixel"
 
-    def __init__(self, seeds: list[int], size: int, decorrelate: bool = True):
-        super().__init__(size, decorrelate)
-        self.pixels = nn.Parameter(_init(seeds, (3, size, size)))
+    def __init__(self, seeds: list[int], size: int, decorrelate: bool = True, channels: int = 3):
+        super().__init__(size, decorrelate, channels)
+        self.pixels = nn.Parameter(_init(seeds, (channels, size, size)))
 
     def raw(self) -> Tensor:
         return self.pixels
@@ -115,11 +120,11 @@ class PyramidParam(ImageParam):
     the full size, 1/2, 1/4 and 1/8, so coarse structure can move as fast as fine detail.
     """
 
-    def __init__(self, seeds: list[int], size: int, decorrelate: bool = True, divisors: tuple[int, ...] = (1, 2, 4, 8), name: str = "laplacian"):
-        super().__init__(size, decorrelate)
+    def __init__(self, seeds: list[int], size: int, decorrelate: bool = True, channels: int = 3, divisors: tuple[int, ...] = (1, 2, 4, 8), name: str = "laplacian"):
+        super().__init__(size, decorrelate, channels)
         self.name, self.divisors = name, divisors
         self.levels = nn.ParameterList(
-            nn.Parameter(_init([(s + i * 7919) % 2**63 for s in seeds], (3, max(1, size // d), max(1, size // d))))
+            nn.Parameter(_init([(s + i * 7919) % 2**63 for s in seeds], (channels, max(1, size // d), max(1, size // d))))
             for i, d in enumerate(divisors)
         )
 
@@ -155,7 +160,7 @@ class SharedParam(nn.Module):
             index[list(group)] = g
         self.register_buffer("group_of", index, persistent=False)
         self.shared = nn.ParameterList(
-            nn.Parameter(_init([(seeds[group[0]] + 104729 * (i + 1)) % 2**63 for group in members], (3, side, side)))
+            nn.Parameter(_init([(seeds[group[0]] + 104729 * (i + 1)) % 2**63 for group in members], (inner.channels, side, side)))
             for i, side in enumerate(self.resolutions)
         )
 
@@ -184,12 +189,12 @@ class SharedParam(nn.Module):
         self.inner.blur_(sigma)
 
 
-def _lowres(seeds: list[int], size: int, decorrelate: bool = True) -> PyramidParam:
-    return PyramidParam(seeds, size, decorrelate, divisors=(4,), name="lowres")
+def _lowres(seeds: list[int], size: int, decorrelate: bool = True, channels: int = 3) -> PyramidParam:
+    return PyramidParam(seeds, size, decorrelate, channels, divisors=(4,), name="lowres")
 
 
 PARAMETERIZATIONS = {"fourier": FourierParam, "pixel": PixelParam, "lowres": _lowres, "laplacian": PyramidParam}
 
 
-def make_param(name: str, seeds: list[int], size: int, decorrelate: bool) -> ImageParam:
-    return PARAMETERIZATIONS[name](seeds, size, decorrelate=decorrelate)
+def make_param(name: str, seeds: list[int], size: int, decorrelate: bool, channels: int = 3) -> ImageParam:
+    return PARAMETERIZATIONS[name](seeds, size, decorrelate=decorrelate, channels=channels)

@@ -17,7 +17,7 @@ import torch
 
 from fvcli.errors import FvError
 from fvcli.jobs import safe_component, stable_seed
-from fvcli.layers import ResolvedLayer, infer_layout, split_key
+from fvcli.layer_keys import ResolvedLayer, infer_layout, split_key
 from fvcli.limits import MAX_UNITS, MAX_WEIGHT, show
 from fvcli.messages import plural
 from fvcli.models import LoadedModel

@@ -25,22 +25,23 @@ from fvcli import tuning
 from fvcli.capture import layer_shapes
 from fvcli.compiled import compile_forward
 from fvcli.devices import device_name, pick_device, use_bf16
-from fvcli.engine import BatchResult, Groups, Stopped, dtype_name, render_batch
+from fvcli.engine import BatchResult, Groups, Stopped, dtype_name, input_normalization, render_batch
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_SOME_FAILED, EXIT_WRITE_FAILED, FvError, WriteError, raised
 from fvcli.objectives import layers_of
 from fvcli.redirect import REDIRECT_STEPS
 from fvcli.fold import fold_batchnorms
 from fvcli.jobs import Job, JobRequest, Unit, plan_batches
-from fvcli.layers import LayerError
+from fvcli.layer_keys import LayerError, probe_images
 from fvcli.resolve import Resolver, unit_name, unit_seed
 from fvcli.models import LoadedModel, load_model, model_key
 from fvcli.merge import remove_manifests, write_manifest
-from fvcli.messages import plural
+from fvcli.messages import plural, progress_bar
 from fvcli.output import check_output_folders, read_record, remove_empty_folders, save_png, to_pil, write_grid, write_json
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.sidecar import UnitRecord, job_sidecar, unit_record
 from fvcli.signals import StopOnSignals
 from fvcli.targets import describe_channels
+from fvcli.transforms import Pipeline
 from fvcli.writer import Writer
 
 RENDER_VERSION = 2  # raise when fv renders the same settings into different images
@@ -170,9 +171,11 @@ class Run:
         model = self._model(settings)
         where = f"{request.origin}: " if request.origin else ""
 
+        canvas = Pipeline.from_setting(settings.transforms).canvas(settings.size, settings.size)[0]
+
         def probe(key: str) -> tuple[tuple[int, ...], int | None]:
             try:
-                return self._shape(model, key, settings.size)
+                return self._shape(model, key, settings.size, canvas)
             except LayerError as error:  # a tuple or dict output, or a missing element
                 raise FvError(str(error)) from None
             except _TooSmall as small:
@@ -184,6 +187,7 @@ class Run:
 
         resolver = Resolver(model, settings, probe)
         try:
+            input_normalization(model, settings.normalize)  # fits the model's channels
             resolved = resolver.units(request.target)
             layer = resolver.main_layer(request.target)
         except FvError as error:
@@ -209,32 +213,47 @@ class Run:
     def _probe(self, model: LoadedModel, key: str, size: int) -> tuple[int, ...]:
         return layer_shapes(model.module, [key], size, self.device)[key]
 
-    def _shape(self, model: LoadedModel, key: str, size: int) -> tuple[tuple[int, ...], int | None]:
+    def _shape(self, model: LoadedModel, key: str, size: int, canvas: int) -> tuple[tuple[int, ...], int | None]:
         """The layer's output shape, and the input size images are resized to (None: as rendered).
 
-        Models that take one input size only (ViTs) run at the size they were trained at; for other
-        models a failure means this image is too small (_TooSmall), unless the model fails on a
-        large image too: then its forward is broken (FvError). LayerError: a tuple or dict output.
+        Models that take one input size only (ViTs) run at the size they were trained at. A model
+        that runs at the image's size but not at the transforms' larger canvas (`canvas`), such
+        as a 28 px digit classifier whose Linear layer fixes the size, is fed the transformed
+        image resized back to `size`. For other models a failure means this image is too small
+        (_TooSmall), unless the model fails on a large image too: then its forward is broken
+        (FvError). LayerError: a tuple or dict output.
         """
         try:
-            return self._probe(model, key, size), None
+            shape = self._probe(model, key, size)
         except LayerError:
             raise
         except (Exception, SystemExit) as error:
-            if model.native_size not in (None, size):
-                try:
-                    return self._probe(model, key, model.native_size), model.native_size
-                except LayerError:
-                    raise
-                except (Exception, SystemExit):
-                    raise _TooSmall(error) from None
+            return self._shape_elsewhere(model, key, size, error)
+        if canvas != size:
             try:
-                self._probe(model, key, max(size, ANY_MODEL_RUNS_AT))
+                self._probe(model, key, canvas)
             except LayerError:
                 raise
             except (Exception, SystemExit):
-                raise _forward_failed(model, error) from None
-            raise _TooSmall(error) from None
+                return shape, size
+        return shape, None
+
+    def _shape_elsewhere(self, model: LoadedModel, key: str, size: int, error: BaseException) -> tuple[tuple[int, ...], int | None]:
+        """The layer's shape for a model that failed (`error`) to compute it on a `size` px image."""
+        if model.native_size not in (None, size):
+            try:
+                return self._probe(model, key, model.native_size), model.native_size
+            except LayerError:
+                raise
+            except (Exception, SystemExit):
+                raise _TooSmall(error) from None
+        try:
+            self._probe(model, key, max(size, ANY_MODEL_RUNS_AT))
+        except LayerError:
+            raise
+        except (Exception, SystemExit):
+            raise _forward_failed(model, error) from None
+        raise _TooSmall(error) from None
 
     def _check_folders(self) -> None:
         check_output_folders([(job.folder, job.request.origin) for job in self.jobs], writable=not self.settings.dry_run)
@@ -335,10 +354,11 @@ class Run:
 
     def _batch_key(self, job: Job, unit: Unit) -> tuple:
         # Units share a batch when only their seeds differ (each unit carries its own seed), and
-        # when they have as many images, grouped alike. The last entry is the images per unit.
+        # when they have as many images, grouped alike, and the model sees them at one size. The last
+        # entry is the images per unit.
         settings = job.request.settings
         diversity = job.diversity_layer.key if job.diversity_layer else None
-        return (model_key(settings), dataclasses.replace(settings, seed=0), diversity, unit.shared, len(unit.objectives))
+        return (model_key(settings), dataclasses.replace(settings, seed=0), diversity, unit.shared, job.input_size, len(unit.objectives))
 
     def _flatten(self, batch: list[tuple[Job, Unit]]) -> tuple[list, list[int], Groups | None]:
         """The batch's images in order, their seeds, and how they group into units."""
@@ -364,7 +384,7 @@ class Run:
             layers = {layer for job in jobs for unit in job.units for o in unit.objectives for layer in o.layers}
             layers |= {job.diversity_layer.key for job in jobs if job.diversity_layer}
             size = jobs[0].input_size or jobs[0].request.settings.size
-            probe = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(self.device)
+            probe = probe_images(model.module, 2, size, self.device, seed=0)
             probe = probe.contiguous(memory_format=torch.channels_last)
             try:
                 self.folded[key] = fold_batchnorms(model.module, sorted(layers), probe)
@@ -550,23 +570,13 @@ class Run:
         self.writer.submit(lambda: write_manifest(job.folder, self.settings.shard, job.request.settings.size, units, sidecar))
 
     def _progress(self, total: int) -> tqdm:
-        show = self.settings.progress
-        if show is None:
-            show = not self.settings.quiet and sys.stderr.isatty()
-        options = dict(
+        return progress_bar(
+            self.settings.progress,
+            self.settings.quiet,
             total=total,
-            disable=not show,
             unit="unit",
-            file=sys.stderr,
-            dynamic_ncols=True,
             bar_format="{l_bar}{bar}| {n:.0f}/{total} units [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
         )
-        try:
-            return tqdm(**options)
-        except ImportError:  # a notebook without ipywidgets, which its bar needs: the text bar
-            from tqdm.std import tqdm as text_bar
-
-            return text_bar(**options)
 
     def _render(self, batch: list[tuple[Job, Unit]], bar: tqdm, done: int) -> tuple[BatchResult, float]:
         job = batch[0][0]

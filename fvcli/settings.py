@@ -282,25 +282,31 @@ def count_or_auto(maximum: int) -> Callable[[Any], int | None]:
     return convert
 
 
-def _triple(value: Any) -> tuple[float, float, float]:
+MAX_IMAGE_CHANNELS = 16  # more than any imaging model we know of takes (RGB, infrared, depth ...)
+
+
+def _per_channel(value: Any) -> tuple[float, ...]:
     if isinstance(value, str):
         value = value.split(",")
-    if not isinstance(value, (list, tuple)) or len(value) != 3:
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_IMAGE_CHANNELS:
         raise ValueError
-    return tuple(number(v) for v in value)  # type: ignore[return-value]
+    return tuple(number(v) for v in value)
 
 
 def normalize(value: Any) -> Any:
-    """`model`, `imagenet`, `none`, `M,M,M/S,S,S` (text) or {mean: [...], std: [...]} (YAML)."""
-    expected = "expected model, imagenet, none, MEAN,MEAN,MEAN/STD,STD,STD or {mean: [3 numbers], std: [3 numbers]}"
+    """`model`, `imagenet`, `none`, `M,M,M/S,S,S` (text) or {mean: [...], std: [...]} (YAML): one
+    mean and one standard deviation per image channel (3 for RGB, 1 for grayscale)."""
+    expected = "expected model, imagenet, none, MEAN,MEAN,MEAN/STD,STD,STD (one per image channel) or {mean: [...], std: [...]}"
     if value in NORMALIZE_NAMES:
         return value
     try:
         if isinstance(value, dict) and set(value) == {"mean", "std"}:
-            mean, std = _triple(value["mean"]), _triple(value["std"])
+            mean, std = _per_channel(value["mean"]), _per_channel(value["std"])
         elif isinstance(value, str) and value.count("/") == 1:
-            mean, std = (_triple(part) for part in value.split("/"))
+            mean, std = (_per_channel(part) for part in value.split("/"))
         else:
+            raise ValueError
+        if len(mean) != len(std):
             raise ValueError
     except (ValueError, TypeError):
         raise ValueError(f"{expected}, {_got(value)}") from None
@@ -416,6 +422,9 @@ def examples_options() -> tuple[Option, ...]:
         for key in _EXAMPLES_SHARED
     )
     return (*shared, *EXAMPLES_OPTIONS)
+
+
+EXAMPLES_BY_KEY = {option.key: option for option in examples_options()}
 
 
 def default_of(key: str) -> Any:

@@ -17,7 +17,7 @@ import torchvision
 from fvcli.version import __version__
 from fvcli.devices import device_name
 from fvcli.engine import describe, input_normalization
-from fvcli.layers import split_key
+from fvcli.layer_keys import input_channels, split_key
 from fvcli.output import SCHEMA_VERSION, grid_shape
 from fvcli.param import SharedParam
 
@@ -132,7 +132,7 @@ def job_sidecar(
     images = sum(len(unit.objectives) for unit in job.units)
     rows, columns = grid_shape(len(records))
     resolved = dataclasses.replace(settings, dtype=dtype["dtype"]) if dtype else settings
-    described = describe(resolved, device, input_normalization(model, settings.normalize))
+    described = describe(resolved, device, input_normalization(model, settings.normalize), input_channels(model.module))
     # What the units were rendered in, as their records say: a rerun that renders nothing, or a
     # resumed one, reports the arithmetic of the images, not of this run.
     rendered_in = {r.dtype for r in records if r.dtype is not None}

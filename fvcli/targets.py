@@ -25,6 +25,7 @@ unit per channel, the rest of the sum shared, e.g. `-mixed4a:0-7` is eight negat
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -176,6 +177,46 @@ class Target:
         simple = self.simple
         return simple if simple is not None and simple.kind == "channel" else None
 
+    # Targets compose as Python objects (fvcli.expressions): `a - 0.5 * b` is the target whose
+    # text is `A - 0.5*B`; the text is what renders, parsed again, so both ways mean the same.
+
+    def __add__(self, other: Target) -> Target:
+        if not isinstance(other, Target):
+            return NotImplemented
+        combined = Target(self.terms + other.terms)
+        multiple = [atom for atom in combined.atoms if atom.multiple]
+        if len(multiple) > 1:
+            from fvcli.errors import FvError
+
+            raise FvError(f"target {combined.describe()!r}: only one atom of a target may name several channels")
+        return combined
+
+    def __sub__(self, other: Target) -> Target:
+        if not isinstance(other, Target):
+            return NotImplemented
+        return self + (-other)
+
+    def __neg__(self) -> Target:
+        return self * -1
+
+    def __mul__(self, factor: float) -> Target:
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor == 0:
+            return NotImplemented
+        return Target(tuple((weight * factor, atom) for weight, atom in self.terms))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, divisor: float) -> Target:
+        if isinstance(divisor, bool) or not isinstance(divisor, (int, float)) or not divisor:
+            return NotImplemented
+        return self * (1.0 / divisor)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def __repr__(self) -> str:
+        return f"Target({self.describe()!r})"
+
     def describe(self) -> str:
         text = ""
         for i, (w, atom) in enumerate(self.terms):
@@ -236,6 +277,12 @@ class Interpolation:
 
     def describe(self) -> str:
         return f"interpolate({self.start.describe()}, {self.end.describe()}, frames={self.frames})"
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def __repr__(self) -> str:
+        return f"Interpolation({self.describe()!r})"
 
     def expand(self) -> list[tuple[int | None, Interpolation]]:
         return [(None, self)]

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from fvcli.errors import FvError
+from fvcli.layer_keys import input_channels
 
 if TYPE_CHECKING:
     from fvcli.normalization import Normalization
@@ -109,7 +110,7 @@ def random_init(module: nn.Module, seed: int, normalization: Normalization | Non
 
 
 def _calibrate(module: nn.Module, norms: list, generator: torch.Generator, normalization) -> None:
-    images = torch.rand(CALIBRATION_IMAGES, 3, CALIBRATION_SIZE, CALIBRATION_SIZE, generator=generator)
+    images = torch.rand(CALIBRATION_IMAGES, input_channels(module), CALIBRATION_SIZE, CALIBRATION_SIZE, generator=generator)
     if normalization is not None:
         mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization)
         images = (images - mean) / std

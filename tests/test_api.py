@@ -163,6 +163,75 @@ def test_layers_lists_what_fv_layers_lists():
     assert_unchanged(model, before)
 
 
+def test_objectives_compose_as_python_objects_and_print_as_their_target_text():
+    objective = fvcli.channel("conv3", 5) - 0.5 * fvcli.neuron("conv2", 3)
+    assert str(objective) == "conv3:5 - 0.5*neuron(conv2:3)"
+    assert repr(objective) == "Target('conv3:5 - 0.5*neuron(conv2:3)')"
+    assert objective == fvcli.target("conv3:5 - 0.5*neuron(conv2:3)")  # the parsed text is the same object
+    assert str(fvcli.channel("4", range(4))) == "4:0-3"  # a Sequential's digit layer
+    assert str(fvcli.neuron("conv2", [1, 2], y=3, x=4)) == "neuron(conv2:1-2, y=3, x=4)"
+    assert str(2 * fvcli.deepdream("conv2") / 4) == "0.5*layer(conv2)"
+    assert str(-fvcli.channel("conv3", 1) + fvcli.logit(3)) == "-conv3:1 + logit:3"
+    assert str(fvcli.probability("tabby cat")) == "probability:'tabby cat'"
+    assert str(fvcli.direction("conv3", torch.tensor([1.0, 0.0, -2.5]))) == "direction(conv3, [1, 0, -2.5])"
+    assert str(fvcli.direction("conv3", "random:4")) == "direction(conv3, random:4)"
+    frames = fvcli.interpolate(fvcli.channel("conv3", 1), "conv3:2", frames=3)
+    assert str(frames) == "interpolate(conv3:1, conv3:2, frames=3)"
+
+    model = make()
+    by_object = fvcli.render(model, objective, frames, **FAST)
+    by_text = fvcli.render(model, "conv3:5 - 0.5*neuron(conv2:3)", "interpolate(conv3:1, conv3:2, frames=3)", **FAST)
+    pngs = [{k: v for k, v in r.jobs[0].files.items() if k.endswith(".png")} for r in (by_object, by_text)]
+    assert pngs[0] == pngs[1] and len(pngs[0]) == 2  # the same images, byte for byte
+    assert by_object.records[0]["objective"] == "conv3:5 - 0.5*neuron(conv2:3)"
+    assert len(by_object.jobs[1].images[0]) == 3
+
+    with pytest.raises(fvcli.FvError, match=r"only one atom of a target may name several channels"):
+        fvcli.channel("conv3", [0, 1]) + fvcli.channel("conv2", [1, 2])
+    with pytest.raises(fvcli.FvError, match=r"target: unexpected 'b' at column 3"):
+        fvcli.channel("a b", 1)
+    with pytest.raises(fvcli.FvError, match=r"give both y and x"):
+        fvcli.neuron("conv2", 1, y=2)
+    with pytest.raises(fvcli.FvError, match=r"unknown layer|conv9"):
+        fvcli.render(model, fvcli.channel("conv9", 1), **FAST)
+
+
+def test_examples_gives_the_dataset_examples_as_data(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for i in range(5):
+        pixels = (torch.rand(40, 44, 3, generator=generator) * 255).to(torch.uint8).numpy()
+        from PIL import Image
+
+        Image.fromarray(pixels).save(folder / f"photo{i}.png")
+    model = make().train()
+    before = snapshot(model)
+    examples = fvcli.examples(model, "conv3:0-2", images=folder, k=3, crop=16)
+    assert_unchanged(model, before)
+    assert [r["channel"] for r in examples.records] == [0, 1, 2]
+    top = examples.records[1]["top"]
+    assert len(top) == 3 and [e["value"] for e in top] == sorted((e["value"] for e in top), reverse=True)
+    assert {e["path"] for e in top} <= {f"photo{i}.png" for i in range(5)}
+    assert examples.strip(1).size == (3 * 16 + 2 * 2, 16) and examples.strip(1, bottom=True).size[1] == 16
+    crops = examples.crops(1)
+    assert len(crops) == 3 and crops[0].size == (16, 16)
+    assert examples._repr_png_().startswith(b"\x89PNG")
+    # The files `fv examples` writes, byte for byte (the strips; examples.json up to its folder).
+    cli_options = ["--weights", "random", "--images", str(folder), "--k", "3", "--crop", "16", "--out", str(tmp_path / "cli"), "-q"]
+    fv("examples", "conv3:0-2", "--model", TINY, *cli_options)
+    again = fvcli.examples(TINY, "conv3:0-2", images=folder, k=3, crop=16, weights="random")
+    again.save(tmp_path / "api")
+    strips = sorted((tmp_path / "cli").rglob("*.png"))
+    assert len(strips) == 6
+    for strip in strips:
+        assert strip.read_bytes() == (tmp_path / "api" / strip.relative_to(tmp_path / "cli")).read_bytes()
+    with pytest.raises(fvcli.FvError, match="no such folder|folder not found"):
+        fvcli.examples(model, "conv3:0", images=tmp_path / "nowhere")
+    with pytest.raises(fvcli.FvError, match="unknown option 'kk'; did you mean k"):
+        fvcli.examples(model, "conv3:0", images=folder, kk=3)
+
+
 def test_importing_fvcli_stays_light():
     code = (
         "import sys, fvcli; fvcli.__version__; assert 'torch' not in sys.modules and 'fvcli.api' not in sys.modules; "
@@ -188,3 +257,5 @@ def test_the_notebooks_cells_run(tmp_path, monkeypatch):
         if cell["cell_type"] == "code":
             exec(compile("".join(cell["source"]), "docs/fv.ipynb", "exec"), namespace)
     assert len(namespace["result"].records) == 4 and namespace["negative"].images[0].size == (32, 32)
+    assert namespace["mixed"].records[0]["objective"] == "layer2:1 - 0.5*neuron(layer2:2)"
+    assert [image.mode for image in namespace["gray"].images] == ["L"] * 4

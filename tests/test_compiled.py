@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import QUICK, TINY, fv
+from conftest import TINY, fv
 from fvcli import tuning
 from fvcli.capture import forward_to
 from fvcli.compiled import compile_forward

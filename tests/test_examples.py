@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import TINY, fv
 from fvcli.errors import FvError
-from fvcli.examples import LayerState, Placement, load_image
+from fvcli.dataset_examples import LayerState, Placement, load_image
 from fvcli.jobs import JobRequest
 from fvcli.models import load_model
 from fvcli.settings import RenderSettings

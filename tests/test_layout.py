@@ -64,7 +64,7 @@ def test_the_import_graph_finds_imports_of_every_kind():
     assert "version" in graph["cli"]  # from fvcli.version import __version__
     assert "distributed" in graph["api"]  # from fvcli import distributed
     assert "runner" in graph["workers"]  # inside a function
-    assert "layers" in graph["jobs"]  # under TYPE_CHECKING
+    assert "layer_keys" in graph["jobs"]  # under TYPE_CHECKING
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 

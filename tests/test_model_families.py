@@ -10,7 +10,7 @@ import torch
 
 from conftest import fv
 from fvcli.errors import FvError
-from fvcli.layers import infer_layout
+from fvcli.layer_keys import infer_layout
 from fvcli.models import load_model
 from fvcli.runner import Run
 from fvcli.jobs import JobRequest

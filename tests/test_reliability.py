@@ -4,7 +4,6 @@ whose parent is killed, a cut PNG on resume. Real processes, real files, a real 
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time

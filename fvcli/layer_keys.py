@@ -33,6 +33,25 @@ class Layout:
         return 1 if self.kind in ("nchw", "flat") else -1
 
 
+def input_channels(model: nn.Module) -> int:
+    """How many channels the model's images have: the input channels of its first convolution
+    (1 for grayscale models, 4 for RGB + infrared ...), or 3 where there is none to read."""
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        kind = type(module).__name__ if not hasattr(module, "original_name") else module.original_name
+        if kind in ("Conv2d", "LazyConv2d") and isinstance(weight, Tensor) and weight.dim() == 4:
+            return weight.shape[1] * getattr(module, "groups", 1)
+    return 3
+
+
+def probe_images(model: nn.Module, count: int, size: int, device: torch.device | str = "cpu", seed: int | None = None) -> Tensor:
+    """`count` images of the model's channel count: zeros, or uniform noise from `seed`."""
+    shape = (count, input_channels(model), size, size)
+    if seed is None:
+        return torch.zeros(shape, device=device)
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
 def split_key(key: str) -> tuple[str, str | None]:
     """`blocks.3@0` -> ("blocks.3", "0"); `mixed4a` -> ("mixed4a", None)."""
     path, sep, element = key.partition("@")
@@ -167,7 +186,7 @@ def list_layers(model: nn.Module, size: int, device: torch.device | str = "cpu")
         handles.append(module.register_forward_hook(lambda m, i, o, name=name: outputs.setdefault(name, o)))
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, size, size, device=device))
+            model(probe_images(model, 1, size, device))
     finally:
         for handle in handles:
             handle.remove()

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import signal
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,8 +37,8 @@ from fvcli.devices import pick_device
 from fvcli.engine import input_normalization
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FvError
 from fvcli.jobs import JobRequest
-from fvcli.layers import Layout, ResolvedLayer, channels_first
-from fvcli.messages import plural
+from fvcli.layer_keys import Layout, ResolvedLayer, channels_first, input_channels, probe_images
+from fvcli.messages import plural, progress_bar
 from fvcli.models import LoadedModel, load_model, model_key
 from fvcli.normalization import Normalization
 from fvcli.output import BACKGROUND, GAP, SCHEMA_VERSION, atomic_write, check_output_folders, save_png, write_json
@@ -194,7 +193,7 @@ def field_sides(module: torch.nn.Module, infos: list[ResolvedLayer], size: int, 
     gridded = [info for info in infos if grid_of(info)]
     if not gridded:
         return sides
-    pixels = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device).requires_grad_()
+    pixels = probe_images(module, 2, size, device, seed=0).requires_grad_()
     coords = torch.arange(size, device=device, dtype=torch.float32) + 0.5
     with torch.enable_grad():
         acts = forward_to(module, prepare(pixels), [info.key for info in gridded])
@@ -341,11 +340,17 @@ class ModelGroup:
     jobs: list[LayerJob]
 
     def prepare(self, pixels: Tensor) -> Tensor:
-        """Images in [0, 1] as the model's input: normalized as the render engine does, channels_last."""
+        """Images in [0, 1] as the model's input: normalized as the render engine does, channels_last.
+        A grayscale model sees the photos' luma (ITU-R BT.601 weights, as PIL's "L" mode)."""
+        if pixels.shape[1] == 3 and input_channels(self.model.module) == 1:
+            pixels = (pixels * torch.tensor(LUMA, device=pixels.device).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
         if self.normalization is not None:
             mean, std = (torch.tensor(v, device=pixels.device).view(1, -1, 1, 1) for v in self.normalization)
             pixels = (pixels - mean) / std
         return pixels.contiguous(memory_format=torch.channels_last)
+
+
+LUMA = (0.299, 0.587, 0.114)
 
 
 def _rounded(value: float) -> float:
@@ -356,9 +361,17 @@ class Collection:
     """One invocation of `fv examples` (or a spec's `examples:` section): construct (validates
     everything, writes nothing), then `execute()`."""
 
-    def __init__(self, requests: list[JobRequest], settings: ExamplesSettings, run: RunSettings, say: Callable[[str], None]):
+    def __init__(
+        self,
+        requests: list[JobRequest],
+        settings: ExamplesSettings,
+        run: RunSettings,
+        say: Callable[[str], None],
+        modules: dict[str, torch.nn.Module] | None = None,
+    ):
+        """`modules`: model objects in memory (the Python API) by the model names the requests use."""
         assert settings.images is not None
-        self.settings, self.run, self.say = settings, run, say
+        self.settings, self.run, self.say, self.modules = settings, run, say, modules or {}
         self.folder = Path(settings.images)
         self.files = list_images(self.folder)
         if not self.files:
@@ -377,13 +390,20 @@ class Collection:
         settings = request.settings
         key = model_key(settings)
         if key not in self.models:
-            self.models[key] = load_model(settings.model, settings.weights, settings.seed, quiet=self.run.quiet)
+            self.models[key] = load_model(
+                settings.model, settings.weights, settings.seed, quiet=self.run.quiet, module=self.modules.get(settings.model)
+            )
         model = self.models[key]
+        where = f"{request.origin}: " if request.origin else ""
+        if input_channels(model.module) not in (1, 3):
+            raise FvError(
+                f"{where}dataset examples need a model that takes RGB or grayscale images; "
+                f"{settings.model} takes {input_channels(model.module)} channels"
+            )
         normalization = input_normalization(model, settings.normalize)
         group = self.groups.setdefault(
             (key, repr(normalization)), ModelGroup(model, model.native_size or DEFAULT_INPUT_SIZE, normalization, [])
         )
-        where = f"{request.origin}: " if request.origin else ""
         resolver = Resolver(model, settings, lambda layer: (self._probe(group, layer), None))
         try:
             channels = tuple(unit.key for unit in resolver.units(request.target))
@@ -564,10 +584,7 @@ class Collection:
             job.state.save(job.folder / STATE_FILE, job.digest)
 
     def _progress(self, total: int, name: str) -> tqdm:
-        show = self.run.progress
-        if show is None:
-            show = not self.run.quiet and sys.stderr.isatty()
-        return tqdm(total=total, disable=not show, unit="img", file=sys.stderr, dynamic_ncols=True, desc=f"{name} examples"[:40])
+        return progress_bar(self.run.progress, self.run.quiet, total=total, unit="img", desc=f"{name} examples"[:40])
 
     # ---- writing ----
 

@@ -1,0 +1,110 @@
+"""The target grammar as Python objects, for the Python API.
+
+    import fvcli
+    objective = fvcli.channel("layer3", 5) - 0.5 * fvcli.neuron("layer4", 3)
+    print(objective)                # layer3:5 - 0.5*neuron(layer4:3): the target text
+    fvcli.render(model, objective)  # the same as fvcli.render(model, "layer3:5 - 0.5*neuron(layer4:3)")
+
+Each function builds a `targets.Target` (or an `Interpolation`), which combine with `+ - *` and `/`
+by numbers and print as the text `fv render` takes. Rendering goes through that text, parsed in
+the one place targets are parsed, so an object and its text can never mean different things.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from fvcli.errors import FvError
+from fvcli.targets import Interpolation, Target, TargetError, describe_channels, parse_target
+
+__all__ = ["channel", "neuron", "deepdream", "logit", "probability", "direction", "direction_neuron", "interpolate", "target"]
+
+
+def _channels(channels: int | Iterable[int] | None) -> str:
+    if channels is None:
+        return ""
+    if isinstance(channels, bool):
+        raise FvError(f"expected a channel index or indices, got {channels!r}")
+    if isinstance(channels, int):
+        channels = [channels]
+    channels = sorted(set(int(c) for c in channels))
+    if not channels:
+        raise FvError("target: expected at least one channel index")
+    return ":" + describe_channels(tuple(channels))
+
+
+def _parsed(text: str) -> Any:
+    """The target of `text`, checked by the grammar itself; FvError with the CLI's line if bad."""
+    try:
+        return parse_target(text)
+    except TargetError as error:
+        raise FvError(f"target: {error}") from None
+
+
+def target(text: str) -> Target | Interpolation:
+    """A target from its text (`"mixed4a:97 - 0.5*mixed4b:3"`), to combine with the objects here."""
+    return _parsed(text)
+
+
+def channel(layer: str, channels: int | Iterable[int] | None = None) -> Target:
+    """The mean activation of a channel (or, for several, one unit per channel; None: every channel
+    of the layer): `channel("layer3", 5)` is `layer3:5`, `channel("4", range(4))` is `4:0-3`."""
+    return _parsed(f"{layer}{_channels(channels)}")
+
+
+def neuron(layer: str, channels: int | Iterable[int], y: int | None = None, x: int | None = None) -> Target:
+    """A channel at one position, (y, x), or the centre: `neuron("mixed4b", 3)`."""
+    if (y is None) != (x is None):
+        raise FvError("neuron(): give both y and x, or neither (the centre)")
+    where = "" if y is None else f", y={int(y)}, x={int(x)}"
+    return _parsed(f"neuron({layer}{_channels(channels)}{where})")
+
+
+def deepdream(layer: str) -> Target:
+    """DeepDream: the mean squared activation of a whole layer (`layer(LAYER)` in text)."""
+    return _parsed(f"layer({layer})")
+
+
+def _label(label: int | str) -> str:
+    return str(label) if isinstance(label, int) and not isinstance(label, bool) else repr(str(label))
+
+
+def logit(label: int | str) -> Target:
+    """A class logit of the model's output, by index or class name: `logit("goldfish")`."""
+    return _parsed(f"logit:{_label(label)}")
+
+
+def probability(label: int | str) -> Target:
+    """A class probability (the softmax of the logits), by index or class name."""
+    return _parsed(f"probability:{_label(label)}")
+
+
+def _vector(vector: Any) -> str:
+    """A direction as the grammar writes it: a file path, `random:K`, or inline numbers (a list,
+    tuple, tensor or array; written with 6 significant digits)."""
+    if isinstance(vector, str):
+        return vector if vector.startswith("random") else repr(vector)
+    if hasattr(vector, "detach"):
+        vector = vector.detach().cpu().flatten().tolist()
+    elif hasattr(vector, "tolist"):
+        vector = vector.tolist()
+    numbers = list(vector)
+    if not numbers or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        raise FvError("direction(): expected a 1-D vector of numbers, a file path, or 'random:K'")
+    return "[" + ", ".join(f"{float(v):g}" for v in numbers) + "]"
+
+
+def direction(layer: str, vector: Any) -> Target:
+    """A direction in the layer's channel space, averaged over positions: a vector (list, tensor,
+    array), a .npy/.pt file path, or "random:K" for K random directions."""
+    return _parsed(f"direction({layer}, {_vector(vector)})")
+
+
+def direction_neuron(layer: str, vector: Any) -> Target:
+    """A direction at the centre position only."""
+    return _parsed(f"direction_neuron({layer}, {_vector(vector)})")
+
+
+def interpolate(start: Target | str, end: Target | str, frames: int = 8) -> Interpolation:
+    """Frames from `start` to `end`, each maximizing (1 - t) start + t end, sharing a layout."""
+    return _parsed(f"interpolate({start}, {end}, frames={int(frames)})")

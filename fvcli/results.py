@@ -1,0 +1,218 @@
+"""What the Python API gives back: the files a run wrote, read into memory, with the images and
+records as data. A notebook shows a result as its picture; `save` writes the same bytes again."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+def _open(data: bytes) -> Image.Image:
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def _write_files(out: str | Path, files: dict[str, bytes]) -> None:
+    from fvcli.output import atomic_write
+
+    for relative, data in files.items():
+        path = Path(out) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda temporary, data=data: temporary.write_bytes(data))
+
+
+def _read_files(out: Path, folder: Path, names: list[str]) -> dict[str, bytes]:
+    relative = folder.relative_to(out).as_posix()
+    return {f"{relative}/{name}": (folder / name).read_bytes() for name in names if (folder / name).is_file()}
+
+
+# ---- fv render ----
+
+
+@dataclass
+class JobResult:
+    """One job's output, read back from the files `fv render` writes.
+
+    `files` holds every file's bytes by its path relative to the output folder
+    (MODEL/LAYER/grid.png, ...), so that `save` writes exactly those bytes.
+    """
+
+    folder: str  # relative to the output folder: MODEL/LAYER, or NAME for a named spec job
+    sidecar: dict  # grid.json
+    files: dict[str, bytes] = field(repr=False)
+
+    @property
+    def records(self) -> list[dict]:
+        """Per unit, as grid.json lists them: label, objective, image, status, values, seed..."""
+        return self.sidecar.get("units", [])
+
+    @property
+    def grid(self) -> Image.Image:
+        """The job's grid.png."""
+        return _open(self.files[f"{self.folder}/grid.png"])
+
+    @property
+    def images(self) -> list[Any]:
+        """One PIL image per unit; a list of them for a unit of several images (--diversity,
+        interpolation frames); None for a unit that failed."""
+        from fvcli.output import unit_images
+
+        images = []
+        for record in self.records:
+            loaded = [_open(self.files[f"{self.folder}/{name}"]) for name in unit_images(record)]
+            images.append(None if not loaded else loaded[0] if len(loaded) == 1 and "images" not in record else loaded)
+        return images
+
+    @classmethod
+    def read(cls, out: Path, folder: Path) -> JobResult | None:
+        """The job written in `folder` under the output folder `out`; None while it is not whole
+        (a shard's job waiting for the others)."""
+        from fvcli.output import unit_images
+
+        sidecar_path = folder / "grid.json"
+        if not sidecar_path.is_file():
+            return None
+        sidecar = json.loads(sidecar_path.read_text())
+        names = ["grid.png", "grid.json", *(name for unit in sidecar.get("units", []) for name in unit_images(unit))]
+        return cls(folder.relative_to(out).as_posix(), sidecar, _read_files(out, folder, names))
+
+
+@dataclass
+class Result:
+    """What `render` made: one JobResult per job. `grid`, `images`, `records` and `sidecar` are
+    those of the first job (most renders have one); `jobs` lists them all."""
+
+    jobs: list[JobResult]
+    exit_code: int = 0  # as `fv render` would exit: 0, or 1 when some units failed
+
+    @property
+    def grid(self) -> Image.Image:
+        return self.jobs[0].grid
+
+    @property
+    def images(self) -> list[Any]:
+        return self.jobs[0].images
+
+    @property
+    def records(self) -> list[dict]:
+        return self.jobs[0].records
+
+    @property
+    def sidecar(self) -> dict:
+        return self.jobs[0].sidecar
+
+    def save(self, out: str | Path) -> list[Path]:
+        """Write the files `fv render --out OUT` writes (unit PNGs with their records, grid.png,
+        grid.json) under `out`, byte for byte; return the job folders."""
+        for job in self.jobs:
+            _write_files(out, job.files)
+        return [Path(out) / job.folder for job in self.jobs]
+
+    def _repr_png_(self) -> bytes | None:
+        """A notebook shows a result as its grid (none after a dry run)."""
+        return self.jobs[0].files[f"{self.jobs[0].folder}/grid.png"] if self.jobs else None
+
+
+# ---- fv examples ----
+
+
+@dataclass
+class LayerExamples:
+    """The dataset examples of one layer, read back from what `fv examples` writes
+    (MODEL/LAYER/examples/: a top and a bottom strip per channel, and examples.json)."""
+
+    folder: str  # relative to the output folder: MODEL/LAYER/examples
+    sidecar: dict  # examples.json
+    files: dict[str, bytes] = field(repr=False)
+
+    @property
+    def records(self) -> list[dict]:
+        """Per channel: channel, label, and its `top` and `bottom` images, each a dict of path
+        (relative to the images folder), value (the extreme over positions), mean, position (in
+        the layer's grid) and box (the crop, in the original image's pixels)."""
+        return self.sidecar["units"]
+
+    @property
+    def images_folder(self) -> Path:
+        return Path(self.sidecar["images"]["folder"])
+
+    def strip(self, channel: int, bottom: bool = False) -> Image.Image:
+        """The channel's strip of crops: those that excite it most, or (`bottom`) suppress it most."""
+        record = self._record(channel)
+        return _open(self.files[f"{self.folder}/{record['negative_strip' if bottom else 'strip']}"])
+
+    def crops(self, channel: int, bottom: bool = False, size: int | None = None) -> list[Image.Image]:
+        """The channel's examples as separate crops of the original images, `size` px a side
+        (default: the --crop of the run), read from the images folder."""
+        from PIL import Image
+
+        from fvcli.dataset_examples import open_upright
+
+        side = size or self.sidecar["crop"]
+        crops = []
+        for entry in self._record(channel)["bottom" if bottom else "top"]:
+            original = open_upright(self.images_folder / entry["path"])
+            crops.append(original.crop(tuple(entry["box"])).resize((side, side), Image.Resampling.LANCZOS))
+        return crops
+
+    def _record(self, channel: int) -> dict:
+        for record in self.records:
+            if record["channel"] == channel:
+                return record
+        have = ", ".join(str(r["channel"]) for r in self.records[:8])
+        raise KeyError(f"channel {channel} has no examples here (channels {have}{'...' if len(self.records) > 8 else ''})")
+
+    @classmethod
+    def read(cls, out: Path, folder: Path) -> LayerExamples:
+        sidecar = json.loads((folder / "examples.json").read_text())
+        names = ["examples.json", *(name for unit in sidecar["units"] for name in (unit["strip"], unit["negative_strip"]))]
+        return cls(folder.relative_to(out).as_posix(), sidecar, _read_files(out, folder, names))
+
+
+@dataclass
+class Examples:
+    """What `examples` collected: one LayerExamples per layer. `records`, `strip` and `crops` are
+    those of the first layer (most calls name one); `layers` lists them all."""
+
+    layers: list[LayerExamples]
+
+    @property
+    def records(self) -> list[dict]:
+        return self.layers[0].records
+
+    def strip(self, channel: int, bottom: bool = False) -> Image.Image:
+        return self.layers[0].strip(channel, bottom)
+
+    def crops(self, channel: int, bottom: bool = False, size: int | None = None) -> list[Image.Image]:
+        return self.layers[0].crops(channel, bottom, size)
+
+    def save(self, out: str | Path) -> list[Path]:
+        """Write the files `fv examples --out OUT` writes under `out`, byte for byte."""
+        for layer in self.layers:
+            _write_files(out, layer.files)
+        return [Path(out) / layer.folder for layer in self.layers]
+
+    def _repr_png_(self) -> bytes | None:
+        """A notebook shows the first layer's top strips, one row per channel (at most 16)."""
+        from PIL import Image
+
+        if not self.layers:
+            return None
+        strips = [self.layers[0].strip(record["channel"]) for record in self.records[:16]]
+        sheet = Image.new("RGB", (max(s.width for s in strips), sum(s.height + 2 for s in strips)), (255, 255, 255))
+        y = 0
+        for strip in strips:
+            sheet.paste(strip, (0, y))
+            y += strip.height + 2
+        buffer = io.BytesIO()
+        sheet.save(buffer, format="PNG")
+        return buffer.getvalue()

@@ -1,0 +1,111 @@
+"""Models of other imagery: grayscale (1 channel), 4-band (RGB + infrared) and small (28, 32 px)
+inputs render from the API and from factories; the image has the model's channels."""
+
+import json
+import random
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import fvcli
+from conftest import fv
+from fvcli.dataset_examples import load_image
+from test_api import assert_unchanged, snapshot
+
+STEPS = {"steps": 24, "dtype": "float32", "lr": 0.1}
+
+
+def mnist_like(channels: int = 1, size: int = 28) -> nn.Module:
+    """A LeNet-style classifier of 28 px digits (the commonest grayscale notebook model); its
+    Linear layer fixes the input size."""
+    torch.manual_seed(0)
+    side = ((size - 4) // 2 - 4) // 2
+    return nn.Sequential(
+        nn.Conv2d(channels, 8, 5), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * side * side, 10),
+    )
+
+
+@pytest.mark.parametrize("channels, size, mode", [(1, 28, "L"), (4, 32, "RGB"), (3, 32, "RGB")])
+def test_models_of_any_channel_count_render_and_come_back_unchanged(channels, size, mode):
+    model = mnist_like(channels, size).train()
+    before = snapshot(model)
+    result = fvcli.render(model, "4:0-3", "logit:7", size=size, **STEPS)
+    assert_unchanged(model, before)
+    assert [image.mode for image in result.images] == [mode] * 4
+    assert result.images[0].size == (size, size)
+    described = result.sidecar["settings"]["parameterization"]
+    assert described.get("channels", 3) == channels
+    assert described["decorrelate"] == (channels == 3)  # ImageNet's colour correlation is RGB's
+    for record in result.records + result.jobs[1].records:
+        assert record["status"] in ("ok", "dead")
+        if record["status"] == "ok":
+            assert record["activation_final"] > record["activation_start"]
+    assert result.jobs[1].records[0]["activation_final"] > result.jobs[1].records[0]["activation_start"]
+
+
+def test_a_grayscale_png_is_written_as_grayscale(tmp_path):
+    fvcli.render(mnist_like(), "4:0-1", size=28, out=tmp_path, **STEPS)
+    written = Image.open(tmp_path / "Sequential" / "4" / "4_0000.png")
+    assert written.mode == "L" and written.size == (28, 28)
+    low, high = written.getextrema()
+    assert high - low > 30  # an image, not a flat grey
+    grid = json.loads((tmp_path / "Sequential" / "4" / "grid.json").read_text())
+    assert grid["settings"]["parameterization"]["channels"] == 1
+
+
+def test_normalization_must_fit_the_channels():
+    with pytest.raises(fvcli.FvError, match=r"--normalize imagenet does not fit Sequential, whose images have 1 channel; give one, or none"):
+        fvcli.render(mnist_like(), "4:0", size=28, normalize="imagenet", **STEPS)
+    with pytest.raises(fvcli.FvError, match=r"2 means and standard deviations does not fit Sequential, whose images have 4 channels; give 1 or 4"):
+        fvcli.render(mnist_like(4, 32), "4:0", size=32, normalize="0.5,0.5/0.2,0.2", **STEPS)
+    # One mean and std per channel, or one for all: MNIST's own statistics.
+    result = fvcli.render(mnist_like(), "4:0", size=28, normalize="0.1307/0.3081", **STEPS)
+    assert result.sidecar["settings"]["normalization"] == {"mean": [0.1307], "std": [0.3081]}
+
+
+FACTORY = """
+from torch import nn
+
+def make():
+    return nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.Conv2d(6, 8, 3, stride=2), nn.ReLU())
+"""
+
+
+def test_a_grayscale_factory_renders_and_lists_from_the_cli(tmp_path):
+    (tmp_path / "gray.py").write_text(FACTORY)
+    model = f"{tmp_path / 'gray.py'}:make"
+    listed = json.loads(fv("layers", "--model", model, "--json"))
+    assert [row["name"] for row in listed["layers"]][:2] == ["0", "1"]
+    fv("render", "2:0-2", "--model", model, "--size", "28", "--steps", "8", "--out", str(tmp_path / "out"), "-q")
+    images = sorted((tmp_path / "out").rglob("2_*.png"))
+    assert len(images) == 3 and all(Image.open(p).mode == "L" for p in images)
+    assert Image.open(images[0].parent / "grid.png").mode == "RGB"  # grayscale cells on the grid's background
+
+
+def test_dataset_examples_of_a_grayscale_model_see_the_photos_luma(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = random.Random(3)
+    for i in range(6):
+        Image.frombytes("RGB", (36, 40), rng.randbytes(36 * 40 * 3)).save(folder / f"p{i}.png")
+    model = mnist_like()
+    before = snapshot(model)
+    examples = fvcli.examples(model, "4:0-3", images=folder, k=2, crop=16)
+    assert_unchanged(model, before)
+    assert [record["channel"] for record in examples.records] == [0, 1, 2, 3]
+    assert all(len(record["top"]) == 2 for record in examples.records)
+    # The values are those of the photos in grayscale (BT.601 luma), as the model was trained to see.
+    size = examples.layers[0].sidecar["input_size"]
+    with torch.no_grad():
+        for record in examples.records:
+            best = record["top"][0]
+            rgb = load_image(folder / best["path"], size)
+            luma = (rgb * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+            out = model.eval()[:5](luma[None])[0, record["channel"]]
+            assert out.max().item() == pytest.approx(best["value"], rel=1e-3, abs=1e-5)
+    with pytest.raises(fvcli.FvError, match="dataset examples need a model that takes RGB or grayscale images; Sequential takes 4 channels"):
+        fvcli.examples(mnist_like(4), "4:0", images=folder)
