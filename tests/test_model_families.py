@@ -63,7 +63,8 @@ def test_layers_json_lists_every_layer_in_forward_order():
     names = [row["name"] for row in data["layers"]]
     assert names.index("conv1") < names.index("layer1") < names.index("layer1.0.conv1") < names.index("fc")
     fc = next(row for row in data["layers"] if row["name"] == "fc")
-    assert fc == {"name": "fc", "alias": None, "shape": "(1, 1000)", "layout": "flat", "channels": 1000}
+    assert fc == {"name": "fc", "alias": None, "shape": "(1, 1000)", "layout": "flat", "channels": 1000, "pre_relu_of": None}
+    assert names.index("layer1.0") < names.index("layer1.0_pre_relu") < names.index("layer1.1")  # its residual sum, before the ReLU
 
 
 def test_layers_of_a_fixed_size_model_use_its_size():
