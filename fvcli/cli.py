@@ -44,7 +44,7 @@ model, after the Distill article "Feature Visualization" (Olah, Mordvintsev, Sch
 
 \b
 Exit statuses:
-  0    every unit rendered (units that end dead are flagged in the sidecar)
+  0    every unit rendered (dead and flat units are flagged in the sidecar)
   1    some units failed; the others were still written
   2    bad input (or another run is writing the same folder); nothing was rendered
   3    an output could not be written (disk full, read-only...); finished units are kept

@@ -32,13 +32,16 @@ class UnitRecord:
     label: str
     objective: str
     seed: int
-    status: str = "pending"  # ok, dead (rendered, but the objective ends at exactly zero), failed
+    # ok; dead (rendered, but a maximized objective ends at exactly zero); flat (rendered, but the
+    # objective never moved); failed
+    status: str = "pending"
     images: list[dict] = field(default_factory=list)  # per image: file, objective, start and final values
     error: str | None = None
     seconds: float = 0.0  # this unit's share of its batch's time
     similarity: float | None = None  # diversity: the final mean Gram similarity of its images
     dtype: str | None = None  # the arithmetic it was rendered in (what --dtype resolved to)
     step_images: list[dict] = field(default_factory=list)  # --save-steps: per image and step, {step, image}
+    reason: str | None = None  # dead and flat: why, in one line
 
 
 
@@ -63,6 +66,8 @@ def unit_record(r: UnitRecord) -> dict:
         record["dtype"] = r.dtype
     if r.step_images:
         record["step_images"] = r.step_images
+    if r.reason:
+        record["reason"] = r.reason
     if r.error:
         record["error"] = r.error
     return record
