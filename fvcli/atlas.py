@@ -310,7 +310,10 @@ def _group(jobs: list[Job]) -> dict[tuple[str, str], dict[str, list[Job]]]:
     """model (name, weights) -> layer -> its jobs, each sorted for display; fills Job.group."""
     models: dict[tuple[str, str], dict[str, list[Job]]] = {}
     for job in jobs:
-        layer_key = job.sidecar.get("layer_module") or job.layer
+        # A job of a pre-ReLU twin (a negative image of mixed4a reads mixed4a_pre_relu) is shown
+        # with the layer whose ReLUs the twin feeds, so that a channel's page shows both.
+        twin_of = (job.sidecar.get("pre_relu") or {}).get("of_module")
+        layer_key = twin_of or job.sidecar.get("layer_module") or job.layer
         models.setdefault(job.model_key, {}).setdefault(layer_key, []).append(job)
     ordered = {}
     for key in sorted(models, key=lambda k: (_natural(k[0]), _natural(k[1]))):

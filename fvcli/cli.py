@@ -149,9 +149,10 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
       'mixed4a:97 - 0.5*mixed4b:3'   'neuron(mixed4a:0-15)'   'layer(mixed4c)'
       'logit:goldfish'   'direction(mixed4a, random:8)'   -- -mixed4a:97
       'interpolate(mixed4a:97, mixed4a:143, frames=6)'
-    README.md gives the grammar. Options given here override the spec files. Each
-    job writes one PNG per unit, grid.png and grid.json into OUT/MODEL/LAYER/ (or
-    OUT/NAME/ for a named spec job).
+    A negative image (-mixed4a:97) reads the layer before its ReLU, mixed4a_pre_relu
+    (see --pre-relu). README.md gives the grammar. Options given here override the
+    spec files. Each job writes one PNG per unit, grid.png and grid.json into
+    OUT/MODEL/LAYER/ (or OUT/NAME/ for a named spec job).
     """
     return run_targets(list(targets), _converted(values), echo=click.echo).code
 
@@ -200,6 +201,8 @@ def layers(model: str, weights: str, size_text: str, as_json: bool, pattern: str
     """List every layer a target can name, in forward order, with its output shape and channels.
 
     One forward pass on a random image; PATTERN filters by glob on the name or its alias.
+    A layer whose output a ReLU made is followed by its pre-ReLU twin, LAYER_pre_relu (the
+    ReLU's input, or for an Inception block the branches' inputs, concatenated).
     """
     import json
 

@@ -64,11 +64,14 @@ def step_images(unit: Unit, save_steps: tuple[int, ...]) -> list[dict]:
 
 
 def _hashed_settings(settings: RenderSettings) -> dict:
-    """The settings a unit's hash covers: all of them, save_steps only when set (so that units
-    rendered before it existed keep their hashes)."""
+    """The settings a unit's hash covers: all of them but pre_relu, save_steps only when set (so
+    that units rendered before it existed keep their hashes)."""
     values = dataclasses.asdict(settings)
     if not values["save_steps"]:
         del values["save_steps"]
+    # What pre_relu changes is in the unit's objectives and layers, which the hash covers: units it
+    # does not touch (every positive one) keep the hashes they had before it existed.
+    del values["pre_relu"]
     return values
 
 
@@ -225,7 +228,7 @@ class Run:
             images = (image,) if len(objectives) == 1 else tuple(image.replace(".png", f"_{k}.png") for k in range(len(objectives)))
             seed = unit_seed(settings.seed, r.canonical)
             units.append(Unit(index, i, r.key, seed, objectives, images, label, r.description, shared=r.shared))
-        return Job(request, tuple(units), layer, resolver.input_size, diversity_layer)
+        return Job(request, tuple(units), layer, resolver.input_size, diversity_layer, tuple(resolver.read_as.items()))
 
     def _probe(self, model: LoadedModel, key: str, size: int) -> tuple[int, ...]:
         return layer_shapes(model.module, [key], size, self.device)[key]
