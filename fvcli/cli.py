@@ -267,7 +267,8 @@ def examples(targets: tuple[str, ...], **values: Any) -> int:
     its preprocessing (shorter side resized to its input size, 224 px unless the weights
     say otherwise; centred square; its normalization) and serves every channel of every
     layer named. Per channel it keeps the k images with the highest maximum over positions
-    and the k with the lowest minimum (negative examples), each cropped around that
+    and the k with the lowest minimum (negative examples; read before the layer's ReLU,
+    from LAYER_pre_relu, where it ends in one: see --pre-relu), each cropped around that
     position. Unreadable images are skipped and counted. Into OUT/MODEL/LAYER/examples/
     (the folder `fv render` uses) go NNNN.png (top strip), NNNN_neg.png (bottom strip) and
     examples.json. A stopped run (Ctrl-C: exit 130) continues where it stopped; a finished
