@@ -86,7 +86,7 @@ def test_a_bare_sequential_names_its_layers_by_digits():
     assert_unchanged(model, before)
     assert [job.folder for job in result.jobs] == ["Sequential/4", "Sequential/neuron_2_1", "Sequential/layer_4"]
     assert [r["objective"] for r in result.records] == ["4:0", "4:1", "4:2", "4:3"]
-    assert [row["name"] for row in fvcli.layers(model)] == ["0", "1", "2", "3", "4"]
+    assert [row["name"] for row in fvcli.layers(model)] == ["0", "1", "1_pre_relu", "2", "3", "4", "4_pre_relu"]
     assert_unchanged(model, before)
 
 
