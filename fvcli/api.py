@@ -471,7 +471,8 @@ def layers(
     size: int = 128,
 ) -> list[dict]:
     """Every layer a target can name, in forward order, as `fv layers --json` lists them: dicts of
-    name, alias, shape, layout and channels. `pattern` filters by glob on the name or alias.
+    name, alias, shape, layout, channels and pre_relu_of (for a pre-ReLU twin, `LAYER_pre_relu`,
+    the layer whose ReLUs it feeds; else None). `pattern` filters by glob on the name or alias.
 
     `model`: an nn.Module (left unchanged: fv probes a copy) or a model name. `weights`: for a
     name, random by default (shapes do not depend on weights); a model object keeps its own.
@@ -509,6 +510,8 @@ def layer_listing(model: Any, pattern: str | None, weights: str | None, size: An
     rows = []
     for info in infos:
         alias = alias_of.get(info.key)
+        if info.pre_relu_of is not None and info.pre_relu_of in alias_of:  # mixed4a_pre_relu for inception4a_pre_relu
+            alias = alias_of[info.pre_relu_of] + info.key[len(info.pre_relu_of):]
         if pattern is not None and not (fnmatch.fnmatch(info.key, pattern) or (alias and fnmatch.fnmatch(alias, pattern))):
             continue
         layout = info.layout
@@ -518,5 +521,6 @@ def layer_listing(model: Any, pattern: str | None, weights: str | None, size: An
             "shape": info.output,
             "layout": layout.kind if layout else None,
             "channels": layout.channels if layout else None,
+            "pre_relu_of": info.pre_relu_of,
         })
     return size, rows

@@ -60,7 +60,7 @@ h2{font-size:16px;font-weight:600;margin:28px 0 10px;padding-bottom:6px;border-b
 h3{font-size:13px;font-weight:600;color:var(--dim);margin:18px 0 6px;text-transform:uppercase;letter-spacing:.05em}
 p{margin:4px 0}
 .dim{color:var(--dim)}
-.dead{color:var(--dead)}
+.dead,.flat{color:var(--dead)}
 .failed{color:var(--failed)}
 .tag{display:inline-block;font-size:11px;padding:0 6px;border:1px solid var(--line);border-radius:8px;color:var(--dim);margin-left:6px}
 .pager{display:flex;gap:18px;margin:10px 0 0}
@@ -68,7 +68,7 @@ p{margin:4px 0}
 .grid{display:grid;gap:12px 10px;margin-top:16px}
 .grid a{display:block;text-align:center;font-size:12px;color:var(--dim)}
 .grid a:hover{color:var(--fg);text-decoration:none}
-.grid a.dead{color:var(--dead)}
+.grid a.dead,.grid a.flat{color:var(--dead)}
 .grid a.failed{color:var(--failed)}
 .grid a:hover img{outline:2px solid var(--link)}
 .grid img,.grid .x{display:block;margin:0 auto 3px}
@@ -310,7 +310,10 @@ def _group(jobs: list[Job]) -> dict[tuple[str, str], dict[str, list[Job]]]:
     """model (name, weights) -> layer -> its jobs, each sorted for display; fills Job.group."""
     models: dict[tuple[str, str], dict[str, list[Job]]] = {}
     for job in jobs:
-        layer_key = job.sidecar.get("layer_module") or job.layer
+        # A job of a pre-ReLU twin (a negative image of mixed4a reads mixed4a_pre_relu) is shown
+        # with the layer whose ReLUs the twin feeds, so that a channel's page shows both.
+        twin_of = (job.sidecar.get("pre_relu") or {}).get("of_module")
+        layer_key = twin_of or job.sidecar.get("layer_module") or job.layer
         models.setdefault(job.model_key, {}).setdefault(layer_key, []).append(job)
     ordered = {}
     for key in sorted(models, key=lambda k: (_natural(k[0]), _natural(k[1]))):
@@ -437,7 +440,7 @@ def index_page(models: dict[tuple[str, str], dict[str, list[Job]]]) -> str:
             body.append(f'<p class="dim">{_e(architecture)}</p>\n')
         body.append(
             '<table><tr><th></th><th>layer</th><th>job</th><th class="n">units</th><th class="n">dead</th>'
-            '<th class="n">failed</th><th>images</th><th></th></tr>\n'
+            '<th class="n">flat</th><th class="n">failed</th><th>images</th><th></th></tr>\n'
         )
         for group in layers.values():
             for job in group:
@@ -446,12 +449,13 @@ def index_page(models: dict[tuple[str, str], dict[str, list[Job]]]) -> str:
                 thumb = _img(_href("", f"{job.rel}/{first.images[0]['image']}"), job.size, INDEX_THUMB, first.record["label"])
                 link = _href("", f"{job.rel}/index.html")
                 settings = job.sidecar["settings"]
-                dead, failed = job.count("dead"), job.count("failed")
+                dead, flat, failed = job.count("dead"), job.count("flat"), job.count("failed")
                 body.append(
                     f'<tr><td><a href="{link}">{thumb}</a></td><td><a href="{link}">{_e(job.layer)}</a></td>'
                     f"<td>{_e(job.rel)}{''.join(f'<span class=tag>{_e(t)}</span>' for t in job.tags)}</td>"
                     f'<td class="n">{len(job.units)}</td>'
-                    f'<td class="n{" dead" if dead else ""}">{dead}</td><td class="n{" failed" if failed else ""}">{failed}</td>'
+                    f'<td class="n{" dead" if dead else ""}">{dead}</td><td class="n{" flat" if flat else ""}">{flat}</td>'
+                    f'<td class="n{" failed" if failed else ""}">{failed}</td>'
                     f'<td class="dim">{_e(settings.get("size"))} px, {_e(settings.get("steps"))} steps</td>'
                     f"<td>{'examples' if _examples_of(job) else ''}</td></tr>\n"
                 )
@@ -477,9 +481,10 @@ def _crumbs(job: Job, depth: int, unit: Unit | None = None) -> list[tuple[str | 
 def layer_page(job: Job) -> str:
     depth = job.rel.count("/") + 1
     sidecar, settings = job.sidecar, job.sidecar["settings"]
-    dead, failed = job.count("dead"), job.count("failed")
+    dead, flat, failed = job.count("dead"), job.count("flat"), job.count("failed")
     counts = plural(len(job.units), "unit")
     counts += f', <span class="dead">{dead} dead</span>' if dead else ""
+    counts += f', <span class="flat">{flat} flat</span>' if flat else ""
     counts += f', <span class="failed">{failed} failed</span>' if failed else ""
     tags = "".join(f'<span class="tag">{_e(t)}</span>' for t in job.tags)
     body = [f"<h1>{_e(job.layer)}{tags}</h1>\n"]
@@ -646,6 +651,8 @@ def unit_page(job: Job, index: int) -> str:
     body.append(_dataset_examples(job, unit, where))
     rows = [(k, _e(_scalar(record.get(k)))) for k in ("label", "channel", "objective") if k in record]
     rows.append(("status", _status(record)))
+    if record.get("reason"):
+        rows.append(("why", _e(record["reason"])))
     if record.get("error"):
         rows.append(("error", _e(record["error"])))
     rows += [

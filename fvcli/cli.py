@@ -36,7 +36,7 @@ model, after the Distill article "Feature Visualization" (Olah, Mordvintsev, Sch
 
 \b
 Exit statuses:
-  0    every unit rendered (units that end dead are flagged in the sidecar)
+  0    every unit rendered (dead and flat units are flagged in the sidecar)
   1    some units failed; the others were still written
   2    bad input (or another run is writing the same folder); nothing was rendered
   3    an output could not be written (disk full, read-only...); finished units are kept
@@ -134,9 +134,10 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
       'mixed4a:97 - 0.5*mixed4b:3'   'neuron(mixed4a:0-15)'   'layer(mixed4c)'
       'logit:goldfish'   'direction(mixed4a, random:8)'   -- -mixed4a:97
       'interpolate(mixed4a:97, mixed4a:143, frames=6)'
-    README.md gives the grammar. Options given here override the spec files. Each
-    job writes one PNG per unit, grid.png and grid.json into OUT/MODEL/LAYER/ (or
-    OUT/NAME/ for a named spec job).
+    A negative image (-mixed4a:97) reads the layer before its ReLU, mixed4a_pre_relu
+    (see --pre-relu). README.md gives the grammar. Options given here override the
+    spec files. Each job writes one PNG per unit, grid.png and grid.json into
+    OUT/MODEL/LAYER/ (or OUT/NAME/ for a named spec job).
     """
     return run_targets(list(targets), convert_options(values), echo=click.echo).code
 
@@ -185,6 +186,8 @@ def layers(model: str, weights: str, size_text: str, as_json: bool, pattern: str
     """List every layer a target can name, in forward order, with its output shape and channels.
 
     One forward pass on a random image; PATTERN filters by glob on the name or its alias.
+    A layer whose output a ReLU made is followed by its pre-ReLU twin, LAYER_pre_relu (the
+    ReLU's input, or for an Inception block the branches' inputs, concatenated).
     """
     import json
 
@@ -246,7 +249,8 @@ def examples(targets: tuple[str, ...], **values: Any) -> int:
     its preprocessing (shorter side resized to its input size, 224 px unless the weights
     say otherwise; centred square; its normalization) and serves every channel of every
     layer named. Per channel it keeps the k images with the highest maximum over positions
-    and the k with the lowest minimum (negative examples), each cropped around that
+    and the k with the lowest minimum (negative examples; read before the layer's ReLU,
+    from LAYER_pre_relu, where it ends in one: see --pre-relu), each cropped around that
     position. Unreadable images are skipped and counted. Into OUT/MODEL/LAYER/examples/
     (the folder `fv render` uses) go NNNN.png (top strip), NNNN_neg.png (bottom strip) and
     examples.json. A stopped run (Ctrl-C: exit 130) continues where it stopped; a finished

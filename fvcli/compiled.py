@@ -3,7 +3,8 @@
 fv's eager forward stops at the deepest layer with a hook that raises (fvcli.capture), which
 Dynamo cannot trace. The compiled path traces the model with torch.fx instead, keeps only the
 nodes the requested layers need (torchvision's feature extraction), and compiles that. A model
-that torch.fx cannot trace stays eager, and the sidecar says why.
+that torch.fx cannot trace stays eager, and the sidecar says why. So do forwards that read a
+pre-ReLU twin: fv finds those by watching ReLU calls (fvcli.prerelu), which a traced graph does not make.
 
 Compiled forwards are kept per model and layer set and reused by every batch; Dynamo compiles
 each batch shape once (dynamic=False), so a run's last, smaller batch costs one more compile.
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from fvcli.layer_keys import select, split_key
+from fvcli.prerelu import twin_base
 
 MODE = "default"  # inductor's mode; max-autotune is measured by benchmarks/bench.py --compile-probe
 
@@ -54,6 +56,10 @@ class CompiledForward:
 def compile_forward(module: nn.Module, layers: tuple[str, ...], mode: str = MODE, backend: str = "inductor") -> tuple[Callable | None, str | None]:
     """A compiled forward for `layers`, or (None, why not). `backend`: torch.compile's (the tests
     use aot_eager: Dynamo's tracing and AOT autograd without inductor's slow code generation)."""
+    names = {name for name, _ in module.named_modules()}
+    twins = [key for key in layers if twin_base(names, key)]
+    if twins:
+        return None, f"pre-ReLU layers run eager ({', '.join(twins)}): fv finds them by watching ReLU calls, which a compiled graph does not make"
     try:
         return CompiledForward(module, layers, mode, backend), None
     except Exception as error:  # noqa: BLE001 - any tracing failure means: stay eager

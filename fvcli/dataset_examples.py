@@ -4,8 +4,10 @@ One pass streams the images through the model, with the model's preprocessing, i
 device; hooks on every requested layer capture their outputs and the forward pass stops at the
 deepest. For every channel it keeps the k images with the highest maximum over positions (the top
 examples) and the k with the lowest minimum over positions (the bottom, or negative, examples: the
-images that most suppress the channel), each with the position of that extreme. The running state is
-checkpointed, so a stopped run continues where it stopped.
+images that most suppress the channel), each with the position of that extreme. The bottom is read
+before the layer's ReLU, from its pre-ReLU twin (`pre_relu: auto`, where the layer has one): after
+a ReLU nearly every image's minimum is 0, and what suppresses the channel most does not show. The
+running state is checkpointed, so a stopped run continues where it stopped.
 
 Each job's folder (the one `fv render` writes) gets `examples/`: per channel a strip of top crops
 (`NNNN.png`) and one of bottom crops (`NNNN_neg.png`), cut from the original image files, and
@@ -46,12 +48,17 @@ from fvcli.resolve import Resolver
 from fvcli.settings import EXAMPLES_CPU_BATCH, EXAMPLES_CUDA_BATCH, ExamplesSettings, RunSettings
 from fvcli.signals import StopOnSignals
 
-EXAMPLES_VERSION = 2  # raise when the same images, model and settings give different examples
+EXAMPLES_VERSION = 3  # raise when the same images, model and settings give different examples
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_INPUT_SIZE = 224  # px, for models that declare no input size of their own
 FIELD_MASS = 0.9  # the share of a position's input gradient its crop holds (see field_sides)
 CHECKPOINT_SECONDS = 30.0
 LISTED_SKIPPED = 10  # unreadable files named in examples.json
+# Why the bottom examples are read from a layer's pre-ReLU twin, for examples.json.
+PRE_RELU_WHY = (
+    "the images that suppress a channel most are ranked before its ReLU: after it, nearly every image's "
+    "minimum is 0 (pre_relu: off ranks the layer as named)"
+)
 STRIPS_AT_ONCE = 64  # channels whose strips are assembled together, each image opened once for them
 STATE_FILE = ".state.pt"
 ENDS = ("top", "bottom")
@@ -226,8 +233,9 @@ class LayerState:
     far, with each one's image (an index into the sorted image list), position and mean.
 
     Equal extremes are ranked by the mean over positions (higher first at the top, lower first at the
-    bottom), then by the earlier image. After a ReLU the minimum is 0 on almost every image, so the
-    bottom is really ranked by the mean: the images on which the channel is weakest overall."""
+    bottom), then by the earlier image. After a ReLU the minimum is 0 on almost every image, so a
+    bottom read there (no pre-ReLU twin, or pre_relu: off) is really ranked by the mean: the images
+    on which the channel is weakest overall."""
 
     def __init__(self, channels: int, k: int, device: torch.device | str = "cpu"):
         shape = (channels, k)
@@ -247,11 +255,17 @@ class LayerState:
         self.tensors = {name: t.to(device) for name, t in self.tensors.items()}
         return self
 
-    def update(self, high: Tensor, high_at: Tensor, low: Tensor, low_at: Tensor, mean: Tensor, images: Tensor) -> None:
+    def update(
+        self, high: Tensor, high_at: Tensor, low: Tensor, low_at: Tensor, mean: Tensor, images: Tensor,
+        low_mean: Tensor | None = None,
+    ) -> None:
         """Merge one batch: per image and channel (B, C), the extremes over positions, where they are,
-        and the mean; `images` (B,): their indices in the image list, all past those merged before."""
+        and the mean; `images` (B,): their indices in the image list, all past those merged before.
+        `low_mean`: the mean that ranks equal minima, when the bottom is read from another layer
+        than the top (the pre-ReLU twin); else `mean`."""
         self.seen += len(images)
-        for end, values, at in (("top", high, high_at), ("bottom", low, low_at)):
+        bottom_mean = mean if low_mean is None else low_mean
+        for end, values, at, mean in (("top", high, high_at, mean), ("bottom", low, low_at, bottom_mean)):
             never = -math.inf if end == "top" else math.inf  # NaN would sort first; this never ranks
             values = torch.where(torch.isnan(values), never, values).T
             merged = {
@@ -320,9 +334,10 @@ class LayerJob:
     """The examples of one job folder: a layer of a model and the channels asked for."""
 
     request: JobRequest
-    info: ResolvedLayer
+    info: ResolvedLayer  # the layer as named: the top examples
+    bottom: ResolvedLayer  # the bottom examples: its pre-ReLU twin where it has one (pre_relu: auto), else itself
     channels: tuple[int, ...]
-    digest: str  # what the collected state depends on: model, weights, layer, k, preprocessing, images
+    digest: str  # what the collected state depends on: model, weights, layers, k, preprocessing, images
     state: LayerState | None = None
 
     @property
@@ -408,9 +423,11 @@ class Collection:
         try:
             channels = tuple(unit.key for unit in resolver.units(request.target))
             info = resolver.layer(request.target.channels_of_layer.layer)
+            twin = resolver.twin(info.name) if settings.pre_relu == "auto" else None
+            bottom = resolver.layer(twin) if twin is not None else info
         except FvError as error:
             raise FvError(f"{where}{error}") from None
-        job = LayerJob(request, info, channels, self._digest(group, info))
+        job = LayerJob(request, info, bottom, channels, self._digest(group, info, bottom))
         group.jobs.append(job)
         return job
 
@@ -423,13 +440,14 @@ class Collection:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             raise FvError(f"{group.model.name} cannot compute layer {key} on a {group.size} px image ({first})") from None
 
-    def _digest(self, group: ModelGroup, info: ResolvedLayer) -> str:
+    def _digest(self, group: ModelGroup, info: ResolvedLayer, bottom: ResolvedLayer) -> str:
         identity = {
             "examples_version": EXAMPLES_VERSION,
             "model": group.model.name,
             "weights": group.model.weights,
             "weights_sha256": group.model.weights_sha256,
             "layer": info.key,
+            "bottom_layer": bottom.key,
             "k": self.settings.k,
             "input_size": group.size,
             "normalization": group.normalization,
@@ -504,7 +522,7 @@ class Collection:
         position = min(job.state.next for job in jobs)
         for job in jobs:
             job.state.to(self.device)
-        infos = {job.info.key: job.info for job in jobs}
+        infos = {layer.key: layer for job in jobs for layer in (job.info, job.bottom)}
         self.batch = self._batch_size()
         unreadable: list[int] = []
         last_save = time.monotonic()
@@ -520,12 +538,14 @@ class Collection:
                 active = [job for job in jobs if job.state.next < end]
                 if images and active:
                     pixels = torch.stack(images).to(self.device, non_blocking=True)
-                    keys = list(dict.fromkeys(job.info.key for job in active))
+                    keys = list(dict.fromkeys(layer.key for job in active for layer in (job.info, job.bottom)))
                     extremes = self._extremes(group, group.prepare(pixels), [infos[k] for k in keys])
                     where = torch.tensor(indices, device=self.device)
                     for job in active:
                         keep = where >= job.state.next  # a job resumed further on skips what it has
-                        job.state.update(*(t[keep] for t in extremes[job.info.key]), where[keep])
+                        high, high_at, _, _, mean = (t[keep] for t in extremes[job.info.key])
+                        _, _, low, low_at, low_mean = (t[keep] for t in extremes[job.bottom.key])
+                        job.state.update(high, high_at, low, low_at, mean, where[keep], low_mean=low_mean)
                 for job in jobs:
                     job.state.next = max(job.state.next, end)
                 bar.update(end - position)
@@ -648,13 +668,17 @@ class Collection:
             "model": {"name": model.name, "weights": model.weights, "weights_sha256": model.weights_sha256},
             "layer": info.name,
             "layer_module": info.key,
+            "bottom_layer": job.bottom.name,
+            "bottom_layer_module": job.bottom.key,
+            **({"pre_relu": {"read_as": {info.name: job.bottom.name}, "why": PRE_RELU_WHY}} if job.bottom is not info else {}),
             "input_size": group.size,
             "normalization": None if group.normalization is None else {"mean": group.normalization[0], "std": group.normalization[1]},
             "grid": list(grid) if grid else None,
             "box_side": side,
             "ranking": (
-                "top: the channel's maximum over positions, highest first; bottom: its minimum over positions, "
-                "lowest first; equal extremes by the mean over positions (higher first at the top, lower at the bottom)"
+                f"top: the channel's maximum over positions in {info.name}, highest first; bottom: its minimum over "
+                f"positions in {job.bottom.name}, lowest first; equal extremes by the mean over positions (higher first "
+                "at the top, lower at the bottom)"
             ),
             "images": {
                 "folder": str(self.folder),
@@ -669,5 +693,7 @@ class Collection:
         write_json(record, job.folder / "examples.json")
         self.say(
             f"fv: {job.folder}: top and bottom {self.settings.k} of {plural(state.seen, 'image')} for "
-            f"{plural(len(job.channels), 'channel')} of {model.name} {info.name} -> examples.json"
+            f"{plural(len(job.channels), 'channel')} of {model.name} {info.name}"
+            + (f" (the bottom before its ReLU, from {job.bottom.name})" if job.bottom is not info else "")
+            + " -> examples.json"
         )

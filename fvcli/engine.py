@@ -106,6 +106,7 @@ def describe(settings: RenderSettings, device: torch.device, normalization: Norm
         "relu_redirect_steps": REDIRECT_STEPS,
         "dtype": dtype_name(settings, device),
         "save_steps": list(settings.save_steps),
+        "pre_relu": settings.pre_relu,
     }
 
 

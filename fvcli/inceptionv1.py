@@ -18,7 +18,10 @@ state-dict keys):
   order 1x1, 3x3, 5x5, pool_reduce;
 - `<block>_1x1`, `<block>_3x3_bottleneck`, `<block>_3x3`, `<block>_5x5_bottleneck`, `<block>_5x5`,
   `<block>_pool_reduce`: each branch after its ReLU.
-Every convolution module (`..._pre_relu_conv`) is observable too, before its ReLU.
+Every convolution module (`..._pre_relu_conv`) is observable too, before its ReLU. Lucid's own
+pre-ReLU names (`conv2d0_pre_relu`, `mixed4a_pre_relu`: the four branch convolutions concatenated,
+`mixed4a_3x3_pre_relu`) are fv's pre-ReLU twins of these layers (fvcli.prerelu), which need no
+module here.
 
 TensorFlow's 'SAME' padding is emulated with an explicit pad before each convolution and max pool
 (asymmetric for stride 2: the extra row and column go at the bottom and right, as TF does), so

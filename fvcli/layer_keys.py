@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fvcli.prerelu import SUFFIX, Watch
+
 MAX_PREFIX_TOKENS = 8  # class, distillation and register tokens ahead of the patch grid
 
 
@@ -170,31 +172,46 @@ class LayerInfo:
     key: str
     output: str  # shape, or what the module returned
     layout: Layout | None
+    pre_relu_of: str | None = None  # a pre-ReLU twin: the module path whose ReLUs it feeds
 
 
 def list_layers(model: nn.Module, size: int, device: torch.device | str = "cpu") -> list[LayerInfo]:
     """Every module a target can name, in the order the forward pass enters them, with its output.
 
     One forward pass on a `size` x `size` image. Tuple and dict outputs are listed element by element
-    (`path@0`); modules the forward pass never runs are left out.
+    (`path@0`); modules the forward pass never runs are left out. A module whose output a ReLU made
+    is followed by its pre-ReLU twin, `path_pre_relu` (see fvcli.prerelu).
     """
     entered: list[str] = []
     outputs: dict[str, Any] = {}
+    twins: set[str] = set()
+    watch = Watch()
+
+    def seen(name: str, output: Any) -> None:
+        if name not in outputs and watch.has(output):
+            twins.add(name)
+        outputs.setdefault(name, output)
+
+    modules = hookable_modules(model)
     handles = []
-    for name, module in hookable_modules(model):
+    for name, module in modules:
         handles.append(module.register_forward_pre_hook(lambda m, i, name=name: entered.append(name)))
-        handles.append(module.register_forward_hook(lambda m, i, o, name=name: outputs.setdefault(name, o)))
+        handles.append(module.register_forward_hook(lambda m, i, o, name=name: seen(name, o)))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), watch:
             model(probe_images(model, 1, size, device))
     finally:
         for handle in handles:
             handle.remove()
+    names = {name for name, _ in modules}
     infos: list[LayerInfo] = []
     for name in dict.fromkeys(entered):
         output = outputs.get(name)
         if isinstance(output, Tensor):
-            infos.append(LayerInfo(name, str(tuple(output.shape)), _layout_or_none(tuple(output.shape))))
+            shape = tuple(output.shape)
+            infos.append(LayerInfo(name, str(shape), _layout_or_none(shape)))
+            if name in twins and name + SUFFIX not in names:  # a module of that name would win
+                infos.append(LayerInfo(name + SUFFIX, str(shape), _layout_or_none(shape), pre_relu_of=name))
         elif isinstance(output, (tuple, list, dict)):
             items = output.items() if isinstance(output, dict) else enumerate(output)
             for element, value in items:

@@ -2,7 +2,8 @@
 
 A loaded model is in eval mode with no parameter gradients, and carries its input normalization
 and the identity of its weights (for the sidecar). Layers are named by `named_modules()` paths;
-a model may add aliases (GoogLeNet accepts the article's `mixed4a` for torchvision's `inception4a`).
+a model may add aliases (GoogLeNet accepts the article's `mixed4a` for torchvision's `inception4a`),
+and any name takes `_pre_relu` for its pre-ReLU twin (`mixed4a_pre_relu`, see fvcli.prerelu).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 from fvcli.errors import FvError
 from fvcli.layer_keys import hookable_modules
 from fvcli.normalization import Normalization
+from fvcli.prerelu import SUFFIX
 from fvcli.sources import TIMM_PREFIX, from_factory, from_module, from_timm, is_factory, is_torchscript, module_sha256, torchscript
 from fvcli.weights import Published, download, load_state, random_init, read_state, sha256_of
 
@@ -154,13 +156,20 @@ class LoadedModel:
         return [name for name, _ in hookable_modules(self.module)]
 
     def resolve_layer(self, layer: str) -> str:
-        """The module path a layer name means; an unknown name fails with close suggestions."""
+        """The module path a layer name means (a twin's key for `NAME_pre_relu`, whether or not the
+        layer has one: capturing it says); an unknown name fails with close suggestions."""
         if layer in self.aliases:
             return self.aliases[layer]
         names = self.layer_names()
         if layer in names:
             return layer
-        close = difflib.get_close_matches(layer, [*self.aliases, *names], n=3, cutoff=0.6)
+        base = layer.removesuffix(SUFFIX)
+        if base != layer and (base in self.aliases or base in names):
+            return self.resolve_layer(base) + SUFFIX
+        known = [*self.aliases, *names]
+        if "relu" in layer.lower():  # someone after a twin: suggest twins' names too
+            known += [name + SUFFIX for name in known]
+        close = difflib.get_close_matches(layer, known, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise FvError(
             f"unknown layer '{layer}' for model {self.name}{hint} (`fv layers --model {self.name}` lists them)"

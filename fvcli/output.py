@@ -244,7 +244,7 @@ def make_grid(cells: list[tuple[list[Image.Image] | None, str, str]], size: int)
         else:  # a failed unit: a red cross, never a plausible-looking image
             draw.line([(x, y), (x + width - 1, y + size - 1)], fill=FAILED, width=2)
             draw.line([(x, y + size - 1), (x + width - 1, y)], fill=FAILED, width=2)
-        colour = {"dead": DEAD, "failed": FAILED}.get(status, LABEL)
+        colour = {"dead": DEAD, "flat": DEAD, "failed": FAILED}.get(status, LABEL)
         text = label if status == "ok" else f"{label} {status}"
         draw.text((x + 2, y + size + 2), _fit(text, font, width - 4), fill=colour, font=font)
     return grid

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 REDIRECT_STEPS = 16
-_RELUS = {F.relu, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_}
+RELUS = {F.relu, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_}  # every way to call a ReLU (nn.ReLU calls F.relu)
 
 
 class _RedirectedReLU(torch.autograd.Function):
@@ -41,6 +41,6 @@ class RedirectReLU(TorchFunctionMode):
     """Within this context, every ReLU redirects its gradient as described above."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in _RELUS:
+        if func in RELUS:
             return _RedirectedReLU.apply(args[0])
         return func(*args, **(kwargs or {}))

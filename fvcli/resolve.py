@@ -2,7 +2,9 @@
 
 Layer names become module paths and layouts (from a probe forward pass), class names become
 indices, direction vectors become tensors of the layer's width. Problems are FvErrors that say what
-the model has instead.
+the model has instead. With `pre_relu: auto`, a channel or neuron a target minimizes reads its
+layer's pre-ReLU twin where there is one (`-mixed4a:97` reads mixed4a_pre_relu), as the article's
+negative images do: after a ReLU, a channel at 0 has nothing left to lower.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from fvcli.errors import FvError
 from fvcli.jobs import safe_component, stable_seed
 from fvcli.layer_keys import ResolvedLayer, infer_layout, split_key
+from fvcli.prerelu import SUFFIX, twin_base
 from fvcli.limits import MAX_UNITS, MAX_WEIGHT, show
 from fvcli.messages import plural
 from fvcli.models import LoadedModel
@@ -46,6 +49,8 @@ class Resolver:
         self.model, self.settings, self.probe = model, settings, probe
         self.input_size: int | None = None
         self.layers: dict[str, ResolvedLayer] = {}
+        self.read_as: dict[str, str] = {}  # layer names read as their pre-ReLU twins' (pre_relu: auto)
+        self._twins: dict[str, str | None] = {}
 
     # ---- names ----
 
@@ -60,6 +65,23 @@ class Resolver:
                 raise FvError(f"layer {name}: {error}") from None
             self.layers[name] = ResolvedLayer(name, key, tuple(shape), layout)
         return self.layers[name]
+
+    def twin(self, name: str) -> str | None:
+        """The name of a layer's pre-ReLU twin (`mixed4a` -> `mixed4a_pre_relu`), or None when the
+        layer has none: its output is not a ReLU's, it is an element of a tuple, or a twin itself."""
+        if name not in self._twins:
+            key = self.layer(name).key  # what is wrong with the name itself is said here
+            modules = set(self.model.layer_names())
+            twin = None
+            if split_key(name)[1] is None and twin_base(modules, key) is None:
+                try:
+                    candidate = self.layer(name + SUFFIX)
+                except FvError:  # the probe found no ReLU at the layer's output
+                    candidate = None
+                if candidate is not None and twin_base(modules, candidate.key) is not None:  # not a module of that name
+                    twin = name + SUFFIX
+            self._twins[name] = twin
+        return self._twins[name]
 
     def output(self) -> ResolvedLayer:
         """The model's own output, for logits and probabilities."""
@@ -112,9 +134,9 @@ class Resolver:
         """The units of `target`, in order, each with one objective per image."""
         if isinstance(target, Interpolation):
             return [self._interpolation(target)]
-        target = self._with_setting(target)
         units = []
-        for key, unit_target in self._expand(target):
+        for key, unit_target in self._expand(self._with_setting(target)):  # channels checked as named
+            unit_target = self._pre_relu(unit_target)
             objective = self._objective(unit_target)
             units.append(ResolvedUnit(key, (objective,), self._canonical(unit_target), objective.describe()))
         return units
@@ -130,6 +152,7 @@ class Resolver:
         ends = [self._with_setting(t) for t in (target.start, target.end)]
         for end in ends:
             self._expand(end)  # checks channel ranges
+        ends = [self._pre_relu(end) for end in ends]
         start, end = (self._objective(t) for t in ends)
         frames = []
         for k in range(target.frames):
@@ -138,8 +161,12 @@ class Resolver:
         canonical = f"interpolate({self._canonical(ends[0])}, {self._canonical(ends[1])}, frames={target.frames})"
         return ResolvedUnit(None, tuple(frames), canonical, target.describe(), shared=True)
 
-    def main_layer(self, target: Target) -> ResolvedLayer | None:
-        """The layer a job is about: that of its varying atom, or its first atom with a layer."""
+    def main_layer(self, target: Target | Interpolation) -> ResolvedLayer | None:
+        """The layer a job is about (as read): that of its varying atom, or its first atom with a layer."""
+        if isinstance(target, Interpolation):
+            target = Interpolation(*(self._pre_relu(self._with_setting(t)) for t in (target.start, target.end)), target.frames)
+        else:
+            target = self._pre_relu(self._with_setting(target))
         atoms = sorted(target.atoms, key=lambda a: not a.multiple)
         for atom in atoms:
             if atom.layer is not None:
@@ -151,6 +178,21 @@ class Resolver:
         if self.settings.objective != "neuron":
             return target
         return Target(tuple((w, replace(a, kind="neuron") if a.kind == "channel" else a) for w, a in target.terms))
+
+    def _pre_relu(self, target: Target) -> Target:
+        """With pre_relu auto, a channel or neuron with a negative weight reads its layer's pre-ReLU
+        twin, where the layer has one (recorded in `read_as`)."""
+        if self.settings.pre_relu != "auto":
+            return target
+        terms = []
+        for weight, atom in target.terms:
+            if weight < 0 and atom.kind in ("channel", "neuron"):
+                twin = self.twin(atom.layer)
+                if twin is not None:
+                    self.read_as[atom.layer] = twin
+                    atom = replace(atom, layer=twin)
+            terms.append((weight, atom))
+        return Target(tuple(terms))
 
     def _expand(self, target: Target) -> list[tuple[int | None, Target]]:
         terms = list(target.terms)

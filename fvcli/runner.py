@@ -65,11 +65,14 @@ def step_images(unit: Unit, save_steps: tuple[int, ...]) -> list[dict]:
 
 
 def _hashed_settings(settings: RenderSettings) -> dict:
-    """The settings a unit's hash covers: all of them, save_steps only when set (so that units
-    rendered before it existed keep their hashes)."""
+    """The settings a unit's hash covers: all of them but pre_relu, save_steps only when set (so
+    that units rendered before it existed keep their hashes)."""
     values = dataclasses.asdict(settings)
     if not values["save_steps"]:
         del values["save_steps"]
+    # What pre_relu changes is in the unit's objectives and layers, which the hash covers: units it
+    # does not touch (every positive one) keep the hashes they had before it existed.
+    del values["pre_relu"]
     return values
 
 
@@ -99,7 +102,7 @@ class Report:
     @property
     def exit_code(self) -> int:
         """3 when a write failed; 130 or 143 when a signal stopped the run; else 1 when a unit
-        failed; else 0 (dead units are flagged, not failed)."""
+        failed; else 0 (dead and flat units are flagged, not failed)."""
         if self.write_error is not None:
             return EXIT_WRITE_FAILED
         if self.stopped_by is not None:
@@ -111,6 +114,27 @@ def _maximizes(objective) -> bool:
     """Whether an objective only adds units up: then ending at exactly 0 means the units are dead.
     (A negative image that reaches 0 has suppressed its unit completely, which is its aim.)"""
     return all(weight > 0 for weight, _ in objective.terms())
+
+
+# An objective that changed by no more than this (relative to its size) never moved: no gradient
+# reached the image (a channel held at 0 by a ReLU, say). Real optimization moves it by far more.
+FLAT_RELATIVE = 1e-4
+FLAT_ABSOLUTE = 1e-8
+
+
+def _unmoved(start: float, final: float) -> bool:
+    return abs(final - start) <= FLAT_RELATIVE * max(abs(start), abs(final)) + FLAT_ABSOLUTE
+
+
+def unit_status(starts: list[float], finals: list[float], objectives: list) -> tuple[str, str | None]:
+    """A rendered unit's status and why: `dead` when a maximized objective ended at exactly 0 on
+    every image, `flat` when the objective never moved on any, else `ok`."""
+    if all(final == 0.0 and _maximizes(o) for final, o in zip(finals, objectives)):
+        return "dead", "the objective ended at exactly 0: the unit never fired"
+    if all(_unmoved(start, final) for start, final in zip(starts, finals)):
+        start, final = starts[0] + 0.0, finals[0] + 0.0  # + 0.0: -0.0 reads as 0
+        return "flat", f"the objective never moved ({start:.4g} -> {final:.4g}): no gradient reached the image"
+    return "ok", None
 
 
 ANY_MODEL_RUNS_AT = 224  # px: a model that fails on this size too is broken, not given too small an image
@@ -208,7 +232,7 @@ class Run:
             images = (image,) if len(objectives) == 1 else tuple(image.replace(".png", f"_{k}.png") for k in range(len(objectives)))
             seed = unit_seed(settings.seed, r.canonical)
             units.append(Unit(index, i, r.key, seed, objectives, images, label, r.description, shared=r.shared))
-        return Job(request, tuple(units), layer, resolver.input_size, diversity_layer)
+        return Job(request, tuple(units), layer, resolver.input_size, diversity_layer, tuple(resolver.read_as.items()))
 
     def _probe(self, model: LoadedModel, key: str, size: int) -> tuple[int, ...]:
         return layer_shapes(model.module, [key], size, self.device)[key]
@@ -472,6 +496,7 @@ class Run:
             return False
         single = {k: first.get(k) for k in ("image", "objective", "activation_start", "activation_final")}
         record.status, record.images = first["status"], first.get("images") or [single]
+        record.reason = first.get("reason")
         record.similarity = first.get("diversity_similarity")
         record.dtype = first.get("dtype")
         record.step_images = first.get("step_images") or []
@@ -636,8 +661,9 @@ class Run:
             ]
             if result.similarity is not None:
                 record.similarity = result.similarity[index]
-            dead = all(result.final[i] == 0.0 and _maximizes(o) for i, o in zip(span, unit.objectives))
-            record.status = "dead" if dead else "ok"
+            record.status, record.reason = unit_status(
+                [result.start[i] for i in span], [result.final[i] for i in span], list(unit.objectives)
+            )
             record.dtype = dtype_name(self._settings_for(job), self.device)
             record.step_images = step_images(unit, job.request.settings.save_steps)
             stored = {"hash": self.unit_hash(job, unit), **unit_record(record)}
@@ -673,7 +699,7 @@ class Run:
     def _job_lines(self, report: JobReport) -> list[str]:
         job, records = report.job, report.records
         seconds = sum(r.seconds for r in records)
-        counts = ", ".join(f"{report.count(s)} {s}" for s in ("dead", "failed") if report.count(s))
+        counts = ", ".join(f"{report.count(s)} {s}" for s in ("dead", "flat", "failed") if report.count(s))
         label = job.request.label
         what = f"{report.model.name} {label if len(label) <= 100 else label[:99] + '…'}"
         if report.rendered:
@@ -683,7 +709,12 @@ class Run:
         else:  # nothing rendered now: no rate to speak of
             done = ("all " if len(records) > 1 else "") + f"{plural(len(records), 'unit')} of {what} already rendered"
         lines = [f"fv: {job.folder}: {done}" + (f"; {counts}" if counts else "") + f" -> {report.grid}"]
-        for status, why in (("dead", "the objective ended at exactly 0"), ("failed", None)):
+        whys = (
+            ("dead", "the objective ended at exactly 0"),
+            ("flat", "the objective never moved: no gradient reached the image"),
+            ("failed", None),
+        )
+        for status, why in whys:
             flagged = [r for r in records if r.status == status]
             if flagged:
                 keys = [r.key for r in flagged]

@@ -30,6 +30,7 @@ TRANSFORM_PRESETS = ("standard", "none")
 NORMALIZE_NAMES = ("model", "imagenet", "none")
 OBJECTIVES = ("channel", "neuron")
 TOKEN_CHOICES = ("patch", "all")
+PRE_RELU_CHOICES = ("auto", "off")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class RenderSettings:
     diversity_layer: str | None = None  # None: the job's own layer
     dtype: str = "auto"  # of the model's arithmetic; images and the optimizer stay float32
     save_steps: tuple[int, ...] = ()  # steps after which each image is also kept, increasing, each < steps
+    # auto: what a target minimizes (a channel or neuron with a minus) reads the layer's pre-ReLU
+    # twin where it has one, and so do bottom dataset examples; off: layers are read as named.
+    pre_relu: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -361,6 +365,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("diversity_layer", text, "Layer whose Gram matrices measure style for --diversity; a lower layer varies texture more.", job=True, metavar="LAYER", default_text="the job's layer"),
     Option("dtype", choice(*DTYPES), "The model's arithmetic: auto (where the device has native bf16, the faster of bf16 autocast and float32, timed once per model and remembered; else float32), float32 or bfloat16.", job=True, metavar="|".join(DTYPES)),
     Option("save_steps", step_list, "Also keep each image as it was after these steps (increasing, each below --steps), e.g. 64,128,256: IMAGE.stepN.png beside the final IMAGE.png.", job=True, metavar="N,N,...", default_text="none"),
+    Option("pre_relu", choice(*PRE_RELU_CHOICES), "Negative images read the layer before its ReLU, as the article's do: with auto, a channel or neuron a target minimizes (-mixed4a:97) reads LAYER_pre_relu where the layer ends in ReLUs (after one, a channel at 0 has nothing left to lower), and the sidecar says so; off reads layers as named. A twin named outright (mixed4a_pre_relu:97) is always read.", job=True, metavar="|".join(PRE_RELU_CHOICES)),
     Option("out", text, "Output folder; each job writes into a folder below it.", job=False, metavar="DIR"),
     Option("device", device, "auto (CUDA when present, else CPU; the environment variable FV_DEVICE overrides what auto means), cpu, cuda, cuda:N or mps.", job=False, metavar="DEVICE"),
     Option("batch_size", count_or_auto(MAX_BATCH), "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),
@@ -406,12 +411,13 @@ EXAMPLES_OPTIONS: tuple[Option, ...] = (
 EXAMPLES_KEYS = frozenset(field.name for field in dataclasses.fields(ExamplesSettings))
 assert EXAMPLES_KEYS == {option.key for option in EXAMPLES_OPTIONS}
 # The options of `fv render` that `fv examples` takes too, with help that says what they do there.
-_EXAMPLES_SHARED = ("model", "weights", "seed", "out", "device", "batch_size", "quiet", "progress", "force", "dry_run")
+_EXAMPLES_SHARED = ("model", "weights", "seed", "pre_relu", "out", "device", "batch_size", "quiet", "progress", "force", "dry_run")
 _EXAMPLES_HELP = {
     "batch_size": f"Images a forward pass; auto: {EXAMPLES_CPU_BATCH} on a CPU, {EXAMPLES_CUDA_BATCH} on a GPU.",
     "force": "Collect again, even when examples.json is up to date.",
     "dry_run": "Print each layer's examples to collect (and whether they are already up to date); read no image.",
     "seed": "Seed of --weights random.",
+    "pre_relu": "auto: the bottom examples (those that suppress a channel most) are ranked by the layer's pre-ReLU twin, LAYER_pre_relu, where the layer ends in ReLUs (after one, most images tie at 0); off: by the layer as named. The top examples always read the layer as named.",
 }
 
 

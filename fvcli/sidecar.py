@@ -20,6 +20,7 @@ from fvcli.engine import describe, input_normalization
 from fvcli.layer_keys import input_channels, split_key
 from fvcli.output import SCHEMA_VERSION, grid_shape
 from fvcli.param import SharedParam
+from fvcli.prerelu import twin_base
 
 if TYPE_CHECKING:
     from fvcli.jobs import Job
@@ -32,13 +33,16 @@ class UnitRecord:
     label: str
     objective: str
     seed: int
-    status: str = "pending"  # ok, dead (rendered, but the objective ends at exactly zero), failed
+    # ok; dead (rendered, but a maximized objective ends at exactly zero); flat (rendered, but the
+    # objective never moved); failed
+    status: str = "pending"
     images: list[dict] = field(default_factory=list)  # per image: file, objective, start and final values
     error: str | None = None
     seconds: float = 0.0  # this unit's share of its batch's time
     similarity: float | None = None  # diversity: the final mean Gram similarity of its images
     dtype: str | None = None  # the arithmetic it was rendered in (what --dtype resolved to)
     step_images: list[dict] = field(default_factory=list)  # --save-steps: per image and step, {step, image}
+    reason: str | None = None  # dead and flat: why, in one line
 
 
 
@@ -63,6 +67,8 @@ def unit_record(r: UnitRecord) -> dict:
         record["dtype"] = r.dtype
     if r.step_images:
         record["step_images"] = r.step_images
+    if r.reason:
+        record["reason"] = r.reason
     if r.error:
         record["error"] = r.error
     return record
@@ -89,12 +95,34 @@ _OBJECTIVE_TEXT = {
 
 
 def layer_order(model: LoadedModel, job: Job) -> int | None:
-    """The layer's place among the model's modules (forward order, as `fv layers` lists them),
-    so that an atlas lists a model's layers in the order the network computes them."""
+    """The layer's place among the model's modules (forward order, as `fv layers` lists them; a
+    pre-ReLU twin's is its module's), so that an atlas lists a model's layers in the order the
+    network computes them."""
     if job.layer is None:
         return None
-    path = split_key(job.layer.key)[0]
-    return next((i for i, (name, _) in enumerate(model.module.named_modules()) if name == path), None)
+    names = [name for name, _ in model.module.named_modules()]
+    path = twin_base(set(names), job.layer.key) or split_key(job.layer.key)[0]
+    return names.index(path) if path in names else None
+
+
+PRE_RELU_WHY = (
+    "a negative image minimizes a channel before its ReLU, as the article's do: after the ReLU, a channel "
+    "already at 0 has nothing left to lower (pre_relu: off reads the layer as named)"
+)
+
+
+def pre_relu_fields(model: LoadedModel, job: Job) -> dict:
+    """`pre_relu` when the job reads a pre-ReLU twin: the names fv read as their twins and why, and
+    the module whose ReLUs the job's layer feeds (the atlas shows the job with that layer's)."""
+    names = {name for name, _ in model.module.named_modules()}
+    base = twin_base(names, job.layer.key) if job.layer is not None else None
+    if not job.read_as and base is None:
+        return {}
+    fields: dict = {"read_as": dict(job.read_as)}
+    if job.read_as:
+        fields["why"] = PRE_RELU_WHY
+    fields["of_module"] = base
+    return {"pre_relu": fields}
 
 
 def objective_text(job: Job) -> str:
@@ -162,6 +190,7 @@ def job_sidecar(
         },
         **layer_fields(job),
         "layer_order": layer_order(model, job),
+        **pre_relu_fields(model, job),
         "objective": objective_text(job),
         "settings": described,
         "engine": engine,

@@ -86,7 +86,7 @@ def test_a_bare_sequential_names_its_layers_by_digits():
     assert_unchanged(model, before)
     assert [job.folder for job in result.jobs] == ["Sequential/4", "Sequential/neuron_2_1", "Sequential/layer_4"]
     assert [r["objective"] for r in result.records] == ["4:0", "4:1", "4:2", "4:3"]
-    assert [row["name"] for row in fvcli.layers(model)] == ["0", "1", "2", "3", "4"]
+    assert [row["name"] for row in fvcli.layers(model)] == ["0", "1", "1_pre_relu", "2", "3", "4", "4_pre_relu"]
     assert_unchanged(model, before)
 
 
@@ -257,5 +257,6 @@ def test_the_notebooks_cells_run(tmp_path, monkeypatch):
         if cell["cell_type"] == "code":
             exec(compile("".join(cell["source"]), "docs/fv.ipynb", "exec"), namespace)
     assert len(namespace["result"].records) == 4 and namespace["negative"].images[0].size == (32, 32)
-    assert namespace["mixed"].records[0]["objective"] == "layer2:1 - 0.5*neuron(layer2:2)"
+    # a term that is lowered reads the layer before its ReLU (--pre-relu auto)
+    assert namespace["mixed"].records[0]["objective"] == "layer2:1 - 0.5*neuron(layer2_pre_relu:2)"
     assert [image.mode for image in namespace["gray"].images] == ["L"] * 4

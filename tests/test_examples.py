@@ -150,8 +150,19 @@ def test_json_strips_and_brute_force_agreement(tmp_path, images, factory):
     assert [e["position"] for e in unit["bottom"]] == [list(divmod(r[4], r[5])) for r in bottom]
     assert [e["mean"] for e in unit["bottom"]] == pytest.approx([r[6] for r in bottom], rel=1e-4)
 
-    # After a ReLU the minimum is 0 almost everywhere: the bottom is then ranked by the mean.
+    # The bottom of a layer after a ReLU is read before it (relu3_pre_relu: conv3's output), where
+    # minima differ; the top reads relu3 itself.
     relu = json.loads((out / "counted.make" / "relu3" / "examples" / "examples.json").read_text())["units"][0]
+    rows = brute_force(factory, images, 5, 5)
+    assert [e["path"] for e in relu["bottom"]] == [r[0] for r in sorted(rows, key=lambda r: (r[3], r[6]))[:3]]
+    assert [e["value"] for e in relu["bottom"]] == pytest.approx([r[3] for r in sorted(rows, key=lambda r: (r[3], r[6]))[:3]], rel=1e-4)
+    assert relu["bottom"][0]["value"] < 0
+    assert [e["path"] for e in relu["top"]] == [r[0] for r in sorted(rows, key=lambda r: (-r[1], -r[6]))[:3]]
+
+    # With pre_relu off, after a ReLU the minimum is 0 almost everywhere: the bottom is then ranked by the mean.
+    collect(factory, images, out / "off", "relu3:5", **{"pre-relu": "off"})
+    passes(tmp_path)
+    relu = json.loads((out / "off" / "counted.make" / "relu3" / "examples" / "examples.json").read_text())["units"][0]
     rows = brute_force(factory, images, 6, 5)
     assert [e["path"] for e in relu["bottom"]] == [r[0] for r in sorted(rows, key=lambda r: (r[3], r[6]))[:3]]
     assert all(e["value"] == 0 for e in relu["bottom"]) and len({e["mean"] for e in relu["bottom"]}) > 1

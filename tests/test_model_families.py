@@ -63,15 +63,16 @@ def test_layers_json_lists_every_layer_in_forward_order():
     names = [row["name"] for row in data["layers"]]
     assert names.index("conv1") < names.index("layer1") < names.index("layer1.0.conv1") < names.index("fc")
     fc = next(row for row in data["layers"] if row["name"] == "fc")
-    assert fc == {"name": "fc", "alias": None, "shape": "(1, 1000)", "layout": "flat", "channels": 1000}
+    assert fc == {"name": "fc", "alias": None, "shape": "(1, 1000)", "layout": "flat", "channels": 1000, "pre_relu_of": None}
+    assert names.index("layer1.0") < names.index("layer1.0_pre_relu") < names.index("layer1.1")  # its residual sum, before the ReLU
 
 
 def test_layers_of_a_fixed_size_model_use_its_size():
     data = json.loads(fv("layers", "--model", "vit_b_16", "--json", "encoder.layers.encoder_layer_0"))
     assert data["size"] == 224
     assert data["layers"] == [
-        {"name": "encoder.layers.encoder_layer_0", "alias": None, "shape": "(1, 197, 768)", "layout": "tokens", "channels": 768}
-    ]
+        {"name": "encoder.layers.encoder_layer_0", "alias": None, "shape": "(1, 197, 768)", "layout": "tokens", "channels": 768, "pre_relu_of": None}
+    ]  # no twin: a transformer block ends in a sum, not a ReLU
 
 
 def test_tuple_outputs_are_listed_by_element_and_need_one_named(tmp_path):
@@ -162,7 +163,8 @@ def test_torchscript_models_render_their_output(tmp_path, tiny):
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.script(load_model(tiny, "random", seed=0).module).save(str(scripted_path))
     data = json.loads(fv("layers", "--model", str(scripted_path), "--weights", "default", "--size", "32", "--json"))
-    assert data["layers"] == [{"name": "output", "alias": None, "shape": "(1, 5)", "layout": "flat", "channels": 5}]
+    # TorchScript runs its own code, so no ReLU call is seen either: no pre-ReLU twins.
+    assert data["layers"] == [{"name": "output", "alias": None, "shape": "(1, 5)", "layout": "flat", "channels": 5, "pre_relu_of": None}]
     fv("render", "output:0-2", "--model", str(scripted_path), "--steps", "6", "--size", "32", "--transforms", "none",
        "--out", str(tmp_path / "o"), "--quiet")
     sidecar = json.loads((tmp_path / "o" / "tiny" / "output" / "grid.json").read_text())
