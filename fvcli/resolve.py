@@ -171,7 +171,7 @@ class Resolver:
             assert self.forward is not None, "a Resolver for photos needs a forward function"
             image, _ = self.photo(atom.photo)
             acts = self.forward(info.key, image[None], self.input_size)
-            target = channels_first(acts, info.layout)[0].float().cpu()
+            target = channels_first(acts, info.layout)[0].float()  # on the model's device, where it is compared
             if not bool(target.any()):
                 raise FvError(f"photo {atom.photo} gives activations of all zeros at layer {info.name}: nothing to compare with; try another layer")
             self._photo_acts[key] = target
