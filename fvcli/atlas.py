@@ -530,6 +530,9 @@ def _model_rows(sidecar: dict) -> list[tuple[str, str]]:
     ]
     if sidecar.get("model_input_size"):
         rows.append(("model input size", _e(sidecar["model_input_size"])))
+    for item in sidecar.get("files") or []:  # the photos and direction files the objectives were made from
+        if isinstance(item, dict):
+            rows.append(("file", f"{_e(item.get('path'))} <code>{_e(item.get('sha256'))}</code>"))
     return rows
 
 
@@ -649,7 +652,7 @@ def unit_page(job: Job, index: int) -> str:
     body.append('<div class="cols"><section><h2>Visualization</h2>\n' + _unit_figures(job, unit, where) + "</section>")
     body.append((f"<section>{siblings}</section>" if siblings else "") + "</div>\n")
     body.append(_dataset_examples(job, unit, where))
-    rows = [(k, _e(_scalar(record.get(k)))) for k in ("label", "channel", "objective") if k in record]
+    rows = [(k, _e(_scalar(record.get(k)))) for k in ("label", "channel", "direction", "objective") if k in record]
     rows.append(("status", _status(record)))
     if record.get("reason"):
         rows.append(("why", _e(record["reason"])))

@@ -134,6 +134,8 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
       'mixed4a:97 - 0.5*mixed4b:3'   'neuron(mixed4a:0-15)'   'layer(mixed4c)'
       'logit:goldfish'   'direction(mixed4a, random:8)'   -- -mixed4a:97
       'interpolate(mixed4a:97, mixed4a:143, frames=6)'
+      "direction(mixed4a, 'dirs.npy')[0-63]" (rows of a K x C file of directions)
+      "caricature(mixed4a, 'photo.jpg')"   "inversion(mixed3b, 'photo.jpg')"
     A negative image (-mixed4a:97) reads the layer before its ReLU, mixed4a_pre_relu
     (see --pre-relu). README.md gives the grammar. Options given here override the
     spec files. Each job writes one PNG per unit, grid.png and grid.json into

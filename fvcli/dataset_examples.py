@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
-from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
 from fvcli.version import __version__
@@ -38,6 +37,7 @@ from fvcli.capture import forward_to, layer_shapes
 from fvcli.devices import pick_device
 from fvcli.engine import input_normalization
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FvError
+from fvcli.images import Placement, load_image, open_upright, to_channels
 from fvcli.jobs import JobRequest
 from fvcli.layer_keys import Layout, ResolvedLayer, channels_first, input_channels, probe_images
 from fvcli.messages import plural, progress_bar
@@ -71,66 +71,6 @@ def list_images(folder: Path) -> list[Path]:
     """The image files below `folder` (any depth), sorted by their path relative to it."""
     files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the model's square input lies in an image of `width` x `height`: the image is resized so
-    that its shorter side is `size`, and the centred `size` square is cut out."""
-
-    width: int
-    height: int
-    size: int
-
-    @property
-    def resized(self) -> tuple[int, int]:
-        scale = self.size / min(self.width, self.height)
-        return max(self.size, round(self.width * scale)), max(self.size, round(self.height * scale))
-
-    @property
-    def offset(self) -> tuple[int, int]:
-        width, height = self.resized
-        return (width - self.size) // 2, (height - self.size) // 2
-
-    def to_original(self, box: tuple[float, float, float, float]) -> list[int]:
-        """A box (left, top, right, bottom) in input pixels as pixels of the original image."""
-        (width, height), (dx, dy) = self.resized, self.offset
-        sx, sy = self.width / width, self.height / height
-        left, top = round((box[0] + dx) * sx), round((box[1] + dy) * sy)
-        right, bottom = round((box[2] + dx) * sx), round((box[3] + dy) * sy)
-        left, top = min(max(0, left), self.width - 1), min(max(0, top), self.height - 1)
-        return [left, top, min(self.width, max(right, left + 1)), min(self.height, max(bottom, top + 1))]
-
-
-_ORIENTATION = 0x0112  # the EXIF tag of cameras that store pictures sideways
-_TURNED = (5, 6, 7, 8)  # its values that swap width and height
-
-
-def open_upright(path: Path, size: int | None = None) -> Image.Image:
-    """An image file in RGB, turned as its EXIF orientation says (as viewers show it). With `size`,
-    a large JPEG may decode at a reduced scale whose shorter side is still at least `size`."""
-    with Image.open(path) as image:
-        orientation = image.getexif().get(_ORIENTATION, 1)
-        if size is not None and orientation == 1:
-            image.draft("RGB", Placement(*image.size, size).resized)
-        upright = ImageOps.exif_transpose(image) if orientation != 1 else image
-        return upright.convert("RGB")
-
-
-def upright_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as image:
-        width, height = image.size
-        return (height, width) if image.getexif().get(_ORIENTATION, 1) in _TURNED else (width, height)
-
-
-def load_image(path: Path, size: int) -> Tensor:
-    """An image file as the model sees it: RGB and upright, its shorter side resized to `size`
-    (bilinear), the centred square cut out; (3, size, size) in [0, 1], before normalization."""
-    placement = Placement(*upright_size(path), size)
-    rgb = open_upright(path, size)
-    (width, height), (dx, dy) = placement.resized, placement.offset
-    square = rgb.resize((width, height), Image.Resampling.BILINEAR).crop((dx, dy, dx + size, dy + size))
-    return pil_to_tensor(square).float() / 255
 
 
 def _try_load(path: Path, size: int) -> Tensor | None:
@@ -357,15 +297,12 @@ class ModelGroup:
     def prepare(self, pixels: Tensor) -> Tensor:
         """Images in [0, 1] as the model's input: normalized as the render engine does, channels_last.
         A grayscale model sees the photos' luma (ITU-R BT.601 weights, as PIL's "L" mode)."""
-        if pixels.shape[1] == 3 and input_channels(self.model.module) == 1:
-            pixels = (pixels * torch.tensor(LUMA, device=pixels.device).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+        if pixels.shape[1] == 3:
+            pixels = to_channels(pixels, input_channels(self.model.module))
         if self.normalization is not None:
             mean, std = (torch.tensor(v, device=pixels.device).view(1, -1, 1, 1) for v in self.normalization)
             pixels = (pixels - mean) / std
         return pixels.contiguous(memory_format=torch.channels_last)
-
-
-LUMA = (0.299, 0.587, 0.114)
 
 
 def _rounded(value: float) -> float:

@@ -129,6 +129,33 @@ def _finite(grad: Tensor) -> Tensor:
     return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def _model_input(images: Tensor, mean: Tensor | None, std: Tensor | None, input_size: int | None) -> Tensor:
+    """Images in [0, 1] as the model takes them: resized to its one input size (if it has one), normalized."""
+    if input_size is not None and images.shape[-2:] != (input_size, input_size):
+        images = F.interpolate(images, size=(input_size, input_size), mode="bilinear", align_corners=False)
+    x = images if mean is None else (images - mean) / std
+    # channels_last on every device: CUDA's tensor cores want it, and on CPUs oneDNN's
+    # max pooling is about 20 times faster with it (measured in benchmarks/BENCHMARKS.md).
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _mean_std(normalization: Normalization | None, device: torch.device) -> tuple[Tensor | None, Tensor | None]:
+    if normalization is None:
+        return None, None
+    mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in normalization)
+    return mean, std
+
+
+def activations(
+    model: LoadedModel, images: Tensor, layers: tuple[str, ...], normalization: Normalization | None, input_size: int | None
+) -> dict[str, Tensor]:
+    """The model's activations at `layers` for images in [0, 1] (on the model's device), prepared as
+    the steps prepare theirs, in float32 and without gradients: what a photo's activations are."""
+    with torch.no_grad():
+        x = _model_input(images, *_mean_std(normalization, images.device), input_size)
+        return {k: v.float() for k, v in forward_to(model.module, x, layers).items()}
+
+
 class _Scorer:
     """Normalize, run the model to the needed layers, and score each image by its objective."""
 
@@ -137,20 +164,12 @@ class _Scorer:
         self.layers = layers_of(objectives)
         self.bf16 = bf16
         self.plan = batch_plan(objectives, device)
-        if normalization is None:
-            self.mean = self.std = None
-        else:
-            self.mean, self.std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in normalization)
+        self.mean, self.std = _mean_std(normalization, device)
 
     def __call__(self, images: Tensor, extra: tuple[str, ...] = (), forward: Callable | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Each image's objective value, and the captured activations (with the `extra` layers).
         `forward`: a compiled forward for exactly these layers (fvcli.compiled); else eager."""
-        if self.input_size is not None and images.shape[-2:] != (self.input_size, self.input_size):
-            images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        x = images if self.mean is None else (images - self.mean) / self.std
-        # channels_last on every device: CUDA's tensor cores want it, and on CPUs oneDNN's
-        # max pooling is about 20 times faster with it (measured in benchmarks/BENCHMARKS.md).
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = _model_input(images, self.mean, self.std, self.input_size)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with autocast:
             acts = forward(x) if forward is not None else forward_to(self.module, x, (*self.layers, *extra))

@@ -111,6 +111,7 @@ class Unit:
     label: str
     description: str  # the unit's objective as text
     shared: bool = False  # its images share a low-resolution image (interpolation frames)
+    by_direction: bool = False  # `key` indexes directions (random:K, a direction file's rows), not channels
 
     @property
     def seeds(self) -> tuple[int, ...]:

@@ -8,6 +8,7 @@ one value per image. Objectives are always maximized; only the engine negates. T
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import torch
@@ -26,6 +27,8 @@ class Objective:
     """Base class: subclasses set `layers` (module paths read) and implement `__call__` and `describe`."""
 
     layers: tuple[str, ...] = ()
+    files: tuple[tuple[str, str], ...] = ()  # (path, sha256) of the files it was made from (photos, directions)
+    dead_at_zero = True  # whether ending at exactly 0 means its units are dead (see runner)
 
     def __call__(self, acts: Activations) -> Tensor:
         raise NotImplementedError
@@ -146,9 +149,12 @@ class Direction(Objective):
     """A direction in a layer's channel space: the dot product with `vector`, averaged over positions
     (patch tokens), or at one position for `direction_neuron`."""
 
-    def __init__(self, layer: str, vector: Tensor, text: str, layout: Layout | None = None, neuron: bool = False):
+    def __init__(
+        self, layer: str, vector: Tensor, text: str, layout: Layout | None = None, neuron: bool = False,
+        files: tuple[tuple[str, str], ...] = (),
+    ):
         self.layer, self.vector, self.text, self.layout, self.neuron = layer, vector, text, layout, neuron
-        self.layers = (layer,)
+        self.layers, self.files = (layer,), files
 
     def __call__(self, acts: Activations) -> Tensor:
         a = channels_first(acts[self.layer], self.layout).float()
@@ -161,12 +167,92 @@ class Direction(Objective):
         return self.text
 
 
+# Caricatures (Lucid's lucid/recipes/caricature.py, `dot_compare`, the recipe behind OpenAI Microscope's
+# caricatures, and notebooks/misc/feature_inversion_caricatures.ipynb) maximize
+# dot(a, a_photo) * max(0.1, cossim) ** cossim_pow with cossim_pow = 0.0 by default: a plain dot
+# product. Lucid's activation atlas icons use the same form for directions with cossim_pow = 2
+# (lucid/recipes/activation_atlas/render.py). `caricature(..., cossim_pow=P)` sets the power.
+CARICATURE_COSSIM_POW = 0.0
+COSSIM_FLOOR = 0.1  # Lucid's: the cosine factor never drops below this, so a bad start still has a gradient
+
+
+class PhotoComparison(Objective):
+    """Base of the objectives that compare a layer's activations with a photo's: `target` is the
+    photo's activations at the layer (channels first, one image: (C, positions...)).
+
+    The rendered image may reach the layer on a larger or smaller grid than the photo did (the
+    transforms pad and crop the canvas by a few pixels); the two are compared on the centre positions
+    both grids have, which keeps the photo's scale (resizing the grids would not)."""
+
+    def __init__(self, layer: str, target: Tensor, text: str, layout: Layout | None, files: tuple[tuple[str, str], ...] = ()):
+        self.layer, self.target, self.text, self.layout = layer, target.float(), text, layout
+        self.layers, self.files = (layer,), files
+
+    def pairs(self, acts: Activations) -> tuple[Tensor, Tensor]:
+        """The images' activations (N, D) and the photo's (1, D), over the positions both have."""
+        a = channels_first(acts[self.layer], self.layout).float()
+        a, t = _common_centre(a, self.target.to(a.device)[None])
+        return a.flatten(1), t.flatten(1)
+
+    def describe(self) -> str:
+        return self.text
+
+
+def _common_centre(a: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """Both (N, C, positions...) cut to the centre positions they share (tokens as square grids)."""
+    if a.shape[2:] == t.shape[2:]:
+        return a, t
+    if a.dim() == 3:  # tokens: crop them as the square patch grids they are, where they are
+        ga, gt = math.isqrt(a.shape[2]), math.isqrt(t.shape[2])
+        if ga * ga == a.shape[2] and gt * gt == t.shape[2]:
+            a, t = a.unflatten(2, (ga, ga)), t.unflatten(2, (gt, gt))
+    for axis in range(2, a.dim()):
+        n = min(a.shape[axis], t.shape[axis])
+        a = a.narrow(axis, (a.shape[axis] - n) // 2, n)
+        t = t.narrow(axis, (t.shape[axis] - n) // 2, n)
+    return a, t
+
+
+class Caricature(PhotoComparison):
+    """A caricature of a photo: dot(a, a_photo) / |a_photo|^2 * max(0.1, cos(a, a_photo)) ** cossim_pow.
+
+    The dot product is divided by the photo's own (a constant), so that 1 means "as much as the
+    photo" and values read the same at every layer; the cosine is the true one (Lucid's
+    `dot_compare` divides by |a_photo| only, which makes its floor depend on the layer's scale)."""
+
+    def __init__(self, *args, cossim_pow: float = CARICATURE_COSSIM_POW, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cossim_pow = cossim_pow
+
+    def __call__(self, acts: Activations) -> Tensor:
+        a, t = self.pairs(acts)
+        dot = (a * t).sum(dim=1)
+        value = dot / t.pow(2).sum()
+        if self.cossim_pow:
+            cossim = dot / (a.norm(dim=1) * t.norm() + 1e-6)
+            value = value * cossim.clamp_min(COSSIM_FLOOR) ** self.cossim_pow
+        return value
+
+
+class Inversion(PhotoComparison):
+    """Feature inversion (Mahendran and Vedaldi, 2015): -|a - a_photo|^2 / |a_photo|^2, the squared
+    distance to the photo's activations relative to their own size: 0 is a perfect match, and
+    activations of all zeros score -1."""
+
+    dead_at_zero = False  # 0 is the photo matched exactly, not a dead unit
+
+    def __call__(self, acts: Activations) -> Tensor:
+        a, t = self.pairs(acts)
+        return -(a - t).pow(2).sum(dim=1) / t.pow(2).sum()
+
+
 class Weighted(Objective):
     """A weighted sum of objectives; built by the arithmetic operators, not by hand."""
 
     def __init__(self, terms: tuple[tuple[float, Objective], ...]):
         self._terms = terms
         self.layers = tuple(dict.fromkeys(layer for _, o in terms for layer in o.layers))
+        self.files = tuple(dict.fromkeys(f for _, o in terms for f in o.files))
 
     def terms(self) -> tuple[tuple[float, Objective], ...]:
         return self._terms

@@ -1,15 +1,22 @@
 """Binding a target to a model: one objective per unit, with every name checked against the model.
 
 Layer names become module paths and layouts (from a probe forward pass), class names become
-indices, direction vectors become tensors of the layer's width. Problems are FvErrors that say what
-the model has instead. With `pre_relu: auto`, a channel or neuron a target minimizes reads its
-layer's pre-ReLU twin where there is one (`-mixed4a:97` reads mixed4a_pre_relu), as the article's
-negative images do: after a ReLU, a channel at 0 has nothing left to lower.
+indices, direction vectors become tensors of the layer's width (a file of K directions, one unit
+each), and a caricature's or inversion's photo becomes its activations at the layer (one forward
+pass, without gradients). Problems are FvErrors that say what the model has instead.
+With `pre_relu: auto`, a channel or neuron a target minimizes reads its layer's pre-ReLU twin where
+there is one (`-mixed4a:97` reads mixed4a_pre_relu), as the article's negative images do: after a
+ReLU, a channel at 0 has nothing left to lower.
+
+File paths in targets are taken as written: relative to the working directory, in spec files too.
+Each file is read once per job, and its sha256 travels with the objectives made from it.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import io
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,19 +25,22 @@ from typing import Callable
 import torch
 
 from fvcli.errors import FvError
+from fvcli.images import load_image, to_channels
 from fvcli.jobs import safe_component, stable_seed
-from fvcli.layer_keys import ResolvedLayer, infer_layout, split_key
+from fvcli.layer_keys import ResolvedLayer, channels_first, infer_layout, input_channels, split_key
 from fvcli.prerelu import SUFFIX, twin_base
 from fvcli.limits import MAX_UNITS, MAX_WEIGHT, show
 from fvcli.messages import plural
 from fvcli.models import LoadedModel
 from fvcli.weights import safe_load
-from fvcli.objectives import OUTPUT, Direction, LayerEnergy, Logit, Objective, channel, neuron
+from fvcli.objectives import CARICATURE_COSSIM_POW, OUTPUT, Caricature, Direction, Inversion, LayerEnergy, Logit, Objective, channel, neuron
 from fvcli.settings import RenderSettings
 from fvcli.targets import Atom, Interpolation, Target
 
 # A layer probe: layer key -> (output shape for one image, input size the model needs or None).
 Probe = Callable[[str], tuple[tuple[int, ...], int | None]]
+# The model run on images: (layer key, images (N, 3, S, S) in [0, 1], input size or None) -> activations.
+Forward = Callable[[str, torch.Tensor, int | None], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -40,17 +50,23 @@ class ResolvedUnit:
     canonical: str  # the unit's target with module paths: what its seed derives from
     description: str
     shared: bool = False  # the images share a low-resolution image (interpolation frames)
+    by_direction: bool = False  # `key` indexes directions (random:K, a direction file's rows), not channels
 
 
 class Resolver:
-    """Resolves the targets of one job (one model, one image size, one set of settings)."""
+    """Resolves the targets of one job (one model, one image size, one set of settings).
 
-    def __init__(self, model: LoadedModel, settings: RenderSettings, probe: Probe):
-        self.model, self.settings, self.probe = model, settings, probe
+    `forward` runs the model on photos, for caricatures and inversions (not needed otherwise)."""
+
+    def __init__(self, model: LoadedModel, settings: RenderSettings, probe: Probe, forward: Forward | None = None):
+        self.model, self.settings, self.probe, self.forward = model, settings, probe, forward
         self.input_size: int | None = None
         self.layers: dict[str, ResolvedLayer] = {}
         self.read_as: dict[str, str] = {}  # layer names read as their pre-ReLU twins' (pre_relu: auto)
         self._twins: dict[str, str | None] = {}
+        self._directions: dict[str, tuple[torch.Tensor, str]] = {}  # file -> (K x C matrix, sha256)
+        self._photos: dict[str, tuple[torch.Tensor, str]] = {}  # file -> (image at the job's size, sha256)
+        self._photo_acts: dict[tuple[str, str], torch.Tensor] = {}  # (file, layer key) -> its activations
 
     # ---- names ----
 
@@ -123,10 +139,83 @@ class Resolver:
             vector = torch.randn(width, generator=torch.Generator().manual_seed(seed))
             vector = vector / vector.norm()
         else:
-            vector = _load_vector(spec)
+            vector = self._row(atom)
         if vector.dim() != 1 or vector.numel() != width:
             raise FvError(f"direction for {info.name} has {tuple(vector.shape)} values; the layer has {plural(width, 'channel')}")
         return vector
+
+    def directions(self, path: str) -> tuple[torch.Tensor, str]:
+        """A direction file as a (K, C) matrix (one vector is K = 1), and its sha256."""
+        if path not in self._directions:
+            self._directions[path] = _load_directions(path)
+        return self._directions[path]
+
+    def _row(self, atom: Atom) -> torch.Tensor:
+        """The one direction of a direction file that `atom` names."""
+        matrix, _ = self.directions(atom.file)
+        if atom.rows is None and len(matrix) > 1:  # only the ends of an interpolation get here
+            raise FvError(
+                f"direction file {atom.file} holds {len(matrix)} directions; name one with [ROW], such as "
+                f"{replace(atom, rows=(0,)).describe()}"
+            )
+        (row,) = atom.rows or (0,)
+        vector = matrix[row]
+        if not bool(vector.any()):
+            if len(matrix) == 1:
+                raise FvError(f"direction file {atom.file}: all zeros, which point nowhere; expected a vector with a non-zero entry")
+            raise FvError(f"direction file {atom.file}: row {row} is all zeros, which points nowhere; leave it out with [ROWS]")
+        return vector
+
+    def _rows(self, atom: Atom) -> tuple[int, ...] | None:
+        """The rows of its direction file that `atom` renders: as written, checked against the file,
+        or every row of a file of several (None for a file of one vector: one unit, as ever)."""
+        matrix, _ = self.directions(atom.file)
+        count, values = matrix.shape
+        width = self.layer(atom.layer).layout.channels
+        if count > 1 and values != width:
+            raise FvError(
+                f"direction file {atom.file} holds {count} directions of {values} values; "
+                f"layer {atom.layer} has {plural(width, 'channel')}"
+            )
+        if atom.rows is None:
+            if count > MAX_UNITS:
+                raise FvError(f"direction file {atom.file} holds {count} directions; a job renders at most {MAX_UNITS} units (name rows, such as [0-999])")
+            return tuple(range(count)) if count > 1 else None
+        bad = [r for r in atom.rows if r >= count]
+        if bad:
+            raise FvError(f"row {bad[0]} is out of range for direction file {atom.file}, which has {plural(count, 'row')} (0-{count - 1})")
+        return atom.rows
+
+    def photo_activations(self, atom: Atom, info: ResolvedLayer) -> torch.Tensor:
+        """The photo's activations at the layer, channels first, (C, positions...): the photo read
+        as the model sees images (its centre square at the job's size), run once without gradients."""
+        key = (atom.photo, info.key)
+        if key not in self._photo_acts:
+            assert self.forward is not None, "a Resolver for photos needs a forward function"
+            image, _ = self.photo(atom.photo)
+            acts = self.forward(info.key, image[None], self.input_size)
+            target = channels_first(acts, info.layout)[0].float()  # on the model's device, where it is compared
+            if not bool(target.any()):
+                raise FvError(f"photo {atom.photo} gives activations of all zeros at layer {info.name}: nothing to compare with; try another layer")
+            self._photo_acts[key] = target
+        return self._photo_acts[key]
+
+    def photo(self, path: str) -> tuple[torch.Tensor, str]:
+        """A photo as a (C, size, size) image in [0, 1] at the job's size (its luma for a grayscale
+        model), and its file's sha256."""
+        if path not in self._photos:
+            data, digest = _read(path, "photo", "an image file such as a JPEG or PNG")
+            try:
+                image = load_image(data, self.settings.size)
+            except Exception as error:  # any decoder's failure, in one line
+                reason = "not an image file fv can read" if "cannot identify image file" in str(error) else _first_line(error)
+                raise FvError(f"photo {path}: {reason}") from None
+            try:
+                image = to_channels(image, input_channels(self.model.module))
+            except ValueError as error:
+                raise FvError(f"photo {path}: {error}") from None
+            self._photos[path] = (image, digest)
+        return self._photos[path]
 
     # ---- targets ----
 
@@ -134,11 +223,17 @@ class Resolver:
         """The units of `target`, in order, each with one objective per image."""
         if isinstance(target, Interpolation):
             return [self._interpolation(target)]
+        target = self._filled(self._with_setting(target))  # channels checked as named
         units = []
-        for key, unit_target in self._expand(self._with_setting(target)):  # channels checked as named
+        for key, unit_target in target.expand():
             unit_target = self._pre_relu(unit_target)
             objective = self._objective(unit_target)
-            units.append(ResolvedUnit(key, (objective,), self._canonical(unit_target), objective.describe()))
+            units.append(
+                ResolvedUnit(
+                    key, (objective,), self._canonical(unit_target), objective.describe(),
+                    by_direction=key is not None and target.keyed_by == "direction",
+                )
+            )
         return units
 
     def _objective(self, target: Target) -> Objective:
@@ -151,7 +246,7 @@ class Resolver:
     def _interpolation(self, target: Interpolation) -> ResolvedUnit:
         ends = [self._with_setting(t) for t in (target.start, target.end)]
         for end in ends:
-            self._expand(end)  # checks channel ranges
+            self._filled(end)  # checks channel ranges and files
         ends = [self._pre_relu(end) for end in ends]
         start, end = (self._objective(t) for t in ends)
         frames = []
@@ -194,7 +289,8 @@ class Resolver:
             terms.append((weight, atom))
         return Target(tuple(terms))
 
-    def _expand(self, target: Target) -> list[tuple[int | None, Target]]:
+    def _filled(self, target: Target) -> Target:
+        """The target with every channel range and direction file's rows checked and made explicit."""
         terms = list(target.terms)
         for i, (weight, atom) in enumerate(terms):
             if atom.kind in ("channel", "neuron"):
@@ -209,7 +305,12 @@ class Resolver:
                         f"channel {bad[0]} is out of range for layer {atom.layer}, which has {plural(count, 'channel')} (0-{count - 1})"
                     )
                 terms[i] = (weight, replace(atom, channels=channels))
-        return Target(tuple(terms)).expand()
+            elif atom.file is not None:
+                terms[i] = (weight, replace(atom, rows=self._rows(atom)))
+        several = [atom for _, atom in terms if atom.multiple]
+        if len(several) > 1:  # known only now when a direction file holds several directions
+            raise FvError(f"only one atom of a target may name several units, and {several[0].describe()} and {several[1].describe()} both do")
+        return Target(tuple(terms))
 
     def _atom(self, atom: Atom) -> Objective:
         all_tokens = self.settings.tokens == "all"
@@ -226,7 +327,17 @@ class Resolver:
         if atom.kind in ("logit", "probability"):
             return Logit(self.class_index(atom.label), atom.label, probability=atom.kind == "probability")
         info = self.layer(atom.layer)
-        return Direction(info.key, self.vector(atom, info), atom.describe(), info.layout, neuron=atom.kind == "direction_neuron")
+        if atom.kind in ("caricature", "inversion"):
+            target = self.photo_activations(atom, info)
+            files = ((atom.photo, self.photo(atom.photo)[1]),)
+            if atom.kind == "inversion":
+                return Inversion(info.key, target, atom.describe(), info.layout, files=files)
+            power = CARICATURE_COSSIM_POW if atom.cossim_pow is None else atom.cossim_pow
+            return Caricature(info.key, target, atom.describe(), info.layout, files=files, cossim_pow=power)
+        files = ((atom.file, self.directions(atom.file)[1]),) if atom.file is not None else ()
+        return Direction(
+            info.key, self.vector(atom, info), atom.describe(), info.layout, neuron=atom.kind == "direction_neuron", files=files
+        )
 
     def _check_position(self, info: ResolvedLayer, position: tuple[int, int]) -> None:
         shape, kind = info.shape, info.layout.kind
@@ -258,39 +369,58 @@ def unit_seed(seed: int, canonical: str) -> int:
     return stable_seed(f"fv-unit/{seed}/{canonical}")
 
 
-def _load_vector(path: str) -> torch.Tensor:
-    """A direction from a .npy or .pt file: finite, not all zero, entries at most MAX_WEIGHT in magnitude
-    (like an inline vector's). Pickled objects are refused, in one line."""
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def _read(path: str, what: str, expected: str) -> tuple[bytes, str]:
+    """A file's bytes and their sha256; FvError in one line when it is missing or unreadable."""
     file = Path(path)
+    if not file.exists():
+        raise FvError(f"{what} {path} not found (expected {expected})")
     if not file.is_file():
-        raise FvError(f"direction file {path} not found (expected a .npy or .pt file of one vector)")
+        raise FvError(f"{what} {path} is not a file (expected {expected})")
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        raise FvError(f"{what} {path} cannot be read ({error.strerror or error})") from None
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _load_directions(path: str) -> tuple[torch.Tensor, str]:
+    """A .npy or .pt file of one direction (C,) or of K directions (K, C), as a (K, C) matrix, and
+    the file's sha256. Entries are finite and at most MAX_WEIGHT in magnitude (like an inline
+    vector's). Pickled objects are refused, in one line."""
+    data, digest = _read(path, "direction file", "a .npy or .pt file of one vector, or a K x C matrix of K vectors")
     refused = "not a tensor file fv can load safely (only tensors saved with torch.save are read; pickled objects are refused)"
-    if file.suffix == ".npy":
+    if Path(path).suffix == ".npy":
         import numpy
 
         try:
-            array = numpy.load(file, allow_pickle=False)
-            vector = torch.as_tensor(array, dtype=torch.float32).flatten()
+            array = numpy.load(io.BytesIO(data), allow_pickle=False)
+            matrix = torch.as_tensor(array, dtype=torch.float32)
         except ValueError as error:
-            reason = "it holds Python objects, which fv does not load" if "allow_pickle" in str(error) else str(error).splitlines()[0][:200]
+            reason = "it holds Python objects, which fv does not load" if "allow_pickle" in str(error) else _first_line(error)
             raise FvError(f"direction file {path}: not an array of numbers fv can read ({reason})") from None
         except Exception as error:
-            raise FvError(f"direction file {path} cannot be read ({str(error).splitlines()[0][:200]})") from None
+            raise FvError(f"direction file {path} cannot be read ({_first_line(error)})") from None
     else:
         try:
-            loaded = safe_load(file)
+            loaded = safe_load(io.BytesIO(data))
         except ValueError as error:
             damaged = str(error) == "it is truncated or damaged"
             raise FvError(f"direction file {path}: {error if damaged else refused}") from None
         if not isinstance(loaded, torch.Tensor):
             raise FvError(f"direction file {path}: it holds a {type(loaded).__name__}, not a tensor")
-        vector = loaded.float().flatten()
-    if not bool(torch.all(vector.abs() <= MAX_WEIGHT)):  # NaN fails too
-        bad = vector[~(vector.abs() <= MAX_WEIGHT)][0].item()
+        matrix = loaded.float()
+    if matrix.dim() == 1:
+        matrix = matrix[None]
+    if matrix.dim() != 2 or len(matrix) == 0:
+        raise FvError(f"direction file {path}: an array of shape {tuple(matrix.shape)}; expected one vector (C,) or K vectors as a K x C matrix")
+    if not bool(torch.all(matrix.abs() <= MAX_WEIGHT)):  # NaN fails too
+        bad = matrix[~(matrix.abs() <= MAX_WEIGHT)][0].item()
         raise FvError(f"direction file {path}: holds {bad:g}; expected finite numbers of magnitude at most {show(MAX_WEIGHT)}")
-    if not bool(vector.any()):
-        raise FvError(f"direction file {path}: all zeros, which point nowhere; expected a vector with a non-zero entry")
-    return vector
+    return matrix, digest
 
 
 def unit_name(target: Target, key: int | None, width: int) -> tuple[str, str]:

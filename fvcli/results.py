@@ -155,7 +155,7 @@ class LayerExamples:
         (default: the --crop of the run), read from the images folder."""
         from PIL import Image
 
-        from fvcli.dataset_examples import open_upright
+        from fvcli.images import open_upright
 
         side = size or self.sidecar["crop"]
         crops = []

@@ -25,7 +25,7 @@ from fvcli import tuning
 from fvcli.capture import layer_shapes
 from fvcli.compiled import compile_forward
 from fvcli.devices import device_name, pick_device, use_bf16
-from fvcli.engine import BatchResult, Groups, Stopped, dtype_name, input_normalization, render_batch
+from fvcli.engine import BatchResult, Groups, Stopped, activations, dtype_name, input_normalization, render_batch
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_SOME_FAILED, EXIT_WRITE_FAILED, FvError, WriteError, raised
 from fvcli.objectives import layers_of
 from fvcli.redirect import REDIRECT_STEPS
@@ -38,7 +38,7 @@ from fvcli.merge import remove_manifests, write_manifest
 from fvcli.messages import plural, progress_bar
 from fvcli.output import check_output_folders, read_record, remove_empty_folders, save_png, to_pil, write_grid, write_json
 from fvcli.settings import RenderSettings, RunSettings
-from fvcli.sidecar import UnitRecord, job_sidecar, unit_record
+from fvcli.sidecar import UnitRecord, job_sidecar, unit_files, unit_record
 from fvcli.signals import StopOnSignals
 from fvcli.targets import describe_channels
 from fvcli.transforms import Pipeline
@@ -112,8 +112,9 @@ class Report:
 
 def _maximizes(objective) -> bool:
     """Whether an objective only adds units up: then ending at exactly 0 means the units are dead.
-    (A negative image that reaches 0 has suppressed its unit completely, which is its aim.)"""
-    return all(weight > 0 for weight, _ in objective.terms())
+    (A negative image that reaches 0 has suppressed its unit completely, which is its aim; an
+    inversion at 0 has matched its photo.)"""
+    return all(weight > 0 and term.dead_at_zero for weight, term in objective.terms())
 
 
 # An objective that changed by no more than this (relative to its size) never moved: no gradient
@@ -209,7 +210,11 @@ class Run:
                     f"{model.name} cannot compute {what} on a {settings.size} px image ({first}); try a larger --size"
                 ) from None
 
-        resolver = Resolver(model, settings, probe)
+        def forward(key: str, images: torch.Tensor, input_size: int | None) -> torch.Tensor:
+            normalization = input_normalization(model, settings.normalize)
+            return activations(model, images.to(self.device), (key,), normalization, input_size)[key]
+
+        resolver = Resolver(model, settings, probe, forward)
         try:
             input_normalization(model, settings.normalize)  # fits the model's channels
             resolved = resolver.units(request.target)
@@ -231,7 +236,7 @@ class Run:
             objectives = r.objectives if len(r.objectives) > 1 else r.objectives * settings.diversity
             images = (image,) if len(objectives) == 1 else tuple(image.replace(".png", f"_{k}.png") for k in range(len(objectives)))
             seed = unit_seed(settings.seed, r.canonical)
-            units.append(Unit(index, i, r.key, seed, objectives, images, label, r.description, shared=r.shared))
+            units.append(Unit(index, i, r.key, seed, objectives, images, label, r.description, shared=r.shared, by_direction=r.by_direction))
         return Job(request, tuple(units), layer, resolver.input_size, diversity_layer, tuple(resolver.read_as.items()))
 
     def _probe(self, model: LoadedModel, key: str, size: int) -> tuple[int, ...]:
@@ -424,7 +429,8 @@ class Run:
 
     def _unit_hash(self, job: Job, unit: Unit) -> str:
         """What a unit's image depends on: fv's rendering version, the model and its weights, the
-        unit's objectives and seed, and every setting that changes an image."""
+        unit's objectives and seed, the contents of the files they were made from (photos, direction
+        files), and every setting that changes an image."""
         model = self.models[model_key(job.request.settings)]
         identity = {
             "render_version": RENDER_VERSION,
@@ -439,6 +445,9 @@ class Run:
             "diversity_layer": job.diversity_layer.key if job.diversity_layer else None,
             "shared": unit.shared,
         }
+        files = unit_files(unit)
+        if files:  # only then, so that the units of other objectives keep their hashes
+            identity["files"] = files
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
     def _mine(self) -> set[tuple[int, int]]:
@@ -508,7 +517,7 @@ class Run:
             JobReport(
                 job,
                 self.models[model_key(job.request.settings)],
-                [UnitRecord(u.key, u.label, u.description, u.seed) for u in job.units],
+                [UnitRecord(u.key, u.label, u.description, u.seed, by_direction=u.by_direction) for u in job.units],
             )
             for job in self.jobs
         ]

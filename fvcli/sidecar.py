@@ -43,6 +43,7 @@ class UnitRecord:
     dtype: str | None = None  # the arithmetic it was rendered in (what --dtype resolved to)
     step_images: list[dict] = field(default_factory=list)  # --save-steps: per image and step, {step, image}
     reason: str | None = None  # dead and flat: why, in one line
+    by_direction: bool = False  # the key indexes directions (random:K, a direction file's rows), not channels
 
 
 
@@ -50,7 +51,7 @@ def unit_record(r: UnitRecord) -> dict:
     """A unit as the sidecar lists it (and its PNG carries it)."""
     first = r.images[0] if r.images else {}
     record = {
-        "channel": r.key,
+        "channel": None if r.by_direction else r.key,
         "label": r.label,
         "objective": r.objective,
         "image": first.get("image"),
@@ -59,6 +60,8 @@ def unit_record(r: UnitRecord) -> dict:
         "activation_final": first.get("activation_final"),
         "seed": r.seed,
     }
+    if r.by_direction:
+        record["direction"] = r.key
     if len(r.images) > 1:
         record["images"] = r.images
     if r.similarity is not None:
@@ -72,6 +75,12 @@ def unit_record(r: UnitRecord) -> dict:
     if r.error:
         record["error"] = r.error
     return record
+
+
+def unit_files(unit) -> list[dict]:
+    """The files a unit's objectives were made from (photos, direction files): path and sha256."""
+    files = dict.fromkeys(f for o in unit.objectives for f in o.files)
+    return [{"path": path, "sha256": digest} for path, digest in files]
 
 
 def layer_fields(job: Job) -> dict:
@@ -129,8 +138,12 @@ def objective_text(job: Job) -> str:
     simple, settings = job.request.target.channels_of_layer, job.request.settings
     if simple is not None:
         return _OBJECTIVE_TEXT[settings.objective].format(layer=simple.layer)
-    several = " (one unit per channel of its range)" if len(job.units) > 1 else ""
+    several = f" (one unit per {job.request.target.keyed_by} of its range)" if len(job.units) > 1 else ""
     return f"target: {job.request.target.describe()}, maximized{several}"
+
+
+def _job_files(job: Job) -> list[dict]:
+    return list({f["path"]: f for unit in job.units for f in unit_files(unit)}.values())
 
 
 def timing(
@@ -192,6 +205,7 @@ def job_sidecar(
         "layer_order": layer_order(model, job),
         **pre_relu_fields(model, job),
         "objective": objective_text(job),
+        **({"files": files} if (files := _job_files(job)) else {}),
         "settings": described,
         "engine": engine,
         "grid": {"image": "grid.png", "rows": rows, "columns": columns},

@@ -10,16 +10,22 @@ A target is a weighted sum of objective atoms. The simplest is `LAYER:CHANNELS`;
              | 'neuron' '(' LAYER ':' CHANNELS [',' 'y' '=' INT ',' 'x' '=' INT] ')'   (centre by default)
              | ('layer' | 'deepdream') '(' LAYER ')'     mean squared activation of the whole layer
              | ('logit' | 'probability') ':' CLASS       CLASS: an index, a name, or a 'quoted name'
-             | ('direction' | 'direction_neuron') '(' LAYER ',' VECTOR ')'
+             | ('direction' | 'direction_neuron') '(' LAYER ',' VECTOR ')' ['[' ROWS ']']
+             | 'caricature' '(' LAYER ',' PHOTO [',' 'cossim_pow' '=' NUMBER] ')'
+             | 'inversion' '(' LAYER ',' PHOTO ')'
     whole   := 'interpolate' '(' target ',' target ',' 'frames' '=' INT ')'   (one unit of INT frames)
     LAYER   := a module path (letters, digits, '_', '.'), with '@ELEMENT' for tuple or dict outputs;
                one that starts with a digit (an nn.Sequential's `4`) only where a number cannot
                stand: before ':' (`4:0-3`, `2*4:1`) or inside a call (`layer(4)`)
     CHANNELS:= N | A-B | a comma list of those (no spaces)
     VECTOR  := '[' NUMBER (',' NUMBER)* ']' | 'FILE.npy' | 'FILE.pt' | 'random:K' | 'random[I]'
+    ROWS    := rows of a direction file of K directions (a K x C matrix), written like CHANNELS
+    PHOTO   := 'FILE' (a quoted image file: JPEG, PNG...)
 
-One atom may name several channels (or `random:K` directions): the target then expands into one
-unit per channel, the rest of the sum shared, e.g. `-mixed4a:0-7` is eight negative images.
+One atom may name several channels (or `random:K` directions, or the rows of a direction file):
+the target then expands into one unit per channel, the rest of the sum shared, e.g. `-mixed4a:0-7`
+is eight negative images. A direction file's rows are known only once it is read, so a file of
+several rows without `[ROWS]` stands for all of them, and that is checked when the target resolves.
 """
 
 from __future__ import annotations
@@ -33,16 +39,20 @@ from typing import Any
 from fvcli.limits import MAX_DEPTH, MAX_INDEX, MAX_TARGET_CHARS, MAX_UNITS, MAX_WEIGHT, non_ascii_digit, show
 
 _EXPECTED = "expected channels like 97, 0-511 or 3,7,100-107"
-KINDS = ("channel", "neuron", "layer", "logit", "probability", "direction", "direction_neuron")
-_CALLS = {"channel", "neuron", "layer", "deepdream", "direction", "direction_neuron"}
+KINDS = ("channel", "neuron", "layer", "logit", "probability", "direction", "direction_neuron", "caricature", "inversion")
+DIRECTIONS = ("direction", "direction_neuron")
+PHOTOS = ("caricature", "inversion")  # objectives that compare a layer with a photo's activations there
+_CALLS = {"channel", "neuron", "layer", "deepdream", *DIRECTIONS, *PHOTOS}
+MAX_COSSIM_POW = 10.0
 _CLASS_KINDS = {"logit", "probability"}
 
 
 # ---- channel lists, shared with the `channels:` key of specs ----
 
 
-def parse_channel_item(item: Any) -> list[int]:
-    """One channel (int) or a text of ranges and numbers, e.g. `3,7,100-107`; ValueError if malformed."""
+def parse_channel_item(item: Any, what: str = "channel") -> list[int]:
+    """One channel (int) or a text of ranges and numbers, e.g. `3,7,100-107`; ValueError if malformed.
+    `what` the numbers are, for messages (direction files' rows are written like channels)."""
     if isinstance(item, bool):
         raise ValueError(f"{_EXPECTED}, got {item!r}")
     if isinstance(item, int):
@@ -57,12 +67,12 @@ def parse_channel_item(item: Any) -> list[int]:
         if not match:
             digit = non_ascii_digit(part)
             raise ValueError(f"{_EXPECTED}, got {item!r}" + (f"; write digits as 0-9, not {digit!r}" if digit else ""))
-        first = _index(match.group(1))
-        last = _index(match.group(2)) if match.group(2) is not None else first
+        first = _index(match.group(1), what)
+        last = _index(match.group(2), what) if match.group(2) is not None else first
         if last < first:
             raise ValueError(f"reversed range {first}-{last}; write {last}-{first}")
         if last - first + 1 > MAX_UNITS - len(channels):  # checked before the range is expanded
-            raise ValueError(_too_many(f"range {first}-{last} names {last - first + 1} channels"))
+            raise ValueError(_too_many(f"range {first}-{last} names {last - first + 1} {what}s"))
         channels.extend(range(first, last + 1))
     return channels
 
@@ -79,7 +89,7 @@ def _too_many(what: str) -> str:
     return f"{what}; a job renders at most {MAX_UNITS} units (split it into several jobs)"
 
 
-def parse_channels(value: Any) -> tuple[int, ...] | None:
+def parse_channels(value: Any, what: str = "channel") -> tuple[int, ...] | None:
     """A channels value (text, int, list of those, or None for all) as sorted unique indices."""
     if value is None:
         return None
@@ -88,9 +98,9 @@ def parse_channels(value: Any) -> tuple[int, ...] | None:
         raise ValueError(f"{_EXPECTED}, got an empty list")
     channels: set[int] = set()
     for item in items:
-        channels.update(parse_channel_item(item))
+        channels.update(parse_channel_item(item, what))
         if len(channels) > MAX_UNITS:
-            raise ValueError(_too_many(f"more than {MAX_UNITS} channels"))
+            raise ValueError(_too_many(f"more than {MAX_UNITS} {what}s"))
     return tuple(sorted(channels))
 
 
@@ -123,12 +133,25 @@ class Atom:
     position: tuple[int, int] | None = None  # neuron: (y, x); None: the centre
     label: str | int | None = None  # logit and probability: class index or name
     vector: tuple[float, ...] | str | None = None  # direction: numbers, a file, or "random:K" / "random[I]"
+    rows: tuple[int, ...] | None = None  # direction file: the rows (directions) it names; None: as the file has
+    photo: str | None = None  # caricature and inversion: the image file
+    cossim_pow: float | None = None  # caricature: the power of its cosine factor; None: the default
+
+    @property
+    def file(self) -> str | None:
+        """The direction file this atom reads, if it reads one."""
+        if self.kind in DIRECTIONS and isinstance(self.vector, str) and not self.vector.startswith("random"):
+            return self.vector
+        return None
 
     @property
     def multiple(self) -> bool:
-        """Whether this atom stands for several units (a channel list, or random:K directions)."""
+        """Whether this atom stands for several units (a channel list, random:K directions, or rows of
+        a direction file; a file's own row count is known only when it is read)."""
         if self.kind in ("channel", "neuron"):
             return self.channels is None or len(self.channels) > 1
+        if self.rows is not None:
+            return len(self.rows) > 1
         return isinstance(self.vector, str) and self.vector.startswith("random:")
 
     def describe(self) -> str:
@@ -144,13 +167,17 @@ class Atom:
             label = self.label
             plain = isinstance(label, int) or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(label))
             return f"{self.kind}:{label if plain else repr(str(label))}"
+        if self.kind in PHOTOS:
+            power = "" if self.cossim_pow is None else f", cossim_pow={self.cossim_pow:g}"
+            return f"{self.kind}({self.layer}, {self.photo!r}{power})"
         if isinstance(self.vector, tuple):
             vector = "[" + ", ".join(f"{v:g}" for v in self.vector) + "]"
         elif self.vector.startswith("random"):
             vector = self.vector
         else:
             vector = repr(self.vector)
-        return f"{self.kind}({self.layer}, {vector})"
+        rows = "" if self.rows is None else f"[{describe_channels(self.rows)}]"
+        return f"{self.kind}({self.layer}, {vector}){rows}"
 
 
 @dataclass(frozen=True)
@@ -176,6 +203,13 @@ class Target:
         everyday job), else None."""
         simple = self.simple
         return simple if simple is not None and simple.kind == "channel" else None
+
+    @property
+    def keyed_by(self) -> str:
+        """What its units' keys index: 'direction' when a direction varies (random:K, a direction
+        file's rows), else 'channel'."""
+        varying = next((atom for atom in self.atoms if atom.multiple), self.simple)
+        return "direction" if varying is not None and varying.kind in DIRECTIONS else "channel"
 
     # Targets compose as Python objects (fvcli.expressions): `a - 0.5 * b` is the target whose
     # text is `A - 0.5*B`; the text is what renders, parsed again, so both ways mean the same.
@@ -236,6 +270,8 @@ class Target:
             simple = self.simple
             if simple is not None and simple.kind in ("channel", "neuron"):
                 return [(simple.channels[0], self)]  # `mixed4a:97` is channel 97's unit
+            if simple is not None and simple.rows is not None:
+                return [(simple.rows[0], self)]  # `direction(L, 'd.npy')[3]` is row 3's unit
             return [(None, self)]
         index = multiple[0]
         weight, atom = self.terms[index]
@@ -243,6 +279,8 @@ class Target:
             if atom.channels is None:
                 return [(None, self)]  # resolved against the layer's channel count later
             singles = [(c, replace(atom, channels=(c,))) for c in atom.channels]
+        elif atom.rows is not None:
+            singles = [(r, replace(atom, rows=(r,))) for r in atom.rows]
         else:
             count = int(atom.vector.split(":")[1])
             singles = [(k, replace(atom, vector=f"random[{k}]")) for k in range(count)]
@@ -274,6 +312,8 @@ class Interpolation:
     @property
     def channels_of_layer(self) -> None:
         return None
+
+    keyed_by = "channel"  # its one unit has no key
 
     def describe(self) -> str:
         return f"interpolate({self.start.describe()}, {self.end.describe()}, frames={self.frames})"
@@ -518,9 +558,12 @@ class _Parser:
                 return Atom("layer", layer)
             layer = self.layer_name()
             self.expect(",")
+            if word in PHOTOS:
+                return self.photo_atom(word, layer)
             vector = self.vector()
             self.expect(")")
-            return Atom(word, layer, vector=vector)
+            rows = self.rows(vector) if self.at("[") else None
+            return Atom(word, layer, vector=vector, rows=rows)
         if word in _CLASS_KINDS and self.at(":"):
             self.take()
             kind, label = self.take()
@@ -536,6 +579,45 @@ class _Parser:
             channels = self.channels_after_colon()
             return Atom("channel", self.element_after_channels(name), channels)
         return Atom("channel", name, None)
+
+    def photo_atom(self, word: str, layer: str) -> Atom:
+        """The rest of `caricature(LAYER, 'FILE'[, cossim_pow=P])` or `inversion(LAYER, 'FILE')`."""
+        self.skip_space()
+        start = self.pos
+        kind, photo = self.take()
+        if kind != "string" or not photo[1:-1].strip():
+            raise self.fail(f"expected the photo's file name in quotes, such as {word}({layer}, 'photo.jpg')", start)
+        power = None
+        if word == "caricature" and self.at(","):
+            self.take()
+            self.expect("cossim_pow")
+            self.expect("=")
+            self.skip_space()
+            position = self.pos
+            kind, value = self.take()
+            if kind != "number" or not float(value) <= MAX_COSSIM_POW:
+                raise self.fail(f"expected a power from 0 to {show(MAX_COSSIM_POW)}", position)
+            power = float(value)
+        self.expect(")")
+        return Atom(word, layer, photo=photo[1:-1], cossim_pow=power)
+
+    def rows(self, vector: tuple[float, ...] | str) -> tuple[int, ...]:
+        """`[ROWS]` after a direction: which rows (directions) of its file to render."""
+        start = self.pos
+        self.take()  # [
+        if not isinstance(vector, str) or vector.startswith("random"):
+            raise self.fail("rows ([...]) select directions of a file; this direction is not read from a file", start)
+        self.skip_space()
+        match = _CHANNELS.match(self.text, self.pos)
+        if not match:
+            raise self.fail("expected rows like 3, 0-63 or 0,5,9-12")
+        try:
+            rows = parse_channels(match.group(0), "row")
+        except ValueError as error:
+            raise self.fail(str(error)) from None
+        self.pos = match.end()
+        self.expect("]")
+        return rows  # type: ignore[return-value]
 
     def interpolation(self) -> Interpolation:
         self.take()  # interpolate
@@ -631,6 +713,6 @@ def parse_target(text: str) -> Target | Interpolation:
 def _checked(parser: _Parser, terms: list[tuple[float, Atom]], single: bool) -> Target:
     multiple = [atom for _, atom in terms if atom.multiple]
     if len(multiple) > (0 if single else 1):
-        what = "the ends of an interpolation name one unit each" if single else "only one atom of a target may name several channels"
+        what = "the ends of an interpolation name one unit each" if single else "only one atom of a target may name several units"
         raise TargetError(f"{multiple[-1].describe()} in {parser.text!r}: {what}")
     return Target(tuple(terms))

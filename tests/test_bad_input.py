@@ -68,8 +68,8 @@ CLI_CASES = [
      "target mixed4z:0: unknown layer 'mixed4z' for model googlenet; did you mean mixed4e, mixed4d, mixed4c? (`fv layers --model googlenet` lists them)"),
     (["mixed4a:0", "--objective", "nueron"], "--objective: expected one of channel, neuron, got 'nueron'; did you mean neuron?"),
     (["nueron(mixed4a:0)"],
-     "target: unknown objective nueron(); did you mean neuron()? (known: channel(), deepdream(), direction(), direction_neuron(), "
-     "interpolate(), layer(), neuron(), logit:, probability:) at column 1 of 'nueron(mixed4a:0)'"),
+     "target: unknown objective nueron(); did you mean neuron()? (known: caricature(), channel(), deepdream(), direction(), "
+     "direction_neuron(), interpolate(), inversion(), layer(), neuron(), logit:, probability:) at column 1 of 'nueron(mixed4a:0)'"),
     (["mixed4a:0", "--device", "tpu"], "--device: expected auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
     # a malformed --shard
     (["mixed4a:0", "--shard", "2/2"], "--shard: expected I/N with 0 <= I < N, such as 0/4, got '2/2'"),

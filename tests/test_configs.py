@@ -21,7 +21,8 @@ def test_there_are_example_specs():
 
 
 @pytest.mark.parametrize("spec", CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
-def test_example_spec_is_valid_and_small_ones_render(tmp_path, spec):
+def test_example_spec_is_valid_and_small_ones_render(tmp_path, spec, monkeypatch):
+    monkeypatch.chdir(ROOT)  # files in targets (photos, direction files) are relative to the working directory
     cli = {"weights": "random", "steps": 2, "size": 48, "out": str(tmp_path), "quiet": True}
     requests, _ = load_spec(spec, cli)
     run = Run(requests, RunSettings(out=str(tmp_path), quiet=True), say=lambda _: None)  # resolves every name

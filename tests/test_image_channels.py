@@ -109,3 +109,15 @@ def test_dataset_examples_of_a_grayscale_model_see_the_photos_luma(tmp_path):
             assert out.max().item() == pytest.approx(best["value"], rel=1e-3, abs=1e-5)
     with pytest.raises(fvcli.FvError, match="dataset examples need a model that takes RGB or grayscale images; Sequential takes 4 channels"):
         fvcli.examples(mnist_like(4), "4:0", images=folder)
+
+
+def test_a_grayscale_models_caricature_reads_the_photos_luma(tmp_path):
+    photo = tmp_path / "photo.png"
+    rng = random.Random(5)
+    Image.frombytes("RGB", (40, 40), rng.randbytes(40 * 40 * 3)).save(photo)
+    result = fvcli.render(mnist_like(), f"caricature(4, '{photo}')", size=28, **STEPS)
+    record = result.records[0]
+    assert result.images[0].mode == "L"
+    assert record["activation_final"] > record["activation_start"]
+    with pytest.raises(fvcli.FvError, match=r"photo .*photo.png: a photo has 3 channels \(RGB\) and the model's images 4"):
+        fvcli.render(mnist_like(4, 32), f"inversion(4, '{photo}')", size=32, **STEPS)

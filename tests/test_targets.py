@@ -72,7 +72,7 @@ def test_ranges_expand_into_units_sharing_the_rest():
         ("2.5*4", "a number alone is not an objective at column 1"),
         ("mixed4a:1 * mixed4b:2", "cannot multiply two objectives at column 12"),
         ("mixed4a:1 / mixed4b:2", "can only divide by a number at column 12"),
-        ("mixed4a:0-3 + mixed4b:0-3", "only one atom of a target may name several channels"),
+        ("mixed4a:0-3 + mixed4b:0-3", "only one atom of a target may name several units"),
         ("neuron(mixed4a)", "expected ':' and channels after mixed4a at column 15"),
         ("mixed4a:97 ^ 2", "unexpected '^' at column 12"),
         ("(mixed4a:1", "expected ')', found the end at column 11"),
