@@ -189,6 +189,19 @@ def model_key(settings) -> tuple:
     return (settings.model, settings.weights, settings.seed if settings.weights == "random" else None)
 
 
+def _check_materialized(module: nn.Module, model: str) -> None:
+    """Lazy layers (nn.LazyLinear ...) have no weights until a first forward pass: fv cannot
+    initialize, load, copy or freeze them, nor guess the input size that would shape them."""
+    from torch.nn.parameter import is_lazy
+
+    lazy = [name for name, m in module.named_modules() if any(is_lazy(p) for p in m.parameters(recurse=False))]
+    if lazy:
+        raise FvError(
+            f"model {model}: its layer {lazy[0] or type(module).__name__} ({type(dict(module.named_modules())[lazy[0]]).__name__}) "
+            "has uninitialized lazy parameters; run one forward pass on an input of the size it is for before rendering"
+        )
+
+
 def load_model(model: str, weights: str, seed: int, quiet: bool = False, module: nn.Module | None = None) -> LoadedModel:
     """Build `model` with `weights` (default, a weights name, random, or a state-dict path); eval, frozen.
 
@@ -199,6 +212,7 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False, module:
     entry = None if module is not None or is_factory(model) or is_torchscript(model) else find_entry(model)
     native_size, sha256, categories = None, None, None
     if module is not None:
+        _check_materialized(module, model)
         module, normalization = from_module(module, model), None
         architecture, aliases, identity = f"in-memory {type(module).__name__}", {}, "in-memory"
         sha256 = module_sha256(module)
@@ -223,6 +237,8 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False, module:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise FvError(f"unknown model '{model}'{hint} (`fv models` lists them, or use a factory FILE.py:FUNC)")
 
+    if module is not None:
+        _check_materialized(module, model)
     if timm_model and weights == "default":
         pass  # loaded above
     elif weights == "random":

@@ -121,3 +121,17 @@ def test_a_grayscale_models_caricature_reads_the_photos_luma(tmp_path):
     assert record["activation_final"] > record["activation_start"]
     with pytest.raises(fvcli.FvError, match=r"photo .*photo.png: a photo has 3 channels \(RGB\) and the model's images 4"):
         fvcli.render(mnist_like(4, 32), f"inversion(4, '{photo}')", size=32, **STEPS)
+
+
+def test_a_model_with_lazy_layers_fails_in_one_line_until_it_has_run_once(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    message = r"its layer 3 \(LazyLinear\) has uninitialized lazy parameters; run one forward pass"
+    with pytest.raises(fvcli.FvError, match=message):
+        fvcli.render(model, "3:0", size=28, **STEPS)
+    (tmp_path / "lazy.py").write_text(
+        "from torch import nn\n\ndef make():\n    return nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))\n"
+    )
+    output = fv("render", "3:0", "--model", f"{tmp_path / 'lazy.py'}:make", "--out", str(tmp_path / "out"), code=2)
+    assert "has uninitialized lazy parameters" in output and not (tmp_path / "out").exists()
+    model(torch.zeros(1, 1, 28, 28))  # shaped: now it renders
+    assert fvcli.render(model, "3:0-1", size=28, **STEPS).records[0]["status"] == "ok"
