@@ -136,6 +136,7 @@ class Job:
     layer: ResolvedLayer | None  # the layer the job is about (for the sidecar)
     input_size: int | None = None  # set when the model takes only this size: images are resized to it
     diversity_layer: ResolvedLayer | None = None  # where --diversity measures style
+    init_sha256: str | None = None  # of the --init photo's file
 
     @property
     def folder(self) -> Path:
