@@ -205,6 +205,7 @@ def render_batch(
     def seen(image: Tensor) -> Tensor:
         """What the model is shown of an image: with alpha, over grey (values are measured so)."""
         return transparency.composite(image, transparency.MEASURED_OVER) if settings.alpha else image
+
     optimizer = _optimizer(settings, param)
     schedule = _schedule(settings, optimizer)
     penalty_weights = {"l1": settings.l1, "tv": settings.tv, "blur": settings.blur}

@@ -242,7 +242,7 @@ class Run:
                 raise FvError(f"{where}{error}") from None
         return self.photos[key]
 
-    def _init_for(self, job: Job):
+    def _init_for(self, job: Job) -> torch.Tensor | None:
         """The --init photo's pixels for the job's images, or None."""
         settings = job.request.settings
         if not settings.init:

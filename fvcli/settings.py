@@ -207,6 +207,8 @@ def step_list(value: Any) -> tuple[int, ...]:
 def photo(value: Any) -> str | None:
     """A photo file (`--init`): its absolute path, relative to the working folder; none: None.
     Only what the file system says is checked here; reading it as an image comes later."""
+    if isinstance(value, os.PathLike):  # the Python API may pass a Path
+        value = os.fspath(value)
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
         return None
     path = os.path.abspath(os.path.expanduser(text(value)))

@@ -137,7 +137,7 @@ def test_from_the_photo_the_objective_rises_and_init_weight_holds_the_image_near
 def test_a_grayscale_model_starts_from_the_photos_luma_and_other_channel_counts_are_refused(tmp_path):
     photo = photo_file(tmp_path / "photo.png")
     gray = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU())
-    result = fvcli.render(gray, "1:0", steps=1, lr=1e-7, size=28, transforms="none", init=str(photo))
+    result = fvcli.render(gray, "1:0", steps=1, lr=1e-7, size=28, transforms="none", init=photo)  # a Path too
     luma = (load_image(photo, 28) * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0).numpy() * 255
     assert result.images[0].mode == "L"
     assert np.abs(np.asarray(result.images[0]).astype(float) - luma).max() <= 2
