@@ -72,7 +72,8 @@ p{margin:4px 0}
 .grid a.failed{color:var(--failed)}
 .grid a:hover img{outline:2px solid var(--link)}
 .grid img,.grid .x{display:block;margin:0 auto 3px}
-img{background:#000}
+/* transparent images (fv render --alpha) show a checkerboard through */
+img{background:repeating-conic-gradient(#999 0 25%,#f2f2f2 0 50%) 0 0/16px 16px}
 img.px{image-rendering:pixelated}
 .x{background:linear-gradient(45deg,transparent 48.5%,var(--failed) 49.5% 50.5%,transparent 51.5%),
 linear-gradient(-45deg,transparent 48.5%,var(--failed) 49.5% 50.5%,transparent 51.5%),var(--panel)}

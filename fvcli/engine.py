@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fvcli import regularizers
+from fvcli import regularizers, transparency
 from fvcli.capture import forward_to
 from fvcli.errors import FvError
 from fvcli.layer_keys import input_channels
@@ -27,7 +27,7 @@ from fvcli.normalization import IMAGENET, Normalization
 from fvcli.objectives import Objective, batch_plan, batch_values, layers_of
 from fvcli.devices import use_bf16
 from fvcli.diversity import gram_similarity
-from fvcli.param import SharedParam, make_param
+from fvcli.param import PHOTO_PLACEMENT, SharedParam, make_param
 from fvcli.redirect import REDIRECT_STEPS, RedirectReLU
 from fvcli.settings import RenderSettings
 from fvcli.transforms import Draws, Pipeline
@@ -39,7 +39,7 @@ class Stopped(Exception):
 
 @dataclass
 class BatchResult:
-    images: Tensor  # (N, C, H, W) float32 in [0, 1], on the CPU; C: the model's image channels
+    images: Tensor  # (N, C, H, W) float32 in [0, 1], on the CPU; C: the model's image channels, and alpha last with --alpha
     start: list[float]  # each objective on its initial image, untransformed
     final: list[float]  # each objective on its final image, untransformed
     errors: list[str | None]  # per image: why it failed, or None
@@ -87,8 +87,8 @@ def dtype_name(settings: RenderSettings, device: torch.device) -> str:
 
 def describe(settings: RenderSettings, device: torch.device, normalization: Normalization | None, channels: int = 3) -> dict:
     """Every setting that changes the image, with the values the engine uses, for the sidecar."""
-    param = make_param(settings.param, [0], 8, settings.decorrelate, channels)
-    return {
+    param = make_param(settings.param, [0], 8, settings.decorrelate, channels, settings.alpha)
+    described = {
         "steps": settings.steps,
         "size": settings.size,
         "lr": settings.lr,
@@ -108,6 +108,11 @@ def describe(settings: RenderSettings, device: torch.device, normalization: Norm
         "save_steps": list(settings.save_steps),
         "pre_relu": settings.pre_relu,
     }
+    if settings.alpha:
+        described["alpha"] = transparency.describe(settings.alpha_weight)
+    if settings.init:  # the sidecar adds the photo's sha256
+        described["init"] = {"photo": settings.init, "weight": settings.init_weight, "placed_in": PHOTO_PLACEMENT.get(settings.param)}
+    return described
 
 
 def _optimizer(settings: RenderSettings, param: torch.nn.Module) -> torch.optim.Optimizer:
@@ -187,6 +192,7 @@ def render_batch(
     groups: Groups | None = None,
     should_stop: Callable[[], bool] | None = None,
     compiled: Callable | None = None,
+    init: Tensor | None = None,
 ) -> BatchResult:
     """Optimize one image per objective for `settings.steps` steps; the model must be on `device`.
 
@@ -195,23 +201,37 @@ def render_batch(
     `should_stop`: asked after every step; when it says yes, Stopped is raised.
     `compiled`: a compiled forward of the objectives' layers (and the diversity layer), used once
     the ReLU redirect's first steps are done (its function mode does not trace).
+    `init`: the photo (C, size, size) in [0, 1] every image starts from (`settings.init`); with
+    `settings.init_weight`, the mean squared difference from it is penalized.
+    With `settings.alpha`, images have an alpha plane, last: the model sees them over random
+    backgrounds while optimizing, and over grey for the values reported (fvcli.transparency).
     """
     assert len(objectives) == len(seeds) > 0
     bf16 = use_bf16(settings.dtype, device)
     score = _Scorer(model, objectives, device, input_normalization(model, settings.normalize), input_size, bf16)
-    param = make_param(settings.param, seeds, settings.size, settings.decorrelate, input_channels(model.module)).to(device)
+    channels = input_channels(model.module)
+    param = make_param(settings.param, seeds, settings.size, settings.decorrelate, channels, settings.alpha).to(device)
     if groups is not None and groups.shared:
         param = SharedParam(param, groups.members, seeds).to(device)
+    if init is not None:
+        init = init.to(device)
+        param.start_from_(init)
     diversity = groups.diversity if groups is not None else None
     extra = (diversity[0],) if diversity else ()
     pipeline = Pipeline.from_setting(settings.transforms)
     draws = Draws(seeds, device)  # each image's transforms from its own seed, for all steps at once
+    backgrounds = transparency.Backgrounds(draws, settings.size, channels) if settings.alpha else None
+
+    def seen(image: Tensor) -> Tensor:
+        """What the model is shown of an image: with alpha, over grey (values are measured so)."""
+        return transparency.composite(image, transparency.MEASURED_OVER) if settings.alpha else image
+
     optimizer = _optimizer(settings, param)
     schedule = _schedule(settings, optimizer)
     penalty_weights = {"l1": settings.l1, "tv": settings.tv, "blur": settings.blur}
 
     with torch.no_grad():
-        start, _ = score(param())
+        start, _ = score(seen(param()))
     # The first step at which each image's objective was not finite, kept on the device (no sync).
     broke_at = torch.full((len(objectives),), -1, dtype=torch.long, device=device)
     save_steps, snapshots = set(settings.save_steps), {}
@@ -219,13 +239,18 @@ def render_batch(
         optimizer.zero_grad(set_to_none=True)
         image = param()
         image.register_hook(_finite)
-        images = pipeline(image, draws, step)
+        composited = transparency.composite(image, backgrounds(step)) if backgrounds is not None else image
+        images = pipeline(composited, draws, step)
         if step < REDIRECT_STEPS:
             with RedirectReLU():
                 values, acts = score(images, extra)
         else:
             values, acts = score(images, extra, compiled)
         broke_at = torch.where((broke_at < 0) & ~torch.isfinite(values.detach()), step + 1, broke_at)
+        if settings.alpha:
+            values = transparency.opacity_penalized(values, image, settings.alpha_weight)
+        if init is not None and settings.init_weight:
+            values = values - settings.init_weight * (image[:, :channels] - init).pow(2).flatten(1).mean(dim=1)
         penalties = regularizers.penalty(image, penalty_weights)
         if penalties is not None:
             values = values - penalties
@@ -252,7 +277,7 @@ def render_batch(
             raise Stopped
     with torch.no_grad():
         images = param().float()
-        final, acts = score(images, extra)
+        final, acts = score(seen(images), extra)
         similarity = None
         if diversity:
             key, layout, _ = diversity

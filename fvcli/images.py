@@ -1,11 +1,12 @@
 """Reading image files as a model sees them: upright, the shorter side resized, the centre square.
 
 Dataset examples (fvcli.dataset_examples) read folders of them; caricature and inversion objectives read a
-photo (fvcli.resolve).
+photo (fvcli.resolve), and so does `--init` (load_photo: images that start as a photo).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 from PIL import Image, ImageOps
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
+
+from fvcli.errors import FvError
 
 Source = Path | bytes  # a file, or its bytes (read once, so that what is hashed is what is decoded)
 
@@ -93,3 +96,27 @@ def to_channels(pixels: Tensor, channels: int) -> Tensor:
         weights = pixels.new_tensor(LUMA).view(3, 1, 1)
         return (pixels * weights).sum(dim=-3, keepdim=True)
     raise ValueError(f"a photo has 3 channels (RGB) and the model's images {channels}")
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A photo that images start from (`--init`). Its file's SHA-256 goes into each unit's hash and
+    the sidecar, so a changed photo renders again and a moved one does not."""
+
+    path: str
+    sha256: str
+    pixels: Tensor  # (channels, size, size) in [0, 1]
+
+
+def load_photo(path: str, size: int, channels: int) -> Photo:
+    """The photo at `path` as the model's images (its luma for a grayscale model); FvError naming
+    --init and the file when it cannot be read as an image, or the model is neither RGB nor gray."""
+    if channels not in (1, 3):
+        raise FvError(f"--init {path}: a photo has RGB colours, but the model takes images of {channels} channels; --init needs an RGB or grayscale model")
+    try:
+        data = Path(path).read_bytes()  # read once: what is hashed is what is decoded
+        rgb = load_image(data, size)
+    except Exception as error:  # whatever the decoder says: one line
+        reason = str(error).replace(path, "").strip(" :'\"") or type(error).__name__
+        raise FvError(f"--init {path}: cannot read it as an image ({reason[:200]})") from None
+    return Photo(path, hashlib.sha256(data).hexdigest(), to_channels(rgb, channels))

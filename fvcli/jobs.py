@@ -138,6 +138,7 @@ class Job:
     input_size: int | None = None  # set when the model takes only this size: images are resized to it
     diversity_layer: ResolvedLayer | None = None  # where --diversity measures style
     read_as: tuple[tuple[str, str], ...] = ()  # (layer name, its pre-ReLU twin's) that minimized terms read
+    init_sha256: str | None = None  # of the --init photo's file
 
     @property
     def folder(self) -> Path:

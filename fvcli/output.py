@@ -23,6 +23,10 @@ LABEL = (220, 220, 220)
 DEAD = (255, 170, 40)
 FAILED = (235, 70, 70)
 GAP = 2
+# Transparent images stand on a checkerboard in grids, as image editors show transparency; Lucid's
+# notebook uses these two greys (0.95 and 0.6), eight squares a side.
+CHECKERS = ((242, 242, 242), (153, 153, 153))
+CHECKER_SQUARES = 8
 
 if TYPE_CHECKING:  # torch loads where tensors are made: `fv atlas` never needs it
     import torch
@@ -112,12 +116,17 @@ def remove_empty_folders(folder: Path, stop: Path) -> None:
         folder = folder.parent
 
 
-def to_pil(image: torch.Tensor) -> Image.Image:
+def to_pil(image: torch.Tensor, alpha: bool = False) -> Image.Image:
     """A (C, H, W) float tensor in [0, 1] as an 8-bit image (round to nearest): grayscale for one
     channel, RGB for three. Other counts (a 4-band model's image) show their first three channels
-    as RGB (the second, for 2, repeated as blue): the sidecar records the image's channels."""
+    as RGB (the second, for 2, repeated as blue): the sidecar records the image's channels.
+    `alpha`: the last channel is the opacity of one gray or three RGB ones: an LA or RGBA image."""
     import torch
 
+    if alpha:
+        assert image.shape[0] in (2, 4), "alpha goes with gray or RGB"
+        array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+        return Image.fromarray(array.numpy())  # "LA" or "RGBA"
     if image.shape[0] == 2:
         image = torch.cat([image, image[1:]])
     elif image.shape[0] > 3:
@@ -212,17 +221,37 @@ def write_grid(folder: Path, units: list[dict], size: int) -> Path:
     """grid.png of a job folder from its sidecar unit records (label, status, image or images)."""
     cells = []
     for unit in units:
-        images = [Image.open(folder / name).convert("RGB") for name in unit_images(unit)]
+        images = [_opened(folder / name) for name in unit_images(unit)]
         cells.append((images or None, unit["label"], unit["status"]))
     path = folder / "grid.png"
     save_png(make_grid(cells, size), path)
     return path
 
 
+def _opened(path: Path) -> Image.Image:
+    """A unit's PNG, read whole: RGBA when it has transparency, else RGB."""
+    with Image.open(path) as image:
+        transparent = image.mode in ("RGBA", "LA") or "transparency" in image.info
+        return image.convert("RGBA" if transparent else "RGB")
+
+
+def on_checkerboard(image: Image.Image) -> Image.Image:
+    """An RGBA image composited over a checkerboard of CHECKER_SQUARES squares a side, as RGB."""
+    width, height = image.size
+    side = max(1, math.ceil(max(width, height) / CHECKER_SQUARES))
+    board = Image.new("RGBA", image.size, CHECKERS[0])
+    draw = ImageDraw.Draw(board)
+    for row in range(math.ceil(height / side)):
+        for column in range(1 - row % 2, math.ceil(width / side), 2):  # light in the corner
+            draw.rectangle([column * side, row * side, (column + 1) * side - 1, (row + 1) * side - 1], fill=CHECKERS[1])
+    return Image.alpha_composite(board, image.convert("RGBA")).convert("RGB")
+
+
 def make_grid(cells: list[tuple[list[Image.Image] | None, str, str]], size: int) -> Image.Image:
     """A near-square grid of (images or None for failed, label, status) cells, labelled underneath.
 
-    A cell's images (diversity copies, interpolation frames) stand side by side.
+    A cell's images (diversity copies, interpolation frames) stand side by side; transparent ones
+    (RGBA, LA) on a checkerboard.
     """
     rows, columns = grid_shape(len(cells))
     per_cell = max((len(images) for images, _, _ in cells if images), default=1)
@@ -240,6 +269,8 @@ def make_grid(cells: list[tuple[list[Image.Image] | None, str, str]], size: int)
         if images:
             for k, image in enumerate(images):
                 image = image.resize((size, size)) if image.size != (size, size) else image
+                if image.mode in ("RGBA", "LA"):
+                    image = on_checkerboard(image)
                 grid.paste(image, (x + k * (size + GAP), y))
         else:  # a failed unit: a red cross, never a plausible-looking image
             draw.line([(x, y), (x + width - 1, y + size - 1)], fill=FAILED, width=2)

@@ -31,11 +31,13 @@ from fvcli.objectives import layers_of
 from fvcli.redirect import REDIRECT_STEPS
 from fvcli.fold import fold_batchnorms
 from fvcli.jobs import Job, JobRequest, Unit, plan_batches
-from fvcli.layer_keys import LayerError, probe_images
+from fvcli.layer_keys import LayerError, input_channels, probe_images
 from fvcli.resolve import Resolver, unit_name, unit_seed
 from fvcli.models import LoadedModel, load_model, model_key
 from fvcli.merge import remove_manifests, write_manifest
 from fvcli.messages import plural, progress_bar
+from fvcli.param import PHOTO_PLACEMENT
+from fvcli.images import Photo, load_photo
 from fvcli.output import check_output_folders, read_record, remove_empty_folders, save_png, to_pil, write_grid, write_json
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.sidecar import UnitRecord, job_sidecar, unit_files, unit_record
@@ -64,12 +66,20 @@ def step_images(unit: Unit, save_steps: tuple[int, ...]) -> list[dict]:
     ]
 
 
-def _hashed_settings(settings: RenderSettings) -> dict:
-    """The settings a unit's hash covers: all of them but pre_relu, save_steps only when set (so
-    that units rendered before it existed keep their hashes)."""
+def _hashed_settings(settings: RenderSettings, init_sha256: str | None = None) -> dict:
+    """The settings a unit's hash covers: all of them but pre_relu, those added later only when set
+    (so that units rendered before they existed keep their hashes), and the --init photo by its
+    content (`init_sha256`), not by where it lies."""
     values = dataclasses.asdict(settings)
-    if not values["save_steps"]:
-        del values["save_steps"]
+    for key in ("save_steps", "alpha", "init"):
+        if not values[key]:
+            del values[key]
+    if not settings.alpha:
+        del values["alpha_weight"]
+    if settings.init:
+        values["init"] = init_sha256
+    else:
+        del values["init_weight"]
     # What pre_relu changes is in the unit's objectives and layers, which the hash covers: units it
     # does not touch (every positive one) keep the hashes they had before it existed.
     del values["pre_relu"]
@@ -172,6 +182,7 @@ class Run:
         self._compiled: dict[tuple, tuple] = {}  # (model key, layers, images) -> (forward or None, why)
         self.models: dict[tuple, LoadedModel] = {}
         self._hashes: dict[tuple[int, int], str] = {}
+        self.photos: dict[tuple[str, int, int], Photo] = {}  # (path, size, channels): each --init photo, read once
         self.load_seconds = 0.0
         self.announce_merge = True  # say how to assemble a shard's incomplete jobs (not under torchrun)
         self.jobs = [self._resolve(index, request) for index, request in enumerate(requests)]
@@ -215,6 +226,7 @@ class Run:
             return activations(model, images.to(self.device), (key,), normalization, input_size)[key]
 
         resolver = Resolver(model, settings, probe, forward)
+        photo = self._check_image_options(model, settings, where)
         try:
             input_normalization(model, settings.normalize)  # fits the model's channels
             resolved = resolver.units(request.target)
@@ -237,7 +249,37 @@ class Run:
             images = (image,) if len(objectives) == 1 else tuple(image.replace(".png", f"_{k}.png") for k in range(len(objectives)))
             seed = unit_seed(settings.seed, r.canonical)
             units.append(Unit(index, i, r.key, seed, objectives, images, label, r.description, shared=r.shared, by_direction=r.by_direction))
-        return Job(request, tuple(units), layer, resolver.input_size, diversity_layer, tuple(resolver.read_as.items()))
+        return Job(
+            request, tuple(units), layer, resolver.input_size, diversity_layer, tuple(resolver.read_as.items()),
+            photo.sha256 if photo else None,
+        )
+
+    def _check_image_options(self, model: LoadedModel, settings: RenderSettings, where: str) -> Photo | None:
+        """FvError unless --alpha and --init fit the model and parameterization; the --init photo."""
+        channels = input_channels(model.module)
+        if settings.alpha and channels not in (1, 3):
+            raise FvError(
+                f"{where}--alpha writes RGBA or gray+alpha PNGs; {model.name} takes images of {channels} channels, "
+                "and --alpha needs an RGB or grayscale model"
+            )
+        if not settings.init:
+            return None
+        if settings.param not in PHOTO_PLACEMENT:
+            raise FvError(f"{where}--init: the {settings.param} parameterization cannot start from a photo; use {', '.join(PHOTO_PLACEMENT)}")
+        key = (settings.init, settings.size, channels)
+        if key not in self.photos:
+            try:
+                self.photos[key] = load_photo(settings.init, settings.size, channels)
+            except FvError as error:
+                raise FvError(f"{where}{error}") from None
+        return self.photos[key]
+
+    def _init_for(self, job: Job) -> torch.Tensor | None:
+        """The --init photo's pixels for the job's images, or None."""
+        settings = job.request.settings
+        if not settings.init:
+            return None
+        return self.photos[(settings.init, settings.size, input_channels(self.models[model_key(settings)].module))].pixels
 
     def _probe(self, model: LoadedModel, key: str, size: int) -> tuple[int, ...]:
         return layer_shapes(model.module, [key], size, self.device)[key]
@@ -310,7 +352,7 @@ class Run:
         torch.cuda.reset_peak_memory_stats(self.device)
         before = torch.cuda.memory_allocated(self.device)
         objectives, seeds, groups = self._flatten(probe_units)
-        render_batch(model, objectives, seeds, settings, self.device, input_size=job.input_size, groups=groups)
+        render_batch(model, objectives, seeds, settings, self.device, input_size=job.input_size, groups=groups, init=self._init_for(job))
         per_image = max(1, (torch.cuda.max_memory_allocated(self.device) - before) / len(objectives))
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(count, int(free * CUDA_MEMORY_SHARE / per_image)))
@@ -336,7 +378,7 @@ class Run:
 
                 def step(dtype: str) -> None:
                     one = dataclasses.replace(settings, steps=1, dtype=dtype)
-                    render_batch(model, objectives, seeds, one, self.device, input_size=job.input_size, groups=groups)
+                    render_batch(model, objectives, seeds, one, self.device, input_size=job.input_size, groups=groups, init=self._init_for(job))
 
                 size = job.input_size or settings.size
                 # The device's kind, not its thread count: workers with fewer threads make the same choice.
@@ -440,7 +482,7 @@ class Run:
             "objectives": [o.describe() for o in unit.objectives],
             "layers": sorted({layer for o in unit.objectives for layer in o.layers}),
             "seed": unit.seed,
-            "settings": _hashed_settings(job.request.settings),
+            "settings": _hashed_settings(job.request.settings, job.init_sha256),
             "input_size": job.input_size,
             "diversity_layer": job.diversity_layer.key if job.diversity_layer else None,
             "shared": unit.shared,
@@ -629,7 +671,7 @@ class Run:
             result = render_batch(
                 model, objectives, seeds, settings, self.device, on_step,
                 input_size=job.input_size, groups=groups, should_stop=self.stop.requested,
-                compiled=self._compiled_for(batch),
+                compiled=self._compiled_for(batch), init=self._init_for(job),
             )
         except (torch.OutOfMemoryError, Stopped):
             raise
@@ -682,10 +724,11 @@ class Run:
                 for entry in record.step_images[k * per:(k + 1) * per]:
                     writes.append((result.steps[entry["step"]][i], job.folder / entry["image"], stored))
             writes.extend((result.images[i], job.folder / name, stored) for i, name in zip(span, unit.images))
+        alpha = batch[0][0].request.settings.alpha  # one batch, one setting
 
         def write() -> None:  # in the writer thread: PNG encoding overlaps the next batch
             for image, path, stored in writes:
-                save_png(to_pil(image), path, record=stored)
+                save_png(to_pil(image, alpha), path, record=stored)
 
         self.writer.submit(write)
 

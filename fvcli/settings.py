@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -64,6 +66,10 @@ class RenderSettings:
     # auto: what a target minimizes (a channel or neuron with a minus) reads the layer's pre-ReLU
     # twin where it has one, and so do bottom dataset examples; off: layers are read as named.
     pre_relu: str = "auto"
+    alpha: bool = False  # transparent images: an opacity plane, random backgrounds, RGBA PNGs
+    alpha_weight: float = 1.0  # how much opacity costs, relative to the objective's size
+    init: str | None = None  # an absolute path: each image starts as this photo
+    init_weight: float = 0.0  # holds the image near the photo (mean squared difference)
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,29 @@ def step_list(value: Any) -> tuple[int, ...]:
     if any(a >= b for a, b in zip(steps, steps[1:])):
         raise ValueError(f"{expected}, {_got(value)}")
     return tuple(steps)
+
+
+def photo(value: Any) -> str | None:
+    """A photo file (`--init`): its absolute path, relative to the working folder; none: None.
+    Only what the file system says is checked here; reading it as an image comes later."""
+    if isinstance(value, os.PathLike):  # the Python API may pass a Path
+        value = os.fspath(value)
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    path = os.path.abspath(os.path.expanduser(text(value)))
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file; expected a photo (JPEG, PNG)") from None
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read it ({error.strerror or error})") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{path}: a folder; expected a photo file (JPEG, PNG)")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path}: not a regular file; expected a photo (JPEG, PNG)")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{path}: cannot read it (permission denied)")
+    return path
 
 
 def non_negative_int(value: Any) -> int:
@@ -350,6 +379,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", seed_int, "Random seed; each unit's random state derives from it and the unit alone.", job=True, metavar="N"),
     Option("param", parameterization, "Image parameterization: fourier or fft (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size) or laplacian (a pyramid of 4 resolutions).", job=True, metavar="fourier|fft|pixel|lowres|laplacian"),
     Option("decorrelate", boolean, "Decorrelate colours with ImageNet's colour correlation.", job=True, flag=True),
+    Option("init", photo, "Start each image from this photo (centre-cropped, resized; luma for grayscale models), to accentuate what a unit sees in it. In a spec, relative to the spec's folder.", job=True, metavar="PHOTO", default_text="random"),
+    Option("init_weight", weight, "With --init: weight of a penalty on the mean squared difference from the photo; 0: the photo is only the start.", job=True, metavar="W"),
+    Option("alpha", boolean, "Transparent images: optimize an alpha plane too, shown over a new random background each step, opacity penalized; RGBA PNGs (gray+alpha for grayscale models).", job=True, flag=True),
+    Option("alpha_weight", weight, "With --alpha: subtract W x |objective| x mean alpha (1: the article's objective x (1 - mean alpha)).", job=True, metavar="W"),
     Option("transforms", transforms, "Transformation robustness: standard (pad 12, jitter 8, scale, rotate, jitter 4), none, or items in order, e.g. pad=12,jitter=8 or scale=0.9/1/1.1,rotate=-10/0/10,jitter=4.", job=True, metavar="PRESET|ITEMS"),
     Option("normalize", normalize, "Input normalization: model (from the weights; none for custom models), imagenet, none, or MEAN,MEAN,MEAN/STD,STD,STD.", job=True, metavar="SPEC"),
     Option("objective", choice(*OBJECTIVES), "What each unit's image maximizes: channel (mean over positions or patch tokens) or neuron (the centre position or patch token).", job=True, metavar="|".join(OBJECTIVES)),

@@ -23,6 +23,7 @@ from fvcli.targets import Atom, Target, parse_channels, parse_target
 
 JOB_KEYS = ("layer", "channels", "target", "name")
 TOP_KEYS = ("jobs", "examples")
+FILE_KEYS = ("init",)  # options naming a file, which a spec names relative to its own folder
 EXAMPLES_BY_KEY = {option.key: option for option in EXAMPLES_OPTIONS}
 
 
@@ -31,7 +32,11 @@ def _suggest(key: str, known: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(known))}"
 
 
-def _convert(where: str, key: str, value: Any, options: dict = OPTIONS_BY_KEY) -> Any:
+def _convert(where: str, key: str, value: Any, options: dict = OPTIONS_BY_KEY, spec: Path | None = None) -> Any:
+    """`spec`: the spec file, whose folder relative file names (FILE_KEYS) start from."""
+    if spec is not None and key in FILE_KEYS and isinstance(value, str) and value.strip().lower() not in ("", "none"):
+        named = Path(value).expanduser()
+        value = str(named if named.is_absolute() else spec.parent / named)
     try:
         return options[key].convert(value)
     except ValueError as error:
@@ -113,7 +118,7 @@ def load_spec(path: str | Path, cli: dict[str, Any]) -> tuple[list[JobRequest], 
         if key == "examples":
             examples_section(path, value)  # checked now, so that `fv render` fails before rendering
         elif key != "jobs":
-            top[key] = _convert(where, key, value)
+            top[key] = _convert(where, key, value, spec=path)
     render_top, run = split(top)
     run.update(split(cli)[1])
 
@@ -167,7 +172,7 @@ def _job(
         if key not in job_keys:
             raise FvError(f"{where[:-1]}: unknown key '{key}'{_suggest(str(key), job_keys)}")
         if key not in JOB_KEYS:
-            overrides[key] = _convert(where, key, value)
+            overrides[key] = _convert(where, key, value, spec=path)
 
     target = _job_target(job, where)
     name = job.get("name")

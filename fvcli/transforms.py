@@ -64,6 +64,18 @@ class Draws:
         counter = (steps.to(self.device) * 4099 + slot + _GOLDEN) & _MASK32  # 4099: a prime above any slot count
         return _mix(_mix(counter)[:, None] ^ self.keys[None, :]) % high
 
+    def normals(self, step: int, slot: int, count: int) -> Tensor:
+        """(N, count) standard normal numbers for slot `slot` of a step: number k of image i is a
+        hash of its seed, the step, the slot and k alone (Box-Muller on two uniforms)."""
+        half = (count + 1) // 2
+        counter = _mix(torch.tensor((step * 4099 + slot + _GOLDEN) & _MASK32, device=self.device))
+        index = _mix((torch.arange(2 * half, device=self.device) + counter) & _MASK32)
+        bits = _mix(index[None, :] ^ self.keys[:, None])
+        uniform = ((bits >> 8).float() + 0.5) / 2**24  # 24 bits: exact in float32, never 0 or 1
+        radius = torch.sqrt(-2 * torch.log(uniform[:, :half]))
+        angle = 2 * math.pi * uniform[:, half:]
+        return torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)[:, :count]
+
 
 @dataclass(frozen=True)
 class Affine:
