@@ -31,7 +31,7 @@ from fvcli.objectives import layers_of
 from fvcli.redirect import REDIRECT_STEPS
 from fvcli.fold import fold_batchnorms
 from fvcli.jobs import Job, JobRequest, Unit, plan_batches
-from fvcli.layer_keys import LayerError, probe_images
+from fvcli.layer_keys import LayerError, input_channels, probe_images
 from fvcli.resolve import Resolver, unit_name, unit_seed
 from fvcli.models import LoadedModel, load_model, model_key
 from fvcli.merge import remove_manifests, write_manifest
@@ -39,6 +39,7 @@ from fvcli.messages import plural, progress_bar
 from fvcli.output import check_output_folders, read_record, remove_empty_folders, save_png, to_pil, write_grid, write_json
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.sidecar import UnitRecord, job_sidecar, unit_record
+from fvcli.spectrum import check_fits, read_spectrum
 from fvcli.signals import StopOnSignals
 from fvcli.targets import describe_channels
 from fvcli.transforms import Pipeline
@@ -64,12 +65,40 @@ def step_images(unit: Unit, save_steps: tuple[int, ...]) -> list[dict]:
     ]
 
 
-def _hashed_settings(settings: RenderSettings) -> dict:
-    """The settings a unit's hash covers: all of them, save_steps only when set (so that units
-    rendered before it existed keep their hashes)."""
+def alpha_images(unit: Unit, alpha_map: bool) -> list[str]:
+    """--alpha-map: each image's map of where the model looked: mixed4a_0097.png has
+    mixed4a_0097_alpha.png."""
+    return [name.removesuffix(".png") + "_alpha.png" for name in unit.images] if alpha_map else []
+
+
+def upscaled_images(unit: Unit, scale: int) -> list[dict]:
+    """--cppn-upscale K: each image also K times larger: mixed4a_0097.png has mixed4a_0097.x2.png."""
+    return [{"scale": scale, "image": name.removesuffix(".png") + f".x{scale}.png"} for name in unit.images] if scale > 1 else []
+
+
+def extra_names(unit: Unit, settings: RenderSettings) -> list[str]:
+    """The files a unit writes besides its images: step images, alpha maps, upscaled images."""
+    return [
+        *(s["image"] for s in step_images(unit, settings.save_steps)),
+        *alpha_images(unit, settings.alpha_map),
+        *(u["image"] for u in upscaled_images(unit, settings.cppn_upscale)),
+    ]
+
+
+# Settings added after units were first rendered, at their defaults: left out of the hash, so that
+# units rendered before they existed keep their hashes.
+_LATER_SETTINGS = {"save_steps": (), "spectrum": None, "alpha_map": False, "cppn_upscale": 1}
+
+
+def _hashed_settings(settings: RenderSettings, spectrum_sha256: str | None = None) -> dict:
+    """The settings a unit's hash covers: all of them, later ones only when set, and a --spectrum
+    file by its contents (its sha256), not its name."""
     values = dataclasses.asdict(settings)
-    if not values["save_steps"]:
-        del values["save_steps"]
+    for key, default in _LATER_SETTINGS.items():
+        if values[key] == default:
+            del values[key]
+    if "spectrum" in values:
+        values["spectrum"] = spectrum_sha256
     return values
 
 
@@ -208,7 +237,24 @@ class Run:
             images = (image,) if len(objectives) == 1 else tuple(image.replace(".png", f"_{k}.png") for k in range(len(objectives)))
             seed = unit_seed(settings.seed, r.canonical)
             units.append(Unit(index, i, r.key, seed, objectives, images, label, r.description, shared=r.shared))
-        return Job(request, tuple(units), layer, resolver.input_size, diversity_layer)
+        if settings.param in ("maco", "cppn") and any(unit.shared for unit in units):
+            held = "a fixed magnitude spectrum" if settings.param == "maco" else "a network's output"
+            raise FvError(
+                f"{where}interpolate(...) aligns its frames with shared low-resolution images, which {settings.param}'s "
+                f"images ({held}) cannot take in; use --param fourier, pixel, lowres or laplacian"
+            )
+        return Job(request, tuple(units), layer, resolver.input_size, diversity_layer, self._spectrum(settings, model, where))
+
+    def _spectrum(self, settings: RenderSettings, model: LoadedModel, where: str):
+        """The --spectrum file of a maco job, read and checked against the model's channels."""
+        if settings.spectrum is None:
+            return None
+        try:
+            spectrum = read_spectrum(settings.spectrum)
+            check_fits(spectrum, input_channels(model.module), settings.decorrelate)
+        except FvError as error:
+            raise FvError(f"{where}{error}") from None
+        return spectrum
 
     def _probe(self, model: LoadedModel, key: str, size: int) -> tuple[int, ...]:
         return layer_shapes(model.module, [key], size, self.device)[key]
@@ -281,7 +327,7 @@ class Run:
         torch.cuda.reset_peak_memory_stats(self.device)
         before = torch.cuda.memory_allocated(self.device)
         objectives, seeds, groups = self._flatten(probe_units)
-        render_batch(model, objectives, seeds, settings, self.device, input_size=job.input_size, groups=groups)
+        render_batch(model, objectives, seeds, settings, self.device, input_size=job.input_size, groups=groups, spectrum=job.spectrum)
         per_image = max(1, (torch.cuda.max_memory_allocated(self.device) - before) / len(objectives))
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(count, int(free * CUDA_MEMORY_SHARE / per_image)))
@@ -307,7 +353,7 @@ class Run:
 
                 def step(dtype: str) -> None:
                     one = dataclasses.replace(settings, steps=1, dtype=dtype)
-                    render_batch(model, objectives, seeds, one, self.device, input_size=job.input_size, groups=groups)
+                    render_batch(model, objectives, seeds, one, self.device, input_size=job.input_size, groups=groups, spectrum=job.spectrum)
 
                 size = job.input_size or settings.size
                 # The device's kind, not its thread count: workers with fewer threads make the same choice.
@@ -410,7 +456,7 @@ class Run:
             "objectives": [o.describe() for o in unit.objectives],
             "layers": sorted({layer for o in unit.objectives for layer in o.layers}),
             "seed": unit.seed,
-            "settings": _hashed_settings(job.request.settings),
+            "settings": _hashed_settings(job.request.settings, job.spectrum.sha256 if job.spectrum else None),
             "input_size": job.input_size,
             "diversity_layer": job.diversity_layer.key if job.diversity_layer else None,
             "shared": unit.shared,
@@ -458,7 +504,7 @@ class Run:
 
     def _stored(self, job: Job, unit: Unit) -> dict | None:
         """The record a unit's PNGs carry when all of them (step images too) were rendered with this unit's hash."""
-        names = [*unit.images, *(s["image"] for s in step_images(unit, job.request.settings.save_steps))]
+        names = [*unit.images, *extra_names(unit, job.request.settings)]
         stored = [read_record(job.folder / name) for name in names]
         expected = self.unit_hash(job, unit)
         if all(s is not None and s.get("hash") == expected for s in stored):
@@ -475,6 +521,8 @@ class Run:
         record.similarity = first.get("diversity_similarity")
         record.dtype = first.get("dtype")
         record.step_images = first.get("step_images") or []
+        record.alpha_maps = first.get("alpha_maps") or []
+        record.upscaled_images = first.get("upscaled_images") or []
         return True
 
     def execute(self) -> Report:
@@ -595,7 +643,7 @@ class Run:
             result = render_batch(
                 model, objectives, seeds, settings, self.device, on_step,
                 input_size=job.input_size, groups=groups, should_stop=self.stop.requested,
-                compiled=self._compiled_for(batch),
+                compiled=self._compiled_for(batch), spectrum=job.spectrum,
             )
         except (torch.OutOfMemoryError, Stopped):
             raise
@@ -639,13 +687,21 @@ class Run:
             dead = all(result.final[i] == 0.0 and _maximizes(o) for i, o in zip(span, unit.objectives))
             record.status = "dead" if dead else "ok"
             record.dtype = dtype_name(self._settings_for(job), self.device)
-            record.step_images = step_images(unit, job.request.settings.save_steps)
+            settings = job.request.settings
+            record.step_images = step_images(unit, settings.save_steps)
+            record.alpha_maps = alpha_images(unit, settings.alpha_map)
+            record.upscaled_images = upscaled_images(unit, settings.cppn_upscale)
             stored = {"hash": self.unit_hash(job, unit), **unit_record(record)}
-            # Step images first: a unit whose final PNG is there has its step images too.
-            per = len(job.request.settings.save_steps)
+            # Step images, alpha maps and upscaled images first: a unit whose final PNG is there
+            # has all of them too.
+            per = len(settings.save_steps)
             for k, i in enumerate(span):
                 for entry in record.step_images[k * per:(k + 1) * per]:
                     writes.append((result.steps[entry["step"]][i], job.folder / entry["image"], stored))
+                if record.alpha_maps:
+                    writes.append((result.alpha[i], job.folder / record.alpha_maps[k], stored))
+                if record.upscaled_images:
+                    writes.append((result.upscaled[i], job.folder / record.upscaled_images[k]["image"], stored))
             writes.extend((result.images[i], job.folder / name, stored) for i, name in zip(span, unit.images))
 
         def write() -> None:  # in the writer thread: PNG encoding overlaps the next batch

@@ -21,7 +21,8 @@ from fvcli.limits import (
 MAX_SIZE = 2048  # px; larger images do not fit a batch on any device we know of
 MAX_STEPS = 100_000
 
-PARAMETERIZATIONS = ("fourier", "pixel", "lowres", "laplacian")
+PARAMETERIZATIONS = ("fourier", "pixel", "lowres", "laplacian", "maco", "cppn")
+MAX_UPSCALE = 8  # --cppn-upscale: at most this factor (and at most MAX_SIZE px)
 OPTIMIZERS = ("adam", "sgd")
 DTYPES = ("auto", "float32", "bfloat16")
 COMPILE_CHOICES = ("auto", "on", "off")
@@ -60,6 +61,9 @@ class RenderSettings:
     diversity_layer: str | None = None  # None: the job's own layer
     dtype: str = "auto"  # of the model's arithmetic; images and the optimizer stay float32
     save_steps: tuple[int, ...] = ()  # steps after which each image is also kept, increasing, each < steps
+    spectrum: str | None = None  # --param maco: a file of `fv spectrum`; None: the 1/f power law
+    alpha_map: bool = False  # also write each image's accumulated input-gradient map (IMAGE_alpha.png)
+    cppn_upscale: int = 1  # --param cppn: also write each image K times larger (IMAGE.xK.png); 1: not
 
 
 @dataclass(frozen=True)
@@ -344,7 +348,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("size", positive_int(MAX_SIZE), f"Image side in pixels (at most {MAX_SIZE}).", job=True, metavar="PX"),
     Option("lr", learning_rate, "Learning rate.", job=True, metavar="LR"),
     Option("seed", seed_int, "Random seed; each unit's random state derives from it and the unit alone.", job=True, metavar="N"),
-    Option("param", parameterization, "Image parameterization: fourier or fft (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size) or laplacian (a pyramid of 4 resolutions).", job=True, metavar="fourier|fft|pixel|lowres|laplacian"),
+    Option("param", parameterization, "Image parameterization: fourier or fft (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size), laplacian (a pyramid of 4 resolutions), maco (only the phase of a fixed magnitude spectrum; best near --lr 0.1) or cppn (a small network of the pixel coordinates; wants --lr 0.004).", job=True, metavar="NAME"),
     Option("decorrelate", boolean, "Decorrelate colours with ImageNet's colour correlation.", job=True, flag=True),
     Option("transforms", transforms, "Transformation robustness: standard (pad 12, jitter 8, scale, rotate, jitter 4), none, or items in order, e.g. pad=12,jitter=8 or scale=0.9/1/1.1,rotate=-10/0/10,jitter=4.", job=True, metavar="PRESET|ITEMS"),
     Option("normalize", normalize, "Input normalization: model (from the weights; none for custom models), imagenet, none, or MEAN,MEAN,MEAN/STD,STD,STD.", job=True, metavar="SPEC"),
@@ -361,6 +365,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("diversity_layer", text, "Layer whose Gram matrices measure style for --diversity; a lower layer varies texture more.", job=True, metavar="LAYER", default_text="the job's layer"),
     Option("dtype", choice(*DTYPES), "The model's arithmetic: auto (where the device has native bf16, the faster of bf16 autocast and float32, timed once per model and remembered; else float32), float32 or bfloat16.", job=True, metavar="|".join(DTYPES)),
     Option("save_steps", step_list, "Also keep each image as it was after these steps (increasing, each below --steps), e.g. 64,128,256: IMAGE.stepN.png beside the final IMAGE.png.", job=True, metavar="N,N,...", default_text="none"),
+    Option("spectrum", text, "With --param maco: the magnitude spectrum to hold fixed, a file that fv spectrum wrote (resized to --size).", job=True, metavar="FILE.pt", default_text="a 1/f power law"),
+    Option("alpha_map", boolean, "Also write where the model looked: each image's input gradients, accumulated over the steps, as a grayscale IMAGE_alpha.png (MaCo's transparency map).", job=True, flag=True),
+    Option("cppn_upscale", positive_int(MAX_UPSCALE), f"With --param cppn: also write each image K times larger from the same network, IMAGE.xK.png (K at most {MAX_UPSCALE}, K times --size at most {MAX_SIZE}); 1: not.", job=True, metavar="K"),
     Option("out", text, "Output folder; each job writes into a folder below it.", job=False, metavar="DIR"),
     Option("device", device, "auto (CUDA when present, else CPU; the environment variable FV_DEVICE overrides what auto means), cpu, cuda, cuda:N or mps.", job=False, metavar="DEVICE"),
     Option("batch_size", count_or_auto(MAX_BATCH), "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),
