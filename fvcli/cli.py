@@ -270,7 +270,7 @@ def examples(targets: tuple[str, ...], **values: Any) -> int:
 @click.argument("folder", metavar="FOLDER")
 @click.option("--output", "-o", required=True, metavar="FILE.pt", help="The spectrum file to write (atomically).")
 @click.option("--size", "size_text", default="224", show_default=True, metavar="PX", help="Side of the centre square each image is measured at (its shorter side resized to it); a render at another --size resamples the spectrum.")
-@click.option("--decorrelate/--no-decorrelate", default=True, show_default="on", help="Measure in fv's decorrelated colours, as fv render's default --decorrelate uses them; --no-decorrelate: plain RGB, for renders with --no-decorrelate.")
+@click.option("--decorrelate/--no-decorrelate", default=True, help="Measure in fv's decorrelated colours, as fv render's default --decorrelate uses them; --no-decorrelate: plain RGB, for renders with --no-decorrelate.  [default: on]")
 @click.option("--grayscale", is_flag=True, help="Measure one grayscale channel (BT.601 luma), which serves models of any channel count.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def spectrum(folder: str, output: str, size_text: str, decorrelate: bool, grayscale: bool, quiet: bool) -> int:
