@@ -17,7 +17,7 @@ from fvcli.dataset_examples import load_image
 from fvcli.engine import render_batch
 from fvcli.models import load_model
 from fvcli.objectives import channel
-from fvcli.param import MacoParam, _color_matrix, make_param, power_law
+from fvcli.param import MacoParam, _color_matrix, power_law
 from fvcli.settings import RenderSettings
 from fvcli.spectrum import read_spectrum
 
