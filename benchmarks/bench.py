@@ -1,6 +1,6 @@
 """Benchmark fv's engine, and with --vs-lucent, Lucent on the same units, model and steps.
 
-Prints one JSON line. Timings are wall-clock seconds of rendering only (the model load is timed
+Prints one JSON line. With --params, also fourier, maco and cppn side by side on the same units. Timings are wall-clock seconds of rendering only (the model load is timed
 apart), measured side by side in one process so their ratios are comparable on a noisy machine.
 
     python benchmarks/bench.py --layer mixed4a --units 8 --steps 64 --size 128 --device cpu --vs-lucent
@@ -227,6 +227,57 @@ def overhead_probe(device, units: int = 512, steps: int = 32) -> dict:
     }
 
 
+PARAM_LRS = {"fourier": 0.05, "maco": 0.1, "cppn": 0.004}  # fv's default, and README's recommendations
+
+
+def params_probe(model, key: str, layout, channels, settings, device, batch_size, lrs: dict, rounds: int = 2) -> dict:
+    """The same units rendered with each parameterization at its learning rate, side by side: the
+    objective reached (mean over units, on the final float images and on them saved as 8 bits)
+    and the seconds a step. Each is timed `rounds` times, interleaved, and the fastest counts, so
+    that a busy machine slows them alike."""
+    seconds: dict[str, float] = {}
+    starts: dict[str, list[float]] = {}
+    finals: dict[str, list[float]] = {}
+    images: dict[str, torch.Tensor] = {}
+    for name, lr in lrs.items():  # warm-up: one step each (allocations, kernel choices)
+        run_fv(model, key, layout, channels[:batch_size], dataclasses.replace(settings, param=name, lr=lr, steps=1), device, batch_size)
+    for _ in range(rounds):
+        for name, lr in lrs.items():
+            chosen = dataclasses.replace(settings, param=name, lr=lr)
+            objectives = [channel(key, c, layout=layout) for c in channels]
+            sync(device)
+            started = time.perf_counter()
+            results = [
+                render_batch(model, objectives[i : i + batch_size], list(range(i, min(i + batch_size, len(channels)))), chosen, device)
+                for i in range(0, len(channels), batch_size)
+            ]
+            sync(device)
+            seconds[name] = min(seconds.get(name, float("inf")), time.perf_counter() - started)
+            starts[name] = [v for r in results for v in r.start]
+            finals[name] = [v for r in results for v in r.final]
+            images[name] = torch.cat([r.images for r in results])
+    table = {}
+    for name, lr in lrs.items():
+        quantized = objective_of_8bit_images(model.module, key, layout, channels, images[name], model.normalization, device)
+        table[name] = {
+            "lr": lr,
+            "mean_objective_start": round(sum(starts[name]) / len(channels), 4),
+            "mean_objective_final": round(sum(finals[name]) / len(channels), 4),
+            "mean_objective_8bit": round(sum(quantized) / len(channels), 4),
+            "units_risen": sum(f > s for f, s in zip(finals[name], starts[name])),
+            "ms_per_step": round(seconds[name] / settings.steps * 1e3, 2),
+        }
+    base = table["fourier"]
+    ratios = {
+        f"{name}_vs_fourier": {
+            "time_per_step": round(row["ms_per_step"] / base["ms_per_step"], 2),
+            "objective": round(row["mean_objective_final"] / base["mean_objective_final"], 3),
+        }
+        for name, row in table.items() if name != "fourier"
+    }
+    return {"units": len(channels), "table": table, "ratios": ratios}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="googlenet")
@@ -246,6 +297,9 @@ def main() -> None:
     parser.add_argument("--overhead", action="store_true", help="only measure fv's own per-step work apart from the model's (a near-free model, 512 directions)")
     parser.add_argument("--no-fold", action="store_true", help="keep BatchNorms unfolded (to measure what folding gains)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="fv's model arithmetic (see fv render --dtype)")
+    parser.add_argument("--params", action="store_true", help="render the units with fourier, maco and cppn side by side (each at its recommended --lr): objective reached and time a step")
+    parser.add_argument("--maco-lr", type=float, default=PARAM_LRS["maco"], help="learning rate of maco in --params")
+    parser.add_argument("--cppn-lr", type=float, default=PARAM_LRS["cppn"], help="learning rate of cppn in --params")
     args = parser.parse_args()
 
     device = pick_device(args.device)
@@ -290,6 +344,9 @@ def main() -> None:
             "batchnorms_folded": folded,
         },
     }
+    if args.params:
+        lrs = {"fourier": settings.lr, "maco": args.maco_lr, "cppn": args.cppn_lr}
+        result["params"] = params_probe(model, key, layout, channels, settings, device, batch_size, lrs)
     if args.compile_probe:
         modes = [m for m in args.compile_modes.split(",") if m]
         result["compile_probe"] = compile_probe(model, key, min(args.units, batch_size), settings, device, modes, steps=args.compile_steps)

@@ -33,6 +33,7 @@ model, after the Distill article "Feature Visualization" (Olah, Mordvintsev, Sch
   fv render mixed4a:0-3 --weights random   offline: randomly initialized weights
   fv examples mixed4a:0-63 --images DIR    the images of DIR that excite each channel most
   fv atlas outputs                         a browsable web atlas of everything rendered
+  fv spectrum photos/ -o spectrum.pt       a magnitude spectrum for --param maco --spectrum
 
 \b
 Exit statuses:
@@ -269,6 +270,40 @@ def examples(targets: tuple[str, ...], **values: Any) -> int:
         if code:
             break
     return code
+
+
+@cli.command(short_help="Measure the magnitude spectrum of images, for --param maco.")
+@click.argument("folder", metavar="FOLDER")
+@click.option("--output", "-o", required=True, metavar="FILE.pt", help="The spectrum file to write (atomically).")
+@click.option("--size", "size_text", default="224", show_default=True, metavar="PX", help="Side of the centre square each image is measured at (its shorter side resized to it); a render at another --size resamples the spectrum.")
+@click.option("--decorrelate/--no-decorrelate", default=True, help="Measure in fv's decorrelated colours, as fv render's default --decorrelate uses them; --no-decorrelate: plain RGB, for renders with --no-decorrelate.  [default: on]")
+@click.option("--grayscale", is_flag=True, help="Measure one grayscale channel (BT.601 luma), which serves models of any channel count.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def spectrum(folder: str, output: str, size_text: str, decorrelate: bool, grayscale: bool, quiet: bool) -> int:
+    """Measure the mean magnitude spectrum of the images in FOLDER (JPEG, PNG; searched
+    recursively) and write it to FILE.pt, for fv render --param maco --spectrum FILE.pt.
+
+    \b
+      fv spectrum ~/data/imagenet/val -o imagenet-spectrum.pt
+      fv render mixed4a:0-15 --param maco --spectrum imagenet-spectrum.pt --lr 0.1
+
+    Each image's centre square at --size px (as fv examples reads images) is transformed by an
+    orthonormal 2-D real FFT, and the magnitudes are averaged per channel. Unreadable images are
+    skipped and counted. The file records the size, the number of images, the folder and the
+    colours measured; its sha256 goes into each render's settings, so a changed file renders again.
+    """
+    from fvcli.settings import MAX_SIZE, positive_int
+    from fvcli.spectrum import MIN_SIZE, measure_folder
+
+    try:
+        size = positive_int(MAX_SIZE)(size_text)
+    except ValueError as error:
+        raise FvError(f"--size: {error}") from None
+    if size < MIN_SIZE:
+        raise FvError(f"--size: expected at least {MIN_SIZE} px for a spectrum, got {size}")
+    colour = "grayscale" if grayscale else "decorrelated" if decorrelate else "rgb"
+    measure_folder(folder, output, size, colour, _say(quiet), quiet)
+    return 0
 
 
 @cli.command()

@@ -10,6 +10,7 @@ image parameters and the optimizer stay in float32.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -45,6 +46,8 @@ class BatchResult:
     errors: list[str | None]  # per image: why it failed, or None
     similarity: list[float | None] | None = None  # per group with diversity: final Gram similarity
     steps: dict[int, Tensor] = field(default_factory=dict)  # --save-steps: step -> (N, C, H, W) on the CPU
+    alpha: Tensor | None = None  # --alpha-map: (N, 1, H, W) in [0, 1] on the CPU
+    upscaled: Tensor | None = None  # --cppn-upscale K: (N, C, K*H, K*W) in [0, 1] on the CPU
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,10 @@ def dtype_name(settings: RenderSettings, device: torch.device) -> str:
     return "bfloat16-autocast" if use_bf16(settings.dtype, device) else "float32"
 
 
-def describe(settings: RenderSettings, device: torch.device, normalization: Normalization | None, channels: int = 3) -> dict:
-    """Every setting that changes the image, with the values the engine uses, for the sidecar."""
-    param = make_param(settings.param, [0], 8, settings.decorrelate, channels, settings.alpha)
+def describe(settings: RenderSettings, device: torch.device, normalization: Normalization | None, channels: int = 3, spectrum=None) -> dict:
+    """Every setting that changes the image, with the values the engine uses, for the sidecar.
+    `spectrum`: the --spectrum file as read (fvcli.spectrum.Spectrum)."""
+    param = make_param(settings.param, [0], 8, settings.decorrelate, channels, settings.alpha, spectrum)
     described = {
         "steps": settings.steps,
         "size": settings.size,
@@ -107,6 +111,8 @@ def describe(settings: RenderSettings, device: torch.device, normalization: Norm
         "dtype": dtype_name(settings, device),
         "save_steps": list(settings.save_steps),
         "pre_relu": settings.pre_relu,
+        "alpha_map": {"accumulated": "|input gradient| summed over channels and steps", "normalized": f"divided by its {ALPHA_PERCENTILE}th percentile, clipped to 1"} if settings.alpha_map else None,
+        "cppn_upscale": settings.cppn_upscale,
     }
     if settings.alpha:
         described["alpha"] = transparency.describe(settings.alpha_weight)
@@ -125,6 +131,19 @@ def _schedule(settings: RenderSettings, optimizer: torch.optim.Optimizer):
     if settings.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.steps)
     return None
+
+
+# MaCo's authors show the accumulated gradients clipped at their 80th percentile (Horama's plot_maco):
+# where the model looks most saturates, and the rest keeps its gradation.
+ALPHA_PERCENTILE = 80
+
+
+def alpha_maps(accumulated: Tensor) -> Tensor:
+    """(N, 1, H, W) accumulated |gradients| as maps in [0, 1], each divided by its own percentile."""
+    flat = accumulated.flatten(1).float()
+    k = max(1, math.ceil(flat.shape[1] * ALPHA_PERCENTILE / 100))  # kthvalue: quantile refuses large inputs
+    level = flat.kthvalue(k, dim=1).values.clamp_min(1e-30).view(-1, 1, 1, 1)
+    return (accumulated / level).clamp(0, 1)
 
 
 def _finite(grad: Tensor) -> Tensor:
@@ -193,6 +212,7 @@ def render_batch(
     should_stop: Callable[[], bool] | None = None,
     compiled: Callable | None = None,
     init: Tensor | None = None,
+    spectrum=None,
 ) -> BatchResult:
     """Optimize one image per objective for `settings.steps` steps; the model must be on `device`.
 
@@ -205,12 +225,13 @@ def render_batch(
     `settings.init_weight`, the mean squared difference from it is penalized.
     With `settings.alpha`, images have an alpha plane, last: the model sees them over random
     backgrounds while optimizing, and over grey for the values reported (fvcli.transparency).
+    `spectrum`: for maco, the --spectrum file as read (None: the power law).
     """
     assert len(objectives) == len(seeds) > 0
     bf16 = use_bf16(settings.dtype, device)
     score = _Scorer(model, objectives, device, input_normalization(model, settings.normalize), input_size, bf16)
     channels = input_channels(model.module)
-    param = make_param(settings.param, seeds, settings.size, settings.decorrelate, channels, settings.alpha).to(device)
+    param = make_param(settings.param, seeds, settings.size, settings.decorrelate, channels, settings.alpha, spectrum).to(device)
     if groups is not None and groups.shared:
         param = SharedParam(param, groups.members, seeds).to(device)
     if init is not None:
@@ -235,11 +256,21 @@ def render_batch(
     # The first step at which each image's objective was not finite, kept on the device (no sync).
     broke_at = torch.full((len(objectives),), -1, dtype=torch.long, device=device)
     save_steps, snapshots = set(settings.save_steps), {}
+    # --alpha-map: the gradients that reach the image through the model (not the penalties'),
+    # as MaCo accumulates them: where the model looks.
+    attribution = torch.zeros(len(seeds), 1, settings.size, settings.size, device=device) if settings.alpha_map else None
+
+    def attribute(grad: Tensor) -> None:
+        attribution.add_(_finite(grad.detach()).abs().sum(dim=1, keepdim=True))
+
     for step in range(settings.steps):
         optimizer.zero_grad(set_to_none=True)
         image = param()
         image.register_hook(_finite)
         composited = transparency.composite(image, backgrounds(step)) if backgrounds is not None else image
+        if attribution is not None:
+            composited = composited.view_as(composited)
+            composited.register_hook(attribute)
         images = pipeline(composited, draws, step)
         if step < REDIRECT_STEPS:
             with RedirectReLU():
@@ -296,4 +327,8 @@ def render_batch(
             errors.append(f"the objective became NaN or infinite at step {step}")
         else:
             errors.append("the objective or the image became NaN or infinite")
-    return BatchResult(images.cpu(), start_list, final_list, errors, similarity, snapshots)
+    alpha = None if attribution is None else alpha_maps(attribution).cpu()
+    upscaled = None
+    if settings.cppn_upscale > 1:
+        upscaled = param.image_at(settings.size * settings.cppn_upscale).float().cpu()
+    return BatchResult(images.cpu(), start_list, final_list, errors, similarity, snapshots, alpha, upscaled)

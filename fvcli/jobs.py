@@ -11,10 +11,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Hashable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, TypeVar
 
 from fvcli.errors import FvError
-from fvcli.settings import RenderSettings
+from fvcli.settings import MAX_SIZE, RenderSettings
 from fvcli.targets import Target
 
 if TYPE_CHECKING:  # torch-free at run time: specs are checked before torch loads
@@ -71,16 +71,28 @@ class JobRequest:
     origin: str = ""  # where the job came from, for messages
 
     def __post_init__(self) -> None:
-        # The one check that needs two settings; here, where both the command line and specs
-        # pass, before any model loads.
+        # The checks that need two settings; here, where both the command line and specs pass,
+        # before any model loads.
         settings = self.settings
+        where = f"{self.origin}: " if self.origin else ""
         if settings.save_steps and settings.save_steps[-1] >= settings.steps:
-            where = f"{self.origin}: " if self.origin else ""
             shown = ",".join(map(str, settings.save_steps))
             raise FvError(
                 f"{where}--save-steps {shown}: every step must be below --steps ({settings.steps}), "
                 f"and {settings.save_steps[-1]} is not"
             )
+        if settings.spectrum is not None and settings.param != "maco":
+            raise FvError(f"{where}--spectrum is the fixed magnitude of --param maco; this job's --param is {settings.param}")
+        if settings.cppn_upscale > 1 and settings.param != "cppn":
+            raise FvError(f"{where}--cppn-upscale renders a CPPN at a larger size; this job's --param is {settings.param}, not cppn")
+        if settings.cppn_upscale * settings.size > MAX_SIZE:
+            raise FvError(
+                f"{where}--cppn-upscale {settings.cppn_upscale}: {settings.cppn_upscale} x {settings.size} px is more "
+                f"than {MAX_SIZE} px; at most {MAX_SIZE // settings.size} at --size {settings.size}"
+            )
+        if settings.blur_every and settings.param in ("maco", "cppn"):
+            why = "keeps its magnitude spectrum fixed" if settings.param == "maco" else "makes its image with a network, not pixels"
+            raise FvError(f"{where}--blur-every: {settings.param} {why}, so it cannot be blurred; use the --blur penalty instead")
 
     @property
     def label(self) -> str:
@@ -139,6 +151,7 @@ class Job:
     diversity_layer: ResolvedLayer | None = None  # where --diversity measures style
     read_as: tuple[tuple[str, str], ...] = ()  # (layer name, its pre-ReLU twin's) that minimized terms read
     init_sha256: str | None = None  # of the --init photo's file
+    spectrum: Any = None  # --spectrum, read (fvcli.spectrum.Spectrum)
 
     @property
     def folder(self) -> Path:

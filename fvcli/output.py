@@ -217,6 +217,16 @@ def unit_images(unit: dict) -> list[str]:
     return [unit["image"]] if unit.get("image") else []
 
 
+def extra_images(unit: dict) -> list[str]:
+    """The other PNG file names a sidecar unit record lists: step images (--save-steps), alpha maps
+    (--alpha-map) and upscaled images (--cppn-upscale)."""
+    return [
+        *(entry["image"] for entry in unit.get("step_images", [])),
+        *unit.get("alpha_maps", []),
+        *(entry["image"] for entry in unit.get("upscaled_images", [])),
+    ]
+
+
 def write_grid(folder: Path, units: list[dict], size: int) -> Path:
     """grid.png of a job folder from its sidecar unit records (label, status, image or images)."""
     cells = []

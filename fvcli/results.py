@@ -43,7 +43,8 @@ class JobResult:
     """One job's output, read back from the files `fv render` writes.
 
     `files` holds every file's bytes by its path relative to the output folder
-    (MODEL/LAYER/grid.png, ...), so that `save` writes exactly those bytes.
+    (MODEL/LAYER/grid.png, ... and the step images, alpha maps and upscaled images the records
+    list), so that `save` writes exactly those bytes.
     """
 
     folder: str  # relative to the output folder: MODEL/LAYER, or NAME for a named spec job
@@ -76,13 +77,14 @@ class JobResult:
     def read(cls, out: Path, folder: Path) -> JobResult | None:
         """The job written in `folder` under the output folder `out`; None while it is not whole
         (a shard's job waiting for the others)."""
-        from fvcli.output import unit_images
+        from fvcli.output import extra_images, unit_images
 
         sidecar_path = folder / "grid.json"
         if not sidecar_path.is_file():
             return None
         sidecar = json.loads(sidecar_path.read_text())
-        names = ["grid.png", "grid.json", *(name for unit in sidecar.get("units", []) for name in unit_images(unit))]
+        units = sidecar.get("units", [])
+        names = ["grid.png", "grid.json", *(name for unit in units for name in (*unit_images(unit), *extra_images(unit)))]
         return cls(folder.relative_to(out).as_posix(), sidecar, _read_files(out, folder, names))
 
 

@@ -41,6 +41,7 @@ from fvcli.images import Photo, load_photo
 from fvcli.output import check_output_folders, read_record, remove_empty_folders, save_png, to_pil, write_grid, write_json
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.sidecar import UnitRecord, job_sidecar, unit_files, unit_record
+from fvcli.spectrum import check_fits, read_spectrum
 from fvcli.signals import StopOnSignals
 from fvcli.targets import describe_channels
 from fvcli.transforms import Pipeline
@@ -66,13 +67,39 @@ def step_images(unit: Unit, save_steps: tuple[int, ...]) -> list[dict]:
     ]
 
 
-def _hashed_settings(settings: RenderSettings, init_sha256: str | None = None) -> dict:
-    """The settings a unit's hash covers: all of them but pre_relu, those added later only when set
-    (so that units rendered before they existed keep their hashes), and the --init photo by its
-    content (`init_sha256`), not by where it lies."""
+def alpha_images(unit: Unit, alpha_map: bool) -> list[str]:
+    """--alpha-map: each image's map of where the model looked: mixed4a_0097.png has
+    mixed4a_0097_alpha.png."""
+    return [name.removesuffix(".png") + "_alpha.png" for name in unit.images] if alpha_map else []
+
+
+def upscaled_images(unit: Unit, scale: int) -> list[dict]:
+    """--cppn-upscale K: each image also K times larger: mixed4a_0097.png has mixed4a_0097.x2.png."""
+    return [{"scale": scale, "image": name.removesuffix(".png") + f".x{scale}.png"} for name in unit.images] if scale > 1 else []
+
+
+def extra_names(unit: Unit, settings: RenderSettings) -> list[str]:
+    """The files a unit writes besides its images: step images, alpha maps, upscaled images."""
+    return [
+        *(s["image"] for s in step_images(unit, settings.save_steps)),
+        *alpha_images(unit, settings.alpha_map),
+        *(u["image"] for u in upscaled_images(unit, settings.cppn_upscale)),
+    ]
+
+
+# Settings added after units were first rendered, at their defaults: left out of the hash, so that
+# units rendered before they existed keep their hashes.
+_LATER_SETTINGS = {
+    "save_steps": (), "spectrum": None, "alpha_map": False, "cppn_upscale": 1, "alpha": False, "init": None,
+}
+
+
+def _hashed_settings(settings: RenderSettings, init_sha256: str | None = None, spectrum_sha256: str | None = None) -> dict:
+    """The settings a unit's hash covers: all of them but pre_relu, later ones only when set, and
+    the --init photo and --spectrum file by their contents (sha256), not where they lie."""
     values = dataclasses.asdict(settings)
-    for key in ("save_steps", "alpha", "init"):
-        if not values[key]:
+    for key, default in _LATER_SETTINGS.items():
+        if values[key] == default:
             del values[key]
     if not settings.alpha:
         del values["alpha_weight"]
@@ -80,6 +107,8 @@ def _hashed_settings(settings: RenderSettings, init_sha256: str | None = None) -
         values["init"] = init_sha256
     else:
         del values["init_weight"]
+    if "spectrum" in values:
+        values["spectrum"] = spectrum_sha256
     # What pre_relu changes is in the unit's objectives and layers, which the hash covers: units it
     # does not touch (every positive one) keep the hashes they had before it existed.
     del values["pre_relu"]
@@ -249,14 +278,22 @@ class Run:
             images = (image,) if len(objectives) == 1 else tuple(image.replace(".png", f"_{k}.png") for k in range(len(objectives)))
             seed = unit_seed(settings.seed, r.canonical)
             units.append(Unit(index, i, r.key, seed, objectives, images, label, r.description, shared=r.shared, by_direction=r.by_direction))
+        if settings.param in ("maco", "cppn") and any(unit.shared for unit in units):
+            held = "a fixed magnitude spectrum" if settings.param == "maco" else "a network's output"
+            raise FvError(
+                f"{where}interpolate(...) aligns its frames with shared low-resolution images, which {settings.param}'s "
+                f"images ({held}) cannot take in; use --param fourier, pixel, lowres or laplacian"
+            )
         return Job(
             request, tuple(units), layer, resolver.input_size, diversity_layer, tuple(resolver.read_as.items()),
-            photo.sha256 if photo else None,
+            photo.sha256 if photo else None, self._spectrum(settings, model, where),
         )
 
     def _check_image_options(self, model: LoadedModel, settings: RenderSettings, where: str) -> Photo | None:
         """FvError unless --alpha and --init fit the model and parameterization; the --init photo."""
         channels = input_channels(model.module)
+        if settings.alpha and settings.param == "maco":
+            raise FvError(f"{where}--alpha: maco holds a fixed magnitude spectrum, which an opacity plane would not have; use --param fourier, pixel, lowres, laplacian or cppn")
         if settings.alpha and channels not in (1, 3):
             raise FvError(
                 f"{where}--alpha writes RGBA or gray+alpha PNGs; {model.name} takes images of {channels} channels, "
@@ -280,6 +317,17 @@ class Run:
         if not settings.init:
             return None
         return self.photos[(settings.init, settings.size, input_channels(self.models[model_key(settings)].module))].pixels
+
+    def _spectrum(self, settings: RenderSettings, model: LoadedModel, where: str):
+        """The --spectrum file of a maco job, read and checked against the model's channels."""
+        if settings.spectrum is None:
+            return None
+        try:
+            spectrum = read_spectrum(settings.spectrum)
+            check_fits(spectrum, input_channels(model.module), settings.decorrelate)
+        except FvError as error:
+            raise FvError(f"{where}{error}") from None
+        return spectrum
 
     def _probe(self, model: LoadedModel, key: str, size: int) -> tuple[int, ...]:
         return layer_shapes(model.module, [key], size, self.device)[key]
@@ -352,7 +400,7 @@ class Run:
         torch.cuda.reset_peak_memory_stats(self.device)
         before = torch.cuda.memory_allocated(self.device)
         objectives, seeds, groups = self._flatten(probe_units)
-        render_batch(model, objectives, seeds, settings, self.device, input_size=job.input_size, groups=groups, init=self._init_for(job))
+        render_batch(model, objectives, seeds, settings, self.device, input_size=job.input_size, groups=groups, init=self._init_for(job), spectrum=job.spectrum)
         per_image = max(1, (torch.cuda.max_memory_allocated(self.device) - before) / len(objectives))
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(count, int(free * CUDA_MEMORY_SHARE / per_image)))
@@ -378,7 +426,7 @@ class Run:
 
                 def step(dtype: str) -> None:
                     one = dataclasses.replace(settings, steps=1, dtype=dtype)
-                    render_batch(model, objectives, seeds, one, self.device, input_size=job.input_size, groups=groups, init=self._init_for(job))
+                    render_batch(model, objectives, seeds, one, self.device, input_size=job.input_size, groups=groups, init=self._init_for(job), spectrum=job.spectrum)
 
                 size = job.input_size or settings.size
                 # The device's kind, not its thread count: workers with fewer threads make the same choice.
@@ -482,7 +530,7 @@ class Run:
             "objectives": [o.describe() for o in unit.objectives],
             "layers": sorted({layer for o in unit.objectives for layer in o.layers}),
             "seed": unit.seed,
-            "settings": _hashed_settings(job.request.settings, job.init_sha256),
+            "settings": _hashed_settings(job.request.settings, job.init_sha256, job.spectrum.sha256 if job.spectrum else None),
             "input_size": job.input_size,
             "diversity_layer": job.diversity_layer.key if job.diversity_layer else None,
             "shared": unit.shared,
@@ -533,7 +581,7 @@ class Run:
 
     def _stored(self, job: Job, unit: Unit) -> dict | None:
         """The record a unit's PNGs carry when all of them (step images too) were rendered with this unit's hash."""
-        names = [*unit.images, *(s["image"] for s in step_images(unit, job.request.settings.save_steps))]
+        names = [*unit.images, *extra_names(unit, job.request.settings)]
         stored = [read_record(job.folder / name) for name in names]
         expected = self.unit_hash(job, unit)
         if all(s is not None and s.get("hash") == expected for s in stored):
@@ -551,6 +599,8 @@ class Run:
         record.similarity = first.get("diversity_similarity")
         record.dtype = first.get("dtype")
         record.step_images = first.get("step_images") or []
+        record.alpha_maps = first.get("alpha_maps") or []
+        record.upscaled_images = first.get("upscaled_images") or []
         return True
 
     def execute(self) -> Report:
@@ -671,7 +721,7 @@ class Run:
             result = render_batch(
                 model, objectives, seeds, settings, self.device, on_step,
                 input_size=job.input_size, groups=groups, should_stop=self.stop.requested,
-                compiled=self._compiled_for(batch), init=self._init_for(job),
+                compiled=self._compiled_for(batch), init=self._init_for(job), spectrum=job.spectrum,
             )
         except (torch.OutOfMemoryError, Stopped):
             raise
@@ -716,13 +766,21 @@ class Run:
                 [result.start[i] for i in span], [result.final[i] for i in span], list(unit.objectives)
             )
             record.dtype = dtype_name(self._settings_for(job), self.device)
-            record.step_images = step_images(unit, job.request.settings.save_steps)
+            settings = job.request.settings
+            record.step_images = step_images(unit, settings.save_steps)
+            record.alpha_maps = alpha_images(unit, settings.alpha_map)
+            record.upscaled_images = upscaled_images(unit, settings.cppn_upscale)
             stored = {"hash": self.unit_hash(job, unit), **unit_record(record)}
-            # Step images first: a unit whose final PNG is there has its step images too.
-            per = len(job.request.settings.save_steps)
+            # Step images, alpha maps and upscaled images first: a unit whose final PNG is there
+            # has all of them too.
+            per = len(settings.save_steps)
             for k, i in enumerate(span):
                 for entry in record.step_images[k * per:(k + 1) * per]:
                     writes.append((result.steps[entry["step"]][i], job.folder / entry["image"], stored))
+                if record.alpha_maps:
+                    writes.append((result.alpha[i], job.folder / record.alpha_maps[k], stored))
+                if record.upscaled_images:
+                    writes.append((result.upscaled[i], job.folder / record.upscaled_images[k]["image"], stored))
             writes.extend((result.images[i], job.folder / name, stored) for i, name in zip(span, unit.images))
         alpha = batch[0][0].request.settings.alpha  # one batch, one setting
 

@@ -23,7 +23,8 @@ from fvcli.limits import (
 MAX_SIZE = 2048  # px; larger images do not fit a batch on any device we know of
 MAX_STEPS = 100_000
 
-PARAMETERIZATIONS = ("fourier", "pixel", "lowres", "laplacian")
+PARAMETERIZATIONS = ("fourier", "pixel", "lowres", "laplacian", "maco", "cppn")
+MAX_UPSCALE = 8  # --cppn-upscale: at most this factor (and at most MAX_SIZE px)
 OPTIMIZERS = ("adam", "sgd")
 DTYPES = ("auto", "float32", "bfloat16")
 COMPILE_CHOICES = ("auto", "on", "off")
@@ -70,6 +71,9 @@ class RenderSettings:
     alpha_weight: float = 1.0  # how much opacity costs, relative to the objective's size
     init: str | None = None  # an absolute path: each image starts as this photo
     init_weight: float = 0.0  # holds the image near the photo (mean squared difference)
+    spectrum: str | None = None  # --param maco: a file of `fv spectrum`; None: the 1/f power law
+    alpha_map: bool = False  # also write each image's accumulated input-gradient map (IMAGE_alpha.png)
+    cppn_upscale: int = 1  # --param cppn: also write each image K times larger (IMAGE.xK.png); 1: not
 
 
 @dataclass(frozen=True)
@@ -377,7 +381,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("size", positive_int(MAX_SIZE), f"Image side in pixels (at most {MAX_SIZE}).", job=True, metavar="PX"),
     Option("lr", learning_rate, "Learning rate.", job=True, metavar="LR"),
     Option("seed", seed_int, "Random seed; each unit's random state derives from it and the unit alone.", job=True, metavar="N"),
-    Option("param", parameterization, "Image parameterization: fourier or fft (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size) or laplacian (a pyramid of 4 resolutions).", job=True, metavar="fourier|fft|pixel|lowres|laplacian"),
+    Option("param", parameterization, "Image parameterization: fourier or fft (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size), laplacian (a pyramid of 4 resolutions), maco (only the phase of a fixed magnitude spectrum; best near --lr 0.1) or cppn (a small network of the pixel coordinates; wants --lr 0.004).", job=True, metavar="fourier|fft|pixel|lowres|laplacian|maco|cppn"),
     Option("decorrelate", boolean, "Decorrelate colours with ImageNet's colour correlation.", job=True, flag=True),
     Option("init", photo, "Start each image from this photo (centre-cropped, resized; luma for grayscale models), to accentuate what a unit sees in it. In a spec, relative to the spec's folder.", job=True, metavar="PHOTO", default_text="random"),
     Option("init_weight", weight, "With --init: weight of a penalty on the mean squared difference from the photo; 0: the photo is only the start.", job=True, metavar="W"),
@@ -399,6 +403,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("dtype", choice(*DTYPES), "The model's arithmetic: auto (where the device has native bf16, the faster of bf16 autocast and float32, timed once per model and remembered; else float32), float32 or bfloat16.", job=True, metavar="|".join(DTYPES)),
     Option("save_steps", step_list, "Also keep each image as it was after these steps (increasing, each below --steps), e.g. 64,128,256: IMAGE.stepN.png beside the final IMAGE.png.", job=True, metavar="N,N,...", default_text="none"),
     Option("pre_relu", choice(*PRE_RELU_CHOICES), "Negative images read the layer before its ReLU, as the article's do: with auto, a channel or neuron a target minimizes (-mixed4a:97) reads LAYER_pre_relu where the layer ends in ReLUs (after one, a channel at 0 has nothing left to lower), and the sidecar says so; off reads layers as named. A twin named outright (mixed4a_pre_relu:97) is always read.", job=True, metavar="|".join(PRE_RELU_CHOICES)),
+    Option("spectrum", text, "With --param maco: the magnitude spectrum to hold fixed, a file that fv spectrum wrote (resized to --size).", job=True, metavar="FILE.pt", default_text="a 1/f power law"),
+    Option("alpha_map", boolean, "Also write where the model looked: each image's input gradients, accumulated over the steps, as a grayscale IMAGE_alpha.png (MaCo's transparency map).", job=True, flag=True),
+    Option("cppn_upscale", positive_int(MAX_UPSCALE), f"With --param cppn: also write each image K times larger from the same network, IMAGE.xK.png (K at most {MAX_UPSCALE}, K times --size at most {MAX_SIZE}); 1: not.", job=True, metavar="K"),
     Option("out", text, "Output folder; each job writes into a folder below it.", job=False, metavar="DIR"),
     Option("device", device, "auto (CUDA when present, else CPU; the environment variable FV_DEVICE overrides what auto means), cpu, cuda, cuda:N or mps.", job=False, metavar="DEVICE"),
     Option("batch_size", count_or_auto(MAX_BATCH), "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),

@@ -44,6 +44,8 @@ class UnitRecord:
     step_images: list[dict] = field(default_factory=list)  # --save-steps: per image and step, {step, image}
     reason: str | None = None  # dead and flat: why, in one line
     by_direction: bool = False  # the key indexes directions (random:K, a direction file's rows), not channels
+    alpha_maps: list[str] = field(default_factory=list)  # --alpha-map: per image, its map's file
+    upscaled_images: list[dict] = field(default_factory=list)  # --cppn-upscale: per image, {scale, image}
 
 
 
@@ -72,6 +74,10 @@ def unit_record(r: UnitRecord) -> dict:
         record["step_images"] = r.step_images
     if r.reason:
         record["reason"] = r.reason
+    if r.alpha_maps:
+        record["alpha_maps"] = r.alpha_maps
+    if r.upscaled_images:
+        record["upscaled_images"] = r.upscaled_images
     if r.error:
         record["error"] = r.error
     return record
@@ -173,7 +179,7 @@ def job_sidecar(
     images = sum(len(unit.objectives) for unit in job.units)
     rows, columns = grid_shape(len(records))
     resolved = dataclasses.replace(settings, dtype=dtype["dtype"]) if dtype else settings
-    described = describe(resolved, device, input_normalization(model, settings.normalize), input_channels(model.module))
+    described = describe(resolved, device, input_normalization(model, settings.normalize), input_channels(model.module), job.spectrum)
     # What the units were rendered in, as their records say: a rerun that renders nothing, or a
     # resumed one, reports the arithmetic of the images, not of this run.
     rendered_in = {r.dtype for r in records if r.dtype is not None}

@@ -35,3 +35,16 @@ def test_bench_measures_fvs_own_work_per_step_apart_from_the_model():
     assert overhead["units"] == 16 and overhead["canvas"] == 20  # 8 px, standard transforms
     for key in ("ms_per_step_standard_transforms", "ms_per_step_plain_pad", "ms_per_step_model_alone", "ms_per_step_transform_draws"):
         assert overhead[key] > 0
+
+
+def test_bench_compares_parameterizations_side_by_side():
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--params", "--units", "2", "--steps", "2", "--size", "48", "--device", "cpu", "--dtype", "float32"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    params = json.loads(done.stdout)["params"]
+    assert set(params["table"]) == {"fourier", "maco", "cppn"} and params["units"] == 2
+    assert {row["lr"] for row in params["table"].values()} == {0.05, 0.1, 0.004}
+    assert all(row["ms_per_step"] > 0 and row["units_risen"] <= 2 for row in params["table"].values())
+    assert set(params["ratios"]) == {"maco_vs_fourier", "cppn_vs_fourier"}

@@ -166,11 +166,11 @@ def test_help_at_80_columns_breaks_no_word_and_shows_each_default_once():
             assert not broken, f"{command} {option.cli_name}: {broken}"
     text = " ".join(_help("render").split())
     assert "scale=0.9/1/1.1,rotate=-10/0/10,jitter=4." in text
-    assert "--param fourier|fft|pixel|lowres|laplacian" in text
+    assert "--param fourier|fft|pixel|lowres|laplacian|maco|cppn" in text
     assert "more. [default: the job's layer]" in text and "default: the job's layer;" not in text
     assert "correlation. [default: on]" in text and "OUT does. [default: off]" in text
     commands = _help().split("Commands:")[1]
-    assert "..." not in commands and len(commands.strip().splitlines()) == 6
+    assert "..." not in commands and len(commands.strip().splitlines()) == 7
 
 
 def test_models_lists_own_names_then_counts_timms_and_says_when_nothing_matches():
