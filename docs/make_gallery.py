@@ -1,4 +1,6 @@
-"""Render the README's gallery: one picture per method in configs/article/, with random weights.
+"""Render the README's gallery: one picture per spec of configs/article/ below, with random weights.
+(The README's pictures of maco, cppn, transparency and accentuation come from the commands in
+their captions.)
 
     python docs/make_gallery.py [NAME ...]     (from the repository's folder; a few minutes on a CPU)
 
@@ -24,17 +26,12 @@ SPECS: dict[str, tuple[str, list[str]]] = {
     "caricature": ("configs/article/caricature.yaml", []),
     "inversion": ("configs/article/inversion.yaml", []),
     "dictionary": ("configs/article/dictionary.yaml", []),
-    "maco": ("configs/article/maco.yaml", []),
-    "cppn": ("configs/article/cppn.yaml", []),
-    "transparency": ("configs/article/transparency.yaml", []),
-    "accentuation": ("configs/article/accentuation.yaml", []),
 }
 QUICK = ["--weights", "random", "--steps", "128", "--size", "96"]
 # The photo a method starts from or compares with, shown first.
 PHOTOS = {
     "caricature": "configs/images/dots_sparse.png",
     "inversion": "configs/images/rings_centre.png",
-    "accentuation": "configs/images/rings_centre.png",
 }
 
 

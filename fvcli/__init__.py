@@ -13,7 +13,10 @@ from fvcli.version import __version__
 
 _API = ("render", "layers", "examples", "Result", "JobResult", "Examples", "LayerExamples")
 # The target grammar as Python objects (fvcli.expressions): channel("layer3", 5) - 0.5 * neuron(...)
-_EXPRESSIONS = ("channel", "neuron", "deepdream", "logit", "probability", "direction", "direction_neuron", "interpolate", "target")
+_EXPRESSIONS = (
+    "channel", "neuron", "deepdream", "logit", "probability", "direction", "direction_neuron", "caricature", "inversion",
+    "interpolate", "target",
+)
 
 __all__ = ["__version__", *_API, *_EXPRESSIONS, "FvError"]
 

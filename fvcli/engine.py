@@ -25,7 +25,7 @@ from fvcli.layer_keys import input_channels
 from fvcli.messages import plural
 from fvcli.models import LoadedModel
 from fvcli.normalization import IMAGENET, Normalization
-from fvcli.objectives import Objective, batch_plan, batch_values, layers_of
+from fvcli.objectives import Objective, batch_plan, batch_values, layers_of, photo_terms
 from fvcli.devices import use_bf16
 from fvcli.diversity import gram_similarity
 from fvcli.param import PHOTO_PLACEMENT, SharedParam, make_param
@@ -190,14 +190,48 @@ class _Scorer:
         self.plan = batch_plan(objectives, device)
         self.mean, self.std = _mean_std(normalization, device)
 
-    def __call__(self, images: Tensor, extra: tuple[str, ...] = (), forward: Callable | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(
+        self, images: Tensor, extra: tuple[str, ...] = (), forward: Callable | None = None, seen: dict | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Each image's objective value, and the captured activations (with the `extra` layers).
-        `forward`: a compiled forward for exactly these layers (fvcli.compiled); else eager."""
+        `forward`: a compiled forward for exactly these layers (fvcli.compiled); else eager.
+        `seen`: per image, its photos' activations through its transforms (PhotoSteps)."""
         x = _model_input(images, self.mean, self.std, self.input_size)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with autocast:
             acts = forward(x) if forward is not None else forward_to(self.module, x, (*self.layers, *extra))
-        return batch_values(self.objectives, acts, self.plan), acts
+        return batch_values(self.objectives, acts, self.plan, seen), acts
+
+    def photos_seen(self, photos: Tensor, layers: tuple[str, ...]) -> dict[str, Tensor]:
+        """Activations of transformed photos at `layers`, without gradients (they are targets)."""
+        with torch.no_grad():
+            x = _model_input(photos, self.mean, self.std, self.input_size)
+            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+            with autocast:
+                return forward_to(self.module, x, layers)
+
+
+class PhotoSteps:
+    """The photos that caricatures and inversions compare with, put through the same transforms as
+    their images at every step (each photo drawn with its image's seed), so that the image and the
+    photo are compared position by position as the model sees both: one forward pass more a step,
+    without gradients, for the photos of the batch."""
+
+    def __init__(self, objectives: list[Objective], seeds: list[int], device: torch.device):
+        self.uses = [(row, term) for row, o in enumerate(objectives) for term in photo_terms(o)]
+        if self.uses:
+            self.photos = torch.stack([term.photo for _, term in self.uses]).to(device)
+            self.draws = Draws([seeds[row] for row, _ in self.uses], device)
+            self.layers = tuple(dict.fromkeys(term.layer for _, term in self.uses))
+
+    def __call__(self, score: _Scorer, pipeline: Pipeline, step: int) -> dict[int, dict[str, Tensor]] | None:
+        if not self.uses:
+            return None
+        acts = score.photos_seen(pipeline(self.photos, self.draws, step), self.layers)
+        seen: dict[int, dict[str, Tensor]] = {}
+        for j, (row, term) in enumerate(self.uses):
+            seen.setdefault(row, {})[term.photo_key] = acts[term.layer][j : j + 1]
+        return seen
 
 
 def render_batch(
@@ -241,6 +275,7 @@ def render_batch(
     extra = (diversity[0],) if diversity else ()
     pipeline = Pipeline.from_setting(settings.transforms)
     draws = Draws(seeds, device)  # each image's transforms from its own seed, for all steps at once
+    photo_steps = PhotoSteps(objectives, seeds, device)
     backgrounds = transparency.Backgrounds(draws, settings.size, channels) if settings.alpha else None
 
     def seen(image: Tensor) -> Tensor:
@@ -272,11 +307,12 @@ def render_batch(
             composited = composited.view_as(composited)
             composited.register_hook(attribute)
         images = pipeline(composited, draws, step)
+        photos = photo_steps(score, pipeline, step)
         if step < REDIRECT_STEPS:
             with RedirectReLU():
-                values, acts = score(images, extra)
+                values, acts = score(images, extra, seen=photos)
         else:
-            values, acts = score(images, extra, compiled)
+            values, acts = score(images, extra, compiled, seen=photos)
         broke_at = torch.where((broke_at < 0) & ~torch.isfinite(values.detach()), step + 1, broke_at)
         if settings.alpha:
             values = transparency.opacity_penalized(values, image, settings.alpha_weight)

@@ -17,7 +17,10 @@ from typing import Any, Iterable
 from fvcli.errors import FvError
 from fvcli.targets import Interpolation, Target, TargetError, describe_channels, parse_target
 
-__all__ = ["channel", "neuron", "deepdream", "logit", "probability", "direction", "direction_neuron", "interpolate", "target"]
+__all__ = [
+    "channel", "neuron", "deepdream", "logit", "probability", "direction", "direction_neuron", "caricature", "inversion",
+    "interpolate", "target",
+]
 
 
 def _channels(channels: int | Iterable[int] | None) -> str:
@@ -103,6 +106,17 @@ def direction(layer: str, vector: Any) -> Target:
 def direction_neuron(layer: str, vector: Any) -> Target:
     """A direction at the centre position only."""
     return _parsed(f"direction_neuron({layer}, {_vector(vector)})")
+
+
+def caricature(layer: str, photo: str, cossim_pow: float | None = None) -> Target:
+    """A caricature of a photo (a file path): what the layer sees in it, exaggerated."""
+    power = "" if cossim_pow is None else f", cossim_pow={cossim_pow:g}"
+    return _parsed(f"caricature({layer}, {str(photo)!r}{power})")
+
+
+def inversion(layer: str, photo: str) -> Target:
+    """Feature inversion of a photo (a file path): an image whose activations at the layer match it."""
+    return _parsed(f"inversion({layer}, {str(photo)!r})")
 
 
 def interpolate(start: Target | str, end: Target | str, frames: int = 8) -> Interpolation:

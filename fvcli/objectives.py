@@ -180,18 +180,29 @@ class PhotoComparison(Objective):
     """Base of the objectives that compare a layer's activations with a photo's: `target` is the
     photo's activations at the layer (channels first, one image: (C, positions...)).
 
-    The rendered image may reach the layer on a larger or smaller grid than the photo did (the
-    transforms pad and crop the canvas by a few pixels); the two are compared on the centre positions
-    both grids have, which keeps the photo's scale (resizing the grids would not)."""
+    While optimizing, the photo goes through the same transforms as its image at every step (as
+    Lucid renders the photo in the image's batch): the engine puts the transformed photo's
+    activations under `photo_key`, so that the two stay aligned position by position. Without them
+    (the values before and after, measured untransformed) the photo's own `target` is used. The
+    image may reach the layer on a larger or smaller grid than the photo (the transforms pad and
+    crop the canvas by a few pixels); the two are compared on the centre positions both grids have,
+    which keeps the photo's scale (resizing the grids would not)."""
 
-    def __init__(self, layer: str, target: Tensor, text: str, layout: Layout | None, files: tuple[tuple[str, str], ...] = ()):
+    def __init__(
+        self, layer: str, target: Tensor, text: str, layout: Layout | None, files: tuple[tuple[str, str], ...] = (),
+        photo: Tensor | None = None,
+    ):
         self.layer, self.target, self.text, self.layout = layer, target.float(), text, layout
         self.layers, self.files = (layer,), files
+        self.photo = photo  # (C, size, size) in [0, 1]: the photo as the model's images are, untransformed
+        self.photo_key = f"photo seen by {text}"
 
     def pairs(self, acts: Activations) -> tuple[Tensor, Tensor]:
         """The images' activations (N, D) and the photo's (1, D), over the positions both have."""
         a = channels_first(acts[self.layer], self.layout).float()
-        a, t = _common_centre(a, self.target.to(a.device)[None])
+        seen = acts.get(self.photo_key)
+        t = self.target.to(a.device)[None] if seen is None else channels_first(seen, self.layout).float()
+        a, t = _common_centre(a, t)
         return a.flatten(1), t.flatten(1)
 
     def describe(self) -> str:
@@ -299,10 +310,13 @@ def batch_plan(objectives: list[Objective], device: torch.device) -> Tensor | No
     return None
 
 
-def batch_values(objectives: list[Objective], acts: Activations, plan: Tensor | None = None) -> Tensor:
+def batch_values(
+    objectives: list[Objective], acts: Activations, plan: Tensor | None = None, extras: dict[int, dict[str, Tensor]] | None = None
+) -> Tensor:
     """Score image i of the batch by objectives[i]: a tensor of shape (len(objectives),).
 
-    `plan`: batch_plan(objectives) when it has been computed already.
+    `plan`: batch_plan(objectives) when it has been computed already. `extras`: more activations
+    for image i alone (a photo seen through that image's transforms), by key.
     """
     if plan is None:
         plan = batch_plan(objectives, next(iter(acts.values())).device)
@@ -317,7 +331,13 @@ def batch_values(objectives: list[Objective], acts: Activations, plan: Tensor | 
             a = at_position(a, None)
         dots = torch.einsum("nc...,nc->n...", a, plan.to(a.device))
         return dots.reshape(len(objectives), -1).mean(dim=1)
-    return torch.cat([o({k: v[i : i + 1] for k, v in acts.items()}) for i, o in enumerate(objectives)])
+    rows = extras or {}
+    return torch.cat([o({**{k: v[i : i + 1] for k, v in acts.items()}, **rows.get(i, {})}) for i, o in enumerate(objectives)])
+
+
+def photo_terms(objective: Objective) -> list[PhotoComparison]:
+    """The terms of an objective that compare with a photo (caricature, inversion)."""
+    return [o for _, o in objective.terms() if isinstance(o, PhotoComparison) and o.photo is not None]
 
 
 def layers_of(objectives: list[Objective]) -> tuple[str, ...]:

@@ -330,10 +330,11 @@ class Resolver:
         if atom.kind in ("caricature", "inversion"):
             target = self.photo_activations(atom, info)
             files = ((atom.photo, self.photo(atom.photo)[1]),)
+            photo = self.photo(atom.photo)[0]
             if atom.kind == "inversion":
-                return Inversion(info.key, target, atom.describe(), info.layout, files=files)
+                return Inversion(info.key, target, atom.describe(), info.layout, files=files, photo=photo)
             power = CARICATURE_COSSIM_POW if atom.cossim_pow is None else atom.cossim_pow
-            return Caricature(info.key, target, atom.describe(), info.layout, files=files, cossim_pow=power)
+            return Caricature(info.key, target, atom.describe(), info.layout, files=files, cossim_pow=power, photo=photo)
         files = ((atom.file, self.directions(atom.file)[1]),) if atom.file is not None else ()
         return Direction(
             info.key, self.vector(atom, info), atom.describe(), info.layout, neuron=atom.kind == "direction_neuron", files=files

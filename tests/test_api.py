@@ -175,6 +175,8 @@ def test_objectives_compose_as_python_objects_and_print_as_their_target_text():
     assert str(fvcli.probability("tabby cat")) == "probability:'tabby cat'"
     assert str(fvcli.direction("conv3", torch.tensor([1.0, 0.0, -2.5]))) == "direction(conv3, [1, 0, -2.5])"
     assert str(fvcli.direction("conv3", "random:4")) == "direction(conv3, random:4)"
+    assert str(fvcli.caricature("conv3", "a.jpg", cossim_pow=2)) == "caricature(conv3, 'a.jpg', cossim_pow=2)"
+    assert str(fvcli.inversion("conv3", "a.jpg")) == "inversion(conv3, 'a.jpg')"
     frames = fvcli.interpolate(fvcli.channel("conv3", 1), "conv3:2", frames=3)
     assert str(frames) == "interpolate(conv3:1, conv3:2, frames=3)"
 

@@ -100,10 +100,12 @@ def test_dtype_auto_keeps_the_faster_and_remembers_it(tmp_path, monkeypatch):
 
     chosen = tuning.choose_dtype("k", step, CPU)
     assert chosen["dtype"] == "float32" and not chosen["remembered"]
-    assert calls == ["float32", "bfloat16"]  # thirty times slower: one step each settles it
-    assert tuning.choose_dtype("k", step, CPU)["remembered"] and len(calls) == 2
+    # Thirty times slower: one step each settles it, unless the machine is busy enough to blur that.
+    assert calls[:2] == ["float32", "bfloat16"] and len(calls) % 2 == 0
+    measured = len(calls)
+    assert tuning.choose_dtype("k", step, CPU)["remembered"] and len(calls) == measured  # remembered: no steps
     (tmp_path / tuning.CACHE_FILE).write_text("{not json")  # a broken cache is measured again
-    assert tuning.choose_dtype("k", step, CPU)["dtype"] == "float32" and len(calls) == 4  # measured again
+    assert tuning.choose_dtype("k", step, CPU)["dtype"] == "float32" and len(calls) > measured
 
     calls.clear()
     close = tuning.choose_dtype("close", lambda dtype: (calls.append(dtype), a @ b), CPU)

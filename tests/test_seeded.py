@@ -3,6 +3,7 @@ file (a dictionary of K directions renders K units), on the tiny model and on Go
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy
 import pytest
@@ -291,3 +292,28 @@ def test_a_dictionary_job_gets_a_grid_and_atlas_pages(tmp_path):
     assert "Other renders of this channel" not in page and "dirs.npy" in page and "<th>direction</th><td>2</td>" in page
     channel_page = (out / "googlenet" / "mixed4a" / "units" / "2.html").read_text()
     assert "Other renders of this channel" in channel_page and "dirs.npy" not in channel_page
+
+
+def test_the_photo_goes_through_its_images_transforms_at_every_step():
+    """An image identical to the photo is at distance 0 from it at every step, whatever the
+    transforms draw: the photo is transformed with its image's own draws. Compared with the
+    untransformed photo instead, the same image is far from it."""
+    from fvcli.engine import PhotoSteps, _Scorer
+    from fvcli.images import load_image
+    from fvcli.transforms import Draws, Pipeline
+
+    model = load_model("googlenet", "random", 0, quiet=True)
+    photo = load_image(Path(__file__).parents[1] / "configs" / "images" / "rings_centre.png", 64)
+    cpu = torch.device("cpu")
+    probe = _Scorer(model, [Inversion("inception3b", torch.ones(1), "probe", None)], cpu, model.normalization, None, bf16=False)
+    target = probe.photos_seen(photo[None], ("inception3b",))["inception3b"][0].float()
+    inversion = Inversion("inception3b", target, "inversion(mixed3b, 'rings')", None, photo=photo)
+    seeds = [41]
+    score = _Scorer(model, [inversion], cpu, model.normalization, None, bf16=False)
+    photo_steps, pipeline, draws = PhotoSteps([inversion], seeds, cpu), Pipeline.preset("standard"), Draws(seeds)
+    for step in (0, 7, 31):
+        image = pipeline(photo[None], draws, step)
+        aligned, _ = score(image, seen=photo_steps(score, pipeline, step))
+        assert aligned.item() == pytest.approx(0.0, abs=1e-6)
+        unaligned, _ = score(image)  # against the untransformed photo's activations
+        assert unaligned.item() < -0.05

@@ -63,7 +63,7 @@ def test_missing_channels_means_every_channel(tmp_path):
         ("steps: 0\njobs: [{layer: a}]", "spec.yaml: steps: expected a positive integer, got 0"),
         ("size: 100000\njobs: [{layer: a}]", "spec.yaml: size: expected a positive integer (at most 2048), got 100000"),
         ("lr: -0.1\njobs: [{layer: a}]", "spec.yaml: lr: expected a positive number, got -0.1"),
-        ("param: pixels\njobs: [{layer: a}]", "spec.yaml: param: expected one of fourier, pixel, lowres, laplacian, got 'pixels'; did you mean pixel?"),
+        ("param: pixels\njobs: [{layer: a}]", "spec.yaml: param: expected one of fourier, pixel, lowres, laplacian, maco, cppn, got 'pixels'; did you mean pixel?"),
         ("jobs: [{layer: a, channels: 5-2}]", "spec.yaml: jobs[0].channels: reversed range 5-2; write 2-5"),
         ("jobs: [{layer: a, channels: x}]", "spec.yaml: jobs[0].channels: expected channels like 97, 0-511 or 3,7,100-107, got 'x'"),
         ("jobs: [{layer: a}, {channels: 3}]", "spec.yaml: jobs[1]: missing 'layer:' (the layer to visualize, e.g. mixed4a) or 'target:'"),
