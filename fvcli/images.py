@@ -117,6 +117,9 @@ def load_photo(path: str, size: int, channels: int) -> Photo:
         data = Path(path).read_bytes()  # read once: what is hashed is what is decoded
         rgb = load_image(data, size)
     except Exception as error:  # whatever the decoder says: one line
-        reason = str(error).replace(path, "").strip(" :'\"") or type(error).__name__
-        raise FvError(f"--init {path}: cannot read it as an image ({reason[:200]})") from None
+        if "cannot identify image file" in str(error):
+            reason = "not an image file fv can read"
+        else:
+            reason = (str(error).replace(path, "").strip(" :'\"") or type(error).__name__).splitlines()[0][:200]
+        raise FvError(f"--init {path}: cannot read it as an image ({reason})") from None
     return Photo(path, hashlib.sha256(data).hexdigest(), to_channels(rgb, channels))

@@ -149,7 +149,7 @@ def test_bad_photo_paths_fail_in_one_line_and_write_nothing(tmp_path):
     (tmp_path / "not_an_image.jpg").write_bytes(b"no pixels here")
     (tmp_path / "a_folder").mkdir()
     out = tmp_path / "out"
-    for name, why in [("missing.jpg", "no such file"), ("a_folder", "a folder"), ("not_an_image.jpg", "cannot read it as an image")]:
+    for name, why in [("missing.jpg", "no such file"), ("a_folder", "a folder"), ("not_an_image.jpg", "cannot read it as an image (not an image file fv can read)")]:
         output = fv("render", "relu3:0", *TINY_RUN, "--steps", "1", "--init", str(tmp_path / name), "--out", str(out), code=2)
         assert output.count("\n") == 1 and output.startswith("fv: error:")
         assert "--init" in output and name in output and why in output
