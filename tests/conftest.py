@@ -36,6 +36,18 @@ def fv(*args: str, code: int = 0) -> str:
 import pytest  # noqa: E402
 
 
+def noise_photos(folder: Path, count: int, size: tuple[int, int] = (40, 40), seed: int = 0) -> Path:
+    """A folder of `count` PNG pictures of uniform noise (width, height), for dataset examples."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    for i in range(count):
+        pixels = (torch.rand(size[1], size[0], 3, generator=generator) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / f"p{i}.png")
+    return folder
+
+
 @pytest.fixture
 def tiny() -> str:
     return TINY

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from torch import nn
 
 import fvcli
-from conftest import TINY, fv
+from conftest import TINY, fv, noise_photos
 from fvcli.cli import cli
 from tiny_model import make
 
@@ -199,14 +199,7 @@ def test_objectives_compose_as_python_objects_and_print_as_their_target_text():
 
 
 def test_examples_gives_the_dataset_examples_as_data(tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    generator = torch.Generator().manual_seed(0)
-    for i in range(5):
-        pixels = (torch.rand(40, 44, 3, generator=generator) * 255).to(torch.uint8).numpy()
-        from PIL import Image
-
-        Image.fromarray(pixels).save(folder / f"photo{i}.png")
+    folder = noise_photos(tmp_path / "photos", 5, size=(44, 40))
     model = make().train()
     before = snapshot(model)
     examples = fvcli.examples(model, "conv3:0-2", images=folder, k=3, crop=16)
@@ -214,7 +207,7 @@ def test_examples_gives_the_dataset_examples_as_data(tmp_path):
     assert [r["channel"] for r in examples.records] == [0, 1, 2]
     top = examples.records[1]["top"]
     assert len(top) == 3 and [e["value"] for e in top] == sorted((e["value"] for e in top), reverse=True)
-    assert {e["path"] for e in top} <= {f"photo{i}.png" for i in range(5)}
+    assert {e["path"] for e in top} <= {f"p{i}.png" for i in range(5)}
     assert examples.strip(1).size == (3 * 16 + 2 * 2, 16) and examples.strip(1, bottom=True).size[1] == 16
     crops = examples.crops(1)
     assert len(crops) == 3 and crops[0].size == (16, 16)

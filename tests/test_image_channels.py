@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 import fvcli
-from conftest import fv
+from conftest import fv, noise_photos
 from fvcli.dataset_examples import load_image
 from test_api import assert_unchanged, snapshot
 
@@ -87,11 +87,7 @@ def test_a_grayscale_factory_renders_and_lists_from_the_cli(tmp_path):
 
 
 def test_dataset_examples_of_a_grayscale_model_see_the_photos_luma(tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    rng = random.Random(3)
-    for i in range(6):
-        Image.frombytes("RGB", (36, 40), rng.randbytes(36 * 40 * 3)).save(folder / f"p{i}.png")
+    folder = noise_photos(tmp_path / "photos", 6, size=(36, 40), seed=3)
     model = mnist_like()
     before = snapshot(model)
     examples = fvcli.examples(model, "4:0-3", images=folder, k=2, crop=16)

@@ -5,11 +5,10 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 import fvcli
-from conftest import TINY, fv
+from conftest import TINY, fv, noise_photos
 from fvcli.capture import forward_to
 from fvcli.models import load_model
 from fvcli.objectives import channel
@@ -169,13 +168,7 @@ def test_the_atlas_shows_a_negative_twin_job_with_its_layer(tmp_path):
 
 @pytest.fixture
 def photos(tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    generator = torch.Generator().manual_seed(3)
-    for i in range(6):
-        pixels = (torch.rand(40, 40, 3, generator=generator) * 255).to(torch.uint8).numpy()
-        Image.fromarray(pixels).save(folder / f"p{i}.png")
-    return folder
+    return noise_photos(tmp_path / "photos", 6, seed=3)
 
 
 def test_bottom_examples_are_read_before_the_relu(tmp_path, photos):
