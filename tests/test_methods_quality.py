@@ -6,7 +6,9 @@ risen yet."""
 
 from pathlib import Path
 
+import numpy
 import pytest
+import torch
 
 import fvcli
 from conftest import TINY
@@ -28,16 +30,21 @@ METHODS = {
     "negative": ("-{layer}:0-3", {}),
     "caricature": ("caricature({layer}, '{photo}')", {}),
     "inversion": ("inversion({layer}, '{photo}')", {}),
+    "dictionary": ("direction({layer}, '{dictionary}')", {}),
 }
 
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("method", METHODS)
-def test_every_unit_of_every_method_moves_its_objective_the_right_way(model, method):
+def test_every_unit_of_every_method_moves_its_objective_the_right_way(model, method, tmp_path):
     name, weights, layer, size = MODELS[model]
     target, options = METHODS[method]
     options = {key: value.format(photo=PHOTO) if isinstance(value, str) else value for key, value in options.items()}
-    result = fvcli.render(name, target.format(layer=layer, photo=PHOTO), weights=weights, size=size, steps=48, dtype="float32", **options)
+    channels = next(row["channels"] for row in fvcli.layers(name, layer) if row["name"] == layer or row["alias"] == layer)
+    dictionary = tmp_path / "dictionary.npy"  # 4 random directions, one unit each
+    numpy.save(dictionary, torch.randn(4, channels, generator=torch.Generator().manual_seed(1)).numpy())
+    target = target.format(layer=layer, photo=PHOTO, dictionary=dictionary)
+    result = fvcli.render(name, target, weights=weights, size=size, steps=48, dtype="float32", **options)
     assert result.records, "no units"
     for record in result.records:
         assert record["status"] != "failed", record
