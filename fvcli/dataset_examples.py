@@ -37,7 +37,7 @@ from fvcli.capture import forward_to, layer_shapes
 from fvcli.devices import pick_device
 from fvcli.engine import input_normalization
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FvError
-from fvcli.images import Placement, load_image, open_upright, to_channels
+from fvcli.images import Placement, list_images, load_image, open_upright, to_channels
 from fvcli.jobs import JobRequest
 from fvcli.layer_keys import Layout, ResolvedLayer, channels_first, input_channels, probe_images
 from fvcli.messages import plural, progress_bar
@@ -49,7 +49,6 @@ from fvcli.settings import EXAMPLES_CPU_BATCH, EXAMPLES_CUDA_BATCH, ExamplesSett
 from fvcli.signals import StopOnSignals
 
 EXAMPLES_VERSION = 3  # raise when the same images, model and settings give different examples
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_INPUT_SIZE = 224  # px, for models that declare no input size of their own
 FIELD_MASS = 0.9  # the share of a position's input gradient its crop holds (see field_sides)
 CHECKPOINT_SECONDS = 30.0
@@ -65,12 +64,6 @@ ENDS = ("top", "bottom")
 
 
 # ---- images ----
-
-
-def list_images(folder: Path) -> list[Path]:
-    """The image files below `folder` (any depth), sorted by their path relative to it."""
-    files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
 def _try_load(path: Path, size: int) -> Tensor | None:

@@ -191,16 +191,16 @@ class _Scorer:
         self.mean, self.std = _mean_std(normalization, device)
 
     def __call__(
-        self, images: Tensor, extra: tuple[str, ...] = (), forward: Callable | None = None, seen: dict | None = None
+        self, images: Tensor, extra: tuple[str, ...] = (), forward: Callable | None = None, photos: dict | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Each image's objective value, and the captured activations (with the `extra` layers).
         `forward`: a compiled forward for exactly these layers (fvcli.compiled); else eager.
-        `seen`: per image, its photos' activations through its transforms (PhotoSteps)."""
+        `photos`: per image, its photos' activations through its transforms (PhotoSteps)."""
         x = _model_input(images, self.mean, self.std, self.input_size)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with autocast:
             acts = forward(x) if forward is not None else forward_to(self.module, x, (*self.layers, *extra))
-        return batch_values(self.objectives, acts, self.plan, seen), acts
+        return batch_values(self.objectives, acts, self.plan, photos), acts
 
     def photos_seen(self, photos: Tensor, layers: tuple[str, ...]) -> dict[str, Tensor]:
         """Activations of transformed photos at `layers`, without gradients (they are targets)."""
@@ -278,8 +278,8 @@ def render_batch(
     photo_steps = PhotoSteps(objectives, seeds, device)
     backgrounds = transparency.Backgrounds(draws, settings.size, channels) if settings.alpha else None
 
-    def seen(image: Tensor) -> Tensor:
-        """What the model is shown of an image: with alpha, over grey (values are measured so)."""
+    def measured(image: Tensor) -> Tensor:
+        """What the values before and after are measured on: with alpha, the image over grey."""
         return transparency.composite(image, transparency.MEASURED_OVER) if settings.alpha else image
 
     optimizer = _optimizer(settings, param)
@@ -287,7 +287,7 @@ def render_batch(
     penalty_weights = {"l1": settings.l1, "tv": settings.tv, "blur": settings.blur}
 
     with torch.no_grad():
-        start, _ = score(seen(param()))
+        start, _ = score(measured(param()))
     # The first step at which each image's objective was not finite, kept on the device (no sync).
     broke_at = torch.full((len(objectives),), -1, dtype=torch.long, device=device)
     save_steps, snapshots = set(settings.save_steps), {}
@@ -310,9 +310,9 @@ def render_batch(
         photos = photo_steps(score, pipeline, step)
         if step < REDIRECT_STEPS:
             with RedirectReLU():
-                values, acts = score(images, extra, seen=photos)
+                values, acts = score(images, extra, photos=photos)
         else:
-            values, acts = score(images, extra, compiled, seen=photos)
+            values, acts = score(images, extra, compiled, photos=photos)
         broke_at = torch.where((broke_at < 0) & ~torch.isfinite(values.detach()), step + 1, broke_at)
         if settings.alpha:
             values = transparency.opacity_penalized(values, image, settings.alpha_weight)
@@ -344,7 +344,7 @@ def render_batch(
             raise Stopped
     with torch.no_grad():
         images = param().float()
-        final, acts = score(seen(images), extra)
+        final, acts = score(measured(images), extra)
         similarity = None
         if diversity:
             key, layout, _ = diversity

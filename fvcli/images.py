@@ -20,6 +20,15 @@ from fvcli.errors import FvError
 Source = Path | bytes  # a file, or its bytes (read once, so that what is hashed is what is decoded)
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files below `folder` (any depth), sorted by their path relative to it."""
+    files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where the model's square input lies in an image of `width` x `height`: the image is resized so
@@ -108,18 +117,27 @@ class Photo:
     pixels: Tensor  # (channels, size, size) in [0, 1]
 
 
+def decode_photo(data: bytes, size: int, channels: int) -> Tensor:
+    """A photo file's bytes as the model's images are (load_image; its luma for a grayscale
+    model); ValueError with the reason in one line when it is no image or has no such channels."""
+    try:
+        rgb = load_image(data, size)
+    except Exception as error:  # any decoder's failure, in one line
+        if "cannot identify image file" in str(error):
+            raise ValueError("not an image file fv can read") from None
+        raise ValueError((str(error) or type(error).__name__).splitlines()[0][:200]) from None
+    return to_channels(rgb, channels)
+
+
 def load_photo(path: str, size: int, channels: int) -> Photo:
-    """The photo at `path` as the model's images (its luma for a grayscale model); FvError naming
-    --init and the file when it cannot be read as an image, or the model is neither RGB nor gray."""
+    """The photo at `path` as the model's images; FvError naming --init and the file when it cannot
+    be read as an image, or the model is neither RGB nor gray."""
     if channels not in (1, 3):
         raise FvError(f"--init {path}: a photo has RGB colours, but the model takes images of {channels} channels; --init needs an RGB or grayscale model")
     try:
         data = Path(path).read_bytes()  # read once: what is hashed is what is decoded
-        rgb = load_image(data, size)
-    except Exception as error:  # whatever the decoder says: one line
-        if "cannot identify image file" in str(error):
-            reason = "not an image file fv can read"
-        else:
-            reason = (str(error).replace(path, "").strip(" :'\"") or type(error).__name__).splitlines()[0][:200]
+        pixels = decode_photo(data, size, channels)
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         raise FvError(f"--init {path}: cannot read it as an image ({reason})") from None
-    return Photo(path, hashlib.sha256(data).hexdigest(), to_channels(rgb, channels))
+    return Photo(path, hashlib.sha256(data).hexdigest(), pixels)

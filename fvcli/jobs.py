@@ -11,15 +11,19 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Callable, Hashable, Iterable, TypeVar
 
 from fvcli.errors import FvError
 from fvcli.settings import MAX_SIZE, RenderSettings
 from fvcli.targets import Target
 
 if TYPE_CHECKING:  # torch-free at run time: specs are checked before torch loads
+    from torch import Tensor
+
+    from fvcli.images import Photo
     from fvcli.layer_keys import ResolvedLayer
     from fvcli.objectives import Objective
+    from fvcli.spectrum import Spectrum
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 T = TypeVar("T")
@@ -90,6 +94,10 @@ class JobRequest:
                 f"{where}--cppn-upscale {settings.cppn_upscale}: {settings.cppn_upscale} x {settings.size} px is more "
                 f"than {MAX_SIZE} px; at most {MAX_SIZE // settings.size} at --size {settings.size}"
             )
+        if settings.alpha and settings.param == "maco":
+            raise FvError(f"{where}--alpha: maco holds a fixed magnitude spectrum, which an opacity plane would not have; use --param fourier, pixel, lowres, laplacian or cppn")
+        if settings.init and settings.param in ("maco", "cppn"):
+            raise FvError(f"{where}--init: the {settings.param} parameterization cannot start from a photo; use fourier, pixel, lowres, laplacian")
         if settings.blur_every and settings.param in ("maco", "cppn"):
             why = "keeps its magnitude spectrum fixed" if settings.param == "maco" else "makes its image with a network, not pixels"
             raise FvError(f"{where}--blur-every: {settings.param} {why}, so it cannot be blurred; use the --blur penalty instead")
@@ -150,12 +158,17 @@ class Job:
     input_size: int | None = None  # set when the model takes only this size: images are resized to it
     diversity_layer: ResolvedLayer | None = None  # where --diversity measures style
     read_as: tuple[tuple[str, str], ...] = ()  # (layer name, its pre-ReLU twin's) that minimized terms read
-    init_sha256: str | None = None  # of the --init photo's file
-    spectrum: Any = None  # --spectrum, read (fvcli.spectrum.Spectrum)
+    photo: Photo | None = None  # --init, read (its pixels and its file's sha256)
+    spectrum: Spectrum | None = None  # --spectrum, read
 
     @property
     def folder(self) -> Path:
         return self.request.folder
+
+    @property
+    def init_pixels(self) -> Tensor | None:
+        """What each image starts as (--init), or None: a random start."""
+        return self.photo.pixels if self.photo is not None else None
 
 
 def plan_batches(

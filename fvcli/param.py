@@ -33,7 +33,7 @@ COLOR_CORRELATION_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09,
 PHOTO_MARGIN = 0.5 / 255
 
 
-def _color_matrix() -> Tensor:
+def color_matrix() -> Tensor:
     m = torch.tensor(COLOR_CORRELATION_SQRT)
     return m / m.norm(dim=0).max()  # divided by its largest column norm (about 0.462)
 
@@ -42,6 +42,20 @@ def _init(seeds: list[int], shape: tuple[int, ...]) -> Tensor:
     """One normal draw per image from that image's own seed: independent of the batch."""
     images = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) * INIT_STD for s in seeds]
     return torch.stack(images)
+
+
+def frequencies(size: int, device: torch.device | str | None = None) -> Tensor:
+    """(size, size // 2 + 1): the frequency of each entry of a real 2-D FFT, in cycles per pixel."""
+    fy = torch.fft.fftfreq(size, device=device)[:, None]
+    fx = torch.fft.rfftfreq(size, device=device)[None, :]
+    return torch.sqrt(fx * fx + fy * fy)
+
+
+def falloff(size: int, power: float, device: torch.device | str | None = None) -> Tensor:
+    """1 / max(f, 1/size)^power at each frequency f of a real 2-D FFT: natural images' amplitude
+    law, which fourier's preconditioning, maco's default magnitude and --alpha's backgrounds use.
+    The zero frequency takes the lowest frequency's value."""
+    return 1.0 / frequencies(size, device).clamp_min(1.0 / size) ** power
 
 
 class ImageParam(nn.Module):
@@ -58,7 +72,7 @@ class ImageParam(nn.Module):
         super().__init__()
         self.size, self.channels, self.decorrelate = size, channels, decorrelate and channels == 3
         self.alpha, self.planes = alpha, channels + int(alpha)
-        self.register_buffer("color", _color_matrix(), persistent=False)
+        self.register_buffer("color", color_matrix(), persistent=False)
 
     def raw(self) -> Tensor:
         """Unbounded images (N, planes, H, W) before colour mixing and the sigmoid."""
@@ -108,12 +122,8 @@ class FourierParam(ImageParam):
     def __init__(self, seeds: list[int], size: int, decorrelate: bool = True, channels: int = 3, alpha: bool = False, decay: float = DECAY_POWER):
         super().__init__(size, decorrelate, channels, alpha)
         self.decay = decay
-        fy = torch.fft.fftfreq(size)[:, None]
-        fx = torch.fft.rfftfreq(size)[None, :]
-        frequency = torch.sqrt(fx * fx + fy * fy)
-        scale = 1.0 / frequency.clamp_min(1.0 / size) ** decay
-        self.register_buffer("scale", scale[None, None, :, :, None], persistent=False)
-        self.register_buffer("frequency", frequency, persistent=False)
+        self.register_buffer("scale", falloff(size, decay)[None, None, :, :, None], persistent=False)
+        self.register_buffer("frequency", frequencies(size), persistent=False)
         self.spectrum = nn.Parameter(_init(seeds, (self.planes, size, size // 2 + 1, 2)))
 
     def raw(self) -> Tensor:
@@ -259,10 +269,7 @@ def power_law(size: int, channels: int, alpha: float = POWER_LAW_ALPHA) -> Tenso
     FFT (cycles per pixel), the same for every channel. The zero frequency takes the lowest
     frequency's value, as fourier's scale does. Its overall scale does not matter: maco
     standardizes each image."""
-    fy = torch.fft.fftfreq(size)[:, None]
-    fx = torch.fft.rfftfreq(size)[None, :]
-    frequency = torch.sqrt(fx * fx + fy * fy).clamp_min(1.0 / size)
-    return (1.0 / frequency**alpha).expand(channels, -1, -1).clone()
+    return falloff(size, alpha).expand(channels, -1, -1).clone()
 
 
 def _real_columns(size: int) -> list[int]:

@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from fvcli.errors import FvError
-from fvcli.images import load_image, to_channels
+from fvcli.images import decode_photo
 from fvcli.jobs import safe_component, stable_seed
 from fvcli.layer_keys import ResolvedLayer, channels_first, infer_layout, input_channels, split_key
 from fvcli.prerelu import SUFFIX, twin_base
@@ -206,12 +206,7 @@ class Resolver:
         if path not in self._photos:
             data, digest = _read(path, "photo", "an image file such as a JPEG or PNG")
             try:
-                image = load_image(data, self.settings.size)
-            except Exception as error:  # any decoder's failure, in one line
-                reason = "not an image file fv can read" if "cannot identify image file" in str(error) else _first_line(error)
-                raise FvError(f"photo {path}: {reason}") from None
-            try:
-                image = to_channels(image, input_channels(self.model.module))
+                image = decode_photo(data, self.settings.size, input_channels(self.model.module))
             except ValueError as error:
                 raise FvError(f"photo {path}: {error}") from None
             self._photos[path] = (image, digest)
@@ -401,7 +396,12 @@ def _load_directions(path: str) -> tuple[torch.Tensor, str]:
             array = numpy.load(io.BytesIO(data), allow_pickle=False)
             matrix = torch.as_tensor(array, dtype=torch.float32)
         except ValueError as error:
-            reason = "it holds Python objects, which fv does not load" if "allow_pickle" in str(error) else _first_line(error)
+            if not data.startswith(b"\x93NUMPY"):  # numpy takes any other bytes for a pickle
+                reason = "it is not a .npy file"
+            elif "allow_pickle" in str(error):
+                reason = "it holds Python objects, which fv does not load"
+            else:
+                reason = _first_line(error)
             raise FvError(f"direction file {path}: not an array of numbers fv can read ({reason})") from None
         except Exception as error:
             raise FvError(f"direction file {path} cannot be read ({_first_line(error)})") from None

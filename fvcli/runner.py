@@ -36,7 +36,6 @@ from fvcli.resolve import Resolver, unit_name, unit_seed
 from fvcli.models import LoadedModel, load_model, model_key
 from fvcli.merge import remove_manifests, write_manifest
 from fvcli.messages import plural, progress_bar
-from fvcli.param import PHOTO_PLACEMENT
 from fvcli.images import Photo, load_photo
 from fvcli.output import check_output_folders, read_record, remove_empty_folders, save_png, to_pil, write_grid, write_json
 from fvcli.settings import RenderSettings, RunSettings
@@ -250,14 +249,17 @@ class Run:
                     f"{model.name} cannot compute {what} on a {settings.size} px image ({first}); try a larger --size"
                 ) from None
 
+        try:
+            normalization = input_normalization(model, settings.normalize)  # fits the model's channels
+        except FvError as error:
+            raise FvError(f"{where}{error}") from None
+
         def forward(key: str, images: torch.Tensor, input_size: int | None) -> torch.Tensor:
-            normalization = input_normalization(model, settings.normalize)
             return activations(model, images.to(self.device), (key,), normalization, input_size)[key]
 
         resolver = Resolver(model, settings, probe, forward)
         photo = self._check_image_options(model, settings, where)
         try:
-            input_normalization(model, settings.normalize)  # fits the model's channels
             resolved = resolver.units(request.target)
             layer = resolver.main_layer(request.target)
         except FvError as error:
@@ -286,14 +288,12 @@ class Run:
             )
         return Job(
             request, tuple(units), layer, resolver.input_size, diversity_layer, tuple(resolver.read_as.items()),
-            photo.sha256 if photo else None, self._spectrum(settings, model, where),
+            photo, self._spectrum(settings, model, where),
         )
 
     def _check_image_options(self, model: LoadedModel, settings: RenderSettings, where: str) -> Photo | None:
-        """FvError unless --alpha and --init fit the model and parameterization; the --init photo."""
+        """FvError unless --alpha and --init fit the model's channels; the --init photo."""
         channels = input_channels(model.module)
-        if settings.alpha and settings.param == "maco":
-            raise FvError(f"{where}--alpha: maco holds a fixed magnitude spectrum, which an opacity plane would not have; use --param fourier, pixel, lowres, laplacian or cppn")
         if settings.alpha and channels not in (1, 3):
             raise FvError(
                 f"{where}--alpha writes RGBA or gray+alpha PNGs; {model.name} takes images of {channels} channels, "
@@ -301,8 +301,6 @@ class Run:
             )
         if not settings.init:
             return None
-        if settings.param not in PHOTO_PLACEMENT:
-            raise FvError(f"{where}--init: the {settings.param} parameterization cannot start from a photo; use {', '.join(PHOTO_PLACEMENT)}")
         key = (settings.init, settings.size, channels)
         if key not in self.photos:
             try:
@@ -310,13 +308,6 @@ class Run:
             except FvError as error:
                 raise FvError(f"{where}{error}") from None
         return self.photos[key]
-
-    def _init_for(self, job: Job) -> torch.Tensor | None:
-        """The --init photo's pixels for the job's images, or None."""
-        settings = job.request.settings
-        if not settings.init:
-            return None
-        return self.photos[(settings.init, settings.size, input_channels(self.models[model_key(settings)].module))].pixels
 
     def _spectrum(self, settings: RenderSettings, model: LoadedModel, where: str):
         """The --spectrum file of a maco job, read and checked against the model's channels."""
@@ -400,7 +391,7 @@ class Run:
         torch.cuda.reset_peak_memory_stats(self.device)
         before = torch.cuda.memory_allocated(self.device)
         objectives, seeds, groups = self._flatten(probe_units)
-        render_batch(model, objectives, seeds, settings, self.device, input_size=job.input_size, groups=groups, init=self._init_for(job), spectrum=job.spectrum)
+        render_batch(model, objectives, seeds, settings, self.device, input_size=job.input_size, groups=groups, init=job.init_pixels, spectrum=job.spectrum)
         per_image = max(1, (torch.cuda.max_memory_allocated(self.device) - before) / len(objectives))
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(count, int(free * CUDA_MEMORY_SHARE / per_image)))
@@ -426,7 +417,7 @@ class Run:
 
                 def step(dtype: str) -> None:
                     one = dataclasses.replace(settings, steps=1, dtype=dtype)
-                    render_batch(model, objectives, seeds, one, self.device, input_size=job.input_size, groups=groups, init=self._init_for(job), spectrum=job.spectrum)
+                    render_batch(model, objectives, seeds, one, self.device, input_size=job.input_size, groups=groups, init=job.init_pixels, spectrum=job.spectrum)
 
                 size = job.input_size or settings.size
                 # The device's kind, not its thread count: workers with fewer threads make the same choice.
@@ -530,7 +521,9 @@ class Run:
             "objectives": [o.describe() for o in unit.objectives],
             "layers": sorted({layer for o in unit.objectives for layer in o.layers}),
             "seed": unit.seed,
-            "settings": _hashed_settings(job.request.settings, job.init_sha256, job.spectrum.sha256 if job.spectrum else None),
+            "settings": _hashed_settings(
+                job.request.settings, job.photo.sha256 if job.photo else None, job.spectrum.sha256 if job.spectrum else None
+            ),
             "input_size": job.input_size,
             "diversity_layer": job.diversity_layer.key if job.diversity_layer else None,
             "shared": unit.shared,
@@ -721,7 +714,7 @@ class Run:
             result = render_batch(
                 model, objectives, seeds, settings, self.device, on_step,
                 input_size=job.input_size, groups=groups, should_stop=self.stop.requested,
-                compiled=self._compiled_for(batch), init=self._init_for(job), spectrum=job.spectrum,
+                compiled=self._compiled_for(batch), init=job.init_pixels, spectrum=job.spectrum,
             )
         except (torch.OutOfMemoryError, Stopped):
             raise

@@ -195,7 +195,7 @@ def job_sidecar(
     if any(unit.shared for unit in job.units):
         described["parameterization"]["shared_lowres"] = [max(1, settings.size // d) for d in SharedParam.SHARED_DIVISORS]
     if "init" in described:
-        described["init"]["sha256"] = job.init_sha256
+        described["init"]["sha256"] = job.photo.sha256
     if job.diversity_layer is not None:
         described["diversity"] = {"images": settings.diversity, "weight": settings.diversity_weight, "layer": job.diversity_layer.name}
     seconds = sum(r.seconds for r in records)

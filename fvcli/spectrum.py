@@ -26,12 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fvcli.version import __version__
-from fvcli.dataset_examples import list_images
-from fvcli.images import load_image, to_channels
+from fvcli.images import list_images, load_image, to_channels
 from fvcli.errors import FvError
 from fvcli.messages import plural, progress_bar
 from fvcli.output import atomic_write, check_output_folders
-from fvcli.param import _color_matrix
+from fvcli.param import color_matrix
 
 FORMAT = "fv-spectrum"
 VERSION = 1
@@ -158,7 +157,7 @@ def _in_colour(image: Tensor, colour: str) -> Tensor:
         return to_channels(image, 1)
     if colour == "decorrelated":
         # MaCo multiplies its images by fv's colour matrix: measure what that matrix must be fed.
-        flat = torch.linalg.solve(_color_matrix().to(image.dtype), image.reshape(3, -1))
+        flat = torch.linalg.solve(color_matrix().to(image.dtype), image.reshape(3, -1))
         return flat.view_as(image)
     return image
 

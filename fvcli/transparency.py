@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fvcli.param import FOURIER_DIVISOR, _color_matrix
+from fvcli.param import FOURIER_DIVISOR, color_matrix, falloff
 from fvcli.transforms import Draws
 
 BACKGROUND_STD = 0.2
@@ -47,12 +47,8 @@ class Backgrounds:
 
     def __init__(self, draws: Draws, size: int, channels: int):
         self.draws, self.size, self.channels = draws, size, channels
-        device = draws.device
-        fy = torch.fft.fftfreq(size, device=device)[:, None]
-        fx = torch.fft.rfftfreq(size, device=device)[None, :]
-        frequency = torch.sqrt(fx * fx + fy * fy)
-        self.scale = BACKGROUND_STD / frequency.clamp_min(1.0 / size) ** BACKGROUND_DECAY
-        self.color = _color_matrix().to(device) if channels == 3 else None
+        self.scale = BACKGROUND_STD * falloff(size, BACKGROUND_DECAY, draws.device)
+        self.color = color_matrix().to(draws.device) if channels == 3 else None
 
     def __call__(self, step: int) -> Tensor:
         """(N, channels, size, size) backgrounds in (0, 1) for `step`."""

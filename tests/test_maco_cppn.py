@@ -17,7 +17,7 @@ from fvcli.dataset_examples import load_image
 from fvcli.engine import render_batch
 from fvcli.models import load_model
 from fvcli.objectives import channel
-from fvcli.param import MacoParam, _color_matrix, power_law
+from fvcli.param import MacoParam, color_matrix, power_law
 from fvcli.settings import RenderSettings
 from fvcli.spectrum import read_spectrum
 
@@ -151,7 +151,7 @@ def test_fv_spectrum_writes_the_mean_magnitude_spectrum_of_a_folder(tmp_path):
     assert saved["magnitude"].shape == (3, 24, 13)
     paths = sorted(p for p in (tmp_path / "photos").rglob("p*"))
     images = torch.stack([load_image(p, 24).double() for p in paths])
-    decorrelated = torch.einsum("ij,njhw->nihw", torch.linalg.inv(_color_matrix().double()), images)
+    decorrelated = torch.einsum("ij,njhw->nihw", torch.linalg.inv(color_matrix().double()), images)
     expected = torch.fft.rfft2(decorrelated, norm="ortho").abs().mean(0).float()
     assert torch.allclose(saved["magnitude"], expected, rtol=1e-5, atol=1e-6)
 

@@ -180,7 +180,7 @@ def test_bottom_examples_are_read_before_the_relu(tmp_path, photos):
     assert record["pre_relu"]["read_as"] == {"relu3": "relu3_pre_relu"}
 
     # Brute force: each photo alone, as fv prepares it (224 px, no normalization for a factory).
-    from fvcli.dataset_examples import list_images, load_image
+    from fvcli.images import list_images, load_image
 
     model = load_model(TINY, "random", 0, quiet=True).module
     head = nn.Sequential(*list(model.children())[:6])  # up to conv3: relu3's input

@@ -252,6 +252,13 @@ def test_bad_rows_and_matrices_fail_in_one_line(tmp_path):
         f"fv: error: target {d}[3-7]: row 5 is out of range for direction file {tmp_path}/dirs.npy, which has 5 rows (0-4)"
     )
     assert _one_line_error(tmp_path, f"{d}[x]").startswith("fv: error: target: expected rows like 3, 0-63 or 0,5,9-12 at column")
+    (tmp_path / "junk.npy").write_bytes(b"garbage, not numbers")
+    numpy.save(tmp_path / "objects.npy", numpy.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for name, reason in (("junk", "it is not a .npy file"), ("objects", "it holds Python objects, which fv does not load")):
+        target = f"direction(conv3, '{tmp_path}/{name}.npy')"
+        assert _one_line_error(tmp_path, target) == (
+            f"fv: error: target {target}: direction file {tmp_path}/{name}.npy: not an array of numbers fv can read ({reason})"
+        )
     assert _one_line_error(tmp_path, "direction(conv3, random:3)[0]").startswith(
         "fv: error: target: rows ([...]) select directions of a file; this direction is not read from a file at column 27"
     )
@@ -313,7 +320,7 @@ def test_the_photo_goes_through_its_images_transforms_at_every_step():
     photo_steps, pipeline, draws = PhotoSteps([inversion], seeds, cpu), Pipeline.preset("standard"), Draws(seeds)
     for step in (0, 7, 31):
         image = pipeline(photo[None], draws, step)
-        aligned, _ = score(image, seen=photo_steps(score, pipeline, step))
+        aligned, _ = score(image, photos=photo_steps(score, pipeline, step))
         assert aligned.item() == pytest.approx(0.0, abs=1e-6)
         unaligned, _ = score(image)  # against the untransformed photo's activations
         assert unaligned.item() < -0.05
