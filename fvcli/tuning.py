@@ -21,7 +21,6 @@ from typing import Callable, Iterator
 import torch
 
 CACHE_FILE = "tuning.json"
-CLEAR_MARGIN = 2.0  # a first step this many times slower than the other's decides without a second
 BF16_MARGIN = 0.9  # bf16 is chosen only when its step takes under 90% of float32's
 
 
@@ -99,11 +98,11 @@ def choose_dtype(key: str, step: Callable[[str], None], device: torch.device) ->
 def _choose_dtype(key: str, step: Callable[[str], None], device: torch.device) -> dict:
     entry = remembered(key)
     if entry is None or entry.get("dtype") not in ("bfloat16", "float32"):
-        # A first step each (it pays for kernel selection and weight casts, alike for both); when
-        # one is more than twice the other, that settles it, else a second step each decides.
-        seconds = {dtype: timed(lambda: step(dtype), device) for dtype in ("float32", "bfloat16")}
-        if max(seconds.values()) < CLEAR_MARGIN * min(seconds.values()):
-            seconds = {dtype: timed(lambda: step(dtype), device) for dtype in ("float32", "bfloat16")}
+        # Two steps each, alternating, and each dtype's faster one counts: the first pays for kernel
+        # selection and weight casts (alike for both), and a minimum shrugs off a step that a busy
+        # machine preempted, which one sample each would take for the dtype's speed.
+        rounds = [{dtype: timed(lambda: step(dtype), device) for dtype in ("float32", "bfloat16")} for _ in range(2)]
+        seconds = {dtype: min(times[dtype] for times in rounds) for dtype in ("float32", "bfloat16")}
         # float32 unless bf16 is clearly faster: it is the more precise, and a near tie would
         # otherwise be decided by the machine's noise.
         faster = "bfloat16" if seconds["bfloat16"] < BF16_MARGIN * seconds["float32"] else "float32"
