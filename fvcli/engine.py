@@ -315,7 +315,7 @@ def render_batch(
             values, acts = score(images, extra, compiled, photos=photos)
         broke_at = torch.where((broke_at < 0) & ~torch.isfinite(values.detach()), step + 1, broke_at)
         if settings.alpha:
-            values = transparency.opacity_penalized(values, image, settings.alpha_weight)
+            values = transparency.opacity_penalized(values, image, transparency.ramped(settings.alpha_weight, step, settings.steps))
         if init is not None and settings.init_weight:
             values = values - settings.init_weight * (image[:, :channels] - init).pow(2).flatten(1).mean(dim=1)
         penalties = regularizers.penalty(image, penalty_weights)
