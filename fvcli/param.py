@@ -391,7 +391,7 @@ def cppn_coordinates(size: int) -> Tensor:
     """(2, size * size): x and y of every pixel's centre, rows then columns, in [-sqrt 3, sqrt 3].
     Pixel centres (not Lucid's linspace, which puts the end pixels on the border) so that a grid K
     times finer samples the same picture: each of its K x K blocks averages to one pixel here."""
-    line = CPPN_RANGE * ((2 * torch.arange(size, dtype=torch.float32) + 1) / size - 1)
+    line = CPPN_RANGE * ((2 * torch.arange(size, dtype=torch.get_default_dtype()) + 1) / size - 1)
     y, x = torch.meshgrid(line, line, indexing="ij")
     return torch.stack([x.flatten(), y.flatten()])
 

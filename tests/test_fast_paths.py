@@ -63,18 +63,31 @@ def test_truncated_forward_matches_the_full_forward(googlenet):
     assert torch.equal(truncated, seen["out"])
 
 
-def test_batched_rendering_matches_one_unit_at_a_time(googlenet):
+def test_an_image_starts_the_same_alone_as_in_a_batch(googlenet):
+    settings = RenderSettings(steps=0, size=48, dtype="float32")
+    objectives = [channel("inception4a", c) for c in (5, 6, 7)]
+    together = render_batch(googlenet, objectives, [5, 6, 7], settings, CPU)
+    for i, objective in enumerate(objectives):
+        alone = render_batch(googlenet, [objective], [5 + i], settings, CPU)
+        assert torch.equal(together.images[i], alone.images[0])  # from its own seed
+        assert together.start[i] == pytest.approx(alone.start[0], rel=1e-4, abs=1e-6)  # forward rounding only
+
+
+def test_batched_rendering_is_one_unit_at_a_time_in_float64(float64):
+    """No image of a batch depends on another. In float32 the answer is a matter of rounding: the
+    kernels sum a batch of 3 in another order than 1 image (1e-6 relative, measured), and Adam's
+    normalized first steps and the ReLUs' thresholds amplify that: on an AVX2 CPU, unit 7 reached
+    0.180 in a batch against 0.118 alone after 3 steps, and 1e-6 relative noise on the model's
+    input alone spreads it over 0.093-0.162. In float64 the same runs agree."""
+    googlenet = load_model("googlenet", "random", seed=0)
     settings = RenderSettings(steps=3, size=48, dtype="float32")
     objectives = [channel("inception4a", c) for c in (5, 6, 7)]
     together = render_batch(googlenet, objectives, [5, 6, 7], settings, CPU)
-    alone = [render_batch(googlenet, [o], [s], settings, CPU) for o, s in zip(objectives, [5, 6, 7])]
-    for i, single in enumerate(alone):
-        if together.start[i] > 0:  # a live unit: batching changes only float rounding
-            assert together.final[i] == pytest.approx(single.final[0], rel=1e-3, abs=1e-5)
-            assert torch.allclose(together.images[i], single.images[0], atol=1e-5)
-        else:  # a dead unit woken by the ReLU redirect: rounding can tip its first steps a little
-            assert (together.images[i] - single.images[0]).abs().max() < 0.02
-    assert sum(start > 0 for start in together.start) >= 1
+    assert sum(final > 0 for final in together.final) >= 2
+    for i, objective in enumerate(objectives):
+        alone = render_batch(googlenet, [objective], [5 + i], settings, CPU)
+        assert together.final[i] == pytest.approx(alone.final[0], rel=1e-6, abs=1e-9)
+        assert torch.allclose(together.images[i], alone.images[0], atol=1e-6)
 
 
 @pytest.mark.parametrize("name, layers", [("googlenet", ["inception4a", "inception3a.branch2.1"]), ("resnet18", ["layer3", "fc"])])
