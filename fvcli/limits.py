@@ -14,6 +14,7 @@ MAX_TARGET_CHARS = 65_536  # room for an inline direction of a 2,048-channel lay
 MAX_SPEC_BYTES = 1 << 20  # 1 MiB of YAML
 MAX_WORKERS = 256  # worker processes; also never more than the run's units
 MAX_BATCH = 65_536  # images in one batch (--batch-size)
+MAX_THREADS = 1024  # CPU threads (--threads)
 MAX_SAVE_STEPS = 64  # --save-steps: intermediate images kept per image
 
 MAX_LR = 1000.0

@@ -207,6 +207,7 @@ class Run:
             torch.backends.cudnn.benchmark = False
         self.device = pick_device(settings.device)
         self.dtypes: dict[tuple, dict] = {}  # model key -> {"dtype", "how"}: what --dtype resolved to
+        self.threads: dict | None = None  # on the CPU, {"threads", "how"}: what --threads resolved to
         self._compiled: dict[tuple, tuple] = {}  # (model key, layers, images) -> (forward or None, why)
         self.models: dict[tuple, LoadedModel] = {}
         self._hashes: dict[tuple[int, int], str] = {}
@@ -409,21 +410,39 @@ class Run:
             elif not use_bf16("auto", self.device):
                 self.dtypes[key] = {"dtype": "float32", "how": "this device has no native bf16"}
             else:
-                # Always as many units, so that the choice never depends on how many are left to render.
-                alike = [(j, u) for j, u in pairs if self._batch_key(j, u) == self._batch_key(job, unit)]
-                probe = (alike * DTYPE_PROBE_UNITS)[:DTYPE_PROBE_UNITS]
-                objectives, seeds, groups = self._flatten(probe)
-                model = self.models[key]
-
-                def step(dtype: str) -> None:
-                    one = dataclasses.replace(settings, steps=1, dtype=dtype)
-                    render_batch(model, objectives, seeds, one, self.device, input_size=job.input_size, groups=groups, init=job.init_pixels, spectrum=job.spectrum)
-
+                step, objectives = self._probe_step(pairs, job, unit)
                 size = job.input_size or settings.size
                 # The device's kind, not its thread count: workers with fewer threads make the same choice.
                 kind = "cpu" if self.device.type == "cpu" else device_name(self.device)
-                cache_key = tuning.key_of("dtype", kind, model.architecture, layers_of(objectives), size, len(objectives))
+                cache_key = tuning.key_of("dtype", kind, self.models[key].architecture, layers_of(objectives), size, len(objectives))
                 self.dtypes[key] = tuning.choose_dtype(cache_key, step, self.device)
+
+    def _probe_step(self, pairs: list[tuple[Job, Unit]], job: Job, unit: Unit) -> tuple[Callable[[str], None], list]:
+        """One optimization step of DTYPE_PROBE_UNITS units like `unit`, in a given dtype, as the
+        measured choices time it; and the objectives it optimizes."""
+        # Always as many units, so that the choice never depends on how many are left to render.
+        alike = [(j, u) for j, u in pairs if self._batch_key(j, u) == self._batch_key(job, unit)]
+        probe = (alike * DTYPE_PROBE_UNITS)[:DTYPE_PROBE_UNITS]
+        objectives, seeds, groups = self._flatten(probe)
+        settings, model = job.request.settings, self.models[model_key(job.request.settings)]
+
+        def step(dtype: str) -> None:
+            one = dataclasses.replace(settings, steps=1, dtype=dtype)
+            render_batch(model, objectives, seeds, one, self.device, input_size=job.input_size, groups=groups, init=job.init_pixels, spectrum=job.spectrum)
+
+        return step, objectives
+
+    def _choose_threads(self, pairs: list[tuple[Job, Unit]]) -> None:
+        """What --threads means on the CPU: as given, or for auto the fastest count, timed on one
+        float32 step of the first units to render (fvcli.tuning.choose_threads)."""
+        if self.device.type != "cpu" or self.threads is not None:
+            return
+        if self.settings.threads is not None:
+            torch.set_num_threads(self.settings.threads)
+            self.threads = {"threads": self.settings.threads, "how": "asked for"}
+        elif pairs:
+            step, _ = self._probe_step(pairs, *pairs[0])
+            self.threads = tuning.choose_threads(lambda: step("float32"), torch.get_num_threads())
 
     def _settings_for(self, job: Job) -> RenderSettings:
         """The job's settings with --dtype resolved."""
@@ -607,6 +626,7 @@ class Run:
             for job in self.jobs
         ]
         pairs = self._resume(reports)
+        self._choose_threads(pairs)
         self._choose_dtypes(pairs)
         batches = plan_batches(pairs, key=lambda p: self._batch_key(*p), batch_size=self._batch_size)
         self._steps_left = {}  # (model key, layers, images) -> steps past the redirect still to run
@@ -833,4 +853,5 @@ class Run:
             folded=self.folded.get(key, 0),
             load_seconds=self.load_seconds, batch_sizes=report.batch_sizes,
             dtype=self.dtypes.get(key), compiled=self._compile_record(job), deterministic=self.settings.deterministic,
+            threads=self.threads,
         )

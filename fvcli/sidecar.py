@@ -172,8 +172,10 @@ def timing(
 def job_sidecar(
     job: Job, model: LoadedModel, records: list[UnitRecord], device: torch.device, folded: int, load_seconds: float,
     batch_sizes, dtype: dict | None = None, compiled: dict | None = None, deterministic: bool = False,
+    threads: dict | None = None,
 ) -> dict:
     """`dtype`: what --dtype resolved to and how ({"dtype", "how"}; None: nothing was rendered);
+    `threads`: on the CPU, what --threads resolved to and how ({"threads", "how"}, and "seconds");
     `compiled`: the --compile record of the job's model (runner.Run._compile_record)."""
     settings = job.request.settings
     images = sum(len(unit.objectives) for unit in job.units)
@@ -192,6 +194,8 @@ def job_sidecar(
         engine["dtype"] = {"setting": settings.dtype, "chosen": described["dtype"], "how": dtype["how"]}
     if compiled:
         engine["compile"] = compiled
+    if threads:
+        engine["threads"] = threads
     if any(unit.shared for unit in job.units):
         described["parameterization"]["shared_lowres"] = [max(1, settings.size // d) for d in SharedParam.SHARED_DIVISORS]
     if "init" in described:

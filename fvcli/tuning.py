@@ -1,5 +1,9 @@
 """Choices fv makes by measuring rather than by rule, each measured once and remembered.
 
+`--threads auto` times a step with 1, 2, 4 ... CPU threads and keeps the fastest, anew each run:
+what is free changes from one run to the next. On a 2-core machine where another process held one
+core, a GoogLeNet step took 12 times longer with torch's default of 2 threads than with 1: each
+operation's threads wait at a barrier for the one that the other process preempted.
 `--dtype auto` times an optimization step of the job's model in bf16 autocast and in float32 and
 keeps the faster: bf16 is about 1.6 times faster for GoogLeNet on a CPU with native bf16, but five
 times slower for a ViT on the same CPU. `--compile auto` weighs the compile time against the time
@@ -22,6 +26,7 @@ import torch
 
 CACHE_FILE = "tuning.json"
 BF16_MARGIN = 0.9  # bf16 is chosen only when its step takes under 90% of float32's
+THREADS_MARGIN = 0.9  # more threads are chosen only when their step takes under 90% of fewer's
 
 
 def cache_dir() -> Path:
@@ -116,4 +121,39 @@ def _choose_dtype(key: str, step: Callable[[str], None], device: torch.device) -
         "how": "timed: the faster of bf16 autocast and float32 in one step of the model",
         "seconds": entry.get("seconds"),
         "remembered": was_remembered,
+    }
+
+
+def thread_counts(most: int) -> list[int]:
+    """The thread counts --threads auto tries: 1, 2, 4 ... below `most`, and `most`."""
+    return sorted({1, most, *(2**k for k in range(1, most.bit_length()) if 2**k < most)})
+
+
+def choose_threads(step: Callable[[], None], most: int) -> dict:
+    """The fastest thread count for `step` (one optimization step of a small batch on the CPU), from
+    thread_counts(most); leaves torch set to it. {"threads", "how", "seconds": {count: s}}."""
+    counts = thread_counts(most)
+    if len(counts) == 1:
+        torch.set_num_threads(1)
+        return {"threads": 1, "how": "one thread is all this process may use"}
+    cpu = torch.device("cpu")
+    torch.set_num_threads(most)
+    step()  # kernel selection and first-touch allocations, alike for every count: not timed
+    rounds = []
+    for _ in range(2):  # alternating, each count's faster step counts (see _choose_dtype)
+        times = {}
+        for count in counts:
+            torch.set_num_threads(count)
+            times[count] = timed(step, cpu)
+        rounds.append(times)
+    seconds = {count: min(times[count] for times in rounds) for count in counts}
+    chosen = counts[0]
+    for count in counts[1:]:  # fewer threads unless more are clearly faster: a near tie is noise
+        if seconds[count] < THREADS_MARGIN * seconds[chosen]:
+            chosen = count
+    torch.set_num_threads(chosen)
+    return {
+        "threads": chosen,
+        "how": "timed: the fastest of these thread counts in one step of the run's first job",
+        "seconds": {str(count): round(s, 5) for count, s in seconds.items()},
     }

@@ -1,0 +1,64 @@
+"""--threads: what the CPU's thread count is, how auto chooses it, and where the sidecar says so."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import TINY, fv
+from fvcli import tuning
+
+RUN = ["--model", TINY, "--weights", "random", "--size", "32", "--steps", "2", "-q"]
+
+
+@pytest.fixture
+def two_threads():
+    """torch allowed 2 threads, as on a 2-core machine, whatever the suite's workers use."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def engine(out):
+    return json.loads((out / "tiny_model.make/relu3/grid.json").read_text())["engine"]
+
+
+def test_the_counts_auto_tries():
+    assert tuning.thread_counts(1) == [1]
+    assert tuning.thread_counts(2) == [1, 2]
+    assert tuning.thread_counts(6) == [1, 2, 4, 6]
+    assert tuning.thread_counts(16) == [1, 2, 4, 8, 16]
+
+
+def test_auto_times_each_count_and_keeps_the_fastest(tmp_path, two_threads):
+    fv("render", "relu3:0-3", *RUN, "--out", str(tmp_path))
+    threads = engine(tmp_path)["threads"]
+    assert set(threads["seconds"]) == {"1", "2"} and all(s > 0 for s in threads["seconds"].values())
+    fastest = min(threads["seconds"], key=threads["seconds"].get)
+    # more threads only when clearly faster (tuning.THREADS_MARGIN)
+    assert threads["threads"] == int(fastest) or (threads["threads"] == 1 and threads["seconds"]["2"] >= 0.9 * threads["seconds"]["1"])
+    assert torch.get_num_threads() == threads["threads"]  # the run rendered with it
+
+
+def test_a_given_count_is_used_and_recorded(tmp_path, two_threads):
+    fv("render", "relu3:0", *RUN, "--threads", "1", "--out", str(tmp_path))
+    assert engine(tmp_path)["threads"] == {"threads": 1, "how": "asked for"}
+    assert torch.get_num_threads() == 1
+
+
+def test_one_allowed_thread_is_not_timed(tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fv("render", "relu3:0", *RUN, "--out", str(tmp_path))
+    finally:
+        torch.set_num_threads(before)
+    assert engine(tmp_path)["threads"] == {"threads": 1, "how": "one thread is all this process may use"}
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_bad_thread_counts_fail_in_one_line(tmp_path, value):
+    message = fv("render", "relu3:0", *RUN, "--threads", value, "--out", str(tmp_path), code=2)
+    assert "--threads" in message and "expected a positive integer or auto" in message and len(message.strip().splitlines()) == 1
+    assert not (tmp_path / "tiny_model.make").exists()
