@@ -16,7 +16,14 @@ TINY = f"{Path(__file__).parent / 'tiny_model.py'}:make"
 # GoogLeNet with random weights at a size and step count that run in about a second on 2 cores.
 QUICK = ["--weights", "random", "--steps", "8", "--size", "48"]
 
-torch.set_num_threads(2)
+# Under pytest-xdist each worker process takes one core: two threads apiece would make the workers
+# wait on each other's preempted threads (fvcli.tuning explains the collapse); their fv subprocesses
+# inherit the count. Run alone, the suite uses two.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 # `--device auto` means the CPU in this suite, in its subprocesses too: what these tests check
 # (byte-identical resumes, shards and workers) is what fv promises on the CPU. On a machine with a
 # GPU, tests/test_cuda.py checks what fv promises there.
@@ -72,3 +79,16 @@ def float64():
         yield
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+def pytest_report_header(config):
+    """What this run tests, at the top of its log: the versions a new user's pip gave, and the CPU."""
+    import platform
+
+    import torchvision
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    return [
+        f"fv tested with: Python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"CPU {platform.machine()} {capability} ({os.cpu_count()} cores), CUDA {'yes' if torch.cuda.is_available() else 'no'}"
+    ]
