@@ -190,7 +190,9 @@ def layers(model: str, weights: str, size_text: str, as_json: bool, pattern: str
 
     One forward pass on a random image; PATTERN filters by glob on the name or its alias.
     A layer whose output a ReLU made is followed by its pre-ReLU twin, LAYER_pre_relu (the
-    ReLU's input, or for an Inception block the branches' inputs, concatenated).
+    ReLU's input, or for an Inception block the branches' inputs, concatenated). A model that
+    returns a tuple or dict ends the list with its elements, output@ELEMENT (its logits are
+    then logit@ELEMENT:N).
     """
     import json
 

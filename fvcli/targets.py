@@ -9,12 +9,14 @@ A target is a weighted sum of objective atoms. The simplest is `LAYER:CHANNELS`;
              | 'channel' '(' LAYER ':' CHANNELS ')'
              | 'neuron' '(' LAYER ':' CHANNELS [',' 'y' '=' INT ',' 'x' '=' INT] ')'   (centre by default)
              | ('layer' | 'deepdream') '(' LAYER ')'     mean squared activation of the whole layer
-             | ('logit' | 'probability') ':' CLASS       CLASS: an index, a name, or a 'quoted name'
+             | ('logit' | 'probability') ['@' ELEMENT] ':' CLASS   CLASS: an index, a name, or a 'quoted name';
+                                                 '@ELEMENT' for a model that returns a tuple or dict
              | ('direction' | 'direction_neuron') '(' LAYER ',' VECTOR ')' ['[' ROWS ']']
              | 'caricature' '(' LAYER ',' PHOTO [',' 'cossim_pow' '=' NUMBER] ')'
              | 'inversion' '(' LAYER ',' PHOTO ')'
     whole   := 'interpolate' '(' target ',' target ',' 'frames' '=' INT ')'   (one unit of INT frames)
-    LAYER   := a module path (letters, digits, '_', '.'), with '@ELEMENT' for tuple or dict outputs;
+    LAYER   := a module path (letters, digits, '_', '.'), with '@ELEMENT' for tuple or dict outputs,
+               or 'output', the model's own output (unless a module has that name);
                one that starts with a digit (an nn.Sequential's `4`) only where a number cannot
                stand: before ':' (`4:0-3`, `2*4:1`) or inside a call (`layer(4)`)
     CHANNELS:= N | A-B | a comma list of those (no spaces)
@@ -136,6 +138,7 @@ class Atom:
     rows: tuple[int, ...] | None = None  # direction file: the rows (directions) it names; None: as the file has
     photo: str | None = None  # caricature and inversion: the image file
     cossim_pow: float | None = None  # caricature: the power of its cosine factor; None: the default
+    element: str | None = None  # logit and probability: the element of the model's tuple or dict output
 
     @property
     def file(self) -> str | None:
@@ -166,7 +169,8 @@ class Atom:
         if self.kind in _CLASS_KINDS:
             label = self.label
             plain = isinstance(label, int) or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(label))
-            return f"{self.kind}:{label if plain else repr(str(label))}"
+            element = "" if self.element is None else f"@{self.element}"
+            return f"{self.kind}{element}:{label if plain else repr(str(label))}"
         if self.kind in PHOTOS:
             power = "" if self.cossim_pow is None else f", cossim_pow={self.cossim_pow:g}"
             return f"{self.kind}({self.layer}, {self.photo!r}{power})"
@@ -564,15 +568,17 @@ class _Parser:
             self.expect(")")
             rows = self.rows(vector) if self.at("[") else None
             return Atom(word, layer, vector=vector, rows=rows)
-        if word in _CLASS_KINDS and self.at(":"):
+        kind_word = word.partition("@")[0]  # `logit@logits:2`: a logit of the element logits of the output
+        if kind_word in _CLASS_KINDS and self.at(":"):
             self.take()
             kind, label = self.take()
+            element = name.partition("@")[2] or None  # as written: dict keys are case-sensitive
             if kind == "number" and label.isdigit():
-                return Atom(word, label=self.index(label, "class"))
+                return Atom(kind_word, label=self.index(label, "class"), element=element)
             if kind == "name":
-                return Atom(word, label=label)
+                return Atom(kind_word, label=label, element=element)
             if kind == "string":
-                return Atom(word, label=label[1:-1])
+                return Atom(kind_word, label=label[1:-1], element=element)
             raise self.fail("expected a class index or name", start)
         if self.at(":"):
             self.take()

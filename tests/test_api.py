@@ -255,3 +255,32 @@ def test_the_notebooks_cells_run(tmp_path, monkeypatch):
     # a term that is lowered reads the layer before its ReLU (--pre-relu auto)
     assert namespace["mixed"].records[0]["objective"] == "layer2:1 - 0.5*neuron(layer2_pre_relu:2)"
     assert [image.mode for image in namespace["gray"].images] == ["L"] * 4
+
+
+def test_a_model_that_returns_a_dict_or_a_tuple_names_its_outputs_elements():
+    from tiny_model import make_dict_output, make_tuple_output
+
+    model = make_dict_output()
+    with pytest.raises(fvcli.FvError) as error:
+        fvcli.render(model, "logit:2", **FAST)
+    assert str(error.value) == (
+        "target logit:2: the model returns a dict with keys logits (1, 5), feat (1, 12, 6, 6); "
+        "name one element as logit@logits:2"
+    )
+    with pytest.raises(fvcli.FvError, match=r"target output:0: the model returns a dict .*; name one element as output@logits$"):
+        fvcli.render(model, "output:0", **FAST)
+    with pytest.raises(fvcli.FvError, match=r"the model's output has no element @logit: it returns a dict with keys logits"):
+        fvcli.render(model, "logit@logit:2", **FAST)
+    with pytest.raises(fvcli.FvError, match=r"logit and probability need a model whose output is \(N, classes\); .* element @feat gives"):
+        fvcli.render(model, "logit@feat:2", **FAST)
+
+    result = fvcli.render(model, "logit@logits:2", fvcli.probability(1, "logits"), "output@feat:0-1", weights="random", **FAST)
+    records = [r for job in result.jobs for r in job.records]
+    assert [r["objective"] for r in records] == ["logit@logits:2", "probability@logits:1", "output@feat:0", "output@feat:1"]
+    assert all(r["status"] == "ok" and r["activation_final"] > r["activation_start"] for r in records)  # each went up
+    assert [row["name"] for row in fvcli.layers(model)][-2:] == ["output@logits", "output@feat"]
+
+    pair = make_tuple_output()
+    with pytest.raises(fvcli.FvError, match=r"target logit:2: the model returns a tuple of @0 \(1, 12, 6, 6\), @1 \(1, 5\); name one element as logit@1:2$"):
+        fvcli.render(pair, "logit:2", **FAST)
+    assert fvcli.render(pair, fvcli.logit(2, element=1), **FAST).records[0]["objective"] == "logit@1:2"
