@@ -81,6 +81,13 @@ def _with_selected(options: tuple):
 class FvGroup(click.Group):
     """A click group whose every error is one line on stderr with a documented exit status."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Bare `fv` asks for the help: on stdout, exit 0 (click 8.2+ would make it a usage error).
+        if not args and not ctx.resilient_parsing:
+            click.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)

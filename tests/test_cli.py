@@ -141,6 +141,13 @@ def test_version_and_subprocess_entry_points(tmp_path):
     assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
 
 
+def test_bare_fv_prints_the_help_on_stdout_and_exits_0():
+    done = subprocess.run([sys.executable, "-m", "fvcli"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.startswith("Usage: fv [OPTIONS] COMMAND [ARGS]...")
+    assert "Exit statuses:" in done.stdout and "render    Render feature visualizations" in done.stdout
+
+
 def test_layers_lists_names_with_aliases_shapes_and_channels():
     lines = fv("layers", "inception4*").splitlines()
     assert lines[0].split() == ["layer", "alias", "channels", "layout", "shape", "(128", "px)"]
