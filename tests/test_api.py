@@ -212,6 +212,8 @@ def test_examples_gives_the_dataset_examples_as_data(tmp_path):
     crops = examples.crops(1)
     assert len(crops) == 3 and crops[0].size == (16, 16)
     assert examples._repr_png_().startswith(b"\x89PNG")
+    assert repr(examples) == "Examples(Sequential, 1 layer, 3 channels, in memory)"  # print() shows a summary
+    assert repr(examples.layers[0]) == "LayerExamples(Sequential/conv3/examples, 3 channels, k=3)"
     # The files `fv examples` writes, byte for byte (the strips; examples.json up to its folder).
     cli_options = ["--weights", "random", "--images", str(folder), "--k", "3", "--crop", "16", "--out", str(tmp_path / "cli"), "-q"]
     fv("examples", "conv3:0-2", "--model", TINY, *cli_options)
@@ -225,6 +227,16 @@ def test_examples_gives_the_dataset_examples_as_data(tmp_path):
         fvcli.examples(model, "conv3:0", images=tmp_path / "nowhere")
     with pytest.raises(fvcli.FvError, match="unknown option 'kk'; did you mean k"):
         fvcli.examples(model, "conv3:0", images=folder, kk=3)
+
+
+def test_a_result_prints_as_a_short_summary(tmp_path):
+    broken = TINY.replace(":make", ":make_broken")
+    result = fvcli.render(broken, "broken:0-2", "layer(broken)", steps=4, size=16, out=tmp_path)
+    assert str(result) == repr(result) == f"Result({broken}, 2 jobs, 4 units: 1 ok, 1 dead, 2 failed, out={tmp_path})"
+    assert repr(result.jobs[0]) == "JobResult(tiny_model.make_broken/broken, 3 units: 1 ok, 1 dead, 1 failed)"
+    in_memory = fvcli.render(make(), "conv3:0-1", weights="random", **FAST)
+    assert str(in_memory) == "Result(Sequential, 1 job, 2 units: 2 ok, in memory)"  # a temporary folder, removed
+    assert len(json.dumps(in_memory.sidecar)) > 2000  # what print() used to show, and more
 
 
 def test_importing_fvcli_stays_light():
