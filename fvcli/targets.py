@@ -217,10 +217,11 @@ class Target:
 
     # Targets compose as Python objects (fvcli.expressions): `a - 0.5 * b` is the target whose
     # text is `A - 0.5*B`; the text is what renders, parsed again, so both ways mean the same.
+    # What the grammar refuses (a product of objectives...) is an FvError here too, not a TypeError.
 
     def __add__(self, other: Target) -> Target:
         if not isinstance(other, Target):
-            return NotImplemented
+            raise _refused(f"cannot add {_shown(other)} to objective {self.describe()}")
         combined = Target(self.terms + other.terms)
         multiple = [atom for atom in combined.atoms if atom.multiple]
         if len(multiple) > 1:
@@ -229,25 +230,46 @@ class Target:
             raise FvError(f"target {combined.describe()!r}: only one atom of a target may name several channels")
         return combined
 
+    def __radd__(self, other: Any) -> Target:
+        raise _refused(f"cannot add objective {self.describe()} to {_shown(other)}")
+
     def __sub__(self, other: Target) -> Target:
         if not isinstance(other, Target):
-            return NotImplemented
+            raise _refused(f"cannot subtract {_shown(other)} from objective {self.describe()}")
         return self + (-other)
+
+    def __rsub__(self, other: Any) -> Target:
+        raise _refused(f"cannot subtract objective {self.describe()} from {_shown(other)}")
 
     def __neg__(self) -> Target:
         return self * -1
 
     def __mul__(self, factor: float) -> Target:
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor == 0:
-            return NotImplemented
+        if isinstance(factor, (Target, Interpolation)):
+            raise _refused(f"cannot multiply two objectives ({self.describe()} * {factor.describe()})")
+        if not _is_number(factor):
+            raise _refused(f"cannot multiply objective {self.describe()} by {_shown(factor)}")
+        if not math.isfinite(factor) or factor == 0:
+            from fvcli.errors import FvError
+
+            raise FvError(f"cannot multiply objective {self.describe()} by {factor}: expected a finite number other than 0")
         return Target(tuple((weight * factor, atom) for weight, atom in self.terms))
 
     __rmul__ = __mul__
 
     def __truediv__(self, divisor: float) -> Target:
-        if isinstance(divisor, bool) or not isinstance(divisor, (int, float)) or not divisor:
-            return NotImplemented
+        if isinstance(divisor, (Target, Interpolation)):
+            raise _refused(f"cannot divide by an objective ({self.describe()} / {divisor.describe()})")
+        if not _is_number(divisor):
+            raise _refused(f"cannot divide objective {self.describe()} by {_shown(divisor)}")
+        if not divisor or not math.isfinite(divisor):
+            from fvcli.errors import FvError
+
+            raise FvError(f"cannot divide objective {self.describe()} by {divisor}: expected a finite number other than 0")
         return self * (1.0 / divisor)
+
+    def __rtruediv__(self, dividend: Any) -> Target:
+        raise _refused(f"cannot divide by an objective ({_shown(dividend)} / {self.describe()})")
 
     def __str__(self) -> str:
         return self.describe()
@@ -294,6 +316,26 @@ class Target:
             terms[index] = (weight, single)
             units.append((key, Target(tuple(terms))))
         return units
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    """A value in a message: an objective or number as written, anything else by its type."""
+    if isinstance(value, (Target, Interpolation)):
+        return f"objective {value.describe()}"
+    return repr(value) if _is_number(value) else f"a {type(value).__name__}"
+
+
+def _refused(what: str) -> Exception:
+    from fvcli.errors import FvError
+
+    return FvError(
+        f"{what}: a number times an objective scales it (0.5 * a), an objective divides by a number "
+        "(a / 2), and objectives add and subtract (a - 0.5 * b)"
+    )
 
 
 @dataclass(frozen=True)

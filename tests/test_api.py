@@ -198,6 +198,26 @@ def test_objectives_compose_as_python_objects_and_print_as_their_target_text():
         fvcli.render(model, fvcli.channel("conv9", 1), **FAST)
 
 
+def test_objectives_refuse_products_and_quotients_of_objectives_with_fverror():
+    a, b = fvcli.channel("conv3", 1), fvcli.channel("conv2", 0)
+    allowed = "a number times an objective scales it (0.5 * a), an objective divides by a number (a / 2), and objectives add and subtract"
+    refused = {
+        "cannot multiply two objectives (conv3:1 * conv2:0)": lambda: a * b,
+        "cannot divide by an objective (conv3:1 / conv2:0)": lambda: a / b,
+        "cannot divide by an objective (2 / conv3:1)": lambda: 2 / a,
+        "cannot multiply objective conv3:1 by a str": lambda: a * "2",
+        "cannot add 1 to objective conv3:1": lambda: a + 1,
+        "cannot subtract objective conv3:1 from 1": lambda: 1 - a,
+    }
+    for message, operation in refused.items():
+        with pytest.raises(fvcli.FvError) as error:
+            operation()
+        assert str(error.value) == f"{message}: {allowed} (a - 0.5 * b)"
+    with pytest.raises(fvcli.FvError, match=r"^cannot divide objective conv3:1 by 0: expected a finite number other than 0$"):
+        a / 0
+    assert str(2 * a / 4 - b * 3) == "0.5*conv3:1 - 3*conv2:0"  # what is allowed still is
+
+
 def test_examples_gives_the_dataset_examples_as_data(tmp_path):
     folder = noise_photos(tmp_path / "photos", 5, size=(44, 40))
     model = make().train()
