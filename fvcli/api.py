@@ -409,7 +409,7 @@ def render(
             return Result([], 0)
         root = Path(given["out"])
         jobs = [JobResult.read(root, job.folder) for job in outcome.run.jobs]
-        return Result([job for job in jobs if job is not None], outcome.code)
+        return Result([job for job in jobs if job is not None], outcome.code, out=root if temporary is None else None)
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
@@ -458,7 +458,8 @@ def examples(
             if code:  # only a signal stops a collection: as render does
                 raise KeyboardInterrupt
         root = Path(given["out"])
-        return Examples([LayerExamples.read(root, job.folder) for c in collections for job in c.jobs])
+        layers = [LayerExamples.read(root, job.folder) for c in collections for job in c.jobs]
+        return Examples(layers, out=root if temporary is None else None)
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)

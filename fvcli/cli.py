@@ -81,6 +81,13 @@ def _with_selected(options: tuple):
 class FvGroup(click.Group):
     """A click group whose every error is one line on stderr with a documented exit status."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Bare `fv` asks for the help: on stdout, exit 0 (click 8.2+ would make it a usage error).
+        if not args and not ctx.resilient_parsing:
+            click.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -142,7 +149,40 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
     spec files. Each job writes one PNG per unit, grid.png and grid.json into
     OUT/MODEL/LAYER/ (or OUT/NAME/ for a named spec job).
     """
+    _check_no_options_after_dashes(click.get_current_context(), targets, values)
     return run_targets(list(targets), convert_options(values), echo=click.echo).code
+
+
+def _check_no_options_after_dashes(ctx: click.Context, targets: tuple[str, ...], values: dict) -> None:
+    """`fv render -- -mixed4a:0-3 --steps 32`: `--` ends the options (POSIX), so `--steps` and
+    `32` arrive as targets and would fail far from the cause. FvError naming the option, with the
+    command reordered. Only long names count: `-q` may be the negative of a layer named q."""
+    import shlex
+
+    by_name = {
+        name: param for param in ctx.command.get_params(ctx) if isinstance(param, click.Option)
+        for name in (*param.opts, *param.secondary_opts) if name.startswith("--")
+    }
+    moved: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(targets):
+        name, equals, _ = targets[i].partition("=")
+        param = by_name.get(name)
+        if param is None:
+            rest.append(targets[i])
+        else:
+            moved.append(targets[i])
+            if not equals and not param.is_flag and i + 1 < len(targets):  # its value follows it
+                i += 1
+                moved.append(targets[i])
+        i += 1
+    if not moved:
+        return
+    given = " ..." if any(value is not None for value in values.values()) else ""  # the options before '--'
+    fixed = f"fv render{given} {shlex.join(moved)}" + (f" -- {shlex.join(rest)}" if rest else "")
+    first = moved[0].partition("=")[0]
+    raise FvError(f"'{first}' after '--' is read as a target; put options before '--': {fixed}")
 
 
 @cli.command(short_help="List the model names fv knows, or those a glob matches.")
@@ -190,7 +230,9 @@ def layers(model: str, weights: str, size_text: str, as_json: bool, pattern: str
 
     One forward pass on a random image; PATTERN filters by glob on the name or its alias.
     A layer whose output a ReLU made is followed by its pre-ReLU twin, LAYER_pre_relu (the
-    ReLU's input, or for an Inception block the branches' inputs, concatenated).
+    ReLU's input, or for an Inception block the branches' inputs, concatenated). A model that
+    returns a tuple or dict ends the list with its elements, output@ELEMENT (its logits are
+    then logit@ELEMENT:N).
     """
     import json
 

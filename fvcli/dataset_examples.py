@@ -39,7 +39,7 @@ from fvcli.engine import input_normalization
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FvError
 from fvcli.images import Placement, list_images, load_image, open_upright, to_channels
 from fvcli.jobs import JobRequest
-from fvcli.layer_keys import Layout, ResolvedLayer, channels_first, input_channels, probe_images
+from fvcli.layer_keys import LayerError, Layout, ResolvedLayer, channels_first, input_channels, probe_images
 from fvcli.messages import plural, progress_bar
 from fvcli.models import LoadedModel, load_model, model_key
 from fvcli.normalization import Normalization
@@ -364,7 +364,9 @@ class Collection:
     def _probe(self, group: ModelGroup, key: str) -> tuple[int, ...]:
         try:
             return layer_shapes(group.model.module, [key], group.size, torch.device("cpu"))[key]
-        except ValueError as error:  # a tuple or dict output, or a missing element
+        except LayerError:  # a tuple or dict output, or a missing element: the resolver words it
+            raise
+        except ValueError as error:
             raise FvError(str(error)) from None
         except Exception as error:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]

@@ -72,14 +72,20 @@ def _label(label: int | str) -> str:
     return str(label) if isinstance(label, int) and not isinstance(label, bool) else repr(str(label))
 
 
-def logit(label: int | str) -> Target:
-    """A class logit of the model's output, by index or class name: `logit("goldfish")`."""
-    return _parsed(f"logit:{_label(label)}")
+def _element(element: str | int | None) -> str:
+    return "" if element is None else f"@{element}"
 
 
-def probability(label: int | str) -> Target:
-    """A class probability (the softmax of the logits), by index or class name."""
-    return _parsed(f"probability:{_label(label)}")
+def logit(label: int | str, element: str | int | None = None) -> Target:
+    """A class logit of the model's output, by index or class name: `logit("goldfish")`. For a model
+    that returns a tuple or dict, `element` names the one that holds the logits: `logit(2, "logits")`
+    is `logit@logits:2`."""
+    return _parsed(f"logit{_element(element)}:{_label(label)}")
+
+
+def probability(label: int | str, element: str | int | None = None) -> Target:
+    """A class probability (the softmax of the logits), by index or class name; `element` as for logit."""
+    return _parsed(f"probability{_element(element)}:{_label(label)}")
 
 
 def _vector(vector: Any) -> str:

@@ -1,7 +1,8 @@
 """Layers: naming a layer's output, knowing where its channels are, and listing a model's layers.
 
 A layer key is a module path from `named_modules()`, with `@ELEMENT` when the module returns a tuple,
-list or dict (`blocks.3@0`, `heads@logits`). The layout of an output says where its channels are; it
+list or dict (`blocks.3@0`, `heads@logits`). The model's own output is the root module, whose path is
+"" (key `@logits` for an element of it); targets call it `output` (`output@logits`). The layout of an output says where its channels are; it
 is read off the shape the layer gives for a square probe image:
 
   nchw    (N, C, H, W)  convolution outputs: a channel is the mean over H and W
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from fvcli.prerelu import SUFFIX, Watch
 
 MAX_PREFIX_TOKENS = 8  # class, distillation and register tokens ahead of the patch grid
+OUTPUT_NAME = "output"  # what targets call the model's own output (the root module, path "")
 
 
 @dataclass(frozen=True)
@@ -71,16 +73,37 @@ def describe_output(output: Any) -> str:
 
 
 class LayerError(ValueError):
-    """A layer key that does not name a tensor of the layer's output (told apart from the model's own errors)."""
+    """A layer key that does not name a tensor of the layer's output (told apart from the model's own errors).
+
+    `elements`: for a tuple or dict output named without `@ELEMENT`, its elements' names and shapes
+    (None: not a tensor), so that a message can suggest one; `returns`: that output, described."""
+
+    def __init__(self, message: str, elements: tuple[tuple[str, tuple[int, ...] | None], ...] = (), returns: str = ""):
+        super().__init__(message)
+        self.elements, self.returns = elements, returns
+
+
+def _elements(output: Any) -> tuple[tuple[str, tuple[int, ...] | None], ...]:
+    items = output.items() if isinstance(output, dict) else enumerate(output)
+    return tuple((str(k), tuple(v.shape) if isinstance(v, Tensor) else None) for k, v in items)
 
 
 def select(output: Any, key: str) -> Tensor:
     """The tensor a layer key names within a module's output; LayerError says what there is."""
     path, element = split_key(key)
+    # The root module has no path: messages call it what targets do.
+    layer = f"layer {path}" if path else f"the model's {OUTPUT_NAME}"
     if element is None:
         if isinstance(output, Tensor):
             return output
-        raise LayerError(f"layer {path} returns a {describe_output(output)}; name one element as {path}@ELEMENT")
+        returns = describe_output(output)
+        elements = _elements(output) if isinstance(output, (tuple, list, dict)) else ()
+        if path:
+            raise LayerError(f"layer {path} returns a {returns}; name one element as {path}@ELEMENT", elements, returns)
+        # The model's own output: its name is not one the user wrote, so show it with an element.
+        tensors = [k for k, shape in elements if shape is not None]
+        example = f"{OUTPUT_NAME}@{tensors[0]}" if tensors else f"{OUTPUT_NAME}@ELEMENT"
+        raise LayerError(f"the model returns a {returns}; name one element as {example}", elements, returns)
     try:
         if isinstance(output, dict):
             chosen = output[element]
@@ -89,9 +112,9 @@ def select(output: Any, key: str) -> Tensor:
         else:
             raise KeyError(element)
     except (KeyError, IndexError, ValueError):
-        raise LayerError(f"layer {path} has no element @{element}: it returns a {describe_output(output)}") from None
+        raise LayerError(f"{layer} has no element @{element}: it returns a {describe_output(output)}") from None
     if not isinstance(chosen, Tensor):
-        raise LayerError(f"layer {key} is a {describe_output(chosen)}, not a tensor")
+        raise LayerError(f"{layer}@{element} is a {describe_output(chosen)}, not a tensor")
     return chosen
 
 
@@ -180,7 +203,8 @@ def list_layers(model: nn.Module, size: int, device: torch.device | str = "cpu")
 
     One forward pass on a `size` x `size` image. Tuple and dict outputs are listed element by element
     (`path@0`); modules the forward pass never runs are left out. A module whose output a ReLU made
-    is followed by its pre-ReLU twin, `path_pre_relu` (see fvcli.prerelu).
+    is followed by its pre-ReLU twin, `path_pre_relu` (see fvcli.prerelu). A model that returns a
+    tuple or dict ends the list with its elements, `output@ELEMENT` (no module may hold them).
     """
     entered: list[str] = []
     outputs: dict[str, Any] = {}
@@ -199,7 +223,7 @@ def list_layers(model: nn.Module, size: int, device: torch.device | str = "cpu")
         handles.append(module.register_forward_hook(lambda m, i, o, name=name: seen(name, o)))
     try:
         with torch.no_grad(), watch:
-            model(probe_images(model, 1, size, device))
+            result = model(probe_images(model, 1, size, device))
     finally:
         for handle in handles:
             handle.remove()
@@ -213,12 +237,18 @@ def list_layers(model: nn.Module, size: int, device: torch.device | str = "cpu")
             if name in twins and name + SUFFIX not in names:  # a module of that name would win
                 infos.append(LayerInfo(name + SUFFIX, str(shape), _layout_or_none(shape), pre_relu_of=name))
         elif isinstance(output, (tuple, list, dict)):
-            items = output.items() if isinstance(output, dict) else enumerate(output)
-            for element, value in items:
-                if isinstance(value, Tensor):
-                    key = f"{name}@{element}"
-                    infos.append(LayerInfo(key, str(tuple(value.shape)), _layout_or_none(tuple(value.shape))))
+            infos += _element_infos(name, output)
+    if isinstance(result, (tuple, list, dict)) and OUTPUT_NAME not in names:  # a module named output is listed as one
+        infos += _element_infos(OUTPUT_NAME, result)
     return infos
+
+
+def _element_infos(name: str, output: Any) -> list[LayerInfo]:
+    return [
+        LayerInfo(f"{name}@{element}", str(shape), _layout_or_none(shape))
+        for element, shape in _elements(output)
+        if shape is not None
+    ]
 
 
 def _layout_or_none(shape: tuple[int, ...]) -> Layout | None:

@@ -3,6 +3,7 @@
 A loaded model is in eval mode with no parameter gradients, and carries its input normalization
 and the identity of its weights (for the sidecar). Layers are named by `named_modules()` paths;
 a model may add aliases (GoogLeNet accepts the article's `mixed4a` for torchvision's `inception4a`),
+`output` is the model's own output (`output@logits` for an element of a tuple or dict it returns),
 and any name takes `_pre_relu` for its pre-ReLU twin (`mixed4a_pre_relu`, see fvcli.prerelu).
 """
 
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from fvcli.errors import FvError
-from fvcli.layer_keys import hookable_modules
+from fvcli.layer_keys import OUTPUT_NAME, hookable_modules
 from fvcli.normalization import Normalization
 from fvcli.prerelu import SUFFIX
 from fvcli.sources import TIMM_PREFIX, from_factory, from_module, from_timm, is_factory, is_torchscript, module_sha256, torchscript
@@ -163,12 +164,15 @@ class LoadedModel:
         names = self.layer_names()
         if layer in names:
             return layer
+        if layer == OUTPUT_NAME:
+            return ""  # the model's own output: the root module's path (a module named output wins, above)
         base = layer.removesuffix(SUFFIX)
         if base != layer and (base in self.aliases or base in names):
             return self.resolve_layer(base) + SUFFIX
         known = [*self.aliases, *names]
         if "relu" in layer.lower():  # someone after a twin: suggest twins' names too
             known += [name + SUFFIX for name in known]
+        known.append(OUTPUT_NAME)
         close = difflib.get_close_matches(layer, known, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise FvError(

@@ -127,22 +127,25 @@ OUTPUT = ""  # the layer key of the model's own output (the root module)
 
 
 class Logit(Objective):
-    """One class logit of the model's output; `probability` takes its softmax instead."""
+    """One class logit of the model's output; `probability` takes its softmax instead.
+    `element`: the element of a tuple or dict output that holds the logits (None: the output)."""
 
-    def __init__(self, index: int, label: str | int, probability: bool = False):
-        self.index, self.label, self.probability = index, label, probability
-        self.layers = (OUTPUT,)
+    def __init__(self, index: int, label: str | int, probability: bool = False, element: str | None = None):
+        self.index, self.label, self.probability, self.element = index, label, probability, element
+        self.key = OUTPUT if element is None else f"{OUTPUT}@{element}"
+        self.layers = (self.key,)
 
     def __call__(self, acts: Activations) -> Tensor:
-        logits = acts[OUTPUT].float()
+        logits = acts[self.key].float()
         if self.probability:
             return logits.softmax(dim=1)[:, self.index]
         return logits[:, self.index]
 
     def describe(self) -> str:
         kind = "probability" if self.probability else "logit"
+        element = "" if self.element is None else f"@{self.element}"
         plain = isinstance(self.label, int) or str(self.label).replace("_", "").isalnum()
-        return f"{kind}:{self.label if plain else repr(str(self.label))}"
+        return f"{kind}{element}:{self.label if plain else repr(str(self.label))}"
 
 
 class Direction(Objective):

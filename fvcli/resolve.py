@@ -27,7 +27,7 @@ import torch
 from fvcli.errors import FvError
 from fvcli.images import decode_photo
 from fvcli.jobs import safe_component, stable_seed
-from fvcli.layer_keys import ResolvedLayer, channels_first, infer_layout, input_channels, split_key
+from fvcli.layer_keys import OUTPUT_NAME, LayerError, ResolvedLayer, channels_first, infer_layout, input_channels, split_key
 from fvcli.prerelu import SUFFIX, twin_base
 from fvcli.limits import MAX_UNITS, MAX_WEIGHT, show
 from fvcli.messages import plural
@@ -74,7 +74,10 @@ class Resolver:
         if name not in self.layers:
             path, element = split_key(name)
             key = self.model.resolve_layer(path) + (f"@{element}" if element is not None else "")
-            shape, self.input_size = self.probe(key)
+            try:
+                shape, self.input_size = self.probe(key)
+            except LayerError as error:  # a tuple or dict output, or a missing element
+                raise FvError(str(error)) from None
             try:
                 layout = infer_layout(shape)
             except ValueError as error:
@@ -99,17 +102,26 @@ class Resolver:
             self._twins[name] = twin
         return self._twins[name]
 
-    def output(self) -> ResolvedLayer:
-        """The model's own output, for logits and probabilities."""
-        if OUTPUT not in self.layers:
-            shape, self.input_size = self.probe(OUTPUT)
+    def output(self, atom: Atom | None = None) -> ResolvedLayer:
+        """The model's own output, or the element of it that `atom` (a logit or probability) names."""
+        element = atom.element if atom is not None else None
+        key = OUTPUT if element is None else f"{OUTPUT}@{element}"
+        if key not in self.layers:
+            try:
+                shape, self.input_size = self.probe(key)
+            except LayerError as error:
+                raise FvError(_output_hint(error, atom)) from None
             if len(shape) != 2:
-                raise FvError(f"logit and probability need a model whose output is (N, classes); {self.model.name} gives {tuple(shape)}")
-            self.layers[OUTPUT] = ResolvedLayer("output", OUTPUT, tuple(shape), infer_layout(shape))
-        return self.layers[OUTPUT]
+                what = self.model.name if element is None else f"{self.model.name}'s element @{element}"
+                raise FvError(f"logit and probability need a model whose output is (N, classes); {what} gives {tuple(shape)}")
+            name = OUTPUT_NAME if element is None else f"{OUTPUT_NAME}@{element}"
+            self.layers[key] = ResolvedLayer(name, key, tuple(shape), infer_layout(shape))
+        return self.layers[key]
 
-    def class_index(self, label: str | int) -> int:
-        classes = self.output().layout.channels
+    def class_index(self, atom: Atom) -> int:
+        """The class index of a logit or probability atom's label, checked against the model's output."""
+        label = atom.label
+        classes = self.output(atom).layout.channels
         if isinstance(label, int):
             if label >= classes:
                 raise FvError(f"class {label} is out of range: {self.model.name} has {classes} classes (0-{classes - 1})")
@@ -261,7 +273,7 @@ class Resolver:
         for atom in atoms:
             if atom.layer is not None:
                 return self.layer(atom.layer)
-        return self.output() if atoms else None
+        return self.output(atoms[0]) if atoms else None
 
     def _with_setting(self, target: Target) -> Target:
         # `--objective neuron` turns the channel atoms of a target into neurons at the centre.
@@ -320,7 +332,7 @@ class Resolver:
         if atom.kind == "layer":
             return LayerEnergy(self.layer(atom.layer).key, atom.layer)
         if atom.kind in ("logit", "probability"):
-            return Logit(self.class_index(atom.label), atom.label, probability=atom.kind == "probability")
+            return Logit(self.class_index(atom), atom.label, probability=atom.kind == "probability", element=atom.element)
         info = self.layer(atom.layer)
         if atom.kind in ("caricature", "inversion"):
             target = self.photo_activations(atom, info)
@@ -354,6 +366,17 @@ class Resolver:
                 atom = replace(atom, layer=self.layer(atom.layer).key)
             terms.append((weight, atom))
         return Target(tuple(terms)).describe()
+
+
+def _output_hint(error: LayerError, atom: Atom | None) -> str:
+    """What to write for a logit or probability of a model that returns a tuple or dict: its
+    element of classes (the first flat one), as in `logit@logits:2`."""
+    if atom is None or not error.elements:
+        return str(error)
+    flat = [name for name, shape in error.elements if shape is not None and len(shape) == 2]
+    if not flat:
+        return f"logit and probability need an output of shape (N, classes); the model returns a {error.returns}"
+    return f"the model returns a {error.returns}; name one element as {replace(atom, element=flat[0]).describe()}"
 
 
 def _plain(name: str) -> str:

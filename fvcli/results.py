@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fvcli.messages import plural
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -35,6 +37,32 @@ def _read_files(out: Path, folder: Path, names: list[str]) -> dict[str, bytes]:
     return {f"{relative}/{name}": (folder / name).read_bytes() for name in names if (folder / name).is_file()}
 
 
+# Results print as one short line (what `print(result)` and a notebook's text show): the records and
+# sidecars they hold run to thousands of characters, and `.records` / `.sidecar` give those.
+
+_STATUSES = ("ok", "dead", "flat", "failed")  # in the order a summary lists them; others follow
+
+
+def _units(records: list[dict]) -> str:
+    """'6 units: 5 ok, 1 failed'."""
+    counts: dict[str, int] = {}
+    for record in records:
+        status = record.get("status", "?")
+        counts[status] = counts.get(status, 0) + 1
+    order = [s for s in _STATUSES if s in counts] + sorted(s for s in counts if s not in _STATUSES)
+    listed = ", ".join(f"{counts[s]} {s}" for s in order)
+    return plural(len(records), "unit") + (f": {listed}" if listed else "")
+
+
+def _models(sidecars: list[dict]) -> str:
+    names = list(dict.fromkeys(str(sidecar.get("model", {}).get("name")) for sidecar in sidecars))
+    return ", ".join(names) if names else "nothing rendered"
+
+
+def _where(out: Path | None) -> str:
+    return f"out={out}" if out is not None else "in memory"
+
+
 # ---- fv render ----
 
 
@@ -50,6 +78,9 @@ class JobResult:
     folder: str  # relative to the output folder: MODEL/LAYER, or NAME for a named spec job
     sidecar: dict  # grid.json
     files: dict[str, bytes] = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"JobResult({self.folder}, {_units(self.records)})"
 
     @property
     def records(self) -> list[dict]:
@@ -95,6 +126,14 @@ class Result:
 
     jobs: list[JobResult]
     exit_code: int = 0  # as `fv render` would exit: 0, or 1 when some units failed
+    out: Path | None = None  # the output folder it was written to; None: a temporary one, removed (see save)
+
+    def __repr__(self) -> str:
+        records = [record for job in self.jobs for record in job.records]
+        return (
+            f"Result({_models([job.sidecar for job in self.jobs])}, {plural(len(self.jobs), 'job')}, "
+            f"{_units(records)}, {_where(self.out)})"
+        )
 
     @property
     def grid(self) -> Image.Image:
@@ -135,6 +174,9 @@ class LayerExamples:
     folder: str  # relative to the output folder: MODEL/LAYER/examples
     sidecar: dict  # examples.json
     files: dict[str, bytes] = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"LayerExamples({self.folder}, {plural(len(self.records), 'channel')}, k={self.sidecar.get('k')})"
 
     @property
     def records(self) -> list[dict]:
@@ -186,6 +228,14 @@ class Examples:
     those of the first layer (most calls name one); `layers` lists them all."""
 
     layers: list[LayerExamples]
+    out: Path | None = None  # the output folder it was written to; None: a temporary one, removed (see save)
+
+    def __repr__(self) -> str:
+        channels = sum(len(layer.records) for layer in self.layers)
+        return (
+            f"Examples({_models([layer.sidecar for layer in self.layers])}, {plural(len(self.layers), 'layer')}, "
+            f"{plural(channels, 'channel')}, {_where(self.out)})"
+        )
 
     @property
     def records(self) -> list[dict]:

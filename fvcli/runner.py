@@ -239,10 +239,8 @@ class Run:
         canvas = Pipeline.from_setting(settings.transforms).canvas(settings.size, settings.size)[0]
 
         def probe(key: str) -> tuple[tuple[int, ...], int | None]:
-            try:
+            try:  # a LayerError (a tuple or dict output, a missing element) is worded by the resolver
                 return self._shape(model, key, settings.size, canvas)
-            except LayerError as error:  # a tuple or dict output, or a missing element
-                raise FvError(str(error)) from None
             except _TooSmall as small:
                 first = (str(small.error).strip().splitlines() or [type(small.error).__name__])[0][:200]
                 what = f"layer {key}" if key else "its output"

@@ -9,12 +9,14 @@ A target is a weighted sum of objective atoms. The simplest is `LAYER:CHANNELS`;
              | 'channel' '(' LAYER ':' CHANNELS ')'
              | 'neuron' '(' LAYER ':' CHANNELS [',' 'y' '=' INT ',' 'x' '=' INT] ')'   (centre by default)
              | ('layer' | 'deepdream') '(' LAYER ')'     mean squared activation of the whole layer
-             | ('logit' | 'probability') ':' CLASS       CLASS: an index, a name, or a 'quoted name'
+             | ('logit' | 'probability') ['@' ELEMENT] ':' CLASS   CLASS: an index, a name, or a 'quoted name';
+                                                 '@ELEMENT' for a model that returns a tuple or dict
              | ('direction' | 'direction_neuron') '(' LAYER ',' VECTOR ')' ['[' ROWS ']']
              | 'caricature' '(' LAYER ',' PHOTO [',' 'cossim_pow' '=' NUMBER] ')'
              | 'inversion' '(' LAYER ',' PHOTO ')'
     whole   := 'interpolate' '(' target ',' target ',' 'frames' '=' INT ')'   (one unit of INT frames)
-    LAYER   := a module path (letters, digits, '_', '.'), with '@ELEMENT' for tuple or dict outputs;
+    LAYER   := a module path (letters, digits, '_', '.'), with '@ELEMENT' for tuple or dict outputs,
+               or 'output', the model's own output (unless a module has that name);
                one that starts with a digit (an nn.Sequential's `4`) only where a number cannot
                stand: before ':' (`4:0-3`, `2*4:1`) or inside a call (`layer(4)`)
     CHANNELS:= N | A-B | a comma list of those (no spaces)
@@ -136,6 +138,7 @@ class Atom:
     rows: tuple[int, ...] | None = None  # direction file: the rows (directions) it names; None: as the file has
     photo: str | None = None  # caricature and inversion: the image file
     cossim_pow: float | None = None  # caricature: the power of its cosine factor; None: the default
+    element: str | None = None  # logit and probability: the element of the model's tuple or dict output
 
     @property
     def file(self) -> str | None:
@@ -166,7 +169,8 @@ class Atom:
         if self.kind in _CLASS_KINDS:
             label = self.label
             plain = isinstance(label, int) or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(label))
-            return f"{self.kind}:{label if plain else repr(str(label))}"
+            element = "" if self.element is None else f"@{self.element}"
+            return f"{self.kind}{element}:{label if plain else repr(str(label))}"
         if self.kind in PHOTOS:
             power = "" if self.cossim_pow is None else f", cossim_pow={self.cossim_pow:g}"
             return f"{self.kind}({self.layer}, {self.photo!r}{power})"
@@ -213,10 +217,11 @@ class Target:
 
     # Targets compose as Python objects (fvcli.expressions): `a - 0.5 * b` is the target whose
     # text is `A - 0.5*B`; the text is what renders, parsed again, so both ways mean the same.
+    # What the grammar refuses (a product of objectives...) is an FvError here too, not a TypeError.
 
     def __add__(self, other: Target) -> Target:
         if not isinstance(other, Target):
-            return NotImplemented
+            raise _refused(f"cannot add {_shown(other)} to objective {self.describe()}")
         combined = Target(self.terms + other.terms)
         multiple = [atom for atom in combined.atoms if atom.multiple]
         if len(multiple) > 1:
@@ -225,25 +230,46 @@ class Target:
             raise FvError(f"target {combined.describe()!r}: only one atom of a target may name several channels")
         return combined
 
+    def __radd__(self, other: Any) -> Target:
+        raise _refused(f"cannot add objective {self.describe()} to {_shown(other)}")
+
     def __sub__(self, other: Target) -> Target:
         if not isinstance(other, Target):
-            return NotImplemented
+            raise _refused(f"cannot subtract {_shown(other)} from objective {self.describe()}")
         return self + (-other)
+
+    def __rsub__(self, other: Any) -> Target:
+        raise _refused(f"cannot subtract objective {self.describe()} from {_shown(other)}")
 
     def __neg__(self) -> Target:
         return self * -1
 
     def __mul__(self, factor: float) -> Target:
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor == 0:
-            return NotImplemented
+        if isinstance(factor, (Target, Interpolation)):
+            raise _refused(f"cannot multiply two objectives ({self.describe()} * {factor.describe()})")
+        if not _is_number(factor):
+            raise _refused(f"cannot multiply objective {self.describe()} by {_shown(factor)}")
+        if not math.isfinite(factor) or factor == 0:
+            from fvcli.errors import FvError
+
+            raise FvError(f"cannot multiply objective {self.describe()} by {factor}: expected a finite number other than 0")
         return Target(tuple((weight * factor, atom) for weight, atom in self.terms))
 
     __rmul__ = __mul__
 
     def __truediv__(self, divisor: float) -> Target:
-        if isinstance(divisor, bool) or not isinstance(divisor, (int, float)) or not divisor:
-            return NotImplemented
+        if isinstance(divisor, (Target, Interpolation)):
+            raise _refused(f"cannot divide by an objective ({self.describe()} / {divisor.describe()})")
+        if not _is_number(divisor):
+            raise _refused(f"cannot divide objective {self.describe()} by {_shown(divisor)}")
+        if not divisor or not math.isfinite(divisor):
+            from fvcli.errors import FvError
+
+            raise FvError(f"cannot divide objective {self.describe()} by {divisor}: expected a finite number other than 0")
         return self * (1.0 / divisor)
+
+    def __rtruediv__(self, dividend: Any) -> Target:
+        raise _refused(f"cannot divide by an objective ({_shown(dividend)} / {self.describe()})")
 
     def __str__(self) -> str:
         return self.describe()
@@ -290,6 +316,26 @@ class Target:
             terms[index] = (weight, single)
             units.append((key, Target(tuple(terms))))
         return units
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    """A value in a message: an objective or number as written, anything else by its type."""
+    if isinstance(value, (Target, Interpolation)):
+        return f"objective {value.describe()}"
+    return repr(value) if _is_number(value) else f"a {type(value).__name__}"
+
+
+def _refused(what: str) -> Exception:
+    from fvcli.errors import FvError
+
+    return FvError(
+        f"{what}: a number times an objective scales it (0.5 * a), an objective divides by a number "
+        "(a / 2), and objectives add and subtract (a - 0.5 * b)"
+    )
 
 
 @dataclass(frozen=True)
@@ -564,15 +610,17 @@ class _Parser:
             self.expect(")")
             rows = self.rows(vector) if self.at("[") else None
             return Atom(word, layer, vector=vector, rows=rows)
-        if word in _CLASS_KINDS and self.at(":"):
+        kind_word = word.partition("@")[0]  # `logit@logits:2`: a logit of the element logits of the output
+        if kind_word in _CLASS_KINDS and self.at(":"):
             self.take()
             kind, label = self.take()
+            element = name.partition("@")[2] or None  # as written: dict keys are case-sensitive
             if kind == "number" and label.isdigit():
-                return Atom(word, label=self.index(label, "class"))
+                return Atom(kind_word, label=self.index(label, "class"), element=element)
             if kind == "name":
-                return Atom(word, label=label)
+                return Atom(kind_word, label=label, element=element)
             if kind == "string":
-                return Atom(word, label=label[1:-1])
+                return Atom(kind_word, label=label[1:-1], element=element)
             raise self.fail("expected a class index or name", start)
         if self.at(":"):
             self.take()

@@ -198,6 +198,26 @@ def test_objectives_compose_as_python_objects_and_print_as_their_target_text():
         fvcli.render(model, fvcli.channel("conv9", 1), **FAST)
 
 
+def test_objectives_refuse_products_and_quotients_of_objectives_with_fverror():
+    a, b = fvcli.channel("conv3", 1), fvcli.channel("conv2", 0)
+    allowed = "a number times an objective scales it (0.5 * a), an objective divides by a number (a / 2), and objectives add and subtract"
+    refused = {
+        "cannot multiply two objectives (conv3:1 * conv2:0)": lambda: a * b,
+        "cannot divide by an objective (conv3:1 / conv2:0)": lambda: a / b,
+        "cannot divide by an objective (2 / conv3:1)": lambda: 2 / a,
+        "cannot multiply objective conv3:1 by a str": lambda: a * "2",
+        "cannot add 1 to objective conv3:1": lambda: a + 1,
+        "cannot subtract objective conv3:1 from 1": lambda: 1 - a,
+    }
+    for message, operation in refused.items():
+        with pytest.raises(fvcli.FvError) as error:
+            operation()
+        assert str(error.value) == f"{message}: {allowed} (a - 0.5 * b)"
+    with pytest.raises(fvcli.FvError, match=r"^cannot divide objective conv3:1 by 0: expected a finite number other than 0$"):
+        a / 0
+    assert str(2 * a / 4 - b * 3) == "0.5*conv3:1 - 3*conv2:0"  # what is allowed still is
+
+
 def test_examples_gives_the_dataset_examples_as_data(tmp_path):
     folder = noise_photos(tmp_path / "photos", 5, size=(44, 40))
     model = make().train()
@@ -212,6 +232,8 @@ def test_examples_gives_the_dataset_examples_as_data(tmp_path):
     crops = examples.crops(1)
     assert len(crops) == 3 and crops[0].size == (16, 16)
     assert examples._repr_png_().startswith(b"\x89PNG")
+    assert repr(examples) == "Examples(Sequential, 1 layer, 3 channels, in memory)"  # print() shows a summary
+    assert repr(examples.layers[0]) == "LayerExamples(Sequential/conv3/examples, 3 channels, k=3)"
     # The files `fv examples` writes, byte for byte (the strips; examples.json up to its folder).
     cli_options = ["--weights", "random", "--images", str(folder), "--k", "3", "--crop", "16", "--out", str(tmp_path / "cli"), "-q"]
     fv("examples", "conv3:0-2", "--model", TINY, *cli_options)
@@ -225,6 +247,16 @@ def test_examples_gives_the_dataset_examples_as_data(tmp_path):
         fvcli.examples(model, "conv3:0", images=tmp_path / "nowhere")
     with pytest.raises(fvcli.FvError, match="unknown option 'kk'; did you mean k"):
         fvcli.examples(model, "conv3:0", images=folder, kk=3)
+
+
+def test_a_result_prints_as_a_short_summary(tmp_path):
+    broken = TINY.replace(":make", ":make_broken")
+    result = fvcli.render(broken, "broken:0-2", "layer(broken)", steps=4, size=16, out=tmp_path)
+    assert str(result) == repr(result) == f"Result({broken}, 2 jobs, 4 units: 1 ok, 1 dead, 2 failed, out={tmp_path})"
+    assert repr(result.jobs[0]) == "JobResult(tiny_model.make_broken/broken, 3 units: 1 ok, 1 dead, 1 failed)"
+    in_memory = fvcli.render(make(), "conv3:0-1", weights="random", **FAST)
+    assert str(in_memory) == "Result(Sequential, 1 job, 2 units: 2 ok, in memory)"  # a temporary folder, removed
+    assert len(json.dumps(in_memory.sidecar)) > 2000  # what print() used to show, and more
 
 
 def test_importing_fvcli_stays_light():
@@ -255,3 +287,32 @@ def test_the_notebooks_cells_run(tmp_path, monkeypatch):
     # a term that is lowered reads the layer before its ReLU (--pre-relu auto)
     assert namespace["mixed"].records[0]["objective"] == "layer2:1 - 0.5*neuron(layer2_pre_relu:2)"
     assert [image.mode for image in namespace["gray"].images] == ["L"] * 4
+
+
+def test_a_model_that_returns_a_dict_or_a_tuple_names_its_outputs_elements():
+    from tiny_model import make_dict_output, make_tuple_output
+
+    model = make_dict_output()
+    with pytest.raises(fvcli.FvError) as error:
+        fvcli.render(model, "logit:2", **FAST)
+    assert str(error.value) == (
+        "target logit:2: the model returns a dict with keys logits (1, 5), feat (1, 12, 6, 6); "
+        "name one element as logit@logits:2"
+    )
+    with pytest.raises(fvcli.FvError, match=r"target output:0: the model returns a dict .*; name one element as output@logits$"):
+        fvcli.render(model, "output:0", **FAST)
+    with pytest.raises(fvcli.FvError, match=r"the model's output has no element @logit: it returns a dict with keys logits"):
+        fvcli.render(model, "logit@logit:2", **FAST)
+    with pytest.raises(fvcli.FvError, match=r"logit and probability need a model whose output is \(N, classes\); .* element @feat gives"):
+        fvcli.render(model, "logit@feat:2", **FAST)
+
+    result = fvcli.render(model, "logit@logits:2", fvcli.probability(1, "logits"), "output@feat:0-1", weights="random", **FAST)
+    records = [r for job in result.jobs for r in job.records]
+    assert [r["objective"] for r in records] == ["logit@logits:2", "probability@logits:1", "output@feat:0", "output@feat:1"]
+    assert all(r["status"] == "ok" and r["activation_final"] > r["activation_start"] for r in records)  # each went up
+    assert [row["name"] for row in fvcli.layers(model)][-2:] == ["output@logits", "output@feat"]
+
+    pair = make_tuple_output()
+    with pytest.raises(fvcli.FvError, match=r"target logit:2: the model returns a tuple of @0 \(1, 12, 6, 6\), @1 \(1, 5\); name one element as logit@1:2$"):
+        fvcli.render(pair, "logit:2", **FAST)
+    assert fvcli.render(pair, fvcli.logit(2, element=1), **FAST).records[0]["objective"] == "logit@1:2"

@@ -186,6 +186,21 @@ def test_bad_command_line(tmp, args, message):
     check(tmp, [a.format(tmp=tmp) for a in args], message)
 
 
+def test_options_after_double_dash_are_named_not_read_as_targets():
+    # `--` ends the options, so these would be targets: the line says so, and moves them before it
+    # (`...`: the options already before `--`), before any model is loaded.
+    output = fv("render", "--", "-mixed4a:0-3", "--weights", "random", "--steps", "32", code=2)
+    assert output == (
+        "fv: error: '--weights' after '--' is read as a target; put options before '--': "
+        "fv render --weights random --steps 32 -- -mixed4a:0-3\n"
+    )
+    output = fv("render", "--size", "32", "--", "-mixed4a:0", "--no-decorrelate", "--out=my out", "mixed4b:1", code=2)
+    assert output == (
+        "fv: error: '--no-decorrelate' after '--' is read as a target; put options before '--': "
+        "fv render ... --no-decorrelate '--out=my out' -- -mixed4a:0 mixed4b:1\n"
+    )
+
+
 def test_a_gpu_that_is_not_there(tmp):
     count = torch.cuda.device_count()
     if count:

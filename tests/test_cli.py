@@ -94,6 +94,22 @@ def test_custom_factory_model(tmp_path):
     assert all(u["activation_final"] > u["activation_start"] for u in sidecar["units"])
 
 
+def test_the_output_of_a_model_that_returns_a_dict_is_named_output(tmp_path):
+    heads = TINY.replace(":make", ":make_dict_output")
+    line = fv("render", "logit:2", "--model", heads, "--size", "32", "--out", str(tmp_path), code=2).strip()
+    assert line == (
+        "fv: error: target logit:2: the model returns a dict with keys logits (1, 5), feat (1, 12, 8, 8); "
+        "name one element as logit@logits:2"
+    )
+    fv("render", "logit@logits:2", "output@feat:0-1", "--model", heads, "--weights", "random", "--steps", "4", "--size", "32",
+       "--out", str(tmp_path), "-q")
+    folder = tmp_path / "tiny_model.make_dict_output"
+    assert json.loads((folder / "logit_logits_2" / "grid.json").read_text())["units"][0]["objective"] == "logit@logits:2"
+    assert sorted(p.name for p in (folder / "output_feat").glob("*.png")) == ["grid.png", "output_feat_0000.png", "output_feat_0001.png"]
+    rows = [line.split()[:4] for line in fv("layers", "--model", heads, "--size", "32", "output*").splitlines()[1:]]
+    assert rows == [["output@logits", "5", "flat", "(1,"], ["output@feat", "12", "nchw", "(1,"]]
+
+
 def test_dead_units_are_flagged_and_failed_units_exit_1(tmp_path):
     broken = TINY.replace(":make", ":make_broken")
     output = fv("render", "broken:0-2", "--model", broken, "--steps", "4", "--size", "16", "--out", str(tmp_path), code=1)
@@ -123,6 +139,13 @@ def test_version_and_subprocess_entry_points(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+
+
+def test_bare_fv_prints_the_help_on_stdout_and_exits_0():
+    done = subprocess.run([sys.executable, "-m", "fvcli"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.startswith("Usage: fv [OPTIONS] COMMAND [ARGS]...")
+    assert "Exit statuses:" in done.stdout and "render    Render feature visualizations" in done.stdout
 
 
 def test_layers_lists_names_with_aliases_shapes_and_channels():

@@ -28,6 +28,10 @@ def channel(layer, *channels):
         ("logit:goldfish", [(1.0, Atom("logit", label="goldfish"))]),
         ("probability:'great white shark'", [(1.0, Atom("probability", label="great white shark"))]),
         ("logit:1", [(1.0, Atom("logit", label=1))]),
+        # A model that returns a tuple or dict: its logits are an element of its output.
+        ("logit@logits:2", [(1.0, Atom("logit", label=2, element="logits"))]),
+        ("probability@0:'tabby cat'", [(1.0, Atom("probability", label="tabby cat", element="0"))]),
+        ("output@feat:0-1", [(1.0, channel("output@feat", 0, 1))]),
         ("direction(mixed4a, [1, -0.5, 2e-1])", [(1.0, Atom("direction", "mixed4a", vector=(1.0, -0.5, 0.2)))]),
         ("direction_neuron(mixed4a, 'v.npy')", [(1.0, Atom("direction_neuron", "mixed4a", vector="v.npy"))]),
         ("direction(mixed4a, random:4)", [(1.0, Atom("direction", "mixed4a", vector="random:4"))]),

@@ -60,3 +60,25 @@ class _SmallMemory(nn.Module):
 
 def make_small_memory() -> nn.Module:
     return _SmallMemory()
+
+
+class _Heads(nn.Module):
+    """The tiny model's features and logits, returned together as a dict or a tuple, as detection
+    and multi-head models return theirs: its own output has elements, and no module returns them."""
+
+    def __init__(self, as_dict: bool):
+        super().__init__()
+        self.body, self.as_dict = make(), as_dict
+
+    def forward(self, x):
+        feat = self.body[:7](x)  # conv1 .. relu3
+        logits = self.body[7:](feat)
+        return {"logits": logits, "feat": feat} if self.as_dict else (feat, logits)
+
+
+def make_dict_output() -> nn.Module:
+    return _Heads(as_dict=True)
+
+
+def make_tuple_output() -> nn.Module:
+    return _Heads(as_dict=False)
