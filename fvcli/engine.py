@@ -100,7 +100,7 @@ def describe(settings: RenderSettings, device: torch.device, normalization: Norm
         "schedule": settings.schedule,
         "seed": settings.seed,
         "parameterization": param.describe(),
-        "transforms": Pipeline.from_setting(settings.transforms).describe(),
+        "transforms": Pipeline.from_setting(settings.transforms, settings.size).describe(),
         "transforms_preset": settings.transforms if isinstance(settings.transforms, str) else "custom",
         "penalties": {"l1": settings.l1, "tv": settings.tv, "blur": settings.blur},
         "blur_every": settings.blur_every,
@@ -111,7 +111,7 @@ def describe(settings: RenderSettings, device: torch.device, normalization: Norm
         "dtype": dtype_name(settings, device),
         "save_steps": list(settings.save_steps),
         "pre_relu": settings.pre_relu,
-        "alpha_map": {"accumulated": "|input gradient| summed over channels and steps", "normalized": f"divided by its {ALPHA_PERCENTILE}th percentile, clipped to 1"} if settings.alpha_map else None,
+        "alpha_map": {"accumulated": "|input gradient| summed over channels and steps", "normalized": f"divided by its {ALPHA_PERCENTILE}th percentile, clipped to 1", "written_as": "the image with the map as its opacity (times the image's own with --alpha)"} if settings.alpha_map else None,
         "cppn_upscale": settings.cppn_upscale,
     }
     if settings.alpha:
@@ -273,7 +273,7 @@ def render_batch(
         param.start_from_(init)
     diversity = groups.diversity if groups is not None else None
     extra = (diversity[0],) if diversity else ()
-    pipeline = Pipeline.from_setting(settings.transforms)
+    pipeline = Pipeline.from_setting(settings.transforms, settings.size)
     draws = Draws(seeds, device)  # each image's transforms from its own seed, for all steps at once
     photo_steps = PhotoSteps(objectives, seeds, device)
     backgrounds = transparency.Backgrounds(draws, settings.size, channels) if settings.alpha else None

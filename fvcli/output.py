@@ -137,6 +137,22 @@ def to_pil(image: torch.Tensor, alpha: bool = False) -> Image.Image:
     return Image.fromarray(array.numpy())  # "RGB"
 
 
+def with_opacity(image, opacity, alpha: bool):
+    """An image (C, H, W) with `opacity` (1, H, W) in [0, 1] as its alpha, for to_pil(..., alpha=True):
+    an --alpha-map as MaCo's figures show it, the image fading where the model did not look. With
+    `alpha` (an --alpha image), its own opacity is multiplied in. Colours as to_pil shows them."""
+    import torch
+
+    colours = image[:-1] if alpha else image
+    if alpha:
+        opacity = opacity * image[-1:]
+    if colours.shape[0] == 2:
+        colours = torch.cat([colours, colours[1:]])
+    elif colours.shape[0] > 3:
+        colours = colours[:3]
+    return torch.cat([colours, opacity])
+
+
 RECORD_KEY = "fv-unit"  # the PNG text chunk that holds a unit's record
 
 

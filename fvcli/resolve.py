@@ -27,7 +27,7 @@ import torch
 from fvcli.errors import FvError
 from fvcli.images import decode_photo
 from fvcli.jobs import safe_component, stable_seed
-from fvcli.layer_keys import OUTPUT_NAME, LayerError, ResolvedLayer, channels_first, infer_layout, input_channels, split_key
+from fvcli.layer_keys import OUTPUT_NAME, LayerError, ResolvedLayer, channels_first, infer_layout, input_channels, list_layers, split_key
 from fvcli.prerelu import SUFFIX, twin_base
 from fvcli.limits import MAX_UNITS, MAX_WEIGHT, show
 from fvcli.messages import plural
@@ -68,6 +68,25 @@ class Resolver:
         self._photos: dict[str, tuple[torch.Tensor, str]] = {}  # file -> (image at the job's size, sha256)
         self._photo_acts: dict[tuple[str, str], torch.Tensor] = {}  # (file, layer key) -> its activations
 
+    def _fixed(self, size: int | None) -> None:
+        """Keep the one input size a probed layer needs: a layer that takes any size (a diversity
+        layer read after a fixed-size model's logits) must not undo what the logits need."""
+        if size is not None:
+            self.input_size = size
+
+    def positions_before(self, layer: ResolvedLayer) -> ResolvedLayer | None:
+        """The last layer with positions that the forward pass enters before `layer`: where
+        --diversity compares styles when the job's layer is flat (a classifier's logits), as the
+        article compares them in a lower layer. None when there is none."""
+        path = split_key(layer.key)[0]
+        last = None
+        for info in list_layers(self.model.module, self.input_size or self.settings.size):
+            if info.key == path or info.key.startswith(f"{path}@") or (path == "" and info.key.startswith(f"{OUTPUT_NAME}@")):
+                break
+            if info.layout is not None and info.layout.kind != "flat" and info.pre_relu_of is None and "@" not in info.key:
+                last = info.key
+        return None if last is None else self.layer(last)
+
     # ---- names ----
 
     def layer(self, name: str) -> ResolvedLayer:
@@ -75,9 +94,10 @@ class Resolver:
             path, element = split_key(name)
             key = self.model.resolve_layer(path) + (f"@{element}" if element is not None else "")
             try:
-                shape, self.input_size = self.probe(key)
+                shape, fixed = self.probe(key)
             except LayerError as error:  # a tuple or dict output, or a missing element
                 raise FvError(str(error)) from None
+            self._fixed(fixed)
             try:
                 layout = infer_layout(shape)
             except ValueError as error:
@@ -108,9 +128,10 @@ class Resolver:
         key = OUTPUT if element is None else f"{OUTPUT}@{element}"
         if key not in self.layers:
             try:
-                shape, self.input_size = self.probe(key)
+                shape, fixed = self.probe(key)
             except LayerError as error:
                 raise FvError(_output_hint(error, atom)) from None
+            self._fixed(fixed)
             if len(shape) != 2:
                 what = self.model.name if element is None else f"{self.model.name}'s element @{element}"
                 raise FvError(f"logit and probability need a model whose output is (N, classes); {what} gives {tuple(shape)}")

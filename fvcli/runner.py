@@ -37,7 +37,7 @@ from fvcli.models import LoadedModel, load_model, model_key
 from fvcli.merge import remove_manifests, write_manifest
 from fvcli.messages import plural, progress_bar
 from fvcli.images import Photo, load_photo
-from fvcli.output import check_output_folders, read_record, remove_empty_folders, save_png, to_pil, write_grid, write_json
+from fvcli.output import check_output_folders, read_record, remove_empty_folders, save_png, to_pil, with_opacity, write_grid, write_json
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.sidecar import UnitRecord, job_sidecar, unit_files, unit_record
 from fvcli.spectrum import check_fits, read_spectrum
@@ -236,7 +236,7 @@ class Run:
         model = self._model(settings)
         where = f"{request.origin}: " if request.origin else ""
 
-        canvas = Pipeline.from_setting(settings.transforms).canvas(settings.size, settings.size)[0]
+        canvas = Pipeline.from_setting(settings.transforms, settings.size).canvas(settings.size, settings.size)[0]
 
         def probe(key: str) -> tuple[tuple[int, ...], int | None]:
             try:  # a LayerError (a tuple or dict output, a missing element) is worded by the resolver
@@ -269,6 +269,8 @@ class Run:
                 diversity_layer = resolver.layer(settings.diversity_layer) if settings.diversity_layer else layer
             except FvError as error:
                 raise FvError(f"{where}--diversity-layer: {error}") from None
+            if not settings.diversity_layer and diversity_layer is not None and diversity_layer.layout.kind == "flat":
+                diversity_layer = resolver.positions_before(diversity_layer)
             if diversity_layer is None or diversity_layer.layout.kind == "flat":
                 raise FvError(f"{where}--diversity needs a layer with positions for its Gram matrices; set --diversity-layer")
         width = max(4, len(str(max((r.key or 0) for r in resolved))), len(str(layer.layout.channels - 1)) if layer else 0)
@@ -749,6 +751,7 @@ class Run:
         """Fill the batch's records; queue its PNGs for the writer."""
         images = sum(len(unit.objectives) for _, unit in batch)
         position, writes = 0, []
+        alpha = batch[0][0].request.settings.alpha  # one batch, one setting
         for index, (job, unit) in enumerate(batch):
             report = reports[unit.job]
             report.batch_sizes.add(images)
@@ -787,17 +790,17 @@ class Run:
             per = len(settings.save_steps)
             for k, i in enumerate(span):
                 for entry in record.step_images[k * per:(k + 1) * per]:
-                    writes.append((result.steps[entry["step"]][i], job.folder / entry["image"], stored))
+                    writes.append((result.steps[entry["step"]][i], job.folder / entry["image"], stored, alpha))
                 if record.alpha_maps:
-                    writes.append((result.alpha[i], job.folder / record.alpha_maps[k], stored))
+                    mapped = with_opacity(result.images[i], result.alpha[i], alpha)
+                    writes.append((mapped, job.folder / record.alpha_maps[k], stored, True))
                 if record.upscaled_images:
-                    writes.append((result.upscaled[i], job.folder / record.upscaled_images[k]["image"], stored))
-            writes.extend((result.images[i], job.folder / name, stored) for i, name in zip(span, unit.images))
-        alpha = batch[0][0].request.settings.alpha  # one batch, one setting
+                    writes.append((result.upscaled[i], job.folder / record.upscaled_images[k]["image"], stored, alpha))
+            writes.extend((result.images[i], job.folder / name, stored, alpha) for i, name in zip(span, unit.images))
 
         def write() -> None:  # in the writer thread: PNG encoding overlaps the next batch
-            for image, path, stored in writes:
-                save_png(to_pil(image, alpha), path, record=stored)
+            for image, path, stored, with_alpha in writes:
+                save_png(to_pil(image, with_alpha), path, record=stored)
 
         self.writer.submit(write)
 

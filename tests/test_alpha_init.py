@@ -198,3 +198,13 @@ def test_a_changed_photo_renders_again_and_an_unchanged_one_is_kept(tmp_path):
     assert "already rendered" not in fv(*args)
     assert read_record(folder / "relu3_0000.png")["hash"] != first
     assert sidecar(folder)["settings"]["init"]["sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
+
+
+def test_alpha_with_an_alpha_map_writes_both(tmp_path):
+    """The map's file is the image with the map times the image's own opacity as its alpha."""
+    fv("render", "relu3:0-1", *TINY_RUN, "--steps", "4", "--alpha", "--alpha-map", "--out", str(tmp_path), "-q")
+    folder = tmp_path.joinpath(*FOLDER)
+    for k in range(2):
+        image, mapped = Image.open(folder / f"relu3_000{k}.png"), Image.open(folder / f"relu3_000{k}_alpha.png")
+        assert image.mode == mapped.mode == "RGBA"
+        assert np.all(alpha_of(mapped) <= alpha_of(image) + 1 / 255)

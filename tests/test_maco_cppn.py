@@ -3,6 +3,7 @@
 models of other channel counts, through the engine, the CLI and the API."""
 
 import dataclasses
+import io
 import json
 
 import numpy as np
@@ -117,8 +118,9 @@ def test_one_channel_models_get_one_channel_images(param, tmp_path):
     assert all(r["activation_final"] > r["activation_start"] for r in result.records)
     described = result.sidecar["settings"]["parameterization"]
     assert described["name"] == param and described["channels"] == 1 and described["decorrelate"] is False
-    alpha = [name for name in result.jobs[0].files if name.endswith("_alpha.png")]
+    alpha = [data for name, data in result.jobs[0].files.items() if name.endswith("_alpha.png")]
     assert len(alpha) == 2  # the API's result holds the extra files too
+    assert {Image.open(io.BytesIO(data)).mode for data in alpha} == {"LA"}  # gray, the map as opacity
 
 
 def test_the_sidecar_describes_every_constant(tmp_path):
@@ -255,10 +257,12 @@ def test_alpha_maps_are_written_recorded_resumed_and_merged(tmp_path):
     units = json.loads((folder / "grid.json").read_text())["units"]
     assert [u["alpha_maps"] for u in units] == [[f"conv2_000{k}_alpha.png"] for k in range(3)]
     for k in range(3):
-        alpha = Image.open(folder / f"conv2_000{k}_alpha.png")
-        assert alpha.mode == "L" and alpha.size == (32, 32)
-        low, high = alpha.getextrema()
+        mapped = Image.open(folder / f"conv2_000{k}_alpha.png")  # the image, the map as its opacity
+        assert mapped.mode == "RGBA" and mapped.size == (32, 32)
+        low, high = mapped.getchannel("A").getextrema()
         assert high == 255 and low < 200  # normalized per image, and not flat
+        image = Image.open(folder / f"conv2_000{k}.png")
+        assert mapped.convert("RGB").tobytes() == image.tobytes()
     (folder / "conv2_0001_alpha.png").unlink()  # the image alone is not a finished unit
     assert "2 units already rendered with these settings are kept" in fv(*args)
     assert (folder / "conv2_0001_alpha.png").exists()

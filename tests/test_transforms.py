@@ -84,3 +84,14 @@ def test_the_deterministic_resampling_computes_what_grid_sample_computes():
     (grad_expected,) = torch.autograd.grad((expected * weights).sum(), images)
     (grad_got,) = torch.autograd.grad((got * weights).sum(), images)
     assert torch.allclose(grad_got, grad_expected, atol=1e-5)
+
+
+def test_the_standard_transforms_scale_with_small_images():
+    """Lucid's pixel amounts are for 128 px; below it they shrink in proportion, at least 1 px."""
+    amounts = lambda size: [t.pixels for t in Pipeline.from_setting("standard", size).transforms if hasattr(t, "pixels")]
+    assert amounts(128) == amounts(512) == [12, 8, 4]
+    assert amounts(64) == [6, 4, 2]
+    assert amounts(48) == [5, 3, 2]
+    assert amounts(24) == [2, 2, 1]
+    assert amounts(4) == [1, 1, 1]
+    assert Pipeline.from_setting((("pad", 12), ("jitter", 8)), 24).describe() == [{"name": "pad", "pixels": 12, "fill": 0.5}, {"name": "jitter", "pixels": 8}]
