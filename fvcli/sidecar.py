@@ -154,9 +154,10 @@ def _job_files(job: Job) -> list[dict]:
 
 def timing(
     seconds: float, units: int, images: int, steps: int, load_seconds: float, batch_sizes, device: str,
-    compile_seconds: float = 0.0, dtype_step_seconds: dict | None = None,
+    compile_seconds: float = 0.0, dtype_step_seconds: dict | None = None, threads: dict | None = None,
 ) -> dict:
-    """`dtype_step_seconds`: what --dtype auto timed, if it did."""
+    """`dtype_step_seconds`: what --dtype auto timed, if it did; `threads`: on the CPU, what
+    --threads resolved to and how (a fact of the process, like its timings: shards differ)."""
     return {
         "seconds": round(seconds, 4),
         "units_per_second": round(units / seconds, 4) if seconds else None,
@@ -166,6 +167,7 @@ def timing(
         "device": device,
         "compile_seconds": round(compile_seconds, 3),
         "dtype_step_seconds": dtype_step_seconds,
+        **({"threads": threads} if threads else {}),
     }
 
 
@@ -176,6 +178,7 @@ def job_sidecar(
 ) -> dict:
     """`dtype`: what --dtype resolved to and how ({"dtype", "how"}; None: nothing was rendered);
     `threads`: on the CPU, what --threads resolved to and how ({"threads", "how"}, and "seconds");
+    it goes with the timing: each process (shard, worker) chooses its own.
     `compiled`: the --compile record of the job's model (runner.Run._compile_record)."""
     settings = job.request.settings
     images = sum(len(unit.objectives) for unit in job.units)
@@ -194,8 +197,6 @@ def job_sidecar(
         engine["dtype"] = {"setting": settings.dtype, "chosen": described["dtype"], "how": dtype["how"]}
     if compiled:
         engine["compile"] = compiled
-    if threads:
-        engine["threads"] = threads
     if any(unit.shared for unit in job.units):
         described["parameterization"]["shared_lowres"] = [max(1, settings.size // d) for d in SharedParam.SHARED_DIVISORS]
     if "init" in described:
@@ -224,7 +225,7 @@ def job_sidecar(
         "units": [unit_record(r) for r in records],
         "timing": timing(
             seconds, len(records), images, settings.steps, load_seconds, batch_sizes, device_name(device),
-            compiled["seconds"] if compiled else 0.0, (dtype or {}).get("seconds"),
+            compiled["seconds"] if compiled else 0.0, (dtype or {}).get("seconds"), threads,
         ),
         "environment": {
             "python": platform.python_version(),
@@ -242,5 +243,5 @@ def combined(sidecar: dict, timings: list[dict], records: list[dict], images: in
     batch_sizes = {size for t in timings for size in t["batch_sizes"]}
     steps = sidecar["settings"]["steps"]
     compile_seconds = sum(t.get("compile_seconds", 0.0) for t in timings)  # sidecars of older shards lack it
-    summed = timing(seconds, len(records), images, steps, load, batch_sizes, timings[0]["device"], compile_seconds, timings[0].get("dtype_step_seconds"))
+    summed = timing(seconds, len(records), images, steps, load, batch_sizes, timings[0]["device"], compile_seconds, timings[0].get("dtype_step_seconds"), timings[0].get("threads"))
     return {**sidecar, "units": records, "timing": {**summed, "shards": len(timings)}}

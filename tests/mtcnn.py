@@ -31,7 +31,7 @@ def networks() -> dict[str, torch.nn.Module]:
 def face_probability(images: list[Image.Image], judges: dict[str, torch.nn.Module]) -> dict[str, list[float]]:
     """Each judge's probability that each image is a face, the image resized (area) to the judge's
     own size; PNet, fully convolutional, gives one answer at 12 px."""
-    pixels = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1) for im in images])
+    pixels = torch.stack([torch.from_numpy(np.asarray(over_grey(im), dtype=np.float32) / 255).permute(2, 0, 1) for im in images])
     said = {}
     with torch.no_grad():
         for name, net in judges.items():
@@ -39,6 +39,15 @@ def face_probability(images: list[Image.Image], judges: dict[str, torch.nn.Modul
             probability = net((x * 255 - 127.5) / 128)[-1]
             said[name] = probability.reshape(len(images), 2, -1)[:, 1].mean(dim=1).tolist()
     return said
+
+
+def over_grey(image: Image.Image) -> Image.Image:
+    """RGB as fv measures an --alpha image: over grey 0.5."""
+    if image.mode not in ("RGBA", "LA"):
+        return image.convert("RGB")
+    grey = Image.new("RGBA", image.size, (128, 128, 128, 255))
+    grey.alpha_composite(image.convert("RGBA"))
+    return grey.convert("RGB")
 
 
 def skimage_photo(name: str) -> Image.Image:

@@ -20,8 +20,8 @@ def two_threads():
     torch.set_num_threads(before)
 
 
-def engine(out):
-    return json.loads((out / "tiny_model.make/relu3/grid.json").read_text())["engine"]
+def timing(out):
+    return json.loads((out / "tiny_model.make/relu3/grid.json").read_text())["timing"]
 
 
 def test_the_counts_auto_tries():
@@ -33,7 +33,7 @@ def test_the_counts_auto_tries():
 
 def test_auto_times_each_count_and_keeps_the_fastest(tmp_path, two_threads):
     fv("render", "relu3:0-3", *RUN, "--out", str(tmp_path))
-    threads = engine(tmp_path)["threads"]
+    threads = timing(tmp_path)["threads"]
     assert set(threads["seconds"]) == {"1", "2"} and all(s > 0 for s in threads["seconds"].values())
     fastest = min(threads["seconds"], key=threads["seconds"].get)
     # more threads only when clearly faster (tuning.THREADS_MARGIN)
@@ -43,7 +43,7 @@ def test_auto_times_each_count_and_keeps_the_fastest(tmp_path, two_threads):
 
 def test_a_given_count_is_used_and_recorded(tmp_path, two_threads):
     fv("render", "relu3:0", *RUN, "--threads", "1", "--out", str(tmp_path))
-    assert engine(tmp_path)["threads"] == {"threads": 1, "how": "asked for"}
+    assert timing(tmp_path)["threads"] == {"threads": 1, "how": "asked for"}
     assert torch.get_num_threads() == 1
 
 
@@ -54,7 +54,7 @@ def test_one_allowed_thread_is_not_timed(tmp_path):
         fv("render", "relu3:0", *RUN, "--out", str(tmp_path))
     finally:
         torch.set_num_threads(before)
-    assert engine(tmp_path)["threads"] == {"threads": 1, "how": "one thread is all this process may use"}
+    assert timing(tmp_path)["threads"] == {"threads": 1, "how": "one thread is all this process may use"}
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
