@@ -285,6 +285,8 @@ def _render_torchrun(run, rank_0: bool, say, assemble) -> int:
 
 def report_merges(merges: list, say) -> int:
     """Say what merging did; 1 when a job still misses units or has failed ones, else 0."""
+    from fvcli.output import removed_line
+
     code = 0
     for merge in merges:
         shards = ", ".join(merge.shards)
@@ -297,6 +299,8 @@ def report_merges(merges: list, say) -> int:
             code = 1
         else:
             failed = f"; {merge.failed} failed" if merge.failed else ""
+            if merge.removed:
+                say(f"fv: {merge.folder}: {removed_line(merge.removed)}")
             say(f"fv: {merge.folder}: merged shards {shards}{failed} -> {merge.folder / 'grid.png'}")
             code = max(code, 1 if merge.failed else 0)
     return code

@@ -37,7 +37,9 @@ from fvcli.models import LoadedModel, load_model, model_key
 from fvcli.merge import remove_manifests, write_manifest
 from fvcli.messages import plural, progress_bar
 from fvcli.images import Photo, load_photo
-from fvcli.output import check_output_folders, read_record, remove_empty_folders, save_png, to_pil, write_grid, write_json
+from fvcli.output import (
+    check_output_folders, read_record, remove_empty_folders, remove_unlisted, removed_line, save_png, to_pil, write_grid, write_json,
+)
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.sidecar import UnitRecord, job_sidecar, unit_files, unit_record
 from fvcli.spectrum import check_fits, read_spectrum
@@ -791,9 +793,12 @@ class Run:
         lines = self._job_lines(report)
 
         def write() -> None:
+            removed = remove_unlisted(job.folder, units)
             write_grid(job.folder, units, job.request.settings.size)
             write_json(sidecar, job.folder / "grid.json")
             remove_manifests(job.folder)  # shards that rendered part of this job earlier are assembled
+            if removed:
+                self.say(f"fv: {job.folder}: {removed_line(removed)}")
             for line in lines:
                 self.say(line)
 
