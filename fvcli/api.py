@@ -489,6 +489,7 @@ def layer_listing(model: Any, pattern: str | None, weights: str | None, size: An
     import fnmatch
 
     from fvcli.errors import raised
+    from fvcli.fixed_size import fixed_size
     from fvcli.layer_keys import list_layers
     from fvcli.models import load_model
 
@@ -503,6 +504,11 @@ def layer_listing(model: Any, pattern: str | None, weights: str | None, size: An
     try:
         infos = list_layers(loaded.module, size, device)
     except (Exception, SystemExit) as error:  # the model's own code: one line, whatever it does
+        fixed = fixed_size(loaded.module, size, device) if loaded.native_size is None else None
+        if fixed is not None and fixed.size is not None:  # a LeNet: list it at the side it takes
+            loaded.native_size = fixed.size
+        elif fixed is not None:
+            raise FvError(f"model {fixed.describe(name)}") from None
         if loaded.native_size is None or loaded.native_size == size:
             raise FvError(f"{name} cannot run on a {size} px image (it {raised(error)}); try a larger --size") from None
         size = loaded.native_size

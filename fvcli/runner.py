@@ -29,6 +29,7 @@ from fvcli.engine import BatchResult, Groups, Stopped, activations, dtype_name, 
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_SOME_FAILED, EXIT_WRITE_FAILED, FvError, WriteError, raised
 from fvcli.objectives import layers_of
 from fvcli.redirect import REDIRECT_STEPS
+from fvcli.fixed_size import fixed_size
 from fvcli.fold import fold_batchnorms
 from fvcli.jobs import Job, JobRequest, Unit, plan_batches
 from fvcli.layer_keys import LayerError, input_channels, probe_images
@@ -351,7 +352,16 @@ class Run:
         return shape, None
 
     def _shape_elsewhere(self, model: LoadedModel, key: str, size: int, error: BaseException) -> tuple[tuple[int, ...], int | None]:
-        """The layer's shape for a model that failed (`error`) to compute it on a `size` px image."""
+        """The layer's shape for a model that failed (`error`) to compute it on a `size` px image.
+        A model whose Linear layer fixes its input size (fvcli.fixed_size) takes the side that fits
+        it from then on, as a ViT takes its native size."""
+        if model.native_size is None:
+            fixed = fixed_size(model.module, size, self.device)
+            if fixed is not None and fixed.size is None:
+                raise FvError(f"model {fixed.describe(model.name)}") from None
+            if fixed is not None:
+                model.native_size = fixed.size
+                self.say(f"fv: {fixed.describe(model.name)}: images are rendered at --size and resized to {fixed.size} px for it")
         if model.native_size not in (None, size):
             try:
                 return self._probe(model, key, model.native_size), model.native_size
@@ -495,13 +505,23 @@ class Run:
             jobs = [job for job in self.jobs if model_key(job.request.settings) == key]
             layers = {layer for job in jobs for unit in job.units for o in unit.objectives for layer in o.layers}
             layers |= {job.diversity_layer.key for job in jobs if job.diversity_layer}
-            size = jobs[0].input_size or jobs[0].request.settings.size
-            probe = probe_images(model.module, 2, size, self.device, seed=0)
-            probe = probe.contiguous(memory_format=torch.channels_last)
+            # A size the whole model takes, where one of its jobs found it (a ViT's, a LeNet's)
+            size = next((job.input_size for job in jobs if job.input_size), jobs[0].request.settings.size)
             try:
-                self.folded[key] = fold_batchnorms(model.module, sorted(layers), probe)
+                self.folded[key] = self._fold_at(model, layers, size)
             except (Exception, SystemExit) as error:  # its first whole forward pass: the model's own code
-                raise _forward_failed(model, error) from None
+                # Jobs of layers before a LeNet's Linear layer run at any size, the whole model at one only.
+                fixed = fixed_size(model.module, size, self.device) if model.native_size is None else None
+                if fixed is None or fixed.size is None:
+                    raise _forward_failed(model, error) from None
+                try:
+                    self.folded[key] = self._fold_at(model, layers, fixed.size)
+                except (Exception, SystemExit) as error:
+                    raise _forward_failed(model, error) from None
+
+    def _fold_at(self, model: LoadedModel, layers: set[str], size: int) -> int:
+        probe = probe_images(model.module, 2, size, self.device, seed=0)
+        return fold_batchnorms(model.module, sorted(layers), probe.contiguous(memory_format=torch.channels_last))
 
     def unit_hash(self, job: Job, unit: Unit) -> str:
         """What a unit's image depends on (computed once per unit)"""
