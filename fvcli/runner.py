@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm  # a notebook's own bar in a notebook, the terminal's elsewhere
+from tqdm.std import tqdm  # for its write; messages.progress_bar picks a notebook's bar where one shows
 
 from fvcli import tuning
 from fvcli.capture import layer_shapes
