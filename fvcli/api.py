@@ -62,7 +62,7 @@ def convert_options(values: dict[str, Any], by_key: dict | None = None) -> dict[
 
 def target_requests(targets: list[tuple[str, Target]], given: dict[str, Any]) -> list[JobRequest]:
     """Targets, one job each; plain channel targets of one layer merge."""
-    settings = dataclasses.replace(RenderSettings(), **split(given)[0])
+    settings = RenderSettings(**split(given)[0])  # built whole: --lr follows --param
     out = given.get("out", default_of("out"))
     jobs: dict[str, tuple[str, Target]] = {}
     for text, target in targets:
@@ -420,7 +420,8 @@ def render(
 
 
 render.__doc__ += "\n    Options (as `fv render --help` lists them):\n\n" + "\n".join(
-    f"    {option.key} = {default_of(option.key)!r}: {option.help}" for option in OPTIONS if option.key != "model"
+    f"    {option.key} = {default_of(option.key)!r}: {option.help}" + (f" (default: {option.default_text})" if option.key == "lr" else "")
+    for option in OPTIONS if option.key != "model"
 )
 
 
