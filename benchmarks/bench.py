@@ -37,7 +37,7 @@ from fvcli.models import load_model  # noqa: E402
 from fvcli.normalization import IMAGENET  # noqa: E402
 from fvcli.objectives import batch_values, channel  # noqa: E402
 from fvcli.redirect import REDIRECT_STEPS  # noqa: E402
-from fvcli.settings import RenderSettings  # noqa: E402
+from fvcli.settings import DEFAULT_LR, PARAM_LR, RenderSettings  # noqa: E402
 from fvcli.transforms import Pipeline  # noqa: E402
 
 # Dense bf16 tensor-core peak from the vendor's data sheet, for the fraction of peak reached.
@@ -227,7 +227,7 @@ def overhead_probe(device, units: int = 512, steps: int = 32) -> dict:
     }
 
 
-PARAM_LRS = {"fourier": 0.05, "maco": 0.1, "cppn": 0.004}  # fv's default, and README's recommendations
+PARAM_LRS = {"fourier": DEFAULT_LR, **PARAM_LR}  # each parameterization's default --lr
 
 
 def params_probe(model, key: str, layout, channels, settings, device, batch_size, lrs: dict, rounds: int = 2) -> dict:
@@ -297,7 +297,7 @@ def main() -> None:
     parser.add_argument("--overhead", action="store_true", help="only measure fv's own per-step work apart from the model's (a near-free model, 512 directions)")
     parser.add_argument("--no-fold", action="store_true", help="keep BatchNorms unfolded (to measure what folding gains)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="fv's model arithmetic (see fv render --dtype)")
-    parser.add_argument("--params", action="store_true", help="render the units with fourier, maco and cppn side by side (each at its recommended --lr): objective reached and time a step")
+    parser.add_argument("--params", action="store_true", help="render the units with fourier, maco and cppn side by side (each at its default --lr): objective reached and time a step")
     parser.add_argument("--maco-lr", type=float, default=PARAM_LRS["maco"], help="learning rate of maco in --params")
     parser.add_argument("--cppn-lr", type=float, default=PARAM_LRS["cppn"], help="learning rate of cppn in --params")
     args = parser.parse_args()

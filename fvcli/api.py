@@ -62,7 +62,7 @@ def convert_options(values: dict[str, Any], by_key: dict | None = None) -> dict[
 
 def target_requests(targets: list[tuple[str, Target]], given: dict[str, Any]) -> list[JobRequest]:
     """Targets, one job each; plain channel targets of one layer merge."""
-    settings = dataclasses.replace(RenderSettings(), **split(given)[0])
+    settings = RenderSettings(**split(given)[0])  # built whole: --lr follows --param
     out = given.get("out", default_of("out"))
     jobs: dict[str, tuple[str, Target]] = {}
     for text, target in targets:
@@ -285,6 +285,8 @@ def _render_torchrun(run, rank_0: bool, say, assemble) -> int:
 
 def report_merges(merges: list, say) -> int:
     """Say what merging did; 1 when a job still misses units or has failed ones, else 0."""
+    from fvcli.output import removed_line
+
     code = 0
     for merge in merges:
         shards = ", ".join(merge.shards)
@@ -297,6 +299,8 @@ def report_merges(merges: list, say) -> int:
             code = 1
         else:
             failed = f"; {merge.failed} failed" if merge.failed else ""
+            if merge.removed:
+                say(f"fv: {merge.folder}: {removed_line(merge.removed)}")
             say(f"fv: {merge.folder}: merged shards {shards}{failed} -> {merge.folder / 'grid.png'}")
             code = max(code, 1 if merge.failed else 0)
     return code
@@ -416,7 +420,8 @@ def render(
 
 
 render.__doc__ += "\n    Options (as `fv render --help` lists them):\n\n" + "\n".join(
-    f"    {option.key} = {default_of(option.key)!r}: {option.help}" for option in OPTIONS if option.key != "model"
+    f"    {option.key} = {default_of(option.key)!r}: {option.help}" + (f" (default: {option.default_text})" if option.key == "lr" else "")
+    for option in OPTIONS if option.key != "model"
 )
 
 
@@ -486,6 +491,7 @@ def layer_listing(model: Any, pattern: str | None, weights: str | None, size: An
     import fnmatch
 
     from fvcli.errors import raised
+    from fvcli.fixed_size import fixed_size
     from fvcli.layer_keys import list_layers
     from fvcli.models import load_model
 
@@ -500,6 +506,11 @@ def layer_listing(model: Any, pattern: str | None, weights: str | None, size: An
     try:
         infos = list_layers(loaded.module, size, device)
     except (Exception, SystemExit) as error:  # the model's own code: one line, whatever it does
+        fixed = fixed_size(loaded.module, size, device) if loaded.native_size is None else None
+        if fixed is not None and fixed.size is not None:  # a LeNet: list it at the side it takes
+            loaded.native_size = fixed.size
+        elif fixed is not None:
+            raise FvError(f"model {fixed.describe(name)}") from None
         if loaded.native_size is None or loaded.native_size == size:
             raise FvError(f"{name} cannot run on a {size} px image (it {raised(error)}); try a larger --size") from None
         size = loaded.native_size

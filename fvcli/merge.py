@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fvcli.output import read_record, write_grid, write_json
+from fvcli.output import read_record, remove_unlisted, write_grid, write_json
 from fvcli.sidecar import combined
 
 MANIFEST_VERSION = 1
@@ -48,6 +48,7 @@ class Merge:
     shards: list[str]  # the manifests' shard names, "0/2"
     missing: list[str] = field(default_factory=list)  # labels of units whose PNGs are not there yet
     failed: int = 0
+    removed: list[str] = field(default_factory=list)  # files of an earlier run the merged sidecar does not list
     problem: str | None = None  # manifests that cannot be merged, and why
 
 
@@ -82,6 +83,7 @@ def merge_folder(folder: Path) -> Merge:
             result.missing.append(unit["label"])
     if result.missing:
         return result
+    result.removed = remove_unlisted(folder, records)
     write_grid(folder, records, first["size"])
     images = sum(len(unit["images"]) for unit in first["units"])
     timings = [m["sidecar"]["timing"] for m in loaded]

@@ -15,7 +15,10 @@ def sayer(quiet: bool) -> Callable[[str], None]:
 
     def say(message: str) -> None:
         if not quiet:
-            from tqdm.auto import tqdm  # in a notebook, above its progress widget
+            # tqdm's own write clears and redraws a terminal bar around the line (a notebook's
+            # widget needs neither); tqdm.std, because importing tqdm.auto in a notebook without
+            # ipywidgets warns "IProgress not found" even where no bar is shown.
+            from tqdm.std import tqdm
 
             tqdm.write(message, file=sys.stderr)
 
@@ -29,15 +32,18 @@ def plural(count: int, noun: str, nouns: str | None = None) -> str:
 
 def progress_bar(show: bool | None, quiet: bool, **options):
     """A tqdm bar on stderr: a notebook's widget in a notebook, the terminal's elsewhere. `show`
-    None: shown when stderr is a terminal and the run is not quiet."""
-    from tqdm.auto import tqdm
+    None: shown when stderr is a terminal and the run is not quiet. A bar not shown is tqdm's
+    disabled text bar, which draws nothing: no notebook widget is made, nor asked for."""
+    from tqdm.std import tqdm as text_bar
 
     if show is None:
         show = not quiet and sys.stderr.isatty()
     options = {"disable": not show, "file": sys.stderr, "dynamic_ncols": True, **options}
+    if not show:
+        return text_bar(**options)
+    from tqdm.auto import tqdm
+
     try:
         return tqdm(**options)
     except ImportError:  # a notebook without ipywidgets, which its bar needs: the text bar
-        from tqdm.std import tqdm as text_bar
-
         return text_bar(**options)

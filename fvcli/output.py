@@ -243,6 +243,40 @@ def extra_images(unit: dict) -> list[str]:
     ]
 
 
+def listed_files(units: list[dict]) -> set[str]:
+    """Every file name a job's sidecar unit records list: images and the other PNGs."""
+    return {name for unit in units for name in (*unit_images(unit), *extra_images(unit))}
+
+
+def remove_unlisted(folder: Path, units: list[dict]) -> list[str]:
+    """Before a job's grid.json is written for `units`: remove the PNGs an earlier run of these
+    units wrote that their records no longer list (diversity images of another count, step images,
+    alpha maps, upscaled images of other settings), so that a unit's files are what the sidecar
+    lists. fv knows its own files by the record each carries (save_png): a PNG is removed only when
+    its record names it and is of one of these units, so a user's own files, fv images copied in
+    under other names, and other channels' images (a layer rendered in chunks into one folder)
+    stay. Returns the names removed, sorted."""
+    keep, objectives = listed_files(units), {unit.get("objective") for unit in units}
+    removed = []
+    for path in sorted(folder.glob("*.png")):
+        if path.name in keep or path.name == "grid.png" or not path.is_file() or path.is_symlink():
+            continue
+        record = read_record(path)
+        if record is None or record.get("objective") not in objectives or path.name not in listed_files([record]):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+
+
+def removed_line(removed: list[str]) -> str:
+    """What remove_unlisted did, in words: the first few names and a count."""
+    from fvcli.messages import plural
+
+    shown = ", ".join(removed[:4]) + (f" and {len(removed) - 4} more" if len(removed) > 4 else "")
+    return f"removed {plural(len(removed), 'file')} of an earlier run that this job no longer lists ({shown})"
+
+
 def write_grid(folder: Path, units: list[dict], size: int) -> Path:
     """grid.png of a job folder from its sidecar unit records (label, status, image or images)."""
     cells = []

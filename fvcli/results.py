@@ -153,8 +153,14 @@ class Result:
 
     def save(self, out: str | Path) -> list[Path]:
         """Write the files `fv render --out OUT` writes (unit PNGs with their records, grid.png,
-        grid.json) under `out`, byte for byte; return the job folders."""
+        grid.json) under `out`, byte for byte, removing the PNGs an earlier run wrote there that
+        these jobs do not list, as `fv render` does; return the job folders."""
+        from fvcli.output import remove_unlisted
+
         for job in self.jobs:
+            folder = Path(out) / job.folder
+            if folder.is_dir():  # what an earlier run wrote there and this sidecar does not list
+                remove_unlisted(folder, job.records)
             _write_files(out, job.files)
         return [Path(out) / job.folder for job in self.jobs]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm  # a notebook's own bar in a notebook, the terminal's elsewhere
+from tqdm.std import tqdm  # for its write; messages.progress_bar picks a notebook's bar where one shows
 
 from fvcli import tuning
 from fvcli.capture import layer_shapes
@@ -29,6 +29,7 @@ from fvcli.engine import BatchResult, Groups, Stopped, activations, dtype_name, 
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_SOME_FAILED, EXIT_WRITE_FAILED, FvError, WriteError, raised
 from fvcli.objectives import layers_of
 from fvcli.redirect import REDIRECT_STEPS
+from fvcli.fixed_size import fixed_size
 from fvcli.fold import fold_batchnorms
 from fvcli.jobs import Job, JobRequest, Unit, plan_batches
 from fvcli.layer_keys import LayerError, input_channels, probe_images
@@ -37,7 +38,9 @@ from fvcli.models import LoadedModel, load_model, model_key
 from fvcli.merge import remove_manifests, write_manifest
 from fvcli.messages import plural, progress_bar
 from fvcli.images import Photo, load_photo
-from fvcli.output import check_output_folders, read_record, remove_empty_folders, save_png, to_pil, with_opacity, write_grid, write_json
+from fvcli.output import (
+    check_output_folders, read_record, remove_empty_folders, remove_unlisted, removed_line, save_png, to_pil, with_opacity, write_grid, write_json,
+)
 from fvcli.settings import RenderSettings, RunSettings
 from fvcli.sidecar import UnitRecord, job_sidecar, unit_files, unit_record
 from fvcli.spectrum import check_fits, read_spectrum
@@ -350,7 +353,16 @@ class Run:
         return shape, None
 
     def _shape_elsewhere(self, model: LoadedModel, key: str, size: int, error: BaseException) -> tuple[tuple[int, ...], int | None]:
-        """The layer's shape for a model that failed (`error`) to compute it on a `size` px image."""
+        """The layer's shape for a model that failed (`error`) to compute it on a `size` px image.
+        A model whose Linear layer fixes its input size (fvcli.fixed_size) takes the side that fits
+        it from then on, as a ViT takes its native size."""
+        if model.native_size is None:
+            fixed = fixed_size(model.module, size, self.device)
+            if fixed is not None and fixed.size is None:
+                raise FvError(f"model {fixed.describe(model.name)}") from None
+            if fixed is not None:
+                model.native_size = fixed.size
+                self.say(f"fv: {fixed.describe(model.name)}: images are rendered at --size and resized to {fixed.size} px for it")
         if model.native_size not in (None, size):
             try:
                 return self._probe(model, key, model.native_size), model.native_size
@@ -512,13 +524,23 @@ class Run:
             jobs = [job for job in self.jobs if model_key(job.request.settings) == key]
             layers = {layer for job in jobs for unit in job.units for o in unit.objectives for layer in o.layers}
             layers |= {job.diversity_layer.key for job in jobs if job.diversity_layer}
-            size = jobs[0].input_size or jobs[0].request.settings.size
-            probe = probe_images(model.module, 2, size, self.device, seed=0)
-            probe = probe.contiguous(memory_format=torch.channels_last)
+            # A size the whole model takes, where one of its jobs found it (a ViT's, a LeNet's)
+            size = next((job.input_size for job in jobs if job.input_size), jobs[0].request.settings.size)
             try:
-                self.folded[key] = fold_batchnorms(model.module, sorted(layers), probe)
+                self.folded[key] = self._fold_at(model, layers, size)
             except (Exception, SystemExit) as error:  # its first whole forward pass: the model's own code
-                raise _forward_failed(model, error) from None
+                # Jobs of layers before a LeNet's Linear layer run at any size, the whole model at one only.
+                fixed = fixed_size(model.module, size, self.device) if model.native_size is None else None
+                if fixed is None or fixed.size is None:
+                    raise _forward_failed(model, error) from None
+                try:
+                    self.folded[key] = self._fold_at(model, layers, fixed.size)
+                except (Exception, SystemExit) as error:
+                    raise _forward_failed(model, error) from None
+
+    def _fold_at(self, model: LoadedModel, layers: set[str], size: int) -> int:
+        probe = probe_images(model.module, 2, size, self.device, seed=0)
+        return fold_batchnorms(model.module, sorted(layers), probe.contiguous(memory_format=torch.channels_last))
 
     def unit_hash(self, job: Job, unit: Unit) -> str:
         """What a unit's image depends on (computed once per unit)"""
@@ -812,9 +834,12 @@ class Run:
         lines = self._job_lines(report)
 
         def write() -> None:
+            removed = remove_unlisted(job.folder, units)
             write_grid(job.folder, units, job.request.settings.size)
             write_json(sidecar, job.folder / "grid.json")
             remove_manifests(job.folder)  # shards that rendered part of this job earlier are assembled
+            if removed:
+                self.say(f"fv: {job.folder}: {removed_line(removed)}")
             for line in lines:
                 self.say(line)
 

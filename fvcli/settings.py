@@ -24,6 +24,11 @@ MAX_SIZE = 2048  # px; larger images do not fit a batch on any device we know of
 MAX_STEPS = 100_000
 
 PARAMETERIZATIONS = ("fourier", "pixel", "lowres", "laplacian", "maco", "cppn")
+# --lr when it is not given: each parameterization's own, measured (BENCHMARKS.md, "Default learning
+# rates"). A CPPN's weights move every pixel at once: at 0.05 its sigmoid saturates into flat colour
+# within 32 steps, at 0.004 within 512; maco's phases want larger steps than fourier's spectrum.
+DEFAULT_LR = 0.05
+PARAM_LR = {"cppn": 0.002, "maco": 0.1}
 MAX_UPSCALE = 8  # --cppn-upscale: at most this factor (and at most MAX_SIZE px)
 OPTIMIZERS = ("adam", "sgd")
 DTYPES = ("auto", "float32", "bfloat16")
@@ -44,7 +49,7 @@ class RenderSettings:
     weights: str = "default"
     steps: int = 512
     size: int = 128
-    lr: float = 0.05
+    lr: float | None = None  # None: the parameterization's own (PARAM_LR, else DEFAULT_LR), set on construction
     seed: int = 0
     param: str = "fourier"
     decorrelate: bool = True
@@ -74,6 +79,15 @@ class RenderSettings:
     spectrum: str | None = None  # --param maco: a file of `fv spectrum`; None: the 1/f power law
     alpha_map: bool = False  # also write each image's accumulated input-gradient map (IMAGE_alpha.png)
     cppn_upscale: int = 1  # --param cppn: also write each image K times larger (IMAGE.xK.png); 1: not
+
+    def __post_init__(self) -> None:
+        if self.lr is None:  # what is rendered, and recorded, is always a number
+            object.__setattr__(self, "lr", default_lr(self.param))
+
+
+def default_lr(param: str) -> float:
+    """The learning rate a parameterization gets when --lr is not given."""
+    return PARAM_LR.get(param, DEFAULT_LR)
 
 
 @dataclass(frozen=True)
@@ -380,9 +394,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("weights", weights, "default (the published weights, cached), a weights name (IMAGENET1K_V2), random (a seeded variance-preserving init; works offline) or a state-dict file.", job=True, metavar="W"),
     Option("steps", positive_int(MAX_STEPS), "Optimization steps per image.", job=True, metavar="N"),
     Option("size", positive_int(MAX_SIZE), f"Image side in pixels (at most {MAX_SIZE}).", job=True, metavar="PX"),
-    Option("lr", learning_rate, "Learning rate.", job=True, metavar="LR"),
+    Option("lr", learning_rate, "Learning rate; by default each parameterization's own.", job=True, metavar="LR",
+           default_text=f"{DEFAULT_LR}; " + "; ".join(f"{param} {lr}" for param, lr in PARAM_LR.items())),
     Option("seed", seed_int, "Random seed; each unit's random state derives from it and the unit alone.", job=True, metavar="N"),
-    Option("param", parameterization, "Image parameterization: fourier or fft (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size), laplacian (a pyramid of 4 resolutions), maco (only the phase of a fixed magnitude spectrum; best near --lr 0.1) or cppn (a small network of the pixel coordinates; wants --lr 0.004).", job=True, metavar="fourier|fft|pixel|lowres|laplacian|maco|cppn"),
+    Option("param", parameterization, "Image parameterization: fourier or fft (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size), laplacian (a pyramid of 4 resolutions), maco (only the phase of a fixed magnitude spectrum) or cppn (a small network of the pixel coordinates); each has its own default --lr.", job=True, metavar="fourier|fft|pixel|lowres|laplacian|maco|cppn"),
     Option("decorrelate", boolean, "Decorrelate colours with ImageNet's colour correlation.", job=True, flag=True),
     Option("init", photo, "Start each image from this photo (centre-cropped, resized; luma for grayscale models), to accentuate what a unit sees in it. In a spec, relative to the spec's folder.", job=True, metavar="PHOTO", default_text="random"),
     Option("init_weight", weight, "With --init: weight of a penalty on the mean squared difference from the photo; 0: the photo is only the start.", job=True, metavar="W"),

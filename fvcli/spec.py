@@ -6,7 +6,6 @@ channels, an optional folder name and any per-job overrides. Command-line option
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
 import stat
@@ -182,7 +181,7 @@ def _job(
         except ValueError as error:
             raise FvError(f"{where}name: {error}") from None
 
-    settings = dataclasses.replace(RenderSettings(), **{**render_top, **overrides, **render_cli})
+    settings = RenderSettings(**{**render_top, **overrides, **render_cli})  # built whole: --lr follows --param
     return JobRequest(
         target=target,
         settings=settings,

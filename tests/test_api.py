@@ -277,19 +277,6 @@ def test_the_readmes_python_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "outputs" / "run" / "Sequential" / "2" / "grid.png").is_file()
 
 
-def test_the_notebooks_cells_run(tmp_path, monkeypatch):
-    notebook = json.loads((Path(__file__).parents[1] / "docs" / "fv.ipynb").read_text())
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {}
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "code":
-            exec(compile("".join(cell["source"]), "docs/fv.ipynb", "exec"), namespace)
-    assert len(namespace["result"].records) == 4 and namespace["negative"].images[0].size == (32, 32)
-    # a term that is lowered reads the layer before its ReLU (--pre-relu auto)
-    assert namespace["mixed"].records[0]["objective"] == "layer2:1 - 0.5*neuron(layer2_pre_relu:2)"
-    assert [image.mode for image in namespace["gray"].images] == ["L"] * 4
-
-
 def test_a_model_that_returns_a_dict_or_a_tuple_names_its_outputs_elements():
     from tiny_model import make_dict_output, make_tuple_output
 
@@ -317,3 +304,46 @@ def test_a_model_that_returns_a_dict_or_a_tuple_names_its_outputs_elements():
     with pytest.raises(fvcli.FvError, match=r"target logit:2: the model returns a tuple of @0 \(1, 12, 6, 6\), @1 \(1, 5\); name one element as logit@1:2$"):
         fvcli.render(pair, "logit:2", **FAST)
     assert fvcli.render(pair, fvcli.logit(2, element=1), **FAST).records[0]["objective"] == "logit@1:2"
+NOTEBOOK = Path(__file__).parents[1] / "docs" / "fv.ipynb"
+
+
+def _outputs(cell: dict) -> tuple[str, set[str]]:
+    """A code cell's text (streams and plain-text results) and the kinds of data it displayed."""
+    text, kinds = "", set()
+    for output in cell.get("outputs", []):
+        text += "".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/plain", ""))
+        kinds |= set(output.get("data", {}))
+    return text, kinds
+
+
+def _shows_its_images(notebook: dict) -> None:
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert all(cell.get("id") for cell in notebook["cells"])  # nbformat 4.5: no MissingIDFieldWarning
+    makers = [cell for cell in code if "fvcli.render(" in "".join(cell["source"])]
+    assert len(makers) == 4
+    for cell in makers + [cell for cell in code if cell["id"] == "one-image"]:
+        assert "image/png" in _outputs(cell)[1], f"cell {cell['id']} shows no image"
+    text = "".join(_outputs(cell)[0] for cell in code)
+    # a term that is lowered reads the layer before its ReLU (--pre-relu auto); the digits model's
+    # Linear layer fixes its size, and its images are grayscale
+    assert "layer2:1 - 0.5*neuron(layer2_pre_relu:2)" in text and "['L', 'L', 'L', 'L'] seen at 28 px" in text
+    assert "IProgress" not in text and "Error" not in text
+
+
+def test_the_committed_notebook_shows_its_images_and_stays_small():
+    assert NOTEBOOK.stat().st_size < 400_000  # pictures embedded, small enough to browse on a code host
+    _shows_its_images(json.loads(NOTEBOOK.read_text()))
+
+
+def test_the_notebook_runs_in_a_jupyter_kernel_and_shows_its_images(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []  # what the test checks is this run's
+    # The kernel is this Python, with this fvcli (PYTHONPATH) and the suite's FV_DEVICE=cpu.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(NOTEBOOK.parents[1]), os.environ.get("PYTHONPATH", "")])}
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute(env=env)
+    _shows_its_images(json.loads(nbformat.writes(notebook)))

@@ -3,6 +3,7 @@ inputs render from the API and from factories; the image has the model's channel
 
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -131,3 +132,45 @@ def test_a_model_with_lazy_layers_fails_in_one_line_until_it_has_run_once(tmp_pa
     assert "has uninitialized lazy parameters" in output and not (tmp_path / "out").exists()
     model(torch.zeros(1, 1, 28, 28))  # shaped: now it renders
     assert fvcli.render(model, "3:0-1", size=28, **STEPS).records[0]["status"] == "ok"
+
+
+class LeNet(nn.Module):
+    """The classic 28 px digit classifier, as a notebook writes it: its first Linear layer takes
+    the 16 x 4 x 4 features of a 28 px image, so 64 px gives it 16 x 13 x 13 = 2704."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2 = nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(256, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x.flatten(1))))))
+
+
+def test_a_model_whose_linear_layer_fixes_its_size_renders_at_any_size_resized_to_the_one_it_takes(capsys):
+    lenet = LeNet()
+    for target in ("fc1:0-1", "logit:3"):  # at and past the Linear layer: seen at 28 px
+        result = fvcli.render(lenet, target, size=64, quiet=False, progress=False, **STEPS)
+        assert result.sidecar["model_input_size"] == 28 and result.images[0].size == (64, 64)
+        assert all(r["activation_final"] > r["activation_start"] for r in result.records)
+        said = capsys.readouterr().err
+        assert "fv: LeNet takes 28x28 images only (its Linear layer fc1 expects 256 features, and a 64 px image gives it 2704): " in said
+    # Layers before it take the whole 64 px image, whatever the rest of the model takes.
+    conv = fvcli.render(lenet, "conv2:0", size=64, **STEPS)
+    assert conv.sidecar["model_input_size"] is None and conv.sidecar["layer_shape"] == [1, 16, 26, 26]
+    assert [(row["name"], row["shape"]) for row in fvcli.layers(lenet)][-3:] == [("fc1", "(1, 120)"), ("fc2", "(1, 84)"), ("fc3", "(1, 10)")]
+
+
+def test_a_linear_layer_that_no_image_size_fits_is_one_line():
+    odd = nn.Sequential(nn.Conv2d(1, 16, 3), nn.Flatten(), nn.Linear(16 * 7 * 7 + 1, 10))  # 16 x side² never makes 785
+    message = (
+        "model Sequential takes images of one size only (its Linear layer 2 expects 785 features, and a 64 px image "
+        "gives it 61504); no side up to 2048 px gives it 785"
+    )
+    with pytest.raises(fvcli.FvError, match=re.escape(f"target logit:1: {message}")):
+        fvcli.render(odd, "logit:1", size=64, **STEPS)
+    with pytest.raises(fvcli.FvError, match=re.escape(message.replace("64 px image gives it 61504", "128 px image gives it 254016"))):
+        fvcli.layers(odd)

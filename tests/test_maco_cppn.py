@@ -19,11 +19,11 @@ from fvcli.engine import render_batch
 from fvcli.models import load_model
 from fvcli.objectives import channel
 from fvcli.param import MacoParam, color_matrix, power_law
-from fvcli.settings import RenderSettings
+from fvcli.settings import PARAM_LR, RenderSettings
 from fvcli.spectrum import read_spectrum
 
 CPU = torch.device("cpu")
-LR = {"maco": 0.1, "cppn": 0.004}  # what README recommends for each
+LR = PARAM_LR  # each one's default --lr
 FAST = ["--model", TINY, "--weights", "random", "--steps", "4", "--size", "32"]
 
 
@@ -278,6 +278,40 @@ def test_alpha_maps_are_written_recorded_resumed_and_merged(tmp_path):
     merged = json.loads((tmp_path / "sharded/tiny_model.make/conv2/grid.json").read_text())["units"]
     assert [u["alpha_maps"] for u in merged] == [[f"conv2_000{k}_alpha.png"] for k in range(4)]
     assert all((tmp_path / "sharded/tiny_model.make/conv2" / u["alpha_maps"][0]).exists() for u in merged)
+
+
+# ---- their learning rates ----
+
+
+def test_each_parameterization_has_its_own_learning_rate_unless_one_is_given(tmp_path):
+    assert PARAM_LR == {"cppn": 0.002, "maco": 0.1}
+    # At 0.05 (fourier's rate) these four CPPNs end as flat squares of colour within 16 steps.
+    fv("render", "mixed4a:0-3", "--weights", "random", "--steps", "16", "--size", "32", "--param", "cppn", "--out", str(tmp_path / "default"))
+    folder = tmp_path / "default" / "googlenet" / "mixed4a"
+    sidecar = json.loads((folder / "grid.json").read_text())
+    assert sidecar["settings"]["lr"] == 0.002  # the rate it was rendered at, recorded
+    for unit in sidecar["units"]:
+        assert unit["status"] == "ok" and unit["activation_final"] > unit["activation_start"]
+        pixels = np.asarray(Image.open(folder / unit["image"]), dtype=np.float64).reshape(-1, 3)
+        assert pixels.std(axis=0).mean() > 1  # a picture, not a flat colour (0)
+    tiny = ["--model", TINY, "--weights", "random", "--size", "16"]
+    fv("render", "conv3:0", *tiny, "--steps", "1", "--param", "cppn", "--lr", "0.05", "--out", str(tmp_path / "given"))
+    assert json.loads((tmp_path / "given" / "tiny_model.make" / "conv3" / "grid.json").read_text())["settings"]["lr"] == 0.05
+    assert "[default: 0.05; cppn 0.002; maco 0.1]" in " ".join(fv("render", "--help").split())
+
+    # In a spec, each job's own parameterization decides, and an lr the spec gives wins.
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"model: {TINY}\nweights: random\nsteps: 1\nsize: 16\nparam: cppn\nout: {tmp_path / 'spec'}\njobs:\n"
+        "  - {name: cppn, layer: conv3, channels: 0}\n  - {name: maco, layer: conv3, channels: 0, param: maco}\n"
+        "  - {name: fourier, layer: conv3, channels: 0, param: fourier}\n  - {name: given, layer: conv3, channels: 0, lr: 0.01}\n"
+    )
+    fv("render", str(spec))
+    rates = {name: json.loads((tmp_path / "spec" / name / "grid.json").read_text())["settings"]["lr"] for name in ("cppn", "maco", "fourier", "given")}
+    assert rates == {"cppn": 0.002, "maco": 0.1, "fourier": 0.05, "given": 0.01}
+    # And in the Python API.
+    assert fvcli.render(TINY, "conv3:0", weights="random", steps=1, size=16, param="maco").sidecar["settings"]["lr"] == 0.1
+    assert fvcli.render(TINY, "conv3:0", weights="random", steps=1, size=16, param="maco", lr=0.3).sidecar["settings"]["lr"] == 0.3
 
 
 # ---- --cppn-upscale ----

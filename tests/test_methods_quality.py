@@ -23,8 +23,8 @@ MODELS = {
     "googlenet": ("googlenet", "random", "mixed4a", 64),
 }
 METHODS = {
-    "maco": ("{layer}:0-3", {"param": "maco", "lr": 0.1}),
-    "cppn": ("{layer}:0-3", {"param": "cppn", "lr": 0.004}),
+    "maco": ("{layer}:0-3", {"param": "maco"}),  # at their default learning rates
+    "cppn": ("{layer}:0-3", {"param": "cppn"}),
     "alpha": ("{layer}:0-3", {"alpha": True}),
     "init": ("{layer}:0-3", {"init": "{photo}"}),
     "negative": ("-{layer}:0-3", {}),

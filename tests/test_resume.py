@@ -2,8 +2,8 @@
 
 import json
 
-from conftest import QUICK, fv
-from fvcli.output import read_record
+from conftest import QUICK, TINY, fv
+from fvcli.output import listed_files, read_record
 
 TARGET = "mixed3a:0-3"
 
@@ -41,6 +41,25 @@ def test_changed_settings_or_force_render_again(tmp_path):
     fv("render", TARGET, *QUICK, "--out", str(out))
     assert "already rendered" not in fv("render", TARGET, *QUICK, "--seed", "1", "--out", str(out))
     assert "already rendered" not in fv("render", TARGET, *QUICK, "--seed", "1", "--out", str(out), "--force")
+
+
+def test_a_rerun_with_other_settings_leaves_only_what_its_grid_lists_and_the_users_own_files(tmp_path):
+    cppn = ["--model", TINY, "--weights", "random", "--steps", "4", "--size", "16", "--param", "cppn", "--out", str(tmp_path)]
+    fv("render", "conv2:0-2", *cppn, "--cppn-upscale", "2", "--save-steps", "2", "--alpha-map", "--diversity", "2")
+    folder = tmp_path / "tiny_model.make" / "conv2"
+    assert {"conv2_0000_0.x2.png", "conv2_0000_1.step2.png", "conv2_0002_1_alpha.png"} <= {p.name for p in folder.iterdir()}
+    (folder / "notes.txt").write_text("seed 0 looked best")
+    (folder / "conv2_0000_0.png").rename(folder / "conv2_0000_0.kept.png")  # an fv image, renamed by its user
+    (folder / "mine.png").write_bytes((folder / "grid.png").read_bytes())  # a PNG without fv's record
+
+    channel_2 = {p.name for p in folder.glob("conv2_0002*")}
+    output = fv("render", "conv2:0-1", *cppn)  # one channel fewer, one image a unit, no extra files
+    assert "removed 15 files of an earlier run that this job no longer lists (conv2_0000_0.step2.png, " in output
+    listed = listed_files(json.loads((folder / "grid.json").read_text())["units"])
+    assert listed == {"conv2_0000.png", "conv2_0001.png"}
+    left = {p.name for p in folder.iterdir()}
+    # channel 2 is not part of this run: a layer rendered in chunks into one folder keeps every chunk
+    assert len(channel_2) == 8 and left == listed | channel_2 | {"grid.png", "grid.json", "notes.txt", "conv2_0000_0.kept.png", "mine.png"}, left
 
 
 def test_a_resumed_run_ends_with_the_grid_and_sidecar_of_an_uninterrupted_one(tmp_path):
