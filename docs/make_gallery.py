@@ -1,6 +1,7 @@
-"""Render the README's gallery: one picture per spec of configs/article/ below, with random weights.
-(The README's pictures of maco, cppn, transparency and accentuation come from the commands in
-their captions.)
+"""Render the README's gallery. `onet`: every method on a trained network, MTCNN's ONet
+(configs/onet-methods.yaml, at fv's defaults), one titled image per job, into docs/gallery/onet.png.
+The others: one picture per spec of configs/article/ below, with random weights. (The README's
+pictures of maco, cppn, transparency and accentuation come from the commands in their captions.)
 
     python docs/make_gallery.py [NAME ...]     (from the repository's folder; a few minutes on a CPU)
 
@@ -59,8 +60,61 @@ def side_by_side(grids: list[tuple[str, Path]]) -> Image.Image:
     return sheet
 
 
+ONET_SPEC = "configs/onet-methods.yaml"
+ONET_PHOTOS = {"init": "configs/images/astronaut_helmet.png", "caricature": "configs/images/astronaut_face.png", "inversion": "configs/images/astronaut_face.png"}
+ONET_SCALE = 2  # 48 px images shown at 96 px
+
+
+def onet_gallery(out: Path) -> Image.Image:
+    """configs/onet-methods.yaml rendered into `out`, each job's images (after its photo, where it
+    starts from or compares with one) at twice their size, titled, in one row."""
+    subprocess.run([sys.executable, "-m", "fvcli", "render", ONET_SPEC, "--out", str(out), "-q"], cwd=ROOT, check=True)
+    import json
+
+    cells = []
+    for job in __import__("yaml").safe_load((ROOT / ONET_SPEC).read_text())["jobs"]:
+        name = job["name"]
+        if name in ONET_PHOTOS:
+            cells.append((f"{name}: photo", Image.open(ROOT / ONET_PHOTOS[name]).convert("RGB").resize((48, 48), Image.LANCZOS)))
+        units = json.loads((out / name / "grid.json").read_text())["units"]
+        paths = [image["image"] for image in units[0].get("images", [])] or [units[0]["image"]]
+        for k, path in enumerate(paths):
+            image = Image.open(out / name / path)
+            if image.mode == "RGBA":  # --alpha: over the grid's checkerboard
+                from fvcli.output import CHECKERS
+
+                board = Image.new("RGB", image.size)
+                for y in range(0, image.height, 8):
+                    for x in range(0, image.width, 8):
+                        board.paste(CHECKERS[(x // 8 + y // 8) % 2], (x, y, x + 8, y + 8))
+                board = board.convert("RGBA")
+                board.alpha_composite(image)
+                image = board
+            cells.append((name if k == 0 else "", image.convert("RGB")))
+        if job.get("alpha_map"):
+            mapped = Image.open(out / name / paths[0].replace(".png", "_alpha.png"))
+            black = Image.new("RGBA", mapped.size, (0, 0, 0, 255))
+            black.alpha_composite(mapped)
+            cells.append(("alpha map", black.convert("RGB")))
+    side, gap, title, per_row = 48 * ONET_SCALE, 6, 16, 10
+    rows = -(-len(cells) // per_row)
+    sheet = Image.new("RGB", (per_row * (side + gap) - gap, rows * (side + title + gap) - gap), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for k, (label, image) in enumerate(cells):
+        x, y = (k % per_row) * (side + gap), (k // per_row) * (side + title + gap)
+        draw.text((x + 2, y + 2), label, fill=(40, 40, 40))
+        sheet.paste(image.resize((side, side), Image.NEAREST), (x, y + title))
+    return sheet
+
+
 def main(names: list[str]) -> None:
     GALLERY.mkdir(parents=True, exist_ok=True)
+    if not names or "onet" in names:  # into the spec's own out: a second run only lays out the sheet
+        onet_gallery(ROOT / "outputs" / "onet-methods").save(GALLERY / "onet.png", optimize=True)
+        print("docs/gallery/onet.png")
+        names = [name for name in names if name != "onet"]
+        if not names and len(sys.argv) > 1:
+            return
     for name in names or list(SPECS):
         spec, extra = SPECS[name]
         if not (ROOT / spec).is_file():

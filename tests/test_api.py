@@ -18,7 +18,7 @@ from conftest import TINY, fv, noise_photos
 from fvcli.cli import cli
 from tiny_model import make
 
-FAST = {"steps": 4, "size": 24, "dtype": "float32"}
+FAST = {"steps": 6, "size": 24, "dtype": "float32"}
 
 
 def snapshot(model: nn.Module) -> dict:

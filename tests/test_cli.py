@@ -190,7 +190,7 @@ def test_help_at_80_columns_breaks_no_word_and_shows_each_default_once():
     text = " ".join(_help("render").split())
     assert "scale=0.9/1/1.1,rotate=-10/0/10,jitter=4." in text
     assert "--param fourier|fft|pixel|lowres|laplacian|maco|cppn" in text
-    assert "more. [default: the job's layer]" in text and "default: the job's layer;" not in text
+    assert "before it. [default: the job's layer]" in text and "default: the job's layer;" not in text
     assert "correlation. [default: on]" in text and "OUT does. [default: off]" in text
     commands = _help().split("Commands:")[1]
     assert "..." not in commands and len(commands.strip().splitlines()) == 7
