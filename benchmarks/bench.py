@@ -286,6 +286,43 @@ def overhead_probe(device, units: int = 512, steps: int = 32) -> dict:
     }
 
 
+def prelu_probe(render, rounds: int) -> dict:
+    """fv's render with torch's PReLU backward and with fvcli.prelu's, alternately, `rounds` times
+    after a warm-up of each: wall and CPU seconds of each (the fastest counts) and their ratios, and
+    whether the final images are the same bit for bit."""
+    import fvcli.engine
+
+    def once(plain: bool) -> tuple[float, float, torch.Tensor]:
+        original = fvcli.engine.has_prelu
+        if plain:
+            fvcli.engine.has_prelu = lambda module: False
+        try:
+            cpu = time.process_time()
+            wall, images = render()
+            return wall, time.process_time() - cpu, images
+        finally:
+            fvcli.engine.has_prelu = original
+
+    once(True), once(False)
+    times = {"torch": [], "fv": []}
+    images = {}
+    for _ in range(rounds):
+        for name in times:
+            wall, cpu, images[name] = once(name == "torch")
+            times[name].append((wall, cpu))
+    best = {name: (min(w for w, _ in t), min(c for _, c in t)) for name, t in times.items()}
+    return {
+        "rounds": [{f"{name}_{what}_s": round(times[name][r][i], 3) for name in times for i, what in enumerate(("wall", "cpu"))} for r in range(rounds)],
+        "torch_prelu_wall_s": round(best["torch"][0], 3),
+        "fv_prelu_wall_s": round(best["fv"][0], 3),
+        "wall_ratio": round(best["torch"][0] / best["fv"][0], 2),
+        "torch_prelu_cpu_s": round(best["torch"][1], 3),
+        "fv_prelu_cpu_s": round(best["fv"][1], 3),
+        "cpu_ratio": round(best["torch"][1] / best["fv"][1], 2),
+        "images_identical": torch.equal(images["torch"], images["fv"]),
+    }
+
+
 PARAM_LRS = {"fourier": 0.05, "maco": 0.1, "cppn": 0.004}  # fv's default, and README's recommendations
 
 
@@ -376,24 +413,33 @@ def mean(values) -> float:
     return round(sum(values) / len(values), 4)
 
 
-def versus_lucent(args, run_fv_again, fv_s: float, fv_images, lucent_once, judge_images) -> dict:
+def versus_lucent(args, run_fv_again, fv_s: float, fv_cpu_s: float, fv_images, lucent_once, judge_images) -> dict:
     """fv against Lucent, `args.rounds` rounds, each tool once a round in turn (fv, Lucent one unit
     at a time, Lucent batched), so that a busy machine slows them alike; round 1's fv run is the
     one already measured. Times: each tool's fastest round, the ratios of those, and every round's
-    times and fv-vs-Lucent-batched ratio. Quality: every round's final images judged alike, each
+    times and fv-vs-Lucent-batched ratio, in wall seconds and in the process's CPU seconds (which
+    other processes on the machine change less). Quality: every round's final images judged alike, each
     unit's value the mean over rounds (fv's images are the same each round on a CPU, Lucent's
     start from a new random image each call)."""
     rounds, fv_values, lucent_values = [], [], []
+    fv_cpu = fv_cpu_s
     for r in range(args.rounds):
         if r > 0:
+            cpu = time.process_time()
             fv_s, fv_images = run_fv_again()
+            fv_cpu = time.process_time() - cpu
         one = None if args.lucent_batched_only else lucent_once(False)[0]
+        cpu = time.process_time()
         batched, lucent_images = lucent_once(True)
+        batched_cpu = time.process_time() - cpu
         rounds.append({
             "fv_s": round(fv_s, 3),
             "lucent_one_at_a_time_s": None if one is None else round(one, 3),
             "lucent_batched_s": round(batched, 3),
             "fv_vs_lucent_batched": round(batched / fv_s, 2),
+            "fv_cpu_s": round(fv_cpu, 3),
+            "lucent_batched_cpu_s": round(batched_cpu, 3),
+            "fv_vs_lucent_batched_cpu": round(batched_cpu / fv_cpu, 2),
         })
         fv_values.append(judge_images(fv_images))
         lucent_values.append(judge_images(lucent_images))
@@ -448,7 +494,7 @@ def main() -> None:
     parser.add_argument("--vs-lucent", action="store_true", help="also render through Lucent, one unit at a time and batched, and compare the final objectives")
     parser.add_argument("--lucent-batched-only", action="store_true", help="with --vs-lucent, leave out Lucent one unit at a time (hours for 512 units)")
     parser.add_argument("--lucent-chunk", type=int, default=64, help="objectives a batched Lucent call optimizes together")
-    parser.add_argument("--rounds", type=int, default=1, help="with --vs-lucent, time fv and Lucent this many times, in turn; the fastest of each counts")
+    parser.add_argument("--rounds", type=int, default=1, help="with --vs-lucent (and --prelu-probe), time each side this many times, in turn; the fastest of each counts")
     parser.add_argument(
         "--cross-judge", nargs=4, action="append", default=[], metavar=("MODEL", "SIZE", "LAYER", "CHANNEL"),
         help="with --vs-lucent, also judge both tools' final images by another network (default weights): CHANNEL of LAYER "
@@ -459,6 +505,7 @@ def main() -> None:
     parser.add_argument("--compile-steps", type=int, default=64, help="steps of each render --compile-probe times")
     parser.add_argument("--overhead", action="store_true", help="only measure fv's own per-step work apart from the model's (a near-free model, 512 directions)")
     parser.add_argument("--no-fold", action="store_true", help="keep BatchNorms unfolded (to measure what folding gains)")
+    parser.add_argument("--prelu-probe", action="store_true", help="also render with torch's PReLU backward and with fv's (fvcli.prelu) in turn, --rounds times: seconds and ratio")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="fv's model arithmetic (see fv render --dtype)")
     parser.add_argument("--params", action="store_true", help="render the units with fourier, maco and cppn side by side (each at its recommended --lr): objective reached and time a step")
     parser.add_argument("--maco-lr", type=float, default=PARAM_LRS["maco"], help="learning rate of maco in --params")
@@ -498,7 +545,9 @@ def main() -> None:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    cpu = time.process_time()
     fv_s, fv_images = render_fv()
+    fv_cpu_s = time.process_time() - cpu
     image_steps = images_count * args.steps
     achieved = flops * image_steps / fv_s
     peak = PEAK_FLOPS.get(device_name(device))
@@ -524,6 +573,8 @@ def main() -> None:
     if args.params:
         lrs = {"fourier": settings.lr, "maco": args.maco_lr, "cppn": args.cppn_lr}
         result["params"] = params_probe(model, key, layout, channels, settings, device, batch_size, lrs, normalization=normalization, input_size=input_size)
+    if args.prelu_probe:
+        result["prelu_probe"] = prelu_probe(render_fv, max(args.rounds, 1))
     if args.compile_probe:
         modes = [m for m in args.compile_modes.split(",") if m]
         result["compile_probe"] = compile_probe(model, key, min(images_count, batch_size), settings, device, modes, steps=args.compile_steps, input_size=input_size)
@@ -545,7 +596,7 @@ def main() -> None:
             judged = {"objective": objective_of_8bit_images(judge, key, layout, channels, images, normalization, device)}
             return {**judged, **cross_judgments(others, images, normalization, device)}
 
-        result.update(versus_lucent(args, render_fv, fv_s, fv_images, lucent_once, judge_images))
+        result.update(versus_lucent(args, render_fv, fv_s, fv_cpu_s, fv_images, lucent_once, judge_images))
     result["commit"], result["date"] = commit(), datetime.date.today().isoformat()
     result["python"], result["torch"] = platform.python_version(), torch.__version__
     print(json.dumps(result))

@@ -69,12 +69,17 @@ def test_bench_renders_a_trained_network_from_a_factory(layer, channels, images,
     Its face output sits behind a Linear layer that fixes the input size, so the transformed images
     are resized back to 48 px, as fv render does; its convolutions see the transforms' 60 px."""
     pytest.importorskip("facenet_pytorch")
-    result = bench(*ONET, "--layer", layer, "--channels", channels, "--repeat", "2", "--steps", "2", "--device", "cpu", "--dtype", "float32")
+    result = bench(
+        *ONET, "--layer", layer, "--channels", channels, "--repeat", "2", "--steps", "2", "--device", "cpu", "--dtype", "float32",
+        "--prelu-probe",
+    )
     config = result["config"]
     assert config["weights_identity"] == "factory default" and config["normalization"] == [[0.5] * 3, [0.502] * 3]
     assert config["units"] == images // 2 and config["images"] == images  # --repeat 2
     assert config["canvas"] == 60 and config["model_input_size"] == seen
     assert result["fv"]["wall_s"] > 0 and result["fv"]["model_flops_per_image_step"] > 1e6
+    probe = result["prelu_probe"]  # torch's PReLU backward against fv's: the same images
+    assert probe["images_identical"] and probe["wall_ratio"] > 0 and probe["cpu_ratio"] > 0 and len(probe["rounds"]) == 1
 
 
 def test_bench_judges_fv_and_lucent_alike_and_by_other_networks():
@@ -86,7 +91,7 @@ def test_bench_judges_fv_and_lucent_alike_and_by_other_networks():
         *ONET, "--layer", "dense6_1", "--channels", "1", "--repeat", "2", "--steps", "2", "--device", "cpu", "--dtype", "float32",
         "--vs-lucent", "--rounds", "2", *judges,
     )
-    assert len(result["rounds"]) == 2 and all(r["fv_s"] > 0 and r["lucent_batched_s"] > 0 for r in result["rounds"])
+    assert len(result["rounds"]) == 2 and all(r["fv_s"] > 0 and r["lucent_batched_s"] > 0 and r["fv_cpu_s"] > 0 for r in result["rounds"])
     assert result["ratios"]["fv_vs_lucent_batched"] > 0 and result["lucent"]["one_at_a_time_s"] > 0
     quality = result["quality"]
     assert quality["units"] == 2 and quality["rounds_judged"] == 2
