@@ -29,6 +29,7 @@ from fvcli.objectives import Objective, batch_plan, batch_values, layers_of, pho
 from fvcli.devices import use_bf16
 from fvcli.diversity import gram_similarity
 from fvcli.param import PHOTO_PLACEMENT, SharedParam, make_param
+from fvcli.prelu import FrozenPReLU, has_prelu
 from fvcli.redirect import REDIRECT_STEPS, RedirectReLU
 from fvcli.settings import RenderSettings
 from fvcli.transforms import Draws, Pipeline
@@ -189,6 +190,7 @@ class _Scorer:
         self.bf16 = bf16
         self.plan = batch_plan(objectives, device)
         self.mean, self.std = _mean_std(normalization, device)
+        self.prelu = has_prelu(self.module)  # their backward pass is fvcli.prelu's (the same gradients, faster)
 
     def __call__(
         self, images: Tensor, extra: tuple[str, ...] = (), forward: Callable | None = None, photos: dict | None = None
@@ -198,8 +200,13 @@ class _Scorer:
         `photos`: per image, its photos' activations through its transforms (PhotoSteps)."""
         x = _model_input(images, self.mean, self.std, self.input_size)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-        with autocast:
-            acts = forward(x) if forward is not None else forward_to(self.module, x, (*self.layers, *extra))
+        if forward is not None:
+            with autocast:
+                acts = forward(x)
+        else:
+            prelu = FrozenPReLU() if self.prelu and torch.is_grad_enabled() else contextlib.nullcontext()
+            with autocast, prelu:
+                acts = forward_to(self.module, x, (*self.layers, *extra))
         return batch_values(self.objectives, acts, self.plan, photos), acts
 
     def photos_seen(self, photos: Tensor, layers: tuple[str, ...]) -> dict[str, Tensor]:

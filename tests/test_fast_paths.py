@@ -1,5 +1,6 @@
 """Every fast path against its plain counterpart, on the CPU: same values within tolerance."""
 
+import contextlib
 import copy
 import json
 import pytest
@@ -164,3 +165,64 @@ def test_the_fold_check_is_not_fooled_by_reduced_precision(device):
     assert isinstance(shared.bn, torch.nn.BatchNorm2d)  # restored
     if before is not None:
         assert torch.backends.cudnn.conv.fp32_precision == before  # the precision flags are restored
+
+
+PRELU_CASES = [  # (shape, PReLU weights, channels_last, dtype, bf16 autocast)
+    ((4, 6, 9, 9), 6, False, torch.float32, False),
+    ((4, 6, 9, 9), 6, True, torch.float32, False),
+    ((4, 6, 9, 9), 1, True, torch.float32, False),
+    ((4, 6, 9, 9), 6, True, torch.float32, True),
+    ((4, 6, 9, 9), 6, False, torch.float64, False),
+    ((4, 6), 6, False, torch.float32, False),
+    ((4, 6), 6, False, torch.float32, True),
+]
+
+
+@pytest.mark.parametrize("shape, weights, channels_last, dtype, bf16", PRELU_CASES)
+def test_the_frozen_prelu_backward_gives_torchs_gradients_bit_for_bit(shape, weights, channels_last, dtype, bf16):
+    from fvcli.prelu import FrozenPReLU
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, dtype=dtype, generator=generator)
+    x.view(-1)[:3] = torch.tensor([0.0, -0.0, float("nan")], dtype=dtype)  # the edges of the comparison
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.rand(weights, dtype=dtype, generator=generator) - 0.3  # negative slopes too
+    mixing = torch.randn(shape[1], shape[1], dtype=dtype, generator=generator)  # a layer before it (bf16 under autocast)
+    outward = torch.randn(shape, generator=generator)
+    results = []
+    for fast in (False, True):
+        image = x.detach().clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), FrozenPReLU() if fast else contextlib.nullcontext():
+            h = torch.nn.functional.linear(image.movedim(1, -1), mixing).movedim(-1, 1)  # bf16 under autocast
+            y = torch.nn.functional.prelu(h, weight)
+        (y.float() * outward).sum().backward()
+        results.append((y.detach(), image.grad))
+    (y0, grad0), (y1, grad1) = results
+    assert torch.equal(y0.nan_to_num(7.0), y1.nan_to_num(7.0))
+    assert grad0.dtype == grad1.dtype and torch.equal(grad0.nan_to_num(7.0), grad1.nan_to_num(7.0))
+
+
+def test_a_prelu_network_renders_the_same_images_with_the_frozen_prelu(monkeypatch):
+    import fvcli.engine
+    import fvcli.prelu
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.PReLU(8), torch.nn.MaxPool2d(2), torch.nn.Conv2d(8, 8, 3), torch.nn.PReLU(),
+    )
+    with torch.no_grad():
+        net[1].weight.uniform_(-0.5, 0.5)
+    model = load_model("prelu_net", "default", seed=0, module=net)
+    model.module.to(memory_format=torch.channels_last)
+    settings = RenderSettings(steps=20, size=24, dtype="float32")  # past the ReLU redirect's 16 steps
+    objectives = [channel("4", c) for c in (0, 1, 2)]
+    calls = []
+    frozen_apply = fvcli.prelu._FrozenPReLU.apply
+    monkeypatch.setattr(fvcli.prelu._FrozenPReLU, "apply", lambda *a: calls.append(1) or frozen_apply(*a))
+    fast = render_batch(model, objectives, [1, 2, 3], settings, CPU)
+    assert len(calls) == 2 * settings.steps  # both PReLUs of every step's forward pass
+    monkeypatch.setattr(fvcli.engine, "has_prelu", lambda module: False)
+    plain = render_batch(model, objectives, [1, 2, 3], settings, CPU)
+    assert len(calls) == 2 * settings.steps
+    assert torch.equal(fast.images, plain.images) and fast.final == plain.final
