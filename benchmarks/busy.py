@@ -39,7 +39,7 @@ def render(config: str, threads: str, steps: int | None, out: Path) -> tuple[flo
     subprocess.run(command, check=True, cwd=ROOT)
     seconds = time.perf_counter() - started
     sidecar = json.loads(next(out.rglob("grid.json")).read_text())
-    return seconds, sidecar["engine"].get("threads", {})
+    return seconds, sidecar["timing"].get("threads", {})
 
 
 def main() -> None:

@@ -434,7 +434,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("atlas", boolean, "Then build the static web atlas of the output folder, as fv atlas OUT does.", job=False, flag=True),
     Option("deterministic", boolean, "Use torch's deterministic algorithms, so that the same command on the same GPU writes the same bytes (slower on CUDA; the CPU always is).", job=False, flag=True),
     Option("compile", choice(*COMPILE_CHOICES), "torch.compile the model up to its layers: auto (on CUDA, when the run's steps for one batch shape repay the compile time), on, or off.", job=False, metavar="|".join(COMPILE_CHOICES)),
-    Option("threads", count_or_auto(MAX_THREADS), "CPU threads for the model's arithmetic. auto: at the start of a run on the CPU, one step of the first job is timed with 1, 2, 4 ... threads up to torch's default (the cores; OMP_NUM_THREADS lowers it) and the fastest is kept: on a machine where another process holds a core, fewer threads are many times faster.", job=False, metavar="N|auto"),
+    Option("threads", count_or_auto(MAX_THREADS), "CPU threads for the model's arithmetic. auto: at the start of a run on the CPU, torch's default (the cores; OMP_NUM_THREADS lowers it) when the machine's cores are idle; else one step of the first job is timed with 1, 2, 4 ... threads up to it and the fastest is kept: where another process holds a core, fewer threads are many times faster.", job=False, metavar="N|auto"),
 )
 
 OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}

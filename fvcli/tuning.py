@@ -1,7 +1,8 @@
 """Choices fv makes by measuring rather than by rule, each measured once and remembered.
 
-`--threads auto` times a step with 1, 2, 4 ... CPU threads and keeps the fastest, anew each run:
-what is free changes from one run to the next. On a 2-core machine where another process held one
+`--threads auto` keeps torch's default (a thread a core) when the machine's cores are idle, and
+else times a step with 1, 2, 4 ... CPU threads and keeps the fastest, anew each run: what is free
+changes from one run to the next. On a 2-core machine where another process held one
 core, a GoogLeNet step took 12 times longer with torch's default of 2 threads than with 1: each
 operation's threads wait at a barrier for the one that the other process preempted.
 `--dtype auto` times an optimization step of the job's model in bf16 autocast and in float32 and
@@ -129,13 +130,42 @@ def thread_counts(most: int) -> list[int]:
     return sorted({1, most, *(2**k for k in range(1, most.bit_length()) if 2**k < most)})
 
 
+IDLE_WINDOW = 0.25  # seconds over which the machine's idle cores are counted
+
+
+def idle_cores(window: float = IDLE_WINDOW) -> float | None:
+    """How many cores the whole machine left idle over `window` seconds (Linux's /proc/stat), or
+    None where that cannot be read."""
+
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:9]]  # user .. steal; guests are in user
+        return values[3] + values[4], sum(values)  # idle and iowait, of all
+
+    try:
+        idle, total = read()
+        time.sleep(window)
+        idle_after, total_after = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total_after <= total:
+        return None
+    return (idle_after - idle) / (total_after - total) * (os.cpu_count() or 1)
+
+
 def choose_threads(step: Callable[[], None], most: int) -> dict:
-    """The fastest thread count for `step` (one optimization step of a small batch on the CPU), from
-    thread_counts(most); leaves torch set to it. {"threads", "how", "seconds": {count: s}}."""
+    """The thread count for the model's arithmetic, up to `most`, leaving torch set to it. When
+    the machine's cores are all idle, `most` (torch's default, right for an idle machine) without
+    timing; else the fastest count of thread_counts(most) for `step` (one optimization step of a
+    small batch on the CPU). {"threads", "how", "idle_cores", "seconds": {count: s}}."""
     counts = thread_counts(most)
     if len(counts) == 1:
         torch.set_num_threads(1)
         return {"threads": 1, "how": "one thread is all this process may use"}
+    idle = idle_cores()
+    if idle is not None and idle >= most - 0.25:
+        torch.set_num_threads(most)
+        return {"threads": most, "how": f"the machine's cores were idle ({idle:.2f} of {os.cpu_count()}, over {IDLE_WINDOW} s)", "idle_cores": round(idle, 2)}
     cpu = torch.device("cpu")
     torch.set_num_threads(most)
     step()  # kernel selection and first-touch allocations, alike for every count: not timed
@@ -155,5 +185,6 @@ def choose_threads(step: Callable[[], None], most: int) -> dict:
     return {
         "threads": chosen,
         "how": "timed: the fastest of these thread counts in one step of the run's first job",
+        "idle_cores": None if idle is None else round(idle, 2),
         "seconds": {str(count): round(s, 5) for count, s in seconds.items()},
     }
