@@ -15,15 +15,22 @@ from __future__ import annotations
 PREPROCESSING = {"mean": (127.5 / 255,) * 3, "std": (128 / 255,) * 3}
 
 
+def _mtcnn():
+    try:
+        from facenet_pytorch.models import mtcnn
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            f"{error.name} is missing; install MTCNN's networks with "
+            "`pip install --no-deps facenet-pytorch==2.6.0 && pip install requests` (its metadata pins an old torch)"
+        ) from None
+    return mtcnn
+
+
 def onet():
     """ONet, MTCNN's last stage: 48 px RGB crops; dense6_1 are the face logits (index 1: face)."""
-    from facenet_pytorch.models.mtcnn import ONet
-
-    return ONet(), {**PREPROCESSING, "size": 48}
+    return _mtcnn().ONet(), {**PREPROCESSING, "size": 48}
 
 
 def rnet():
     """RNet, MTCNN's middle stage: 24 px RGB crops; dense5_1 are the face logits (index 1: face)."""
-    from facenet_pytorch.models.mtcnn import RNet
-
-    return RNet(), {**PREPROCESSING, "size": 24}
+    return _mtcnn().RNet(), {**PREPROCESSING, "size": 24}
