@@ -10,11 +10,12 @@ a lock file left behind never blocks; the last holder removes it.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 from fvcli.errors import FvError
-from fvcli.output import remove_empty_folders
+from fvcli.output import open_regular, remove_empty_folders
 
 try:
     import fcntl
@@ -73,8 +74,12 @@ class FolderLocks:
             try:
                 # Read-only: flock needs no more, and a file held open for writing would keep the
                 # file system from being remounted read-only.
-                fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+                fd = open_regular(path, os.O_RDONLY | os.O_CREAT)
             except OSError as error:
+                if error.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
+                    raise FvError(f"{path} is a symbolic link; fv keeps a regular lock file there: remove the link") from None
+                if error.errno == errno.EINVAL and error.strerror and "fv keeps" in error.strerror:
+                    raise FvError(f"{error.strerror}: remove it") from None
                 raise FvError(f"cannot write to output folder {folder}: {error.strerror or error} [Errno {error.errno}]") from None
             try:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
@@ -90,8 +95,12 @@ class FolderLocks:
             if current:
                 break
             os.close(fd)
-        try:  # for the message another run would print
-            path.write_text(f"{os.getpid()}\n")
+        try:  # for the message another run would print; the file fv holds, not what a link names
+            writer = open_regular(path, os.O_WRONLY | os.O_TRUNC)
+            try:
+                os.write(writer, f"{os.getpid()}\n".encode())
+            finally:
+                os.close(writer)
         except OSError:
             pass
         self.held.append((path, fd))

@@ -65,6 +65,28 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+# A file fv keeps beside its output (a lock, the tuning cache's lock) is opened without following a
+# symbolic link in its place, and without waiting on a FIFO: either would let whoever made the link
+# or FIFO point fv's writes at another file, or stop fv forever.
+SAFE_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
+    """os.open(path, flags) for a regular file only: a symbolic link, FIFO, device or folder in its
+    place raises OSError (ELOOP, or EINVAL with a message that says what is there)."""
+    import errno
+    import stat
+
+    fd = os.open(path, flags | SAFE_OPEN, mode)
+    kind = os.fstat(fd).st_mode
+    if not stat.S_ISREG(kind):
+        os.close(fd)
+        what = "a FIFO" if stat.S_ISFIFO(kind) else "a device" if stat.S_ISCHR(kind) or stat.S_ISBLK(kind) else "not a regular file"
+        raise OSError(errno.EINVAL, f"{path} is {what}; fv keeps a regular file there")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def check_output_folders(folders: list[tuple[Path, str]], writable: bool = True) -> None:
     """FvError unless every (folder, origin) could be written and no two origins share a folder.
     Nothing is left behind: a probe file is created and removed in the deepest folder that exists

@@ -25,6 +25,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from fvcli.output import open_regular
+
 CACHE_FILE = "tuning.json"
 BF16_MARGIN = 0.9  # bf16 is chosen only when its step takes under 90% of float32's
 THREADS_MARGIN = 0.9  # more threads are chosen only when their step takes under 90% of fewer's
@@ -39,7 +41,8 @@ def cache_dir() -> Path:
 
 def _read() -> dict:
     try:
-        data = json.loads((cache_dir() / CACHE_FILE).read_text())
+        with os.fdopen(open_regular(cache_dir() / CACHE_FILE, os.O_RDONLY)) as f:  # never a FIFO's wait
+            data = json.loads(f.read())
     except (OSError, ValueError):
         return {}  # no cache yet, or a broken one: measure again
     return data if isinstance(data, dict) else {}
@@ -70,8 +73,8 @@ def _exclusive() -> Iterator[None]:
     together then wait for the first one's measurement and make the same choice."""
     try:
         cache_dir().mkdir(parents=True, exist_ok=True)
-        lock = open(cache_dir() / "tuning.lock", "a")
-    except OSError:
+        lock = os.fdopen(open_regular(cache_dir() / "tuning.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a")
+    except OSError:  # also a link, FIFO or device in the lock's place: not followed, not waited on
         yield  # no cache to share: each process measures for itself
         return
     with lock:
