@@ -46,9 +46,18 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     WriteError (naming `path`) when the file system refuses; the temporary file is removed."""
     from fvcli.errors import WriteError
 
+    import errno
+    import stat
+
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # never renamed over a device, FIFO or folder (as root, over /dev/null)
+            kind = os.lstat(path).st_mode
+            if not (stat.S_ISREG(kind) or stat.S_ISLNK(kind)):
+                raise OSError(errno.EEXIST, "exists and is not a regular file")
+        except FileNotFoundError:
+            pass
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         write(Path(tmp))

@@ -192,6 +192,8 @@ def measure_folder(folder: str, output: str, size: int, colour: str, say: Callab
     target = Path(output).expanduser()
     if target.is_dir():
         raise FvError(f"--output {output}: a folder; expected a file name such as spectrum.pt")
+    if (target.exists() or target.is_symlink()) and not target.is_file():  # a device, FIFO or dangling link
+        raise FvError(f"--output {output}: exists and is not a regular file; expected a file name such as spectrum.pt")
     try:
         check_output_folders([(target.parent, f"--output {output}")])
     except FvError as error:

@@ -57,3 +57,23 @@ def test_a_tuning_cache_of_fifos_and_links_neither_hangs_a_run_nor_is_followed(t
     done = fv_subprocess("render", *RUN, "--dtype", "auto", "--out", str(tmp_path / "b"), env={**os.environ, "FV_CACHE_DIR": str(other)})
     assert done.returncode == 0, done.stderr
     assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fv_spectrum_never_renames_over_a_fifo_or_device(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (200, 100, 50)).save(photos / "a.png")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target in (fifo, tmp_path / "dangling"):
+        if target.name == "dangling":
+            target.symlink_to(tmp_path / "nowhere" / "x.pt")
+        message = fv("spectrum", str(photos), "-o", str(target), code=2)
+        assert "exists and is not a regular file" in message and len(message.strip().splitlines()) == 1
+    assert fifo.is_fifo()
+    message = fv("spectrum", str(photos), "-o", "/dev/null", code=2)
+    assert "exists and is not a regular file" in message
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
