@@ -433,7 +433,7 @@ def _load_directions(path: str) -> tuple[torch.Tensor, str]:
     vector's). Pickled objects are refused, in one line."""
     data, digest = _read(path, "direction file", "a .npy or .pt file of one vector, or a K x C matrix of K vectors")
     refused = "not a tensor file fv can load safely (only tensors saved with torch.save are read; pickled objects are refused)"
-    if Path(path).suffix == ".npy":
+    if Path(path).suffix.lower() == ".npy":  # a.NPY too: Windows and cameras write upper case
         import numpy
 
         try:

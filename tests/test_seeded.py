@@ -204,11 +204,12 @@ def test_a_photo_path_is_relative_to_the_working_directory(tmp_path, photo, monk
 # ---- many directions from one file ----
 
 
-@pytest.mark.parametrize("suffix", [".npy", ".pt"])
+@pytest.mark.parametrize("suffix", [".npy", ".pt", ".NPY"])
 def test_a_matrix_of_directions_renders_one_unit_per_row_in_one_product(tmp_path, suffix):
     matrix = torch.randn(5, CHANNELS, generator=torch.Generator().manual_seed(1))
     path = tmp_path / f"dirs{suffix}"
-    numpy.save(path, matrix.numpy()) if suffix == ".npy" else torch.save(matrix, path)
+    with open(path, "wb") as file:  # numpy.save would add .npy to a.NPY
+        numpy.save(file, matrix.numpy()) if suffix.lower() == ".npy" else torch.save(matrix, file)
     target = f"direction(conv3, '{path}')"
     sidecar = render(tmp_path, target)[target]
     assert sidecar["objective"] == f"target: {target}, maximized (one unit per direction of its range)"

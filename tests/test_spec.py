@@ -94,3 +94,29 @@ def test_missing_spec_file(tmp_path):
 def test_fft_is_another_name_for_fourier(tmp_path):
     jobs, _ = load_spec(write(tmp_path, "param: fft\njobs: [{layer: a}]"), {})
     assert jobs[0].settings.param == "fourier"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    """A 1 KB spec whose aliases nest 9 deep holds 9^9 values once expanded (it took 279 s and
+    6.7 GB when an error message quoted it)."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 9)}]" for k in range(1, 9)]
+    lines += [f"steps: [{', '.join(['*a8'] * 9)}]", "jobs: [{layer: conv2, channels: 0}]"]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(FvError, match=r"aliases \(\*name\) expand to more than 100,000 values"):
+        load_spec(path, {})
+
+
+def test_yaml_merge_keys_and_anchors_under_x_keys(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        x-small: &small {steps: 8, size: 48}
+        model: googlenet
+        jobs:
+          - {<<: *small, layer: mixed4a, channels: 0}
+          - {<<: *small, layer: mixed4a, channels: 1, steps: 16}   # its own key wins over the merged one
+        """,
+    )
+    jobs, _ = load_spec(path, {})
+    assert [(j.settings.steps, j.settings.size) for j in jobs] == [(8, 48), (16, 48)]
