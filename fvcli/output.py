@@ -243,12 +243,20 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def _fit(text: str, font: ImageFont.ImageFont, width: int) -> str:
-    """The text, cut with an ellipsis to fit `width` pixels."""
+    """The text, cut with an ellipsis to fit `width` pixels: the longest prefix that fits, found by
+    bisection over at most `width` characters (no glyph is under a pixel wide), so a label of an
+    inline direction (tens of thousands of characters) costs a few measurements, not one each."""
+    text = text[: width + 1]
     if font.getlength(text) <= width:
         return text
-    while text and font.getlength(text + "…") > width:
-        text = text[:-1]
-    return text + "…"
+    low, high = 0, len(text)  # text[:low] + "…" fits (or low is 0); text[:high] + "…" does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if font.getlength(text[:middle] + "…") <= width:
+            low = middle
+        else:
+            high = middle
+    return text[:low] + "…"
 
 
 def grid_shape(count: int) -> tuple[int, int]:

@@ -77,3 +77,4 @@ def test_fv_spectrum_never_renames_over_a_fifo_or_device(tmp_path):
     message = fv("spectrum", str(photos), "-o", "/dev/null", code=2)
     assert "exists and is not a regular file" in message
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+

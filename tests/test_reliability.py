@@ -272,3 +272,19 @@ def test_a_cut_png_is_rendered_again_and_a_finished_job_says_all_units_already_r
     assert read_record(png) is None
     output = fv(*command)
     assert "3 units already rendered" in output and png.read_bytes() == whole
+
+
+def test_a_grid_label_of_forty_thousand_characters_is_cut_in_a_few_measurements():
+    """An inline direction of a 2,048-channel layer is a one-unit target of ~20,000 characters, and
+    its grid label was cut one character at a time (40,000: unfinished after 24 minutes)."""
+    from PIL import Image
+
+    from fvcli.output import _font, _fit, make_grid
+
+    label = "direction(mixed4a, [" + ", ".join(["0.123456"] * 4000) + "])"
+    assert len(label) > 40_000
+    font = _font(10)
+    cut = _fit(label, font, 92)
+    assert cut.endswith("…") and font.getlength(cut) <= 92 and font.getlength(label[: len(cut)] + "…") > 92
+    grid = make_grid([([Image.new("RGB", (96, 96))], label, "ok")], 96)
+    assert grid.width >= 96
