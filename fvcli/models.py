@@ -266,8 +266,7 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False, module:
     elif weights != "default":
         raise FvError(f"--weights {weights}: file not found (expected default, random, a weights name or a state-dict file)")
 
-    module.eval()
-    module.requires_grad_(False)
+    prepare(module)
     return LoadedModel(
         name=model,
         module=module,
@@ -279,6 +278,21 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False, module:
         aliases=dict(aliases),
         categories=categories or imagenet_categories(),
     )
+
+
+def prepare(module: torch.nn.Module) -> None:
+    """A model as fv renders with it, in place: evaluation mode, no weight gradients, half-precision
+    weights in float32 (fv's image and optimizer are float32; bf16 autocast is fv's choice, by
+    --dtype), and no in-place activations: a ReLU(inplace=True) after a layer overwrites the
+    layer's captured output as soon as a deeper layer is computed in the same pass (VGG's
+    features.0/features.1), so its values would depend on what else is rendered beside it."""
+    module.eval()
+    module.requires_grad_(False)
+    if any(t.dtype in (torch.float16, torch.bfloat16) for t in (*module.parameters(), *module.buffers())):
+        module.float()
+    for layer in module.modules():
+        if getattr(layer, "inplace", False) is True:
+            layer.inplace = False
 
 
 def imagenet_categories() -> tuple[str, ...]:

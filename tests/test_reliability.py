@@ -288,3 +288,30 @@ def test_a_grid_label_of_forty_thousand_characters_is_cut_in_a_few_measurements(
     assert cut.endswith("…") and font.getlength(cut) <= 92 and font.getlength(label[: len(cut)] + "…") > 92
     grid = make_grid([([Image.new("RGB", (96, 96))], label, "ok")], 96)
     assert grid.width >= 96
+
+
+def test_a_layer_overwritten_by_a_later_in_place_relu_reads_its_own_output():
+    """conv -> ReLU(inplace=True), as torchvision's VGG features.0/features.1: when a deeper layer
+    is in the same forward pass, the ReLU used to overwrite the conv's captured output, so -0:0
+    started from another value beside a unit of layer 2 than alone."""
+    import torch
+    from torch import nn
+
+    import fvcli
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3), nn.ReLU())
+    options = {"steps": 1, "size": 24, "weights": "random", "dtype": "float32", "pre_relu": "off"}
+    alone = fvcli.render(model, "-0:0-3", **options).records
+    beside = [r for job in fvcli.render(model, "-0:0-3", "2:0", **options).jobs for r in job.records if r["objective"].startswith("-0:")]
+    assert [r["activation_start"] for r in alone] == [r["activation_start"] for r in beside]
+    assert any(r["activation_start"] > 0 for r in alone)  # negative images of a conv that goes below 0
+    assert isinstance(model[1], nn.ReLU) and model[1].inplace  # the caller's model is as it was
+
+
+def test_a_float16_factory_renders_in_float32(tmp_path):
+    factory = tmp_path / "half.py"
+    factory.write_text("import torch\nfrom torch import nn\n\ndef make():\n    torch.manual_seed(0)\n    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)).half()\n")
+    fv("layers", "--model", f"{factory}:make", "--size", "24")
+    fv("render", "2:0", "--model", f"{factory}:make", "--size", "24", "--steps", "2", "--out", str(tmp_path / "out"), "-q")
+    assert (tmp_path / "out" / "half.make" / "2" / "2_0000.png").is_file()
