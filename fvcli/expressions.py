@@ -12,10 +12,13 @@ the one place targets are parsed, so an object and its text can never mean diffe
 
 from __future__ import annotations
 
+import itertools
+import operator
 from typing import Any, Iterable
 
 from fvcli.errors import FvError
-from fvcli.targets import Interpolation, Target, TargetError, describe_channels, parse_target
+from fvcli.limits import MAX_UNITS
+from fvcli.targets import Interpolation, Target, TargetError, describe_channels, parse_target, quoted
 
 __all__ = [
     "channel", "neuron", "deepdream", "logit", "probability", "direction", "direction_neuron", "caricature", "inversion",
@@ -23,17 +26,42 @@ __all__ = [
 ]
 
 
+def _index(value: Any, what: str) -> int:
+    """An integer as given (int, numpy or 0-d torch integer), never a float cut down to one."""
+    if isinstance(value, bool):
+        raise FvError(f"{what}: expected an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise FvError(f"{what}: expected an integer, got {shown}") from None
+
+
 def _channels(channels: int | Iterable[int] | None) -> str:
     if channels is None:
         return ""
-    if isinstance(channels, bool):
-        raise FvError(f"expected a channel index or indices, got {channels!r}")
-    if isinstance(channels, int):
+    if isinstance(channels, range) and channels.step == 1 and len(channels) > 0:  # its ends, not its items
+        first, last = _index(channels.start, "channel"), _index(channels.stop, "channel") - 1
+        if last - first + 1 > MAX_UNITS:
+            raise FvError(f"target: {last - first + 1:,} channels; at most {MAX_UNITS:,} units a job")
+        return f":{first}" if first == last else f":{first}-{last}"
+    if not isinstance(channels, Iterable) or isinstance(channels, (str, bytes)):
         channels = [channels]
-    channels = sorted(set(int(c) for c in channels))
-    if not channels:
+    taken = list(itertools.islice(channels, MAX_UNITS + 1))  # a generator of 10^8 is never listed whole
+    if len(taken) > MAX_UNITS:
+        raise FvError(f"target: more than {MAX_UNITS:,} channels; at most {MAX_UNITS:,} units a job")
+    indices = sorted(set(_index(c, "channel") for c in taken))
+    if not indices:
         raise FvError("target: expected at least one channel index")
-    return ":" + describe_channels(tuple(channels))
+    return ":" + describe_channels(tuple(indices))
+
+
+def _quoted(text: str, what: str) -> str:
+    """`text` in quotes as the grammar reads it back (targets.quoted)."""
+    try:
+        return quoted(text)
+    except ValueError:
+        raise FvError(f"{what} {text!r}: a name with both ' and \" cannot be written in a target; rename it") from None
 
 
 def _parsed(text: str) -> Any:
@@ -59,7 +87,7 @@ def neuron(layer: str, channels: int | Iterable[int], y: int | None = None, x: i
     """A channel at one position, (y, x), or the centre: `neuron("mixed4b", 3)`."""
     if (y is None) != (x is None):
         raise FvError("neuron(): give both y and x, or neither (the centre)")
-    where = "" if y is None else f", y={int(y)}, x={int(x)}"
+    where = "" if y is None else f", y={_index(y, 'neuron(): y')}, x={_index(x, 'neuron(): x')}"
     return _parsed(f"neuron({layer}{_channels(channels)}{where})")
 
 
@@ -69,7 +97,7 @@ def deepdream(layer: str) -> Target:
 
 
 def _label(label: int | str) -> str:
-    return str(label) if isinstance(label, int) and not isinstance(label, bool) else repr(str(label))
+    return str(label) if isinstance(label, int) and not isinstance(label, bool) else _quoted(str(label), "class name")
 
 
 def _element(element: str | int | None) -> str:
@@ -92,11 +120,14 @@ def _vector(vector: Any) -> str:
     """A direction as the grammar writes it: a file path, `random:K`, or inline numbers (a list,
     tuple, tensor or array; written with 6 significant digits)."""
     if isinstance(vector, str):
-        return vector if vector.startswith("random") else repr(vector)
-    if hasattr(vector, "detach"):
-        vector = vector.detach().cpu().flatten().tolist()
-    elif hasattr(vector, "tolist"):
-        vector = vector.tolist()
+        return vector if vector.startswith("random") else _quoted(vector, "direction file")
+    if hasattr(vector, "detach") or hasattr(vector, "tolist"):
+        shape, dtype = tuple(getattr(vector, "shape", ())), str(getattr(vector, "dtype", ""))
+        if len(shape) != 1:
+            raise FvError(f"direction(): expected a 1-D vector, got shape {shape}; K directions (K x C) go in a .npy or .pt file")
+        if "complex" in dtype:
+            raise FvError(f"direction(): expected real numbers, got {dtype}")
+        vector = vector.detach().cpu().tolist() if hasattr(vector, "detach") else vector.tolist()
     numbers = list(vector)
     if not numbers or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
         raise FvError("direction(): expected a 1-D vector of numbers, a file path, or 'random:K'")
@@ -117,14 +148,14 @@ def direction_neuron(layer: str, vector: Any) -> Target:
 def caricature(layer: str, photo: str, cossim_pow: float | None = None) -> Target:
     """A caricature of a photo (a file path): what the layer sees in it, exaggerated."""
     power = "" if cossim_pow is None else f", cossim_pow={cossim_pow:g}"
-    return _parsed(f"caricature({layer}, {str(photo)!r}{power})")
+    return _parsed(f"caricature({layer}, {_quoted(str(photo), 'photo')}{power})")
 
 
 def inversion(layer: str, photo: str) -> Target:
     """Feature inversion of a photo (a file path): an image whose activations at the layer match it."""
-    return _parsed(f"inversion({layer}, {str(photo)!r})")
+    return _parsed(f"inversion({layer}, {_quoted(str(photo), 'photo')})")
 
 
 def interpolate(start: Target | str, end: Target | str, frames: int = 8) -> Interpolation:
     """Frames from `start` to `end`, each maximizing (1 - t) start + t end, sharing a layout."""
-    return _parsed(f"interpolate({start}, {end}, frames={int(frames)})")
+    return _parsed(f"interpolate({start}, {end}, frames={_index(frames, 'interpolate(): frames')})")

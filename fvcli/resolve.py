@@ -427,6 +427,9 @@ def _read(path: str, what: str, expected: str) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
+MAX_DIRECTION_VALUES = 2**27  # 512 MiB of float32: 100,000 directions of 1,342 channels
+
+
 def _load_directions(path: str) -> tuple[torch.Tensor, str]:
     """A .npy or .pt file of one direction (C,) or of K directions (K, C), as a (K, C) matrix, and
     the file's sha256. Entries are finite and at most MAX_WEIGHT in magnitude (like an inline
@@ -438,6 +441,10 @@ def _load_directions(path: str) -> tuple[torch.Tensor, str]:
 
         try:
             array = numpy.load(io.BytesIO(data), allow_pickle=False)
+            if array.dtype.kind not in "biuf":  # complex, strings, dates: nothing to cast silently
+                raise FvError(f"direction file {path}: an array of {array.dtype} values; expected real numbers")
+            if array.size > MAX_DIRECTION_VALUES:
+                raise FvError(f"direction file {path}: {array.size:,} values; at most {MAX_DIRECTION_VALUES:,}")
             matrix = torch.as_tensor(array, dtype=torch.float32)
         except ValueError as error:
             if not data.startswith(b"\x93NUMPY"):  # numpy takes any other bytes for a pickle
@@ -447,6 +454,8 @@ def _load_directions(path: str) -> tuple[torch.Tensor, str]:
             else:
                 reason = _first_line(error)
             raise FvError(f"direction file {path}: not an array of numbers fv can read ({reason})") from None
+        except FvError:
+            raise
         except Exception as error:
             raise FvError(f"direction file {path} cannot be read ({_first_line(error)})") from None
     else:
@@ -457,6 +466,10 @@ def _load_directions(path: str) -> tuple[torch.Tensor, str]:
             raise FvError(f"direction file {path}: {error if damaged else refused}") from None
         if not isinstance(loaded, torch.Tensor):
             raise FvError(f"direction file {path}: it holds a {type(loaded).__name__}, not a tensor")
+        if loaded.is_complex() or not (loaded.is_floating_point() or loaded.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+            raise FvError(f"direction file {path}: a tensor of {loaded.dtype}; expected real numbers")
+        if loaded.numel() > MAX_DIRECTION_VALUES:  # before .float(): an expanded (stride 0) tensor is small on disk
+            raise FvError(f"direction file {path}: {loaded.numel():,} values; at most {MAX_DIRECTION_VALUES:,}")
         matrix = loaded.float()
     if matrix.dim() == 1:
         matrix = matrix[None]

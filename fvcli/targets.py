@@ -125,6 +125,15 @@ def describe_channels(channels: tuple[int, ...]) -> str:
 # ---- the expression grammar ----
 
 
+
+def quoted(text: str) -> str:
+    """`text` between quotes as the grammar reads it back: it has no escapes, so as it is, between
+    ' or else " (ValueError when it holds both)."""
+    for quote in "'\"":
+        if quote not in text:
+            return f"{quote}{text}{quote}"
+    raise ValueError(f"{text!r} holds both ' and \", which a target cannot quote")
+
 @dataclass(frozen=True)
 class Atom:
     """One objective of a target, before the model is known (layers are names as written)."""
@@ -170,16 +179,16 @@ class Atom:
             label = self.label
             plain = isinstance(label, int) or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(label))
             element = "" if self.element is None else f"@{self.element}"
-            return f"{self.kind}{element}:{label if plain else repr(str(label))}"
+            return f"{self.kind}{element}:{label if plain else quoted(str(label))}"
         if self.kind in PHOTOS:
             power = "" if self.cossim_pow is None else f", cossim_pow={self.cossim_pow:g}"
-            return f"{self.kind}({self.layer}, {self.photo!r}{power})"
+            return f"{self.kind}({self.layer}, {quoted(self.photo)}{power})"
         if isinstance(self.vector, tuple):
             vector = "[" + ", ".join(f"{v:g}" for v in self.vector) + "]"
         elif self.vector.startswith("random"):
             vector = self.vector
         else:
-            vector = repr(self.vector)
+            vector = quoted(self.vector)
         rows = "" if self.rows is None else f"[{describe_channels(self.rows)}]"
         return f"{self.kind}({self.layer}, {vector}){rows}"
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import numpy
 import torch
 import torchvision
 from click.testing import CliRunner
@@ -347,3 +348,40 @@ def test_the_notebook_runs_in_a_jupyter_kernel_and_shows_its_images(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(NOTEBOOK.parents[1]), os.environ.get("PYTHONPATH", "")])}
     NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute(env=env)
     _shows_its_images(json.loads(nbformat.writes(notebook)))
+
+
+def test_the_objects_never_truncate_what_they_are_given(tmp_path):
+    """Issue 22, B5 and C10: floats are not cut to integers, a matrix is not flattened into one
+    direction, a complex vector keeps no half of itself, a path is written so the grammar reads it
+    back, and a range of 10^8 channels is refused before it is listed."""
+    bad = {
+        "channel [2.7]": lambda: fvcli.channel("conv2", [2.7]),
+        "neuron y=1.9": lambda: fvcli.neuron("conv2", 1, y=1.9, x=0),
+        "frames=2.9": lambda: fvcli.interpolate(fvcli.channel("conv2", 0), fvcli.channel("conv2", 1), frames=2.9),
+        "2x8 tensor": lambda: fvcli.direction("conv2", torch.ones(2, 8)),
+        "complex": lambda: fvcli.direction("conv2", torch.ones(8, dtype=torch.complex64)),
+        "10^8 channels": lambda: fvcli.channel("conv2", range(10**8)),
+        "10^8 generator": lambda: fvcli.channel("conv2", (c for c in range(10**8))),
+    }
+    for what, make in bad.items():
+        with pytest.raises(fvcli.FvError):
+            make()
+    assert str(fvcli.channel("conv2", range(2, 6))) == "conv2:2-5"
+    assert str(fvcli.channel("conv2", numpy.int64(3))) == "conv2:3"
+    odd = tmp_path / "a\\b 'c'.png"  # a backslash and single quotes: written between double quotes
+    assert fvcli.caricature("conv2", str(odd)).describe().endswith(f'"{odd}")')
+
+
+def test_a_direction_file_is_checked_before_it_is_made_whole(tmp_path):
+    """An expanded (stride-0) tensor is 1.7 KB on disk and 400 GB made whole; a complex one would
+    lose its imaginary part."""
+    huge = tmp_path / "huge.pt"
+    torch.save(torch.zeros(1).expand(20_000, 8_192), huge)
+    assert huge.stat().st_size < 4096
+    with pytest.raises(fvcli.FvError, match="values; at most"):
+        fvcli.render(make(), f"direction(conv3, '{huge}')", **FAST)
+    for name, value in (("c.pt", torch.ones(8, dtype=torch.complex64)), ("c.npy", numpy.ones(8, dtype=numpy.complex64))):
+        path = tmp_path / name
+        torch.save(value, path) if name.endswith(".pt") else numpy.save(path, value)
+        with pytest.raises(fvcli.FvError, match="expected real numbers"):
+            fvcli.render(make(), f"direction(conv3, '{path}')", **FAST)
