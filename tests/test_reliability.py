@@ -13,11 +13,11 @@ import pytest
 
 from conftest import TINY, fv
 from fvcli.errors import FvError, WriteError
-from fvcli.jobs import safe_component
-from fvcli.locks import LOCK_NAME, FolderLocks
+from fvcli.run.jobs import safe_component
+from fvcli.run.locks import LOCK_NAME, FolderLocks
 from fvcli.messages import plural
-from fvcli.output import read_record
-from fvcli.writer import Writer
+from fvcli.run.output import read_record
+from fvcli.run.writer import Writer
 
 FAST = ["--model", TINY, "--weights", "random", "--size", "32", "--dtype", "float32"]
 

@@ -33,20 +33,20 @@ from torch import Tensor
 from tqdm import tqdm
 
 from fvcli.version import __version__
-from fvcli.capture import forward_to, layer_shapes
-from fvcli.devices import pick_device
-from fvcli.engine import input_normalization
+from fvcli.models.capture import forward_to, layer_shapes
+from fvcli.run.devices import pick_device
+from fvcli.optvis.engine import input_normalization
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FvError
-from fvcli.images import Placement, list_images, load_image, open_upright, to_channels
-from fvcli.jobs import JobRequest
-from fvcli.layer_keys import LayerError, Layout, ResolvedLayer, channels_first, input_channels, probe_images
+from fvcli.optvis.images import Placement, list_images, load_image, open_upright, to_channels
+from fvcli.run.jobs import JobRequest
+from fvcli.models.layer_keys import LayerError, Layout, ResolvedLayer, channels_first, input_channels, probe_images
 from fvcli.messages import plural, progress_bar
-from fvcli.models import LoadedModel, load_model, model_key
-from fvcli.normalization import Normalization
-from fvcli.output import BACKGROUND, GAP, SCHEMA_VERSION, atomic_write, check_output_folders, save_png, write_json
-from fvcli.resolve import Resolver
-from fvcli.settings import EXAMPLES_CPU_BATCH, EXAMPLES_CUDA_BATCH, ExamplesSettings, RunSettings
-from fvcli.signals import StopOnSignals
+from fvcli.models.registry import LoadedModel, load_model, model_key
+from fvcli.models.normalization import Normalization
+from fvcli.run.output import BACKGROUND, GAP, SCHEMA_VERSION, atomic_write, check_output_folders, save_png, write_json
+from fvcli.run.resolve import Resolver
+from fvcli.specs.settings import EXAMPLES_CPU_BATCH, EXAMPLES_CUDA_BATCH, ExamplesSettings, RunSettings
+from fvcli.run.signals import StopOnSignals
 
 EXAMPLES_VERSION = 3  # raise when the same images, model and settings give different examples
 DEFAULT_INPUT_SIZE = 224  # px, for models that declare no input size of their own

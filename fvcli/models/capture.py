@@ -3,7 +3,7 @@
 Stopping early means no computation past the deepest layer an objective reads, whatever the
 model's structure: the hook that completes the set raises, and the caller catches it. Hooks are
 always removed, even when the forward pass fails. A pre-ReLU twin (`LAYER_pre_relu`) is captured
-by its layer's hook, from what the ReLU watch saw (fvcli.prerelu).
+by its layer's hook, from what the ReLU watch saw (fvcli.models.prerelu).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
-from fvcli.layer_keys import LayerError, probe_images, select, split_key
-from fvcli.prerelu import Watch, twin_base
+from fvcli.models.layer_keys import LayerError, probe_images, select, split_key
+from fvcli.models.prerelu import Watch, twin_base
 
 
 class _AllCaptured(Exception):

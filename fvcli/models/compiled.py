@@ -1,10 +1,10 @@
 """torch.compile of a model's forward pass up to the layers a job reads.
 
-fv's eager forward stops at the deepest layer with a hook that raises (fvcli.capture), which
+fv's eager forward stops at the deepest layer with a hook that raises (fvcli.models.capture), which
 Dynamo cannot trace. The compiled path traces the model with torch.fx instead, keeps only the
 nodes the requested layers need (torchvision's feature extraction), and compiles that. A model
 that torch.fx cannot trace stays eager, and the sidecar says why. So do forwards that read a
-pre-ReLU twin: fv finds those by watching ReLU calls (fvcli.prerelu), which a traced graph does not make.
+pre-ReLU twin: fv finds those by watching ReLU calls (fvcli.models.prerelu), which a traced graph does not make.
 
 Compiled forwards are kept per model and layer set and reused by every batch; Dynamo compiles
 each batch shape once (dynamic=False), so a run's last, smaller batch costs one more compile.
@@ -18,8 +18,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from fvcli.layer_keys import select, split_key
-from fvcli.prerelu import twin_base
+from fvcli.models.layer_keys import select, split_key
+from fvcli.models.prerelu import twin_base
 
 MODE = "default"  # inductor's mode; max-autotune is measured by benchmarks/bench.py --compile-probe
 

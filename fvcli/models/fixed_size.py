@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fvcli.layer_keys import probe_images
-from fvcli.settings import MAX_SIZE
+from fvcli.models.layer_keys import probe_images
+from fvcli.specs.settings import MAX_SIZE
 
 
 @dataclass(frozen=True)

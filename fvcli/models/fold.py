@@ -21,8 +21,8 @@ from typing import Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
-from fvcli.capture import forward_to
-from fvcli.layer_keys import split_key
+from fvcli.models.capture import forward_to
+from fvcli.models.layer_keys import split_key
 
 TOLERANCE = 1e-3  # relative to the layer's largest magnitude
 

@@ -20,7 +20,7 @@ state-dict keys):
   `<block>_pool_reduce`: each branch after its ReLU.
 Every convolution module (`..._pre_relu_conv`) is observable too, before its ReLU. Lucid's own
 pre-ReLU names (`conv2d0_pre_relu`, `mixed4a_pre_relu`: the four branch convolutions concatenated,
-`mixed4a_3x3_pre_relu`) are fv's pre-ReLU twins of these layers (fvcli.prerelu), which need no
+`mixed4a_3x3_pre_relu`) are fv's pre-ReLU twins of these layers (fvcli.models.prerelu), which need no
 module here.
 
 TensorFlow's 'SAME' padding is emulated with an explicit pad before each convolution and max pool

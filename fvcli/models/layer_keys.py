@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fvcli.prerelu import SUFFIX, Watch
+from fvcli.models.prerelu import SUFFIX, Watch
 
 MAX_PREFIX_TOKENS = 8  # class, distillation and register tokens ahead of the patch grid
 OUTPUT_NAME = "output"  # what targets call the model's own output (the root module, path "")
@@ -203,7 +203,7 @@ def list_layers(model: nn.Module, size: int, device: torch.device | str = "cpu")
 
     One forward pass on a `size` x `size` image. Tuple and dict outputs are listed element by element
     (`path@0`); modules the forward pass never runs are left out. A module whose output a ReLU made
-    is followed by its pre-ReLU twin, `path_pre_relu` (see fvcli.prerelu). A model that returns a
+    is followed by its pre-ReLU twin, `path_pre_relu` (see fvcli.models.prerelu). A model that returns a
     tuple or dict ends the list with its elements, `output@ELEMENT` (no module may hold them).
     """
     entered: list[str] = []

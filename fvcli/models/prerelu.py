@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from fvcli.redirect import RELUS
+from fvcli.optvis.redirect import RELUS
 
 SUFFIX = "_pre_relu"
 _IN_PLACE = {torch.relu_, Tensor.relu_}

@@ -4,7 +4,7 @@ A loaded model is in eval mode with no parameter gradients, and carries its inpu
 and the identity of its weights (for the sidecar). Layers are named by `named_modules()` paths;
 a model may add aliases (GoogLeNet accepts the article's `mixed4a` for torchvision's `inception4a`),
 `output` is the model's own output (`output@logits` for an element of a tuple or dict it returns),
-and any name takes `_pre_relu` for its pre-ReLU twin (`mixed4a_pre_relu`, see fvcli.prerelu).
+and any name takes `_pre_relu` for its pre-ReLU twin (`mixed4a_pre_relu`, see fvcli.models.prerelu).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from fvcli.errors import FvError
-from fvcli.layer_keys import OUTPUT_NAME, hookable_modules
-from fvcli.normalization import Normalization
-from fvcli.prerelu import SUFFIX
-from fvcli.sources import TIMM_PREFIX, from_factory, from_module, from_timm, is_factory, is_torchscript, module_sha256, torchscript
-from fvcli.weights import Published, download, load_state, random_init, read_state, sha256_of
+from fvcli.models.layer_keys import OUTPUT_NAME, hookable_modules
+from fvcli.models.normalization import Normalization
+from fvcli.models.prerelu import SUFFIX
+from fvcli.models.sources import TIMM_PREFIX, from_factory, from_module, from_timm, is_factory, is_torchscript, module_sha256, torchscript
+from fvcli.models.weights import Published, download, load_state, random_init, read_state, sha256_of
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def _torchvision_entry(name: str) -> ModelEntry | None:
 
 
 def _inceptionv1_entry() -> ModelEntry:
-    from fvcli import inceptionv1
+    from fvcli.models import inceptionv1
 
     published = Published(
         inceptionv1.WEIGHTS_FILE, inceptionv1.WEIGHTS_URL, inceptionv1.NORMALIZATION, native_size=224, check_hash=False

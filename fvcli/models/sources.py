@@ -21,7 +21,7 @@ from torch import nn
 from fvcli.errors import FvError, raised
 
 if TYPE_CHECKING:
-    from fvcli.normalization import Normalization
+    from fvcli.models.normalization import Normalization
 
 
 def _import_factory(spec: str) -> Callable[[], Any]:

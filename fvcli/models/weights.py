@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from fvcli.errors import FvError
-from fvcli.layer_keys import input_channels
+from fvcli.models.layer_keys import input_channels
 
 if TYPE_CHECKING:
-    from fvcli.normalization import Normalization
+    from fvcli.models.normalization import Normalization
 
 DOWNLOAD_TIMEOUT_S = 60
 CALIBRATION_IMAGES = 8  # random images that set BatchNorm statistics for --weights random

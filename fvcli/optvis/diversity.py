@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fvcli.layer_keys import Layout, channels_first
+from fvcli.models.layer_keys import Layout, channels_first
 
 
 def gram_similarity(acts: Tensor, layout: Layout | None) -> Tensor:

@@ -18,21 +18,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fvcli import regularizers, transparency
-from fvcli.capture import forward_to
+from fvcli.optvis import regularizers, transparency
+from fvcli.models.capture import forward_to
 from fvcli.errors import FvError
-from fvcli.layer_keys import input_channels
+from fvcli.models.layer_keys import input_channels
 from fvcli.messages import plural
-from fvcli.models import LoadedModel
-from fvcli.normalization import IMAGENET, Normalization
-from fvcli.objectives import Objective, batch_plan, batch_values, layers_of, photo_terms
-from fvcli.devices import use_bf16
-from fvcli.diversity import gram_similarity
-from fvcli.param import PHOTO_PLACEMENT, SharedParam, make_param
-from fvcli.prelu import FrozenPReLU, has_prelu
-from fvcli.redirect import REDIRECT_STEPS, RedirectReLU
-from fvcli.settings import RenderSettings
-from fvcli.transforms import Draws, Pipeline
+from fvcli.models.registry import LoadedModel
+from fvcli.models.normalization import IMAGENET, Normalization
+from fvcli.optvis.objectives import Objective, batch_plan, batch_values, layers_of, photo_terms
+from fvcli.run.devices import use_bf16
+from fvcli.optvis.diversity import gram_similarity
+from fvcli.optvis.param import PHOTO_PLACEMENT, SharedParam, make_param
+from fvcli.optvis.prelu import FrozenPReLU, has_prelu
+from fvcli.optvis.redirect import REDIRECT_STEPS, RedirectReLU
+from fvcli.specs.settings import RenderSettings
+from fvcli.optvis.transforms import Draws, Pipeline
 
 
 class Stopped(Exception):
@@ -91,7 +91,7 @@ def dtype_name(settings: RenderSettings, device: torch.device) -> str:
 
 def describe(settings: RenderSettings, device: torch.device, normalization: Normalization | None, channels: int = 3, spectrum=None) -> dict:
     """Every setting that changes the image, with the values the engine uses, for the sidecar.
-    `spectrum`: the --spectrum file as read (fvcli.spectrum.Spectrum)."""
+    `spectrum`: the --spectrum file as read (fvcli.optvis.spectrum.Spectrum)."""
     param = make_param(settings.param, [0], 8, settings.decorrelate, channels, settings.alpha, spectrum)
     described = {
         "steps": settings.steps,
@@ -190,13 +190,13 @@ class _Scorer:
         self.bf16 = bf16
         self.plan = batch_plan(objectives, device)
         self.mean, self.std = _mean_std(normalization, device)
-        self.prelu = has_prelu(self.module)  # their backward pass is fvcli.prelu's (the same gradients, faster)
+        self.prelu = has_prelu(self.module)  # their backward pass is fvcli.optvis.prelu's (the same gradients, faster)
 
     def __call__(
         self, images: Tensor, extra: tuple[str, ...] = (), forward: Callable | None = None, photos: dict | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Each image's objective value, and the captured activations (with the `extra` layers).
-        `forward`: a compiled forward for exactly these layers (fvcli.compiled); else eager.
+        `forward`: a compiled forward for exactly these layers (fvcli.models.compiled); else eager.
         `photos`: per image, its photos' activations through its transforms (PhotoSteps)."""
         x = _model_input(images, self.mean, self.std, self.input_size)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
@@ -265,7 +265,7 @@ def render_batch(
     `init`: the photo (C, size, size) in [0, 1] every image starts from (`settings.init`); with
     `settings.init_weight`, the mean squared difference from it is penalized.
     With `settings.alpha`, images have an alpha plane, last: the model sees them over random
-    backgrounds while optimizing, and over grey for the values reported (fvcli.transparency).
+    backgrounds while optimizing, and over grey for the values reported (fvcli.optvis.transparency).
     `spectrum`: for maco, the --spectrum file as read (None: the power law).
     """
     assert len(objectives) == len(seeds) > 0

@@ -1,7 +1,7 @@
 """Reading image files as a model sees them: upright, the shorter side resized, the centre square.
 
-Dataset examples (fvcli.dataset_examples) read folders of them; caricature and inversion objectives read a
-photo (fvcli.resolve), and so does `--init` (load_photo: images that start as a photo).
+Dataset examples (fvcli.atlas.dataset_examples) read folders of them; caricature and inversion objectives read a
+photo (fvcli.run.resolve), and so does `--init` (load_photo: images that start as a photo).
 """
 
 from __future__ import annotations

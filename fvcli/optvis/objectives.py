@@ -14,7 +14,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from fvcli.layer_keys import Layout, at_position, channels_first
+from fvcli.models.layer_keys import Layout, at_position, channels_first
 
 Activations = Mapping[str, Tensor]
 

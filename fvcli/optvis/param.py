@@ -11,7 +11,7 @@ the weights of a small network of the pixel coordinates (Mordvintsev et al. 2018
 With `alpha`, each image has one more plane, its opacity (Lucid's `param.image(alpha=True)`): it
 is stored like the colours, never mixed with them, and a sigmoid maps it to [0, 1] too. It starts
 opaque (ALPHA_START): the model first sees the image itself, so a unit rises as fast as without
---alpha, and the opacity penalty (fvcli.transparency) carves away what the unit does not need.
+--alpha, and the opacity penalty (fvcli.optvis.transparency) carves away what the unit does not need.
 `start_from_` inverts the mapping, so that an image starts as a given photo (`--init`).
 """
 
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fvcli.regularizers import gaussian_blur
+from fvcli.optvis.regularizers import gaussian_blur
 
 INIT_STD = 0.01
 DECAY_POWER = 1.0
@@ -486,7 +486,7 @@ PHOTO_PLACEMENT = {
 def make_param(
     name: str, seeds: list[int], size: int, decorrelate: bool, channels: int = 3, alpha: bool = False, spectrum=None
 ) -> ImageParam:
-    """`spectrum`: for maco, the magnitude to hold fixed (fvcli.spectrum.Spectrum); None: the power law."""
+    """`spectrum`: for maco, the magnitude to hold fixed (fvcli.optvis.spectrum.Spectrum); None: the power law."""
     if name == "maco":
         return MacoParam(seeds, size, decorrelate, channels, alpha, spectrum)
     return PARAMETERIZATIONS[name](seeds, size, decorrelate=decorrelate, channels=channels, alpha=alpha)

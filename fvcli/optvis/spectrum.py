@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fvcli.version import __version__
-from fvcli.images import list_images, load_image, to_channels
+from fvcli.optvis.images import list_images, load_image, to_channels
 from fvcli.errors import FvError
 from fvcli.messages import plural, progress_bar
-from fvcli.output import atomic_write, check_output_folders
-from fvcli.param import color_matrix
+from fvcli.run.output import atomic_write, check_output_folders
+from fvcli.optvis.param import color_matrix
 
 FORMAT = "fv-spectrum"
 VERSION = 1

@@ -13,7 +13,7 @@ same for weight 1 and an objective of 0 or more, and still a penalty on opacity 
 negative (the product would reward opacity there).
 
 Where fv departs from the notebook, so that a unit rises with --alpha about as fast as without it:
-images start almost opaque (fvcli.param.ALPHA_START) and the penalty's weight grows linearly from 0
+images start almost opaque (fvcli.optvis.param.ALPHA_START) and the penalty's weight grows linearly from 0
 at the first step to `weight` at the last. At full weight from the start, an image at opacity 0.95
 keeps only 5% of its objective, and the cheapest way up is to turn transparent and let the random
 backgrounds excite the unit; measured on random GoogLeNet (BENCHMARKS.md), most units then stayed
@@ -28,8 +28,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fvcli.param import FOURIER_DIVISOR, color_matrix, falloff
-from fvcli.transforms import Draws
+from fvcli.optvis.param import FOURIER_DIVISOR, color_matrix, falloff
+from fvcli.optvis.transforms import Draws
 
 BACKGROUND_STD = 0.2
 BACKGROUND_DECAY = 1.5

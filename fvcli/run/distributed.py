@@ -57,7 +57,7 @@ def rank_device(requested: str, local_rank: int) -> str:
     """Under torchrun, `auto` and `cuda` mean this rank's own GPU (LOCAL_RANK), when there are GPUs."""
     import torch
 
-    from fvcli.devices import auto_device
+    from fvcli.run.devices import auto_device
 
     if requested == "auto":
         requested = auto_device()

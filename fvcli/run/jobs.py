@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Hashable, Iterable, TypeVar
 
 from fvcli.errors import FvError
-from fvcli.settings import MAX_SIZE, RenderSettings
-from fvcli.targets import Target
+from fvcli.specs.settings import MAX_SIZE, RenderSettings
+from fvcli.specs.targets import Target
 
 if TYPE_CHECKING:  # torch-free at run time: specs are checked before torch loads
     from torch import Tensor
 
-    from fvcli.images import Photo
-    from fvcli.layer_keys import ResolvedLayer
-    from fvcli.objectives import Objective
-    from fvcli.spectrum import Spectrum
+    from fvcli.optvis.images import Photo
+    from fvcli.models.layer_keys import ResolvedLayer
+    from fvcli.optvis.objectives import Objective
+    from fvcli.optvis.spectrum import Spectrum
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 T = TypeVar("T")

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fvcli.output import read_record, remove_unlisted, write_grid, write_json
-from fvcli.sidecar import combined
+from fvcli.run.output import read_record, remove_unlisted, write_grid, write_json
+from fvcli.run.sidecar import combined
 
 MANIFEST_VERSION = 1
 _MANIFEST = re.compile(r"grid\.shard-(\d+)-of-(\d+)\.json", re.ASCII)

@@ -25,17 +25,17 @@ from typing import Callable
 import torch
 
 from fvcli.errors import FvError
-from fvcli.images import decode_photo
-from fvcli.jobs import safe_component, stable_seed
-from fvcli.layer_keys import OUTPUT_NAME, LayerError, ResolvedLayer, channels_first, infer_layout, input_channels, list_layers, split_key
-from fvcli.prerelu import SUFFIX, twin_base
-from fvcli.limits import MAX_UNITS, MAX_WEIGHT, show
+from fvcli.optvis.images import decode_photo
+from fvcli.run.jobs import safe_component, stable_seed
+from fvcli.models.layer_keys import OUTPUT_NAME, LayerError, ResolvedLayer, channels_first, infer_layout, input_channels, list_layers, split_key
+from fvcli.models.prerelu import SUFFIX, twin_base
+from fvcli.specs.limits import MAX_UNITS, MAX_WEIGHT, show
 from fvcli.messages import plural
-from fvcli.models import LoadedModel
-from fvcli.weights import safe_load
-from fvcli.objectives import CARICATURE_COSSIM_POW, OUTPUT, Caricature, Direction, Inversion, LayerEnergy, Logit, Objective, channel, neuron
-from fvcli.settings import RenderSettings
-from fvcli.targets import Atom, Interpolation, Target
+from fvcli.models.registry import LoadedModel
+from fvcli.models.weights import safe_load
+from fvcli.optvis.objectives import CARICATURE_COSSIM_POW, OUTPUT, Caricature, Direction, Inversion, LayerEnergy, Logit, Objective, channel, neuron
+from fvcli.specs.settings import RenderSettings
+from fvcli.specs.targets import Atom, Interpolation, Target
 
 # A layer probe: layer key -> (output shape for one image, input size the model needs or None).
 Probe = Callable[[str], tuple[tuple[int, ...], int | None]]

@@ -21,33 +21,33 @@ from typing import Callable
 import torch
 from tqdm.std import tqdm  # for its write; messages.progress_bar picks a notebook's bar where one shows
 
-from fvcli import tuning
-from fvcli.capture import layer_shapes
-from fvcli.compiled import compile_forward
-from fvcli.devices import device_name, pick_device, use_bf16
-from fvcli.engine import BatchResult, Groups, Stopped, activations, dtype_name, input_normalization, render_batch
+from fvcli.run import tuning
+from fvcli.models.capture import layer_shapes
+from fvcli.models.compiled import compile_forward
+from fvcli.run.devices import device_name, pick_device, use_bf16
+from fvcli.optvis.engine import BatchResult, Groups, Stopped, activations, dtype_name, input_normalization, render_batch
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_SOME_FAILED, EXIT_WRITE_FAILED, FvError, WriteError, raised
-from fvcli.objectives import layers_of
-from fvcli.redirect import REDIRECT_STEPS
-from fvcli.fixed_size import fixed_size
-from fvcli.fold import fold_batchnorms
-from fvcli.jobs import Job, JobRequest, Unit, plan_batches
-from fvcli.layer_keys import LayerError, input_channels, probe_images
-from fvcli.resolve import Resolver, unit_name, unit_seed
-from fvcli.models import LoadedModel, load_model, model_key
-from fvcli.merge import remove_manifests, write_manifest
+from fvcli.optvis.objectives import layers_of
+from fvcli.optvis.redirect import REDIRECT_STEPS
+from fvcli.models.fixed_size import fixed_size
+from fvcli.models.fold import fold_batchnorms
+from fvcli.run.jobs import Job, JobRequest, Unit, plan_batches
+from fvcli.models.layer_keys import LayerError, input_channels, probe_images
+from fvcli.run.resolve import Resolver, unit_name, unit_seed
+from fvcli.models.registry import LoadedModel, load_model, model_key
+from fvcli.run.merge import remove_manifests, write_manifest
 from fvcli.messages import plural, progress_bar
-from fvcli.images import Photo, load_photo
-from fvcli.output import (
+from fvcli.optvis.images import Photo, load_photo
+from fvcli.run.output import (
     check_output_folders, read_record, remove_empty_folders, remove_unlisted, removed_line, save_png, to_pil, with_opacity, write_grid, write_json,
 )
-from fvcli.settings import RenderSettings, RunSettings
-from fvcli.sidecar import UnitRecord, job_sidecar, unit_files, unit_record
-from fvcli.spectrum import check_fits, read_spectrum
-from fvcli.signals import StopOnSignals
-from fvcli.targets import describe_channels
-from fvcli.transforms import Pipeline
-from fvcli.writer import Writer
+from fvcli.specs.settings import RenderSettings, RunSettings
+from fvcli.run.sidecar import UnitRecord, job_sidecar, unit_files, unit_record
+from fvcli.optvis.spectrum import check_fits, read_spectrum
+from fvcli.run.signals import StopOnSignals
+from fvcli.specs.targets import describe_channels
+from fvcli.optvis.transforms import Pipeline
+from fvcli.run.writer import Writer
 
 RENDER_VERSION = 2  # raise when fv renders the same settings into different images
 CPU_BATCH = 16  # on a CPU, larger batches gain little and make progress coarser
@@ -354,7 +354,7 @@ class Run:
 
     def _shape_elsewhere(self, model: LoadedModel, key: str, size: int, error: BaseException) -> tuple[tuple[int, ...], int | None]:
         """The layer's shape for a model that failed (`error`) to compute it on a `size` px image.
-        A model whose Linear layer fixes its input size (fvcli.fixed_size) takes the side that fits
+        A model whose Linear layer fixes its input size (fvcli.models.fixed_size) takes the side that fits
         it from then on, as a ViT takes its native size."""
         if model.native_size is None:
             fixed = fixed_size(model.module, size, self.device)
@@ -411,7 +411,7 @@ class Run:
 
     def _choose_dtypes(self, pairs: list[tuple[Job, Unit]]) -> None:
         """What each model's --dtype means: as given, or for auto the faster of bf16 autocast and
-        float32, timed on one step of the model's first units (fvcli.tuning), where the device
+        float32, timed on one step of the model's first units (fvcli.run.tuning), where the device
         has native bf16 at all."""
         for job, unit in pairs:
             settings, key = job.request.settings, model_key(job.request.settings)
@@ -446,7 +446,7 @@ class Run:
 
     def _choose_threads(self, pairs: list[tuple[Job, Unit]]) -> None:
         """What --threads means on the CPU: as given, or for auto the fastest count, timed on one
-        float32 step of the first units to render (fvcli.tuning.choose_threads)."""
+        float32 step of the first units to render (fvcli.run.tuning.choose_threads)."""
         if self.device.type != "cpu" or self.threads is not None:
             return
         if self.settings.threads is not None:
@@ -518,7 +518,7 @@ class Run:
         return objectives, seeds, Groups(tuple(members), diversity=diversity, shared=unit.shared)
 
     def _fold(self) -> None:
-        """Fold BatchNorms into convolutions, keeping every layer some job reads (see fvcli.fold)."""
+        """Fold BatchNorms into convolutions, keeping every layer some job reads (see fvcli.models.fold)."""
         self.folded: dict[tuple, int] = {}
         for key, model in self.models.items():
             jobs = [job for job in self.jobs if model_key(job.request.settings) == key]

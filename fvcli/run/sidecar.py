@@ -15,16 +15,16 @@ import torch
 import torchvision
 
 from fvcli.version import __version__
-from fvcli.devices import device_name
-from fvcli.engine import describe, input_normalization
-from fvcli.layer_keys import input_channels, split_key
-from fvcli.output import SCHEMA_VERSION, grid_shape
-from fvcli.param import SharedParam
-from fvcli.prerelu import twin_base
+from fvcli.run.devices import device_name
+from fvcli.optvis.engine import describe, input_normalization
+from fvcli.models.layer_keys import input_channels, split_key
+from fvcli.run.output import SCHEMA_VERSION, grid_shape
+from fvcli.optvis.param import SharedParam
+from fvcli.models.prerelu import twin_base
 
 if TYPE_CHECKING:
-    from fvcli.jobs import Job
-    from fvcli.models import LoadedModel
+    from fvcli.run.jobs import Job
+    from fvcli.models.registry import LoadedModel
 
 
 @dataclass

@@ -16,15 +16,15 @@ import time
 from typing import Callable
 
 from fvcli.errors import EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_WRITE_FAILED, FvError, WriteError
-from fvcli.jobs import JobRequest
-from fvcli.settings import RunSettings
+from fvcli.run.jobs import JobRequest
+from fvcli.specs.settings import RunSettings
 
 
 def worker_devices(requested: str, workers: int | None) -> list[str]:
     """The device of each worker; a single entry means: render in this process."""
     import torch
 
-    from fvcli.devices import auto_device
+    from fvcli.run.devices import auto_device
 
     if requested == "auto":
         requested = auto_device()
@@ -67,7 +67,7 @@ def _work(requests: list[JobRequest], settings: RunSettings, threads: int, paren
     import torch
 
     from fvcli.messages import sayer
-    from fvcli.runner import Run
+    from fvcli.run.runner import Run
 
     torch.set_num_threads(threads)
     try:
@@ -78,7 +78,7 @@ def _work(requests: list[JobRequest], settings: RunSettings, threads: int, paren
     run.announce_merge = False
     try:
         sys.exit(run.execute().exit_code)
-    except FvError as error:  # the model's own code failed (fvcli.runner)
+    except FvError as error:  # the model's own code failed (fvcli.run.runner)
         print(f"fv: error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except WriteError as error:
@@ -90,7 +90,7 @@ def _work(requests: list[JobRequest], settings: RunSettings, threads: int, paren
 
 def run_workers(requests: list[JobRequest], settings: RunSettings, devices: list[str], say: Callable[[str], None]) -> tuple[int, list]:
     """Render in len(devices) processes; the worst exit status and the merges of incomplete jobs."""
-    from fvcli.merge import manifests, merge_folder
+    from fvcli.run.merge import manifests, merge_folder
 
     threads = max(1, (os.cpu_count() or 1) // len(devices))
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from fvcli.errors import FvError
-from fvcli.targets import Interpolation, Target, TargetError, describe_channels, parse_target
+from fvcli.specs.targets import Interpolation, Target, TargetError, describe_channels, parse_target
 
 __all__ = [
     "channel", "neuron", "deepdream", "logit", "probability", "direction", "direction_neuron", "caricature", "inversion",

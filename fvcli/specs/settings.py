@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fvcli.limits import (
+from fvcli.specs.limits import (
     INTEGER, MAX_BATCH, MAX_LR, MAX_SAVE_STEPS, MAX_MEAN, MAX_THREADS, MAX_ROTATE, MAX_WEIGHT, MAX_WORKERS, NUMBER, SCALE_RANGE, STD_RANGE,
     non_ascii_digit, show,
 )
@@ -106,7 +106,7 @@ class RunSettings:
     atlas: bool = False  # then build the web atlas of `out` (fv atlas)
     deterministic: bool = False  # torch's deterministic algorithms: CUDA runs repeat bit for bit
     compile: str = "auto"  # torch.compile the model's forward: auto (when it pays, on CUDA), on, off
-    threads: int | None = None  # CPU threads; None: the fastest count, measured at the start (fvcli.tuning)
+    threads: int | None = None  # CPU threads; None: the fastest count, measured at the start (fvcli.run.tuning)
 
 
 # ---- converters: raw value -> typed value, or ValueError("expected ..., got ...") ----

@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 
 from fvcli.errors import FvError
-from fvcli.jobs import JobRequest, check_job_name
-from fvcli.limits import MAX_SPEC_BYTES
-from fvcli.settings import EXAMPLES_OPTIONS, OPTIONS_BY_KEY, RenderSettings, split
-from fvcli.targets import Atom, Target, parse_channels, parse_target
+from fvcli.run.jobs import JobRequest, check_job_name
+from fvcli.specs.limits import MAX_SPEC_BYTES
+from fvcli.specs.settings import EXAMPLES_OPTIONS, OPTIONS_BY_KEY, RenderSettings, split
+from fvcli.specs.targets import Atom, Target, parse_channels, parse_target
 
 JOB_KEYS = ("layer", "channels", "target", "name")
 TOP_KEYS = ("jobs", "examples")

@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fvcli.limits import MAX_DEPTH, MAX_INDEX, MAX_TARGET_CHARS, MAX_UNITS, MAX_WEIGHT, non_ascii_digit, show
+from fvcli.specs.limits import MAX_DEPTH, MAX_INDEX, MAX_TARGET_CHARS, MAX_UNITS, MAX_WEIGHT, non_ascii_digit, show
 
 _EXPECTED = "expected channels like 97, 0-511 or 3,7,100-107"
 KINDS = ("channel", "neuron", "layer", "logit", "probability", "direction", "direction_neuron", "caricature", "inversion")
@@ -215,7 +215,7 @@ class Target:
         varying = next((atom for atom in self.atoms if atom.multiple), self.simple)
         return "direction" if varying is not None and varying.kind in DIRECTIONS else "channel"
 
-    # Targets compose as Python objects (fvcli.expressions): `a - 0.5 * b` is the target whose
+    # Targets compose as Python objects (fvcli.specs.expressions): `a - 0.5 * b` is the target whose
     # text is `A - 0.5*B`; the text is what renders, parsed again, so both ways mean the same.
     # What the grammar refuses (a product of objectives...) is an FvError here too, not a TypeError.
 
