@@ -19,12 +19,12 @@ from __future__ import annotations
 from typing import Container
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from fvcli.optvis.redirect import RELUS
-
 SUFFIX = "_pre_relu"
+RELUS = {F.relu, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_}  # every way to call a ReLU (nn.ReLU calls F.relu)
 _IN_PLACE = {torch.relu_, Tensor.relu_}
 _CATS = {torch.cat, torch.concat, torch.concatenate}
 

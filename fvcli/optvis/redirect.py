@@ -10,12 +10,12 @@ module, so it works on any model without editing it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from fvcli.models.prerelu import RELUS
+
 REDIRECT_STEPS = 16
-RELUS = {F.relu, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_}  # every way to call a ReLU (nn.ReLU calls F.relu)
 
 
 class _RedirectedReLU(torch.autograd.Function):
