@@ -35,7 +35,7 @@ def test_render_writes_unit_pngs_grid_and_sidecar(tmp_path):
     assert "channel" in sidecar["objective"]
     settings = sidecar["settings"]
     assert (settings["steps"], settings["size"], settings["lr"], settings["seed"]) == (24, 48, 0.05, 0)
-    from fvcli.run.devices import cpu_has_bf16
+    from fvcli.optvis.precision import cpu_has_bf16
 
     assert settings["parameterization"]["name"] == "fourier"
     chosen = sidecar["engine"]["dtype"]["chosen"]  # auto: the faster, measured, where the CPU has native bf16

@@ -68,7 +68,7 @@ def test_the_sidecar_says_what_dtype_and_compile_resolved_to(tmp_path, monkeypat
     engine = sidecar["engine"]
     assert engine["compile"] == {"setting": "auto", "compiled": False, "why": ["auto: not on a CPU, where compiled steps measured slower"], "seconds": 0}
     assert sidecar["timing"]["compile_seconds"] == 0
-    from fvcli.run.devices import cpu_has_bf16
+    from fvcli.optvis.precision import cpu_has_bf16
 
     if cpu_has_bf16():  # both timed; the sidecar's dtype is the one chosen
         assert engine["dtype"]["how"] == "timed: the faster of bf16 autocast and float32 in one step of the model"

@@ -3,7 +3,7 @@
 One forward/backward pass per step optimizes every image of the batch; the forward pass stops at
 the deepest layer the objectives read. Each image's initial state and transforms derive from its
 own seed, so an image does not depend on the rest of its batch. The model runs in channels_last
-layout, under bf16 autocast where the hardware does bf16 natively (see devices.use_bf16); the
+layout, under bf16 autocast where the hardware does bf16 natively (see precision.use_bf16); the
 image parameters and the optimizer stay in float32.
 """
 
@@ -26,7 +26,7 @@ from fvcli.messages import plural
 from fvcli.models.registry import LoadedModel
 from fvcli.models.normalization import IMAGENET, Normalization
 from fvcli.optvis.objectives import Objective, batch_plan, batch_values, layers_of, photo_terms
-from fvcli.run.devices import use_bf16
+from fvcli.optvis.precision import use_bf16
 from fvcli.optvis.diversity import gram_similarity
 from fvcli.optvis.param import PHOTO_PLACEMENT, SharedParam, make_param
 from fvcli.optvis.prelu import FrozenPReLU, has_prelu

@@ -24,7 +24,8 @@ from tqdm.std import tqdm  # for its write; messages.progress_bar picks a notebo
 from fvcli.run import tuning
 from fvcli.models.capture import layer_shapes
 from fvcli.models.compiled import compile_forward
-from fvcli.run.devices import device_name, pick_device, use_bf16
+from fvcli.optvis.precision import use_bf16
+from fvcli.run.devices import device_name, pick_device
 from fvcli.optvis.engine import BatchResult, Groups, Stopped, activations, dtype_name, input_normalization, render_batch
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EXIT_SOME_FAILED, EXIT_WRITE_FAILED, FvError, WriteError, raised
 from fvcli.optvis.objectives import layers_of
