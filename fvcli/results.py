@@ -24,7 +24,7 @@ def _open(data: bytes) -> Image.Image:
 
 
 def _write_files(out: str | Path, files: dict[str, bytes]) -> None:
-    from fvcli.run.output import atomic_write
+    from fvcli.files import atomic_write
 
     for relative, data in files.items():
         path = Path(out) / relative

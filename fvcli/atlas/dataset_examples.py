@@ -43,7 +43,8 @@ from fvcli.models.layer_keys import LayerError, Layout, ResolvedLayer, channels_
 from fvcli.messages import plural, progress_bar
 from fvcli.models.registry import LoadedModel, load_model, model_key
 from fvcli.models.normalization import Normalization
-from fvcli.run.output import BACKGROUND, GAP, SCHEMA_VERSION, atomic_write, check_output_folders, save_png, write_json
+from fvcli.files import atomic_write, check_output_folders
+from fvcli.run.output import BACKGROUND, GAP, SCHEMA_VERSION, save_png, write_json
 from fvcli.run.resolve import Resolver
 from fvcli.specs.settings import EXAMPLES_CPU_BATCH, EXAMPLES_CUDA_BATCH, ExamplesSettings, RunSettings
 from fvcli.run.signals import StopOnSignals

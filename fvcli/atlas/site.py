@@ -33,7 +33,7 @@ from fvcli.version import __version__
 from fvcli.errors import FvError
 from fvcli.run.jobs import safe_component
 from fvcli.messages import plural
-from fvcli.run.output import atomic_write
+from fvcli.files import atomic_write
 
 SCHEMA_VERSION = 1  # of grid.json and examples.json that this atlas reads
 THUMB = 128  # px: thumbnails on layer pages (smaller images are scaled up by a whole factor)

@@ -29,7 +29,7 @@ from fvcli.version import __version__
 from fvcli.optvis.images import list_images, load_image, to_channels
 from fvcli.errors import FvError
 from fvcli.messages import plural, progress_bar
-from fvcli.run.output import atomic_write, check_output_folders
+from fvcli.files import atomic_write, check_output_folders
 from fvcli.optvis.param import color_matrix
 
 FORMAT = "fv-spectrum"

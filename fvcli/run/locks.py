@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from fvcli.errors import FvError
-from fvcli.run.output import remove_empty_folders
+from fvcli.files import remove_empty_folders
 
 try:
     import fcntl

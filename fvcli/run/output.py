@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
+
+from fvcli.files import atomic_write
 
 SCHEMA_VERSION = 1
 BACKGROUND = (24, 24, 24)
@@ -30,90 +30,6 @@ CHECKER_SQUARES = 8
 
 if TYPE_CHECKING:  # torch loads where tensors are made: `fv atlas` never needs it
     import torch
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-FILE_MODE = 0o666 & ~_umask()  # what a plain open() would give; mkstemp's files are private (0600)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` to fill a temporary file beside `path`, then rename it to `path`.
-    WriteError (naming `path`) when the file system refuses; the temporary file is removed."""
-    from fvcli.errors import WriteError
-
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        write(Path(tmp))
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException as error:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass  # already renamed, or the file system refuses even this
-        if isinstance(error, OSError):
-            raise WriteError(path, error) from None
-        raise
-
-
-def check_output_folders(folders: list[tuple[Path, str]], writable: bool = True) -> None:
-    """FvError unless every (folder, origin) could be written and no two origins share a folder.
-    Nothing is left behind: a probe file is created and removed in the deepest folder that exists
-    (os.access does not see read-only or full file systems, nor /proc), and a bad later folder must
-    not leave earlier ones behind. `writable=False` (a dry run, which writes nothing) skips the
-    permission checks."""
-    from fvcli.errors import FvError
-
-    seen: dict[Path, str] = {}
-    for folder, origin in folders:
-        resolved = folder.resolve()
-        if resolved in seen:
-            raise FvError(f"{origin} and {seen[resolved]} would both write {folder}; give one of them a 'name:'")
-        seen[resolved] = origin
-        existing = next(p for p in (resolved, *resolved.parents) if p.exists())
-        if not existing.is_dir():
-            raise FvError(f"cannot write to output folder {folder}: {existing} is a file, not a folder")
-        if writable and not os.access(existing, os.W_OK | os.X_OK):
-            raise FvError(f"cannot write to output folder {folder}: {existing} is not writable")
-        name_max = _name_max(existing)
-        for part in resolved.relative_to(existing).parts:
-            if len(os.fsencode(part)) > name_max:
-                raise FvError(f"cannot write to output folder {folder}: a name in it is longer than {name_max} bytes ({part[:40]}...)")
-        if not writable:
-            continue
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".fv-probe-", dir=existing)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as error:
-            raise FvError(f"cannot write to output folder {folder}: {error.strerror or error} in {existing} [Errno {error.errno}]") from None
-
-
-def _name_max(folder: Path) -> int:
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        return 255
-
-
-def remove_empty_folders(folder: Path, stop: Path) -> None:
-    """Remove `folder` and its parents below `stop` while they are empty (what a failed run made)."""
-    folder, stop = folder.absolute(), stop.absolute()
-    while folder != stop and stop in folder.parents:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty, or not ours to remove
-            return
-        folder = folder.parent
 
 
 def to_pil(image: torch.Tensor, alpha: bool = False) -> Image.Image:

@@ -39,8 +39,9 @@ from fvcli.models.registry import LoadedModel, load_model, model_key
 from fvcli.run.merge import remove_manifests, write_manifest
 from fvcli.messages import plural, progress_bar
 from fvcli.optvis.images import Photo, load_photo
+from fvcli.files import check_output_folders, remove_empty_folders
 from fvcli.run.output import (
-    check_output_folders, read_record, remove_empty_folders, remove_unlisted, removed_line, save_png, to_pil, with_opacity, write_grid, write_json,
+    read_record, remove_unlisted, removed_line, save_png, to_pil, with_opacity, write_grid, write_json,
 )
 from fvcli.specs.settings import RenderSettings, RunSettings
 from fvcli.run.sidecar import UnitRecord, job_sidecar, unit_files, unit_record
