@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from fvcli.run import distributed
 from fvcli.errors import FvError, WriteError
-from fvcli.run.jobs import JobRequest
+from fvcli.specs.requests import JobRequest
 from fvcli.specs.limits import MAX_UNITS
 from fvcli.messages import plural, sayer
 from fvcli.results import Examples, JobResult, LayerExamples, Result

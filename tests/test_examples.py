@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import TINY, fv
 from fvcli.errors import FvError
 from fvcli.atlas.dataset_examples import LayerState, Placement, load_image
-from fvcli.run.jobs import JobRequest
+from fvcli.specs.requests import JobRequest
 from fvcli.models.registry import load_model
 from fvcli.specs.settings import RenderSettings
 from fvcli.specs.spec import load_examples, load_spec

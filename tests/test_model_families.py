@@ -13,7 +13,7 @@ from fvcli.errors import FvError
 from fvcli.models.layer_keys import infer_layout
 from fvcli.models.registry import load_model
 from fvcli.run.runner import Run
-from fvcli.run.jobs import JobRequest
+from fvcli.specs.requests import JobRequest
 from fvcli.specs.settings import RenderSettings, RunSettings
 from fvcli.specs.targets import parse_target
 

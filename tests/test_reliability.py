@@ -13,7 +13,7 @@ import pytest
 
 from conftest import TINY, fv
 from fvcli.errors import FvError, WriteError
-from fvcli.run.jobs import safe_component
+from fvcli.specs.requests import safe_component
 from fvcli.run.locks import LOCK_NAME, FolderLocks
 from fvcli.messages import plural
 from fvcli.run.output import read_record

@@ -12,7 +12,7 @@ from PIL import Image
 
 import fvcli
 from conftest import QUICK, TINY, fv
-from fvcli.run.jobs import JobRequest
+from fvcli.specs.requests import JobRequest
 from fvcli.models.registry import load_model
 from fvcli.optvis.objectives import Caricature, Inversion, batch_plan
 from fvcli.run.output import read_record

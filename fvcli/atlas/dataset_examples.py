@@ -38,7 +38,7 @@ from fvcli.run.devices import pick_device
 from fvcli.optvis.engine import input_normalization
 from fvcli.errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FvError
 from fvcli.optvis.images import Placement, list_images, load_image, open_upright, to_channels
-from fvcli.run.jobs import JobRequest
+from fvcli.specs.requests import JobRequest
 from fvcli.models.layer_keys import LayerError, Layout, ResolvedLayer, channels_first, input_channels, probe_images
 from fvcli.messages import plural, progress_bar
 from fvcli.models.registry import LoadedModel, load_model, model_key

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from fvcli.version import __version__
 from fvcli.errors import FvError
-from fvcli.run.jobs import safe_component
+from fvcli.specs.requests import safe_component
 from fvcli.messages import plural
 from fvcli.files import atomic_write
 

@@ -26,7 +26,8 @@ import torch
 
 from fvcli.errors import FvError
 from fvcli.optvis.images import decode_photo
-from fvcli.run.jobs import safe_component, stable_seed
+from fvcli.run.jobs import stable_seed
+from fvcli.specs.requests import safe_component
 from fvcli.models.layer_keys import OUTPUT_NAME, LayerError, ResolvedLayer, channels_first, infer_layout, input_channels, list_layers, split_key
 from fvcli.models.prerelu import SUFFIX, twin_base
 from fvcli.specs.limits import MAX_UNITS, MAX_WEIGHT, show

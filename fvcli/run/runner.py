@@ -32,7 +32,8 @@ from fvcli.optvis.objectives import layers_of
 from fvcli.optvis.redirect import REDIRECT_STEPS
 from fvcli.models.fixed_size import fixed_size
 from fvcli.models.fold import fold_batchnorms
-from fvcli.run.jobs import Job, JobRequest, Unit, plan_batches
+from fvcli.run.jobs import Job, Unit, plan_batches
+from fvcli.specs.requests import JobRequest
 from fvcli.models.layer_keys import LayerError, input_channels, probe_images
 from fvcli.run.resolve import Resolver, unit_name, unit_seed
 from fvcli.models.registry import LoadedModel, load_model, model_key

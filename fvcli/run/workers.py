@@ -16,7 +16,7 @@ import time
 from typing import Callable
 
 from fvcli.errors import EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_WRITE_FAILED, FvError, WriteError
-from fvcli.run.jobs import JobRequest
+from fvcli.specs.requests import JobRequest
 from fvcli.specs.settings import RunSettings
 
 

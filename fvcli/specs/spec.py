@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from fvcli.errors import FvError
-from fvcli.run.jobs import JobRequest, check_job_name
+from fvcli.specs.requests import JobRequest, check_job_name
 from fvcli.specs.limits import MAX_SPEC_BYTES
 from fvcli.specs.settings import EXAMPLES_OPTIONS, OPTIONS_BY_KEY, RenderSettings, split
 from fvcli.specs.targets import Atom, Target, parse_channels, parse_target
