@@ -7,7 +7,7 @@ imports the CLI.
     run/      jobs, resolving, the runner, workers, locks, outputs, sidecars, merging
     optvis/   the engine, objectives, parameterizations, transforms, regularizers
     models/   the registry, sources, weights, layer keys, capture, pre-ReLU twins
-    specs/    settings, YAML specs, the target grammar, limits (no torch)
+    specs/    settings, YAML specs, the target grammar, job requests, limits (no torch)
     base      errors, messages, version, files
 """
 
@@ -156,3 +156,16 @@ def test_the_package_has_no_import_cycle():
 def test_only_main_imports_the_cli():
     importers = sorted(module for module, imports in _graph().items() if "cli" in imports)
     assert importers == ["__main__"]
+
+
+def test_specs_and_base_import_no_torch():
+    """What the user asks is read and checked before torch loads: specs and base never import it."""
+    importers = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if stage(_name(path)) not in ("base", "specs"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(name == "torch" or name.startswith("torch.") for name in names):
+                importers.append(_name(path))
+    assert not importers, f"torch imported by {sorted(set(importers))}"
