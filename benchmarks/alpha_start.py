@@ -23,20 +23,20 @@ import numpy  # noqa: E402
 import torch  # noqa: E402
 
 import fvcli  # noqa: E402
-import fvcli.param  # noqa: E402
-import fvcli.transparency  # noqa: E402
+import fvcli.optvis.param  # noqa: E402
+import fvcli.optvis.transparency  # noqa: E402
 
 
 @contextlib.contextmanager
 def notebook_recipe():
     """Lucid's notebook: images start half opaque, and the penalty has its full weight at once."""
-    shift, ramped = fvcli.param._ALPHA_SHIFT, fvcli.transparency.ramped
-    fvcli.param._ALPHA_SHIFT = 0.0
-    fvcli.transparency.ramped = lambda weight, step, steps: weight
+    shift, ramped = fvcli.optvis.param._ALPHA_SHIFT, fvcli.optvis.transparency.ramped
+    fvcli.optvis.param._ALPHA_SHIFT = 0.0
+    fvcli.optvis.transparency.ramped = lambda weight, step, steps: weight
     try:
         yield
     finally:
-        fvcli.param._ALPHA_SHIFT, fvcli.transparency.ramped = shift, ramped
+        fvcli.optvis.param._ALPHA_SHIFT, fvcli.optvis.transparency.ramped = shift, ramped
 
 
 def main() -> None:

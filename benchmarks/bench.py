@@ -37,19 +37,19 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fvcli.capture import forward_to, layer_shapes  # noqa: E402
-from fvcli.devices import device_name, pick_device  # noqa: E402
-from fvcli.engine import dtype_name, input_normalization, render_batch  # noqa: E402
-from fvcli.fold import fold_batchnorms  # noqa: E402
-from fvcli.layer_keys import infer_layout, split_key  # noqa: E402
-from fvcli.models import load_model  # noqa: E402
-from fvcli.normalization import IMAGENET  # noqa: E402
-from fvcli.objectives import batch_values, channel  # noqa: E402
-from fvcli.redirect import REDIRECT_STEPS  # noqa: E402
-from fvcli.settings import DEFAULT_LR, PARAM_LR, RenderSettings  # noqa: E402
-from fvcli.settings import normalize as normalize_setting  # noqa: E402
-from fvcli.targets import parse_channel_item  # noqa: E402
-from fvcli.transforms import Pipeline  # noqa: E402
+from fvcli.models.capture import forward_to, layer_shapes  # noqa: E402
+from fvcli.run.devices import device_name, pick_device  # noqa: E402
+from fvcli.optvis.engine import dtype_name, input_normalization, render_batch  # noqa: E402
+from fvcli.models.fold import fold_batchnorms  # noqa: E402
+from fvcli.models.layer_keys import infer_layout, split_key  # noqa: E402
+from fvcli.models.registry import load_model  # noqa: E402
+from fvcli.models.normalization import IMAGENET  # noqa: E402
+from fvcli.optvis.objectives import batch_values, channel  # noqa: E402
+from fvcli.optvis.redirect import REDIRECT_STEPS  # noqa: E402
+from fvcli.specs.settings import DEFAULT_LR, PARAM_LR, RenderSettings  # noqa: E402
+from fvcli.specs.settings import normalize as normalize_setting  # noqa: E402
+from fvcli.specs.targets import parse_channel_item  # noqa: E402
+from fvcli.optvis.transforms import Pipeline  # noqa: E402
 
 # Dense bf16 tensor-core peak from the vendor's data sheet, for the fraction of peak reached.
 PEAK_FLOPS = {"NVIDIA H200": 989e12, "NVIDIA H100 80GB HBM3": 989e12}
@@ -82,7 +82,7 @@ def layer_key(model, name: str) -> str:
 
 def model_input_size(module, key: str, size: int, canvas: int, device) -> int | None:
     """The size fv resizes transformed images to before the model, as `fv render` decides it
-    (fvcli.runner's Run._shape): None (the model runs on the transforms' canvas), or `size` for a
+    (fvcli.run.runner's Run._shape): None (the model runs on the transforms' canvas), or `size` for a
     model that computes `key` at the image's size but not on the larger canvas (a Linear layer
     that fixes the size, as in MTCNN's ONet)."""
     if canvas == size:
@@ -193,9 +193,9 @@ def objective_of_8bit_images(module, key: str, layout, channels, images: torch.T
 
 def compile_probe(model, key: str, units: int, settings, device, modes: list[str], steps: int = 64, input_size=None) -> dict:
     """Does torch.compile pay? fv's render of `units` images for `steps` steps eagerly and with the
-    truncated network compiled in each mode (fvcli.compiled; the first 16 steps run eagerly in
+    truncated network compiled in each mode (fvcli.models.compiled; the first 16 steps run eagerly in
     both, for the ReLU redirect), side by side: the compile time, and the seconds a step."""
-    from fvcli.compiled import CompiledForward
+    from fvcli.models.compiled import CompiledForward
 
     layout = infer_layout(layer_shapes(model.module, [key], settings.size, device)[key])
     probe = dataclasses.replace(settings, steps=steps)
@@ -230,9 +230,9 @@ def overhead_probe(device, units: int = 512, steps: int = 32) -> dict:
     8 px) and `units` random directions in one batch. Each step with the standard transforms, with
     a plain pad to the same canvas (their difference is what the random transforms cost), the
     model's own forward and backward alone, and the transform draws alone."""
-    from fvcli.models import LoadedModel
-    from fvcli.objectives import Direction
-    from fvcli.transforms import STANDARD, Draws
+    from fvcli.models.registry import LoadedModel
+    from fvcli.optvis.objectives import Direction
+    from fvcli.optvis.transforms import STANDARD, Draws
 
     torch.manual_seed(0)
     net = torch.nn.Conv2d(3, 64, 1).eval().to(device, memory_format=torch.channels_last)
@@ -287,21 +287,21 @@ def overhead_probe(device, units: int = 512, steps: int = 32) -> dict:
 
 
 def prelu_probe(render, rounds: int) -> dict:
-    """fv's render with torch's PReLU backward and with fvcli.prelu's, alternately, `rounds` times
+    """fv's render with torch's PReLU backward and with fvcli.optvis.prelu's, alternately, `rounds` times
     after a warm-up of each: wall and CPU seconds of each (the fastest counts) and their ratios, and
     whether the final images are the same bit for bit."""
-    import fvcli.engine
+    import fvcli.optvis.engine
 
     def once(plain: bool) -> tuple[float, float, torch.Tensor]:
-        original = fvcli.engine.has_prelu
+        original = fvcli.optvis.engine.has_prelu
         if plain:
-            fvcli.engine.has_prelu = lambda module: False
+            fvcli.optvis.engine.has_prelu = lambda module: False
         try:
             cpu = time.process_time()
             wall, images = render()
             return wall, time.process_time() - cpu, images
         finally:
-            fvcli.engine.has_prelu = original
+            fvcli.optvis.engine.has_prelu = original
 
     once(True), once(False)
     times = {"torch": [], "fv": []}
@@ -505,7 +505,7 @@ def main() -> None:
     parser.add_argument("--compile-steps", type=int, default=64, help="steps of each render --compile-probe times")
     parser.add_argument("--overhead", action="store_true", help="only measure fv's own per-step work apart from the model's (a near-free model, 512 directions)")
     parser.add_argument("--no-fold", action="store_true", help="keep BatchNorms unfolded (to measure what folding gains)")
-    parser.add_argument("--prelu-probe", action="store_true", help="also render with torch's PReLU backward and with fv's (fvcli.prelu) in turn, --rounds times: seconds and ratio")
+    parser.add_argument("--prelu-probe", action="store_true", help="also render with torch's PReLU backward and with fv's (fvcli.optvis.prelu) in turn, --rounds times: seconds and ratio")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="fv's model arithmetic (see fv render --dtype)")
     parser.add_argument("--params", action="store_true", help="render the units with fourier, maco and cppn side by side (each at its default --lr): objective reached and time a step")
     parser.add_argument("--maco-lr", type=float, default=PARAM_LRS["maco"], help="learning rate of maco in --params")

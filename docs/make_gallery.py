@@ -81,7 +81,7 @@ def onet_gallery(out: Path) -> Image.Image:
         for k, path in enumerate(paths):
             image = Image.open(out / name / path)
             if image.mode == "RGBA":  # --alpha: over the grid's checkerboard
-                from fvcli.output import CHECKERS
+                from fvcli.run.output import CHECKERS
 
                 board = Image.new("RGB", image.size)
                 for y in range(0, image.height, 8):

@@ -12,7 +12,7 @@ The Python API (fvcli.api) loads on first use, so that `import fvcli` stays ligh
 from fvcli.version import __version__
 
 _API = ("render", "layers", "examples", "Result", "JobResult", "Examples", "LayerExamples")
-# The target grammar as Python objects (fvcli.expressions): channel("layer3", 5) - 0.5 * neuron(...)
+# The target grammar as Python objects (fvcli.specs.expressions): channel("layer3", 5) - 0.5 * neuron(...)
 _EXPRESSIONS = (
     "channel", "neuron", "deepdream", "logit", "probability", "direction", "direction_neuron", "caricature", "inversion",
     "interpolate", "target",
@@ -27,7 +27,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name in _EXPRESSIONS:
-        from fvcli import expressions
+        from fvcli.specs import expressions
 
         return getattr(expressions, name)
     if name == "FvError":

@@ -9,7 +9,7 @@ records and sidecar back; `layers` lists what a target can name, as data.
     result.save("outputs/run")   # the files `fv render --out outputs/run` writes
 
 It is the same code path as `fv render` (the CLI's render command calls `run_targets` below): the
-same options with the same names, defaults and checks (fvcli.settings.OPTIONS), the same target
+same options with the same names, defaults and checks (fvcli.specs.settings.OPTIONS), the same target
 grammar, the same runner and the same files. Bad input raises FvError with the one line the CLI
 prints. Torch loads only when a function here is called, so `import fvcli` stays light.
 """
@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from fvcli import distributed
+from fvcli.run import distributed
 from fvcli.errors import FvError, WriteError
-from fvcli.jobs import JobRequest
-from fvcli.limits import MAX_UNITS
+from fvcli.specs.requests import JobRequest
+from fvcli.specs.limits import MAX_UNITS
 from fvcli.messages import plural, sayer
 from fvcli.results import Examples, JobResult, LayerExamples, Result
-from fvcli.settings import EXAMPLES_BY_KEY, OPTIONS, OPTIONS_BY_KEY, RenderSettings, RunSettings, default_of, split
-from fvcli.spec import load_examples, load_spec
-from fvcli.targets import Interpolation, Target, parse_target
+from fvcli.specs.settings import EXAMPLES_BY_KEY, OPTIONS, OPTIONS_BY_KEY, RenderSettings, RunSettings, default_of, split
+from fvcli.specs.spec import load_examples, load_spec
+from fvcli.specs.targets import Interpolation, Target, parse_target
 
 if TYPE_CHECKING:
     from torch import nn
@@ -104,7 +104,7 @@ def _spec_examples(specs: dict[str, list[JobRequest]], run_settings: RunSettings
     """The dataset examples that the specs' `examples:` sections ask for, given each spec's jobs
     (validated: models, layers, image folders), one collection per set of examples settings; none
     in a shard."""
-    from fvcli.settings import ExamplesSettings
+    from fvcli.specs.settings import ExamplesSettings
 
     grouped: dict[ExamplesSettings, list[JobRequest]] = {}
     for path, requests in specs.items():
@@ -116,7 +116,7 @@ def _spec_examples(specs: dict[str, list[JobRequest]], run_settings: RunSettings
         if grouped:
             say("fv: a shard collects no dataset examples; run the command without --shard for them")
         return []
-    from fvcli.dataset_examples import Collection
+    from fvcli.atlas.dataset_examples import Collection
 
     return [Collection(requests, settings, run_settings, say) for settings, requests in grouped.items() if requests]
 
@@ -129,7 +129,7 @@ def collect_examples(
     settings. `given`: converted option values of fv examples."""
     import os
 
-    from fvcli.settings import EXAMPLES_KEYS, ExamplesSettings
+    from fvcli.specs.settings import EXAMPLES_KEYS, ExamplesSettings
 
     own = {key: value for key, value in given.items() if key in EXAMPLES_KEYS}
     shared = {key: value for key, value in given.items() if key not in EXAMPLES_KEYS}
@@ -166,7 +166,7 @@ def collect_examples(
         grouped.setdefault(ExamplesSettings(**own), []).extend(target_requests(plain, shared))
     run_settings = dataclasses.replace(RunSettings(), **{**run_values, **split(shared)[1]})
 
-    from fvcli.dataset_examples import Collection  # torch loads here, after the cheap checks
+    from fvcli.atlas.dataset_examples import Collection  # torch loads here, after the cheap checks
 
     say = sayer(run_settings.quiet)
     return [Collection(requests, settings, run_settings, say, modules) for settings, requests in grouped.items()], run_settings
@@ -216,8 +216,8 @@ def run_targets(
     if launch is not None and launch.kind == "torchrun":
         run_settings = dataclasses.replace(run_settings, device=distributed.rank_device(run_settings.device, launch.local_rank))
 
-    from fvcli.runner import Run  # torch loads here, after the cheap checks
-    from fvcli.workers import run_workers, worker_devices
+    from fvcli.run.runner import Run  # torch loads here, after the cheap checks
+    from fvcli.run.workers import run_workers, worker_devices
 
     say = sayer(run_settings.quiet)
     devices = [run_settings.device]
@@ -246,14 +246,14 @@ def run_targets(
             if code not in (0, 1):
                 break
         if run_settings.atlas and code in (0, 1):
-            from fvcli.atlas import build_atlas
+            from fvcli.atlas.site import build_atlas
 
             build_atlas(Path(run_settings.out), say)
         return code
 
-    from fvcli.locks import FolderLocks
+    from fvcli.run.locks import FolderLocks
 
-    # One run at a time a job folder; the shards of a run share it (fvcli.locks).
+    # One run at a time a job folder; the shards of a run share it (fvcli.run.locks).
     with FolderLocks([job.folder for job in run.jobs], run_settings.shard):
         if launch is not None and launch.kind == "torchrun":
             return Outcome(_render_torchrun(run, launch.shard[0] == 0, say, assemble), run)
@@ -271,7 +271,7 @@ def run_targets(
 
 def _render_torchrun(run, rank_0: bool, say, assemble) -> int:
     """Every rank renders its shard; once all have finished, rank 0 assembles the grids."""
-    from fvcli.merge import manifests, merge_folder
+    from fvcli.run.merge import manifests, merge_folder
 
     run.announce_merge = False
     with distributed.ProcessGroup() as group:
@@ -285,7 +285,7 @@ def _render_torchrun(run, rank_0: bool, say, assemble) -> int:
 
 def report_merges(merges: list, say) -> int:
     """Say what merging did; 1 when a job still misses units or has failed ones, else 0."""
-    from fvcli.output import removed_line
+    from fvcli.run.output import removed_line
 
     code = 0
     for merge in merges:
@@ -491,9 +491,9 @@ def layer_listing(model: Any, pattern: str | None, weights: str | None, size: An
     import fnmatch
 
     from fvcli.errors import raised
-    from fvcli.fixed_size import fixed_size
-    from fvcli.layer_keys import list_layers
-    from fvcli.models import load_model
+    from fvcli.models.fixed_size import fixed_size
+    from fvcli.models.layer_keys import list_layers
+    from fvcli.models.registry import load_model
 
     size = convert_options({"size": size})["size"]  # the bounds of fv render's --size
     modules = None

@@ -1,6 +1,6 @@
 """The command line: parse, validate, call the API (fvcli.api, which calls the runner), and turn errors into one line and an exit status.
 
-Options come from fvcli.settings.OPTIONS, the same table the spec files are checked against.
+Options come from fvcli.specs.settings.OPTIONS, the same table the spec files are checked against.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fvcli.version import __version__
 from fvcli.api import collect_examples, convert_options, layer_listing, report_merges, run_targets
 from fvcli.errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, FvError, WriteError
 from fvcli.messages import plural, sayer as _say
-from fvcli.settings import (
+from fvcli.specs.settings import (
     EXAMPLES_BY_KEY, EXAMPLES_KEYS, OPTIONS, OPTIONS_BY_KEY, default_of, examples_options,
 )
 
@@ -197,8 +197,8 @@ def models(pattern: str | None) -> int:
     Also usable: factories FILE.py:FUNC or package.module:FUNC returning an
     nn.Module, and TorchScript files.
     """
-    from fvcli.models import known_models
-    from fvcli.sources import timm_models
+    from fvcli.models.registry import known_models
+    from fvcli.models.sources import timm_models
 
     own, timm = known_models(), timm_models()
     if pattern is None:
@@ -264,7 +264,7 @@ def merge(out: Path, quiet: bool) -> int:
     """
     if not out.is_dir():
         raise FvError(f"{out}: no such folder; expected the --out folder of sharded runs")
-    from fvcli.merge import merge_tree
+    from fvcli.run.merge import merge_tree
 
     merges = merge_tree(out)
     say = _say(quiet)
@@ -334,8 +334,8 @@ def spectrum(folder: str, output: str, size_text: str, decorrelate: bool, graysc
     skipped and counted. The file records the size, the number of images, the folder and the
     colours measured; its sha256 goes into each render's settings, so a changed file renders again.
     """
-    from fvcli.settings import MAX_SIZE, positive_int
-    from fvcli.spectrum import MIN_SIZE, measure_folder
+    from fvcli.specs.settings import MAX_SIZE, positive_int
+    from fvcli.optvis.spectrum import MIN_SIZE, measure_folder
 
     try:
         size = positive_int(MAX_SIZE)(size_text)
@@ -363,7 +363,7 @@ def atlas(out: Path, quiet: bool) -> int:
     again rewrites only the pages that changed, and removes pages of units that a
     job's grid.json no longer lists.
     """
-    from fvcli.atlas import build_atlas
+    from fvcli.atlas.site import build_atlas
 
     build_atlas(out, _say(quiet))
     return 0

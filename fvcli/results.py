@@ -24,7 +24,7 @@ def _open(data: bytes) -> Image.Image:
 
 
 def _write_files(out: str | Path, files: dict[str, bytes]) -> None:
-    from fvcli.output import atomic_write
+    from fvcli.files import atomic_write
 
     for relative, data in files.items():
         path = Path(out) / relative
@@ -96,7 +96,7 @@ class JobResult:
     def images(self) -> list[Any]:
         """One PIL image per unit; a list of them for a unit of several images (--diversity,
         interpolation frames); None for a unit that failed."""
-        from fvcli.output import unit_images
+        from fvcli.run.output import unit_images
 
         images = []
         for record in self.records:
@@ -108,7 +108,7 @@ class JobResult:
     def read(cls, out: Path, folder: Path) -> JobResult | None:
         """The job written in `folder` under the output folder `out`; None while it is not whole
         (a shard's job waiting for the others)."""
-        from fvcli.output import extra_images, unit_images
+        from fvcli.run.output import extra_images, unit_images
 
         sidecar_path = folder / "grid.json"
         if not sidecar_path.is_file():
@@ -155,7 +155,7 @@ class Result:
         """Write the files `fv render --out OUT` writes (unit PNGs with their records, grid.png,
         grid.json) under `out`, byte for byte, removing the PNGs an earlier run wrote there that
         these jobs do not list, as `fv render` does; return the job folders."""
-        from fvcli.output import remove_unlisted
+        from fvcli.run.output import remove_unlisted
 
         for job in self.jobs:
             folder = Path(out) / job.folder
@@ -205,7 +205,7 @@ class LayerExamples:
         (default: the --crop of the run), read from the images folder."""
         from PIL import Image
 
-        from fvcli.images import open_upright
+        from fvcli.optvis.images import open_upright
 
         side = size or self.sidecar["crop"]
         crops = []

@@ -17,7 +17,7 @@ TINY = f"{Path(__file__).parent / 'tiny_model.py'}:make"
 QUICK = ["--weights", "random", "--steps", "8", "--size", "48"]
 
 # Under pytest-xdist each worker process takes one core: two threads apiece would make the workers
-# wait on each other's preempted threads (fvcli.tuning explains the collapse); their fv subprocesses
+# wait on each other's preempted threads (fvcli.run.tuning explains the collapse); their fv subprocesses
 # inherit the count. Run alone, the suite uses two.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"

@@ -13,8 +13,8 @@ from torch import nn
 
 import fvcli
 from conftest import TINY, fv
-from fvcli.dataset_examples import load_image
-from fvcli.output import CHECKERS, GAP, make_grid, read_record
+from fvcli.atlas.dataset_examples import load_image
+from fvcli.run.output import CHECKERS, GAP, make_grid, read_record
 from tiny_model import make
 
 TINY_RUN = ["--model", TINY, "--weights", "random", "--size", "32"]

@@ -35,7 +35,7 @@ def test_render_writes_unit_pngs_grid_and_sidecar(tmp_path):
     assert "channel" in sidecar["objective"]
     settings = sidecar["settings"]
     assert (settings["steps"], settings["size"], settings["lr"], settings["seed"]) == (24, 48, 0.05, 0)
-    from fvcli.devices import cpu_has_bf16
+    from fvcli.optvis.precision import cpu_has_bf16
 
     assert settings["parameterization"]["name"] == "fourier"
     chosen = sidecar["engine"]["dtype"]["chosen"]  # auto: the faster, measured, where the CPU has native bf16
@@ -179,7 +179,7 @@ def _help(*command: str) -> str:
 
 
 def test_help_at_80_columns_breaks_no_word_and_shows_each_default_once():
-    from fvcli.settings import OPTIONS, examples_options
+    from fvcli.specs.settings import OPTIONS, examples_options
 
     for command, options in (("render", OPTIONS), ("examples", examples_options())):
         text = re.sub(r"(?<=[a-z]-)\n +", "", _help(command))  # a hyphenated word may break after its hyphen
@@ -200,7 +200,7 @@ def test_models_lists_own_names_then_counts_timms_and_says_when_nothing_matches(
     from click.testing import CliRunner
 
     from fvcli.cli import cli
-    from fvcli.sources import timm_models
+    from fvcli.models.sources import timm_models
 
     lines = fv("models").splitlines()
     assert "googlenet" in lines and not any(line.startswith("timm:") and " " not in line for line in lines)

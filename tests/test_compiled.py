@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from conftest import TINY, fv
-from fvcli import tuning
-from fvcli.capture import forward_to
-from fvcli.compiled import compile_forward
-from fvcli.engine import render_batch
-from fvcli.models import load_model
-from fvcli.objectives import channel
-from fvcli.settings import RenderSettings
+from fvcli.run import tuning
+from fvcli.models.capture import forward_to
+from fvcli.models.compiled import compile_forward
+from fvcli.optvis.engine import render_batch
+from fvcli.models.registry import load_model
+from fvcli.optvis.objectives import channel
+from fvcli.specs.settings import RenderSettings
 
 CPU = torch.device("cpu")
 
@@ -68,7 +68,7 @@ def test_the_sidecar_says_what_dtype_and_compile_resolved_to(tmp_path, monkeypat
     engine = sidecar["engine"]
     assert engine["compile"] == {"setting": "auto", "compiled": False, "why": ["auto: not on a CPU, where compiled steps measured slower"], "seconds": 0}
     assert sidecar["timing"]["compile_seconds"] == 0
-    from fvcli.devices import cpu_has_bf16
+    from fvcli.optvis.precision import cpu_has_bf16
 
     if cpu_has_bf16():  # both timed; the sidecar's dtype is the one chosen
         assert engine["dtype"]["how"] == "timed: the faster of bf16 autocast and float32 in one step of the model"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import fv
-from fvcli.runner import Run
-from fvcli.settings import RunSettings
-from fvcli.spec import load_spec
+from fvcli.run.runner import Run
+from fvcli.specs.settings import RunSettings
+from fvcli.specs.spec import load_spec
 
 ROOT = Path(__file__).parent.parent
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))

@@ -5,11 +5,11 @@ import dataclasses
 import pytest
 import torch
 
-from fvcli.engine import render_batch
-from fvcli.models import load_model
-from fvcli.objectives import channel
-from fvcli.redirect import RedirectReLU
-from fvcli.settings import RenderSettings
+from fvcli.optvis.engine import render_batch
+from fvcli.models.registry import load_model
+from fvcli.optvis.objectives import channel
+from fvcli.optvis.redirect import RedirectReLU
+from fvcli.specs.settings import RenderSettings
 
 CPU = torch.device("cpu")
 

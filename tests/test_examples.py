@@ -12,12 +12,12 @@ from PIL import Image
 
 from conftest import TINY, fv
 from fvcli.errors import FvError
-from fvcli.dataset_examples import LayerState, Placement, load_image
-from fvcli.jobs import JobRequest
-from fvcli.models import load_model
-from fvcli.settings import RenderSettings
-from fvcli.spec import load_examples, load_spec
-from fvcli.targets import parse_target
+from fvcli.atlas.dataset_examples import LayerState, Placement, load_image
+from fvcli.specs.requests import JobRequest
+from fvcli.models.registry import load_model
+from fvcli.specs.settings import RenderSettings
+from fvcli.specs.spec import load_examples, load_spec
+from fvcli.specs.targets import parse_target
 
 TESTS = Path(__file__).parent
 SIZE = 40  # the input size tiny_model.make_with_preprocessing declares

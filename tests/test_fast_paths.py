@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from conftest import TINY, fv
-from fvcli.capture import forward_to
-from fvcli.engine import render_batch
-from fvcli.fold import fold_batchnorms
-from fvcli.models import load_model
-from fvcli.objectives import batch_values, channel
-from fvcli.settings import RenderSettings
-from fvcli.transforms import STANDARD, Draws, Pipeline
+from fvcli.models.capture import forward_to
+from fvcli.optvis.engine import render_batch
+from fvcli.models.fold import fold_batchnorms
+from fvcli.models.registry import load_model
+from fvcli.optvis.objectives import batch_values, channel
+from fvcli.specs.settings import RenderSettings
+from fvcli.optvis.transforms import STANDARD, Draws, Pipeline
 
 CPU = torch.device("cpu")
 
@@ -180,7 +180,7 @@ PRELU_CASES = [  # (shape, PReLU weights, channels_last, dtype, bf16 autocast)
 
 @pytest.mark.parametrize("shape, weights, channels_last, dtype, bf16", PRELU_CASES)
 def test_the_frozen_prelu_backward_gives_torchs_gradients_bit_for_bit(shape, weights, channels_last, dtype, bf16):
-    from fvcli.prelu import FrozenPReLU
+    from fvcli.optvis.prelu import FrozenPReLU
 
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(shape, dtype=dtype, generator=generator)
@@ -204,8 +204,8 @@ def test_the_frozen_prelu_backward_gives_torchs_gradients_bit_for_bit(shape, wei
 
 
 def test_a_prelu_network_renders_the_same_images_with_the_frozen_prelu(monkeypatch):
-    import fvcli.engine
-    import fvcli.prelu
+    import fvcli.optvis.engine
+    import fvcli.optvis.prelu
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(
@@ -218,11 +218,11 @@ def test_a_prelu_network_renders_the_same_images_with_the_frozen_prelu(monkeypat
     settings = RenderSettings(steps=20, size=24, dtype="float32")  # past the ReLU redirect's 16 steps
     objectives = [channel("4", c) for c in (0, 1, 2)]
     calls = []
-    frozen_apply = fvcli.prelu._FrozenPReLU.apply
-    monkeypatch.setattr(fvcli.prelu._FrozenPReLU, "apply", lambda *a: calls.append(1) or frozen_apply(*a))
+    frozen_apply = fvcli.optvis.prelu._FrozenPReLU.apply
+    monkeypatch.setattr(fvcli.optvis.prelu._FrozenPReLU, "apply", lambda *a: calls.append(1) or frozen_apply(*a))
     fast = render_batch(model, objectives, [1, 2, 3], settings, CPU)
     assert len(calls) == 2 * settings.steps  # both PReLUs of every step's forward pass
-    monkeypatch.setattr(fvcli.engine, "has_prelu", lambda module: False)
+    monkeypatch.setattr(fvcli.optvis.engine, "has_prelu", lambda module: False)
     plain = render_batch(model, objectives, [1, 2, 3], settings, CPU)
     assert len(calls) == 2 * settings.steps
     assert torch.equal(fast.images, plain.images) and fast.final == plain.final

@@ -7,7 +7,7 @@ import io
 import pytest
 import torch
 
-from fvcli.inceptionv1 import ARTICLE_LAYERS, NORMALIZATION, build_inceptionv1, same_pad
+from fvcli.models.inceptionv1 import ARTICLE_LAYERS, NORMALIZATION, build_inceptionv1, same_pad
 
 # Every convolution of ProGamerGov/pytorch-old-tensorflow-models' inception5h.py, transcribed as
 # (attribute, in channels, out channels, kernel size); all have biases. Each is `<name>_pre_relu_conv`.

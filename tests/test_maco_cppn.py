@@ -14,13 +14,13 @@ from torch import nn
 
 import fvcli
 from conftest import TINY, fv
-from fvcli.dataset_examples import load_image
-from fvcli.engine import render_batch
-from fvcli.models import load_model
-from fvcli.objectives import channel
-from fvcli.param import MacoParam, color_matrix, power_law
-from fvcli.settings import PARAM_LR, RenderSettings
-from fvcli.spectrum import read_spectrum
+from fvcli.atlas.dataset_examples import load_image
+from fvcli.optvis.engine import render_batch
+from fvcli.models.registry import load_model
+from fvcli.optvis.objectives import channel
+from fvcli.optvis.param import MacoParam, color_matrix, power_law
+from fvcli.specs.settings import PARAM_LR, RenderSettings
+from fvcli.optvis.spectrum import read_spectrum
 
 CPU = torch.device("cpu")
 LR = PARAM_LR  # each one's default --lr

@@ -10,12 +10,12 @@ import torch
 
 from conftest import fv
 from fvcli.errors import FvError
-from fvcli.layer_keys import infer_layout
-from fvcli.models import load_model
-from fvcli.runner import Run
-from fvcli.jobs import JobRequest
-from fvcli.settings import RenderSettings, RunSettings
-from fvcli.targets import parse_target
+from fvcli.models.layer_keys import infer_layout
+from fvcli.models.registry import load_model
+from fvcli.run.runner import Run
+from fvcli.specs.requests import JobRequest
+from fvcli.specs.settings import RenderSettings, RunSettings
+from fvcli.specs.targets import parse_target
 
 # model, layer, expected (layout, channels) at 64 px (ViTs run at their 224 px)
 FAMILIES = [
@@ -140,7 +140,7 @@ def test_models_lists_torchvision_and_own_models():
 
 
 def test_weights_enum_names_resolve_without_download():
-    from fvcli.models import find_entry
+    from fvcli.models.registry import find_entry
 
     entry = find_entry("resnet50")
     assert entry.published("IMAGENET1K_V1").identity == "ResNet50_Weights.IMAGENET1K_V1"

@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from fvcli.capture import forward_to
+from fvcli.models.capture import forward_to
 from fvcli.errors import FvError
-from fvcli.models import load_model
-from fvcli.weights import sha256_of
+from fvcli.models.registry import load_model
+from fvcli.models.weights import sha256_of
 
 
 def test_random_googlenet_has_live_units_at_every_depth():

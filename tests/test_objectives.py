@@ -1,6 +1,6 @@
 import torch
 
-from fvcli.objectives import batch_values, channel
+from fvcli.optvis.objectives import batch_values, channel
 
 
 def test_arithmetic_describes_itself_in_target_syntax():
@@ -29,8 +29,8 @@ def test_batch_values_scores_each_image_by_its_own_objective():
 
 
 def test_neuron_reads_the_centre_of_every_layout():
-    from fvcli.layer_keys import infer_layout
-    from fvcli.objectives import neuron
+    from fvcli.models.layer_keys import infer_layout
+    from fvcli.optvis.objectives import neuron
 
     nchw = torch.randn(2, 4, 5, 5)
     assert torch.equal(neuron("l", 3, layout=infer_layout(nchw.shape))({"l": nchw}), nchw[:, 3, 2, 2])
@@ -44,7 +44,7 @@ def test_neuron_reads_the_centre_of_every_layout():
 
 
 def test_token_channels_leave_out_the_class_token_unless_asked():
-    from fvcli.layer_keys import infer_layout
+    from fvcli.models.layer_keys import infer_layout
 
     tokens = torch.randn(2, 1 + 4, 3)
     layout = infer_layout(tokens.shape)
@@ -55,8 +55,8 @@ def test_token_channels_leave_out_the_class_token_unless_asked():
 
 
 def test_a_batch_of_directions_is_scored_in_one_product_as_one_at_a_time():
-    from fvcli.layer_keys import infer_layout
-    from fvcli.objectives import Direction, batch_plan
+    from fvcli.models.layer_keys import infer_layout
+    from fvcli.optvis.objectives import Direction, batch_plan
 
     for shape in [(4, 6, 3, 3), (4, 1 + 9, 6), (4, 6)]:  # channels first, tokens, flat
         acts = {"l": torch.randn(*shape, requires_grad=True)}

@@ -9,10 +9,10 @@ from torch import nn
 
 import fvcli
 from conftest import TINY, fv, noise_photos
-from fvcli.capture import forward_to
-from fvcli.models import load_model
-from fvcli.objectives import channel
-from fvcli.runner import unit_status
+from fvcli.models.capture import forward_to
+from fvcli.models.registry import load_model
+from fvcli.optvis.objectives import channel
+from fvcli.run.runner import unit_status
 
 GOOGLENET = ["--weights", "random", "--size", "48", "--transforms", "none"]
 TINY_QUICK = ["--model", TINY, "--weights", "random", "--steps", "6", "--size", "32", "--transforms", "none"]
@@ -180,7 +180,7 @@ def test_bottom_examples_are_read_before_the_relu(tmp_path, photos):
     assert record["pre_relu"]["read_as"] == {"relu3": "relu3_pre_relu"}
 
     # Brute force: each photo alone, as fv prepares it (224 px, no normalization for a factory).
-    from fvcli.images import list_images, load_image
+    from fvcli.optvis.images import list_images, load_image
 
     model = load_model(TINY, "random", 0, quiet=True).module
     head = nn.Sequential(*list(model.children())[:6])  # up to conv3: relu3's input

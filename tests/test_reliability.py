@@ -13,11 +13,11 @@ import pytest
 
 from conftest import TINY, fv
 from fvcli.errors import FvError, WriteError
-from fvcli.jobs import safe_component
-from fvcli.locks import LOCK_NAME, FolderLocks
+from fvcli.specs.requests import safe_component
+from fvcli.run.locks import LOCK_NAME, FolderLocks
 from fvcli.messages import plural
-from fvcli.output import read_record
-from fvcli.writer import Writer
+from fvcli.run.output import read_record
+from fvcli.run.writer import Writer
 
 FAST = ["--model", TINY, "--weights", "random", "--size", "32", "--dtype", "float32"]
 
@@ -279,7 +279,7 @@ def test_a_grid_label_of_forty_thousand_characters_is_cut_in_a_few_measurements(
     its grid label was cut one character at a time (40,000: unfinished after 24 minutes)."""
     from PIL import Image
 
-    from fvcli.output import _font, _fit, make_grid
+    from fvcli.run.output import _font, _fit, make_grid
 
     label = "direction(mixed4a, [" + ", ".join(["0.123456"] * 4000) + "])"
     assert len(label) > 40_000

@@ -3,7 +3,7 @@
 import json
 
 from conftest import QUICK, TINY, fv
-from fvcli.output import listed_files, read_record
+from fvcli.run.output import listed_files, read_record
 
 TARGET = "mixed3a:0-3"
 

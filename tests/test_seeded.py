@@ -12,13 +12,13 @@ from PIL import Image
 
 import fvcli
 from conftest import QUICK, TINY, fv
-from fvcli.jobs import JobRequest
-from fvcli.models import load_model
-from fvcli.objectives import Caricature, Inversion, batch_plan
-from fvcli.output import read_record
-from fvcli.runner import Run
-from fvcli.settings import RenderSettings, RunSettings
-from fvcli.targets import parse_target
+from fvcli.specs.requests import JobRequest
+from fvcli.models.registry import load_model
+from fvcli.optvis.objectives import Caricature, Inversion, batch_plan
+from fvcli.run.output import read_record
+from fvcli.run.runner import Run
+from fvcli.specs.settings import RenderSettings, RunSettings
+from fvcli.specs.targets import parse_target
 from tiny_model import make
 
 TINY_QUICK = ["--model", TINY, "--weights", "random", "--steps", "12", "--size", "32", "--transforms", "none"]
@@ -306,9 +306,9 @@ def test_the_photo_goes_through_its_images_transforms_at_every_step():
     """An image identical to the photo is at distance 0 from it at every step, whatever the
     transforms draw: the photo is transformed with its image's own draws. Compared with the
     untransformed photo instead, the same image is far from it."""
-    from fvcli.engine import PhotoSteps, _Scorer
-    from fvcli.images import load_image
-    from fvcli.transforms import Draws, Pipeline
+    from fvcli.optvis.engine import PhotoSteps, _Scorer
+    from fvcli.optvis.images import load_image
+    from fvcli.optvis.transforms import Draws, Pipeline
 
     model = load_model("googlenet", "random", 0, quiet=True)
     photo = load_image(Path(__file__).parents[1] / "configs" / "images" / "rings_centre.png", 64)

@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from fvcli.errors import FvError
-from fvcli.spec import load_spec
+from fvcli.specs.spec import load_spec
 
 
 def write(tmp_path, text, name="spec.yaml"):

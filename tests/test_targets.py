@@ -3,7 +3,7 @@ fails with the column of the problem."""
 
 import pytest
 
-from fvcli.targets import Atom, Target, TargetError, describe_channels, parse_channels, parse_target
+from fvcli.specs.targets import Atom, Target, TargetError, describe_channels, parse_channels, parse_target
 
 
 def channel(layer, *channels):

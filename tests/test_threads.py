@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import TINY, fv
-from fvcli import tuning
+from fvcli.run import tuning
 
 RUN = ["--model", TINY, "--weights", "random", "--size", "32", "--steps", "2", "-q"]
 

@@ -107,7 +107,7 @@ def _image_stats(path):
     from PIL import Image
 
     image = torch.from_numpy(numpy.asarray(Image.open(path), dtype=numpy.float32)).permute(2, 0, 1)[None] / 255
-    from fvcli.regularizers import gaussian_blur, l1, total_variation
+    from fvcli.optvis.regularizers import gaussian_blur, l1, total_variation
 
     return {"tv": total_variation(image).item(), "l1": l1(image).item(), "sharp": (image - gaussian_blur(image)).pow(2).mean().item()}
 
@@ -176,10 +176,10 @@ def test_shared_low_resolution_images_keep_frames_aligned():
     # Same objectives, same seeds; the only difference is the shared images.
     import torch
 
-    from fvcli.engine import Groups, render_batch
-    from fvcli.models import load_model
-    from fvcli.objectives import channel
-    from fvcli.settings import RenderSettings
+    from fvcli.optvis.engine import Groups, render_batch
+    from fvcli.models.registry import load_model
+    from fvcli.optvis.objectives import channel
+    from fvcli.specs.settings import RenderSettings
 
     model = load_model(TINY, "random", seed=0)
     objectives = [channel("conv3", 0), channel("conv3", 0) * 0.5 + channel("conv3", 1) * 0.5, channel("conv3", 1)]
@@ -196,7 +196,7 @@ def test_shared_low_resolution_images_keep_frames_aligned():
 
 
 def test_interpolation_grammar():
-    from fvcli.targets import Interpolation, TargetError, parse_target
+    from fvcli.specs.targets import Interpolation, TargetError, parse_target
 
     target = parse_target("interpolate(mixed4a:97, -0.5*mixed4b:3 + layer(mixed3a), frames=8)")
     assert isinstance(target, Interpolation) and target.frames == 8

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fvcli.transforms import CHUNK_STEPS, STANDARD, Draws, Jitter, Pad, Pipeline
+from fvcli.optvis.transforms import CHUNK_STEPS, STANDARD, Draws, Jitter, Pad, Pipeline
 
 
 def test_standard_preset_has_the_reference_values():
@@ -71,7 +71,7 @@ def test_each_rotation_and_scale_is_drawn_at_its_published_frequency():
 def test_the_deterministic_resampling_computes_what_grid_sample_computes():
     """--deterministic on CUDA resamples with gathers (grid_sample's CUDA backward is not
     deterministic): the same values and the same gradients, here on the CPU."""
-    from fvcli.transforms import bilinear_gather
+    from fvcli.optvis.transforms import bilinear_gather
 
     images = torch.rand(3, 3, 20, 20, requires_grad=True)
     pipeline = Pipeline(STANDARD)

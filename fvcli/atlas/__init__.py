@@ -1,0 +1,1 @@
+"""Dataset examples and the web atlas."""

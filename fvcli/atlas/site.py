@@ -1,0 +1,740 @@
+"""`fv atlas OUT`: a static web atlas of everything rendered under OUT. No torch, no framework.
+
+The atlas is built from what is on disk: every job folder (found by its `grid.json` sidecar), its
+unit PNGs, and its dataset examples (`examples/examples.json`, written by `fv examples`). It writes
+
+    OUT/index.html                    models -> layers, with unit counts and a thumbnail each
+    OUT/atlas.css                     the one style sheet
+    JOB/index.html                    a layer page: every unit as a lazy-loaded thumbnail
+    JOB/units/LABEL.html              a unit page: its images, other renders of the same channel,
+                                      dataset examples, its record and the job's settings
+
+Links are relative, so the atlas works from file:// and from any static server. Every page is made
+in memory and written (atomically) only when its bytes differ, so rebuilding after a few more units
+rewrites only the pages that changed. Pages hold nothing that changes between identical builds: no
+build time, and no timing from the sidecar.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import math
+import os
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+from fvcli.version import __version__
+from fvcli.errors import FvError
+from fvcli.specs.requests import safe_component
+from fvcli.messages import plural
+from fvcli.files import atomic_write
+
+SCHEMA_VERSION = 1  # of grid.json and examples.json that this atlas reads
+THUMB = 128  # px: thumbnails on layer pages (smaller images are scaled up by a whole factor)
+LARGE = 256  # px: images on unit pages
+INDEX_THUMB = 64
+CROP = 96  # px: dataset example crops are shown at least about this large
+PRUNE = ("units", "examples")  # folders inside a job folder that hold no jobs
+
+CSS = """\
+:root{color-scheme:dark;--bg:#181818;--panel:#202020;--fg:#dcdcdc;--dim:#8c8c8c;--line:#303030;
+--link:#9cc2ff;--dead:#ffaa28;--failed:#eb4646}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--fg);
+font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+header,main,footer{max-width:1480px;margin:0 auto;padding:0 24px}
+header{padding-top:18px}
+footer{color:var(--dim);font-size:12px;padding-top:24px;padding-bottom:24px}
+a{color:var(--link);text-decoration:none}
+a:hover{text-decoration:underline}
+nav{color:var(--dim);font-size:13px}
+nav a{margin-right:2px}
+h1{font-size:24px;font-weight:600;margin:6px 0 2px;letter-spacing:.01em}
+h2{font-size:16px;font-weight:600;margin:28px 0 10px;padding-bottom:6px;border-bottom:1px solid var(--line)}
+h3{font-size:13px;font-weight:600;color:var(--dim);margin:18px 0 6px;text-transform:uppercase;letter-spacing:.05em}
+p{margin:4px 0}
+.dim{color:var(--dim)}
+.dead,.flat{color:var(--dead)}
+.failed{color:var(--failed)}
+.tag{display:inline-block;font-size:11px;padding:0 6px;border:1px solid var(--line);border-radius:8px;color:var(--dim);margin-left:6px}
+.pager{display:flex;gap:18px;margin:10px 0 0}
+.pager .off{color:var(--dim)}
+.grid{display:grid;gap:12px 10px;margin-top:16px}
+.grid a{display:block;text-align:center;font-size:12px;color:var(--dim)}
+.grid a:hover{color:var(--fg);text-decoration:none}
+.grid a.dead,.grid a.flat{color:var(--dead)}
+.grid a.failed{color:var(--failed)}
+.grid a:hover img{outline:2px solid var(--link)}
+.grid img,.grid .x{display:block;margin:0 auto 3px}
+/* transparent images (fv render --alpha) show a checkerboard through */
+img{background:repeating-conic-gradient(#999 0 25%,#f2f2f2 0 50%) 0 0/16px 16px}
+img.px{image-rendering:pixelated}
+.x{background:linear-gradient(45deg,transparent 48.5%,var(--failed) 49.5% 50.5%,transparent 51.5%),
+linear-gradient(-45deg,transparent 48.5%,var(--failed) 49.5% 50.5%,transparent 51.5%),var(--panel)}
+.x.missing{background:var(--panel)}
+.figs{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
+figure{margin:0}
+figcaption{font-size:12px;color:var(--dim);margin-top:4px;max-width:100%}
+.strip img{width:100%;height:auto;display:block}
+table{border-collapse:collapse;font-size:13px}
+th,td{padding:3px 14px 3px 0;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+th{color:var(--dim);font-weight:normal;white-space:nowrap}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+td img{display:block}
+.cols{display:flex;flex-wrap:wrap;gap:8px 48px}
+.cols>section{min-width:280px;max-width:100%}
+.cols td{overflow-wrap:anywhere}
+.strip{margin-bottom:8px;max-width:100%}
+.vals{display:grid;gap:2px;font-size:11px;color:var(--dim);text-align:center;font-variant-numeric:tabular-nums}
+.imgs{display:flex;gap:4px}
+"""
+
+
+# ---- what is on disk ----
+
+
+@dataclass
+class Unit:
+    record: dict  # the sidecar's unit record
+    images: list[dict]  # {image, objective, activation_start, activation_final}, only those on disk
+    missing: int  # images the record names that are not on disk
+    page: str = ""  # file name under units/
+
+
+@dataclass
+class Job:
+    rel: str  # the job folder, relative to OUT, with '/'
+    folder: Path
+    sidecar: dict
+    units: list[Unit]
+    examples: dict | None = None  # examples.json of this folder, when valid
+    group: list[Job] = field(default_factory=list)  # every job of the same model and layer, this one too
+
+    @functools.cached_property
+    def by_channel(self) -> dict[int, Unit]:
+        return {u.record["channel"]: u for u in reversed(self.units) if isinstance(u.record.get("channel"), int)}
+
+    @functools.cached_property
+    def examples_by_channel(self) -> dict[int, dict]:
+        units = (self.examples or {}).get("units") or []
+        return {u["channel"]: u for u in reversed(units) if isinstance(u, dict) and isinstance(u.get("channel"), int)}
+
+    @property
+    def model_key(self) -> tuple[str, str]:
+        model = self.sidecar["model"]
+        return str(model.get("name")), str(model.get("weights"))
+
+    @property
+    def layer(self) -> str:
+        return self.sidecar.get("layer") or "(model output)"
+
+    @property
+    def size(self) -> int:
+        return int(self.sidecar["settings"]["size"])
+
+    @property
+    def title(self) -> str:
+        """The job's folder name: the layer for a plain job, else what the job is."""
+        return self.rel.rsplit("/", 1)[-1]
+
+    def count(self, status: str) -> int:
+        return sum(u.record.get("status") == status for u in self.units)
+
+    @property
+    def tags(self) -> list[str]:
+        tags = []
+        if self.units and all(str(u.record.get("objective", "")).startswith("-") for u in self.units):
+            tags.append("negative")
+        diversity = self.sidecar["settings"].get("diversity")
+        if isinstance(diversity, dict):
+            tags.append(f"diversity ×{diversity.get('images')}")
+        elif any(len(u.record.get("images") or []) > 1 for u in self.units):
+            tags.append("frames")
+        return tags
+
+
+@dataclass
+class Result:
+    written: list[Path]
+    unchanged: int
+    removed: list[Path]
+    jobs: int
+
+
+def _natural(text: str) -> list:
+    """Sort key that puts mixed4a before mixed10a."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"([0-9]{1,18})", text))]
+
+
+def _check_sidecar(data: Any) -> None:
+    """Raise ValueError unless `data` looks like a grid.json this atlas can read."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"schema_version {data.get('schema_version')!r}, this fv reads {SCHEMA_VERSION}")
+    if not isinstance(data.get("model"), dict) or not isinstance(data.get("settings"), dict):
+        raise ValueError("no 'model' or 'settings' mapping")
+    int(data["settings"]["size"])
+    units = data.get("units")
+    if not isinstance(units, list) or not all(isinstance(u, dict) and isinstance(u.get("label"), str) for u in units):
+        raise ValueError("'units' is not a list of unit records with labels")
+
+
+def _out_of(job_folder: Path) -> Path:
+    """The --out folder of a job folder: OUT/NAME for a named job, else OUT/MODEL/LAYER."""
+    try:
+        named = json.loads((job_folder / "grid.json").read_text(encoding="utf-8"))["job"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        named = None
+    absolute = job_folder.resolve()
+    return absolute.parent if named else absolute.parent.parent
+
+
+def inside(out: Path, folder: Path, name: Any) -> bool:
+    """Whether `name`, a file name a sidecar gives relative to `folder`, is a file path that stays inside
+    `out` once resolved: the atlas loads nothing from outside OUT. Absolute paths, URLs (file:,
+    http:), '..' and symlinks that lead out are refused."""
+    if not isinstance(name, str) or not name or name.startswith(("/", "\\")) or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", name):
+        return False
+    try:
+        resolved, root = (folder / name).resolve(), out.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+    return root in resolved.parents
+
+
+def _unit(out: Path, folder: Path, record: dict, say: Callable[[str], None]) -> Unit:
+    entries = record.get("images") or ([{k: record.get(k) for k in ("image", "objective", "activation_start", "activation_final")}] if record.get("image") else [])
+    safe = []
+    for entry in entries:
+        if inside(out, folder, entry.get("image")):
+            safe.append(entry)
+        else:
+            say(f"fv: atlas: {folder / 'grid.json'}: unit {record['label']}: skipped image {entry.get('image')!r}, not a file inside {out}")
+    present = [e for e in safe if (folder / e["image"]).is_file()]
+    return Unit(record, present, len(safe) - len(present))
+
+
+def discover(out: Path, say: Callable[[str], None]) -> list[Job]:
+    """Every readable job folder under `out`; broken ones are skipped with one line each."""
+    jobs: list[Job] = []
+    for root, dirs, files in os.walk(out):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if "grid.json" not in files:
+            continue
+        folder = Path(root)
+        dirs[:] = [d for d in dirs if d not in PRUNE]
+        rel = folder.relative_to(out).as_posix()
+        if rel == ".":
+            raise FvError(f"{out} is a job folder (it holds grid.json); give the --out folder it was rendered into, {_out_of(out)}")
+        escapes = [name for name in ("grid.json", "units") if os.path.lexists(folder / name) and not inside(out, folder, name)]
+        if escapes:  # a symlink: the atlas would read, or write pages, outside OUT
+            say(f"fv: atlas: skipped {folder}: {escapes[0]} is a link to outside {out}")
+            continue
+        try:
+            sidecar = json.loads((folder / "grid.json").read_text(encoding="utf-8"))
+            _check_sidecar(sidecar)
+            units = [_unit(out, folder, record, say) for record in sidecar["units"]]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+            say(f"fv: atlas: skipped {folder}: unreadable grid.json ({str(error).splitlines()[0][:160]})")
+            continue
+        if not any(u.images for u in units):
+            say(f"fv: atlas: skipped {folder}: grid.json lists {plural(len(units), 'unit')}, but none of their PNGs is there")
+            continue
+        missing = sum(u.missing for u in units)
+        if missing:
+            say(f"fv: atlas: {folder}: {plural(missing, 'unit image')} named in grid.json {'is' if missing == 1 else 'are'} missing; shown as gaps")
+        job = Job(rel, folder, sidecar, units)
+        job.examples = _examples(out, folder, sidecar, say)
+        jobs.append(job)
+    return jobs
+
+
+def _examples(out: Path, folder: Path, sidecar: dict, say: Callable[[str], None]) -> dict | None:
+    """The folder's examples.json when it is readable and of this job's model, weights and layer;
+    strips it names outside OUT are left out, with a line each."""
+    path = folder / "examples" / "examples.json"
+    if not path.is_file():
+        return None
+    if not inside(out, folder, "examples/examples.json"):
+        say(f"fv: atlas: {path}: ignored, it leads outside {out}")
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION or not isinstance(data.get("units"), list):
+            raise ValueError(f"schema_version {data.get('schema_version')!r} or no 'units' list" if isinstance(data, dict) else "not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        say(f"fv: atlas: {path}: ignored, unreadable ({str(error).splitlines()[0][:160]})")
+        return None
+    model, theirs = sidecar["model"], data.get("model") or {}
+    same_layer = data.get("layer") == sidecar.get("layer") or data.get("layer_module") == sidecar.get("layer_module")
+    if (theirs.get("name"), theirs.get("weights")) != (model.get("name"), model.get("weights")) or not same_layer:
+        say(
+            f"fv: atlas: {path}: ignored, it is of {theirs.get('name')} ({theirs.get('weights')}) {data.get('layer')}, "
+            f"the renders of {model.get('name')} ({model.get('weights')}) {sidecar.get('layer')}"
+        )
+        return None
+    for unit in data["units"]:
+        for key in ("strip", "negative_strip"):
+            if isinstance(unit, dict) and unit.get(key) is not None and not inside(out, path.parent, unit[key]):
+                say(f"fv: atlas: {path}: channel {unit.get('channel')}: skipped {key} {unit[key]!r}, not a file inside {out}")
+                unit[key] = None
+    return data
+
+
+def _name_pages(job: Job) -> None:
+    """units/LABEL.html, made a safe file name and unique within the job."""
+    taken: set[str] = set()
+    for unit in job.units:
+        base = safe_component(unit.record["label"])
+        name, n = base, 1
+        while name.lower() in taken:  # case-insensitive file systems
+            n += 1
+            name = f"{base}-{n}"
+        taken.add(name.lower())
+        unit.page = f"{name}.html"
+
+
+def _layer_rank(job: Job) -> tuple:
+    """Forward order where the sidecar gives it (`layer_order`), then the name, naturally sorted."""
+    order = job.sidecar.get("layer_order")
+    return (0, order, _natural(job.layer)) if isinstance(order, int) else (1, 0, _natural(job.layer))
+
+
+def _group(jobs: list[Job]) -> dict[tuple[str, str], dict[str, list[Job]]]:
+    """model (name, weights) -> layer -> its jobs, each sorted for display; fills Job.group."""
+    models: dict[tuple[str, str], dict[str, list[Job]]] = {}
+    for job in jobs:
+        # A job of a pre-ReLU twin (a negative image of mixed4a reads mixed4a_pre_relu) is shown
+        # with the layer whose ReLUs the twin feeds, so that a channel's page shows both.
+        twin_of = (job.sidecar.get("pre_relu") or {}).get("of_module")
+        layer_key = twin_of or job.sidecar.get("layer_module") or job.layer
+        models.setdefault(job.model_key, {}).setdefault(layer_key, []).append(job)
+    ordered = {}
+    for key in sorted(models, key=lambda k: (_natural(k[0]), _natural(k[1]))):
+        layers = models[key]
+        ordered[key] = {}
+        for layer_key in sorted(layers, key=lambda k: _layer_rank(layers[k][0])):
+            group = sorted(layers[layer_key], key=lambda j: (bool(j.tags), _natural(j.rel)))
+            for job in group:
+                job.group = group
+            ordered[key][layer_key] = group
+    return ordered
+
+
+# ---- HTML ----
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _href(from_dir: str, target: str) -> str:
+    """A relative, percent-encoded and HTML-escaped link from folder `from_dir` to `target` (both
+    relative to OUT, with '/')."""
+    return _e(quote(posixpath.relpath(target, from_dir or ".")))
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "—" if value is None else str(value).lower()
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else f"{value:.5g}"
+    return str(value)
+
+
+def _display(size: int, target: int) -> tuple[int, bool]:
+    """(shown side, whether scaled up): smaller images grow by a whole factor, pixelated."""
+    if size >= target:
+        return target, False
+    factor = max(1, target // size)
+    return size * factor, factor > 1
+
+
+def _img(src: str, size: int, target: int, alt: str, lazy: bool = True) -> str:
+    shown, up = _display(size, target)
+    return (
+        f'<img src="{src}" width="{shown}" height="{shown}" alt="{_e(alt)}"'
+        + (' class="px"' if up else "")
+        + (' loading="lazy"' if lazy else "")
+        + ">"
+    )
+
+
+def _page(title: str, css: str, crumbs: list[tuple[str | None, str]], body: str, links: str = "") -> str:
+    trail = " / ".join(f'<a href="{href}">{_e(text)}</a>' if href else _e(text) for href, text in crumbs)
+    return (
+        "<!doctype html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">\n'
+        f"<title>{_e(title)}</title>\n"
+        # data: icon: no request for /favicon.ico, which a static server answers with a 404
+        f'<link rel="icon" href="data:,"><link rel="stylesheet" href="{css}">{links}</head>\n'
+        f"<body><header><nav>{trail}</nav></header>\n<main>\n{body}</main>\n"
+        f'<footer>fv {_e(__version__)} atlas</footer></body></html>\n'
+    )
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    """A two-column table; values are HTML already."""
+    return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows) + "</table>\n"
+
+
+def _flat(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """A nested settings mapping as (dotted key, short text) rows; long number lists are summarized."""
+    if isinstance(value, dict):
+        rows = []
+        for key, item in value.items():
+            rows.extend(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+        return rows or [(prefix, "—")]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [(prefix, "; ".join(_inline(v) for v in value))]
+    return [(prefix, _e(_scalar(value)))]
+
+
+def _inline(item: dict) -> str:
+    parts = [str(item["name"])] if "name" in item else []
+    parts += [f"{k} {_scalar(v)}" for k, v in item.items() if k != "name"]
+    return _e(" ".join(parts))
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, list):
+        if len(value) > 6 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return f"{_num(min(value))}…{_num(max(value))} ({len(value)} values)"
+        return "[" + ", ".join(_scalar(v) for v in value) + "]"
+    return _num(value)
+
+
+def _status(record: dict) -> str:
+    status = str(record.get("status", "?"))
+    return status if status == "ok" else f'<span class="{_e(status)}">{_e(status)}</span>'
+
+
+def _thumb_cell(job: Job, unit: Unit) -> str:
+    record = unit.record
+    status = str(record.get("status"))
+    label = _e(record["label"]) + ("" if status == "ok" else f" {_e(status)}")
+    cls = "" if status == "ok" else f' class="{_e(status)}"'
+    if unit.images:
+        picture = _img(_href(job.rel, f"{job.rel}/{unit.images[0]['image']}"), job.size, THUMB, record["label"])
+    else:
+        shown, _ = _display(job.size, THUMB)
+        kind = "x" if status == "failed" else "x missing"
+        picture = f'<div class="{kind}" style="width:{shown}px;height:{shown}px"></div>'
+    return f'<a{cls} href="units/{_e(quote(unit.page))}">{picture}{label}</a>\n'
+
+
+def index_page(models: dict[tuple[str, str], dict[str, list[Job]]]) -> str:
+    jobs = [job for layers in models.values() for group in layers.values() for job in group]
+    units = sum(len(job.units) for job in jobs)
+    body = [f"<h1>Feature visualization atlas</h1>\n<p class=\"dim\">{plural(len(models), 'model')}, {plural(len(jobs), 'job')}, {plural(units, 'unit')}</p>\n"]
+    for (name, weights), layers in models.items():
+        architecture = next(iter(layers.values()))[0].sidecar["model"].get("architecture")
+        body.append(f'<h2>{_e(name)} <span class="dim">· weights {_e(weights)}</span></h2>\n')
+        if architecture and architecture != name:
+            body.append(f'<p class="dim">{_e(architecture)}</p>\n')
+        body.append(
+            '<table><tr><th></th><th>layer</th><th>job</th><th class="n">units</th><th class="n">dead</th>'
+            '<th class="n">flat</th><th class="n">failed</th><th>images</th><th></th></tr>\n'
+        )
+        for group in layers.values():
+            for job in group:
+                first = next((u for u in job.units if u.images and u.record.get("status") == "ok"), None)
+                first = first or next(u for u in job.units if u.images)
+                thumb = _img(_href("", f"{job.rel}/{first.images[0]['image']}"), job.size, INDEX_THUMB, first.record["label"])
+                link = _href("", f"{job.rel}/index.html")
+                settings = job.sidecar["settings"]
+                dead, flat, failed = job.count("dead"), job.count("flat"), job.count("failed")
+                body.append(
+                    f'<tr><td><a href="{link}">{thumb}</a></td><td><a href="{link}">{_e(job.layer)}</a></td>'
+                    f"<td>{_e(job.rel)}{''.join(f'<span class=tag>{_e(t)}</span>' for t in job.tags)}</td>"
+                    f'<td class="n">{len(job.units)}</td>'
+                    f'<td class="n{" dead" if dead else ""}">{dead}</td><td class="n{" flat" if flat else ""}">{flat}</td>'
+                    f'<td class="n{" failed" if failed else ""}">{failed}</td>'
+                    f'<td class="dim">{_e(settings.get("size"))} px, {_e(settings.get("steps"))} steps</td>'
+                    f"<td>{'examples' if _examples_of(job) else ''}</td></tr>\n"
+                )
+        body.append("</table>\n")
+    return _page("fv atlas", "atlas.css", [(None, "Atlas")], "".join(body))
+
+
+def _examples_of(job: Job) -> Job | None:
+    """The job whose examples serve this job: its own, else another job of the same layer."""
+    if job.examples is not None:
+        return job
+    return next((other for other in job.group if other.examples is not None), None)
+
+
+def _crumbs(job: Job, depth: int, unit: Unit | None = None) -> list[tuple[str | None, str]]:
+    up = "../" * depth
+    crumbs: list[tuple[str | None, str]] = [(f"{up}index.html", "Atlas"), (None, job.model_key[0])]
+    if unit is None:
+        return [*crumbs, (None, job.title)]
+    return [*crumbs, ("../index.html", job.title), (None, unit.record["label"])]
+
+
+def layer_page(job: Job) -> str:
+    depth = job.rel.count("/") + 1
+    sidecar, settings = job.sidecar, job.sidecar["settings"]
+    dead, flat, failed = job.count("dead"), job.count("flat"), job.count("failed")
+    counts = plural(len(job.units), "unit")
+    counts += f', <span class="dead">{dead} dead</span>' if dead else ""
+    counts += f', <span class="flat">{flat} flat</span>' if flat else ""
+    counts += f', <span class="failed">{failed} failed</span>' if failed else ""
+    tags = "".join(f'<span class="tag">{_e(t)}</span>' for t in job.tags)
+    body = [f"<h1>{_e(job.layer)}{tags}</h1>\n"]
+    body.append(f'<p>{_e(sidecar["model"].get("name"))} · weights {_e(sidecar["model"].get("weights"))} · {counts}</p>\n')
+    body.append(f'<p class="dim">{_e(sidecar.get("objective", ""))}</p>\n')
+    body.append(
+        f'<p class="dim">{_e(settings.get("size"))} px, {_e(settings.get("steps"))} steps · '
+        f'<a href="grid.png">grid.png</a> · <a href="grid.json">grid.json</a></p>\n'
+    )
+    others = [other for other in job.group if other is not job]
+    if others:
+        links = ", ".join(f'<a href="{_href(job.rel, f"{o.rel}/index.html")}">{_e(o.rel)}</a>' for o in others)
+        body.append(f'<p class="dim">Also of this layer: {links}</p>\n')
+    column = max(_display(job.size, THUMB)[0] + 8, 56)  # room for the label of a small image
+    body.append(
+        f'<div class="grid" style="grid-template-columns:repeat(auto-fill,{column}px)">\n'
+        + "".join(_thumb_cell(job, unit) for unit in job.units)
+        + "</div>\n"
+    )
+    origin = sidecar.get("job", {}).get("origin")
+    meta = [("job folder", _e(job.rel)), ("made by", _e(origin)), ("fv", _e(sidecar.get("fv_version")))]
+    meta += _model_rows(sidecar)
+    body.append('<div class="cols"><section><h2>Job</h2>\n' + _table(meta))
+    body.append("</section><section><h2>Settings</h2>\n" + _table(_flat(settings)) + "</section></div>\n")
+    return _page(f"{job.layer} · {job.model_key[0]} · fv atlas", _href(job.rel, "atlas.css"), _crumbs(job, depth), "".join(body))
+
+
+def _model_rows(sidecar: dict) -> list[tuple[str, str]]:
+    model = sidecar["model"]
+    layout = sidecar.get("layer_layout") or {}
+    rows = [
+        ("model", _e(model.get("name"))),
+        ("architecture", _e(model.get("architecture"))),
+        ("weights", _e(model.get("weights"))),
+    ]
+    if model.get("weights_sha256"):
+        rows.append(("weights sha256", f"<code>{_e(model['weights_sha256'])}</code>"))
+    rows += [
+        ("layer", _e(sidecar.get("layer"))),
+        ("module", _e(sidecar.get("layer_module"))),
+        ("output shape", _e(_scalar(sidecar.get("layer_shape")))),
+        ("layout", _e(" ".join(f"{k} {_scalar(v)}" for k, v in layout.items()))),
+    ]
+    if sidecar.get("model_input_size"):
+        rows.append(("model input size", _e(sidecar["model_input_size"])))
+    for item in sidecar.get("files") or []:  # the photos and direction files the objectives were made from
+        if isinstance(item, dict):
+            rows.append(("file", f"{_e(item.get('path'))} <code>{_e(item.get('sha256'))}</code>"))
+    return rows
+
+
+def _unit_figures(job: Job, unit: Unit, where: str) -> str:
+    """The unit's images, large, each with its objective and activation values."""
+    figures = []
+    for entry in unit.images:
+        src = _href(where, f"{job.rel}/{entry['image']}")
+        values = f"{_num(entry.get('activation_start'))} → {_num(entry.get('activation_final'))}"
+        figures.append(
+            f"<figure>{_img(src, job.size, LARGE, entry.get('objective') or unit.record['label'], lazy=False)}"
+            f"<figcaption>{_e(entry.get('objective'))} · {values}</figcaption></figure>"
+        )
+    if not unit.images:
+        shown, _ = _display(job.size, LARGE)
+        kind = "x" if unit.record.get("status") == "failed" else "x missing"
+        reason = unit.record.get("error") or ("failed" if unit.record.get("status") == "failed" else "image missing")
+        figures.append(f'<figure><div class="{kind}" style="width:{shown}px;height:{shown}px"></div><figcaption>{_e(reason)}</figcaption></figure>')
+    return '<div class="figs">' + "".join(figures) + "</div>\n"
+
+
+def _siblings(job: Job, unit: Unit, where: str) -> str:
+    """Other renders of the same channel in other jobs of this layer: negative, diverse, ..."""
+    channel = unit.record.get("channel")
+    if channel is None:
+        return ""
+    figures = []
+    for other in job.group:
+        if other is job:
+            continue
+        match = other.by_channel.get(channel)
+        if match is None:
+            continue
+        link = _href(where, f"{other.rel}/units/{match.page}")
+        pictures = "".join(_img(_href(where, f"{other.rel}/{e['image']}"), other.size, THUMB, e.get("objective") or "") for e in match.images)
+        pictures = f'<span class="imgs">{pictures}</span>' if pictures else _status(match.record)
+        what = ", ".join(other.tags) or other.rel
+        figures.append(
+            f'<figure><a href="{link}">{pictures}</a><figcaption><a href="{link}">{_e(match.record.get("objective"))}</a>'
+            f" · {_e(what)}</figcaption></figure>"
+        )
+    if not figures:
+        return ""
+    return "<h2>Other renders of this channel</h2>\n" + '<div class="figs">' + "".join(figures) + "</div>\n"
+
+
+def _dataset_examples(job: Job, unit: Unit, where: str) -> str:
+    """The strips of the images that excite the channel most and least, each crop's value under it."""
+    source = _examples_of(job)
+    channel = unit.record.get("channel")
+    if source is None or channel is None:
+        return ""
+    data, entry = source.examples, source.examples_by_channel.get(channel)
+    if entry is None:
+        return ""
+    images = data.get("images") or {}
+    about = f"{_e(images['seen'])} images" if images.get("seen") is not None else ""
+    if images.get("folder"):
+        about += f" of {_e(Path(str(images['folder'])).name)}/"
+    parts = [f'<h2>Dataset examples <span class="dim">{about}</span></h2>\n<div class="cols">']
+    for key, strip, title in (("top", "strip", "Most activating"), ("bottom", "negative_strip", "Most suppressing")):
+        crops = [c for c in entry.get(key) or [] if isinstance(c, dict)]
+        path = source.folder / "examples" / str(entry.get(strip)) if entry.get(strip) else None
+        if not crops and path is None:
+            continue
+        # After a ReLU the bottom crops all sit at 0: they are ranked by their mean, so show that.
+        tied = len(crops) > 1 and len({c.get("value") for c in crops}) == 1 and all("mean" in c for c in crops)
+        shown = "mean" if tied else "value"
+        note = f' <span class="dim">all at {_num(crops[0].get("value"))}; means below</span>' if tied else ""
+        parts.append(f"<section><h3>{title}{note}</h3>\n")
+        if path is not None and path.is_file():
+            width, height = _png_size(path)
+            factor = max(1, CROP // height) if height else 1  # small crops grow, so their values fit under them
+            width, height = width * factor, height * factor
+            src = _href(where, f"{source.rel}/examples/{entry[strip]}")
+            parts.append(
+                f'<div class="strip" style="width:{width}px"><img src="{src}" width="{width}" height="{height}" '
+                f'alt="{_e(title)} crops"{" class=px" if factor > 1 else ""} loading="lazy">'
+            )
+        else:
+            parts.append('<div class="strip">')
+        # one cell per crop, the strip's width shared alike, so that each value stands under its crop
+        cells = "".join(
+            f'<span title="{_e(c.get("path"))}">{_num(c.get(shown))}</span>' for c in crops
+        )
+        parts.append(f'<div class="vals" style="grid-template-columns:repeat({max(1, len(crops))},1fr)">{cells}</div></div></section>\n')
+    return "".join(parts) + "</div>\n"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's header (0, 0 when it is not one)."""
+    with open(path, "rb") as file:
+        head = file.read(24)
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        return 0, 0
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def unit_page(job: Job, index: int) -> str:
+    unit, record = job.units[index], job.units[index].record
+    where = f"{job.rel}/units"
+    prev = job.units[index - 1] if index > 0 else None
+    nxt = job.units[index + 1] if index + 1 < len(job.units) else None
+    links = "".join(f'<link rel="{rel}" href="{_e(quote(u.page))}">' for rel, u in (("prev", prev), ("next", nxt)) if u)
+
+    def pager_link(u: Unit | None, text: str, rel: str) -> str:
+        if u is None:
+            return f'<span class="off">{text}</span>'
+        return f'<a rel="{rel}" href="{_e(quote(u.page))}">{text} {_e(u.record["label"])}</a>'
+
+    body = [f"<h1>{_e(record.get('objective') or record['label'])} {'' if record.get('status') == 'ok' else _status(record)}</h1>\n"]
+    body.append(
+        f'<div class="pager">{pager_link(prev, "← previous", "prev")}<a href="../index.html">↑ {_e(job.title)}</a>'
+        f'{pager_link(nxt, "next →", "next")}</div>\n'
+    )
+    siblings = _siblings(job, unit, where)
+    body.append('<div class="cols"><section><h2>Visualization</h2>\n' + _unit_figures(job, unit, where) + "</section>")
+    body.append((f"<section>{siblings}</section>" if siblings else "") + "</div>\n")
+    body.append(_dataset_examples(job, unit, where))
+    rows = [(k, _e(_scalar(record.get(k)))) for k in ("label", "channel", "direction", "objective") if k in record]
+    rows.append(("status", _status(record)))
+    if record.get("reason"):
+        rows.append(("why", _e(record["reason"])))
+    if record.get("error"):
+        rows.append(("error", _e(record["error"])))
+    rows += [
+        ("activation start", _num(record.get("activation_start"))),
+        ("activation final", _num(record.get("activation_final"))),
+        ("seed", _e(record.get("seed"))),
+    ]
+    if "diversity_similarity" in record:
+        rows.append(("diversity similarity", _num(record["diversity_similarity"])))
+    body.append('<div class="cols"><section><h2>Unit</h2>\n' + _table(rows))
+    if len(record.get("images") or []) > 1:
+        body.append(
+            '<table><tr><th>image</th><th>objective</th><th class="n">activation start</th><th class="n">final</th></tr>'
+            + "".join(
+                f"<tr><td>{_e(e.get('image'))}</td><td>{_e(e.get('objective'))}</td>"
+                f'<td class="n">{_num(e.get("activation_start"))}</td><td class="n">{_num(e.get("activation_final"))}</td></tr>'
+                for e in record["images"]
+            )
+            + "</table>\n"
+        )
+    body.append("</section><section><h2>Model and layer</h2>\n" + _table([*_model_rows(job.sidecar), ("objective", _e(job.sidecar.get("objective")))]))
+    body.append("</section><section><h2>Settings</h2>\n" + _table(_flat(job.sidecar["settings"])) + "</section></div>\n")
+    title = f"{record['label']} · {job.layer} · {job.model_key[0]} · fv atlas"
+    depth = job.rel.count("/") + 2
+    return _page(title, _href(where, "atlas.css"), _crumbs(job, depth, unit), "".join(body), links)
+
+
+# ---- writing ----
+
+
+def build_atlas(out: Path, say: Callable[[str], None]) -> Result:
+    """Write the atlas of everything rendered under `out`; only pages whose bytes change are written.
+
+    Unit pages under a job's units/ folder that no unit of its sidecar names any more are removed.
+    """
+    out = Path(out)
+    if not out.is_dir():
+        raise FvError(f"{out}: no such folder; expected the --out folder of fv render")
+    jobs = discover(out, say)
+    if not jobs:
+        raise FvError(f"{out}: nothing rendered to build an atlas from (no readable grid.json below it); run fv render --out {out} first")
+    for job in jobs:
+        _name_pages(job)
+    models = _group(jobs)
+
+    pages: dict[Path, str] = {out / "index.html": index_page(models)}
+    for job in jobs:
+        pages[job.folder / "index.html"] = layer_page(job)
+        for index, unit in enumerate(job.units):
+            pages[job.folder / "units" / unit.page] = unit_page(job, index)
+
+    written, unchanged, removed = [], 0, []
+    try:
+        _write_if_changed(out / "atlas.css", CSS)  # not counted: a style sheet, not a page
+        for path, text in pages.items():
+            if _write_if_changed(path, text):
+                written.append(path)
+            else:
+                unchanged += 1
+        for job in jobs:
+            keep = {unit.page for unit in job.units}
+            for stale in sorted((job.folder / "units").glob("*.html")):
+                if stale.name not in keep:
+                    stale.unlink()
+                    removed.append(stale)
+    except OSError as error:
+        raise FvError(f"cannot write the atlas into {out}: {error.strerror or error} ({error.filename})") from None
+    gone = f", {len(removed)} removed" if removed else ""
+    say(f"fv: atlas: {plural(len(written), 'page')} written, {unchanged} unchanged{gone} -> {out / 'index.html'}")
+    return Result(written, unchanged, removed, len(jobs))
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    data = text.encode("utf-8")
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    return True

@@ -1,0 +1,119 @@
+"""Writing files safely: atomically (a temporary file renamed into place), into folders checked
+beforehand, and removing the empty folders a failed run made. Below every stage: the spectra of optvis,
+run's outputs and the atlas all write through it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from fvcli.errors import FvError, WriteError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what a plain open() would give; mkstemp's files are private (0600)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` to fill a temporary file beside `path`, then rename it to `path`.
+    WriteError (naming `path`) when the file system refuses; the temporary file is removed."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # never renamed over a device, FIFO or folder (as root, over /dev/null)
+            kind = os.lstat(path).st_mode
+            if not (stat.S_ISREG(kind) or stat.S_ISLNK(kind)):
+                raise OSError(errno.EEXIST, "exists and is not a regular file")
+        except FileNotFoundError:
+            pass
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        write(Path(tmp))
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException as error:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass  # already renamed, or the file system refuses even this
+        if isinstance(error, OSError):
+            raise WriteError(path, error) from None
+        raise
+
+
+# A file fv keeps beside its output (a lock, the tuning cache's lock) is opened without following a
+# symbolic link in its place, and without waiting on a FIFO: either would let whoever made the link
+# or FIFO point fv's writes at another file, or stop fv forever.
+SAFE_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
+    """os.open(path, flags) for a regular file only: a symbolic link, FIFO, device or folder in its
+    place raises OSError (ELOOP, or EINVAL with a message that says what is there)."""
+    fd = os.open(path, flags | SAFE_OPEN, mode)
+    kind = os.fstat(fd).st_mode
+    if not stat.S_ISREG(kind):
+        os.close(fd)
+        what = "a FIFO" if stat.S_ISFIFO(kind) else "a device" if stat.S_ISCHR(kind) or stat.S_ISBLK(kind) else "not a regular file"
+        raise OSError(errno.EINVAL, f"{path} is {what}; fv keeps a regular file there")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def check_output_folders(folders: list[tuple[Path, str]], writable: bool = True) -> None:
+    """FvError unless every (folder, origin) could be written and no two origins share a folder.
+    Nothing is left behind: a probe file is created and removed in the deepest folder that exists
+    (os.access does not see read-only or full file systems, nor /proc), and a bad later folder must
+    not leave earlier ones behind. `writable=False` (a dry run, which writes nothing) skips the
+    permission checks."""
+    seen: dict[Path, str] = {}
+    for folder, origin in folders:
+        resolved = folder.resolve()
+        if resolved in seen:
+            raise FvError(f"{origin} and {seen[resolved]} would both write {folder}; give one of them a 'name:'")
+        seen[resolved] = origin
+        existing = next(p for p in (resolved, *resolved.parents) if p.exists())
+        if not existing.is_dir():
+            raise FvError(f"cannot write to output folder {folder}: {existing} is a file, not a folder")
+        if writable and not os.access(existing, os.W_OK | os.X_OK):
+            raise FvError(f"cannot write to output folder {folder}: {existing} is not writable")
+        name_max = _name_max(existing)
+        for part in resolved.relative_to(existing).parts:
+            if len(os.fsencode(part)) > name_max:
+                raise FvError(f"cannot write to output folder {folder}: a name in it is longer than {name_max} bytes ({part[:40]}...)")
+        if not writable:
+            continue
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".fv-probe-", dir=existing)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as error:
+            raise FvError(f"cannot write to output folder {folder}: {error.strerror or error} in {existing} [Errno {error.errno}]") from None
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def remove_empty_folders(folder: Path, stop: Path) -> None:
+    """Remove `folder` and its parents below `stop` while they are empty (what a failed run made)."""
+    folder, stop = folder.absolute(), stop.absolute()
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or not ours to remove
+            return
+        folder = folder.parent

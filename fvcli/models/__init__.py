@@ -1,0 +1,1 @@
+"""The networks: the registry, sources and weights, layer keys, capture, pre-ReLU twins, folding, compile."""

@@ -1,0 +1,75 @@
+"""Capturing layer outputs with forward hooks, stopping the forward pass once all are captured.
+
+Stopping early means no computation past the deepest layer an objective reads, whatever the
+model's structure: the hook that completes the set raises, and the caller catches it. Hooks are
+always removed, even when the forward pass fails. A pre-ReLU twin (`LAYER_pre_relu`) is captured
+by its layer's hook, from what the ReLU watch saw (fvcli.models.prerelu).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from fvcli.models.layer_keys import LayerError, probe_images, select, split_key
+from fvcli.models.prerelu import Watch, twin_base
+
+
+class _AllCaptured(Exception):
+    """Raised from a hook to end the forward pass; never escapes `forward_to`."""
+
+
+def forward_to(model: nn.Module, x: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:
+    """Run `model(x)` until every layer key in `layers` (a module path, maybe with `@ELEMENT`)
+    has produced its output; return them by key. A key `PATH_pre_relu` that is no module of its own
+    is the pre-ReLU twin of PATH; LayerError when PATH's output is not a ReLU's."""
+    wanted = list(dict.fromkeys(layers))
+    modules = dict(model.named_modules())
+    captured: dict[str, Tensor] = {}
+    bases = {key: twin_base(modules, key) for key in wanted}
+    watch = Watch() if any(bases.values()) else None
+
+    def hook_for(key: str):
+        base = bases[key]
+
+        def hook(module: nn.Module, inputs, output) -> None:
+            if key in captured:
+                return  # a module called twice: the first call is the layer's output
+            if base is None:
+                captured[key] = select(output, key)
+            else:
+                before = watch.before(output)
+                if before is None:
+                    raise LayerError(
+                        f"layer {base} has no pre-ReLU twin: its output is not a ReLU's output, nor a concatenation "
+                        "of ReLU outputs (`fv layers` lists the twins there are)"
+                    )
+                captured[key] = before
+            if len(captured) == len(wanted):
+                raise _AllCaptured
+
+        return hook
+
+    handles = [modules[bases[key] or split_key(key)[0]].register_forward_hook(hook_for(key)) for key in wanted]
+    try:
+        with watch if watch is not None else contextlib.nullcontext():
+            model(x)
+    except _AllCaptured:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [path for path in wanted if path not in captured]
+    if missing:
+        raise RuntimeError(f"layers {', '.join(missing)} were not reached by the forward pass")
+    return captured
+
+
+def layer_shapes(model: nn.Module, layers: Iterable[str], size: int, device: torch.device) -> dict[str, tuple[int, ...]]:
+    """Each layer's output shape for one `size` x `size` image (a cheap probe, no gradients)."""
+    with torch.no_grad():
+        acts = forward_to(model, probe_images(model, 1, size, device), layers)
+    return {path: tuple(a.shape) for path, a in acts.items()}

@@ -1,0 +1,1 @@
+"""Optimizing images (Lucid's optvis): the engine, objectives, parameterizations, transforms, regularizers."""

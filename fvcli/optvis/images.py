@@ -1,0 +1,143 @@
+"""Reading image files as a model sees them: upright, the shorter side resized, the centre square.
+
+Dataset examples (fvcli.atlas.dataset_examples) read folders of them; caricature and inversion objectives read a
+photo (fvcli.run.resolve), and so does `--init` (load_photo: images that start as a photo).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps
+from torch import Tensor
+from torchvision.transforms.functional import pil_to_tensor
+
+from fvcli.errors import FvError
+
+Source = Path | bytes  # a file, or its bytes (read once, so that what is hashed is what is decoded)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files below `folder` (any depth), sorted by their path relative to it."""
+    files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the model's square input lies in an image of `width` x `height`: the image is resized so
+    that its shorter side is `size`, and the centred `size` square is cut out."""
+
+    width: int
+    height: int
+    size: int
+
+    @property
+    def resized(self) -> tuple[int, int]:
+        scale = self.size / min(self.width, self.height)
+        return max(self.size, round(self.width * scale)), max(self.size, round(self.height * scale))
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        width, height = self.resized
+        return (width - self.size) // 2, (height - self.size) // 2
+
+    def to_original(self, box: tuple[float, float, float, float]) -> list[int]:
+        """A box (left, top, right, bottom) in input pixels as pixels of the original image."""
+        (width, height), (dx, dy) = self.resized, self.offset
+        sx, sy = self.width / width, self.height / height
+        left, top = round((box[0] + dx) * sx), round((box[1] + dy) * sy)
+        right, bottom = round((box[2] + dx) * sx), round((box[3] + dy) * sy)
+        left, top = min(max(0, left), self.width - 1), min(max(0, top), self.height - 1)
+        return [left, top, min(self.width, max(right, left + 1)), min(self.height, max(bottom, top + 1))]
+
+
+_ORIENTATION = 0x0112  # the EXIF tag of cameras that store pictures sideways
+_TURNED = (5, 6, 7, 8)  # its values that swap width and height
+
+
+def _open(source: Source) -> Image.Image:
+    return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+
+def open_upright(source: Source, size: int | None = None) -> Image.Image:
+    """An image file (or its bytes) in RGB, turned as its EXIF orientation says (as viewers show it).
+    With `size`, a large JPEG may decode at a reduced scale whose shorter side is still at least `size`."""
+    with _open(source) as image:
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        if size is not None and orientation == 1:
+            image.draft("RGB", Placement(*image.size, size).resized)
+        upright = ImageOps.exif_transpose(image) if orientation != 1 else image
+        return upright.convert("RGB")
+
+
+def upright_size(source: Source) -> tuple[int, int]:
+    with _open(source) as image:
+        width, height = image.size
+        return (height, width) if image.getexif().get(_ORIENTATION, 1) in _TURNED else (width, height)
+
+
+def load_image(source: Source, size: int) -> Tensor:
+    """An image file (or its bytes) as the model sees it: RGB and upright, its shorter side resized
+    to `size` (bilinear), the centred square cut out; (3, size, size) in [0, 1], before normalization."""
+    placement = Placement(*upright_size(source), size)
+    rgb = open_upright(source, size)
+    (width, height), (dx, dy) = placement.resized, placement.offset
+    square = rgb.resize((width, height), Image.Resampling.BILINEAR).crop((dx, dy, dx + size, dy + size))
+    return pil_to_tensor(square).float() / 255
+
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL's "L" mode: what a grayscale model was trained on
+
+
+def to_channels(pixels: Tensor, channels: int) -> Tensor:
+    """RGB images (..., 3, H, W) as a model of `channels` sees photos: as they are for 3, their luma
+    for 1; ValueError for other counts (a photo has no infrared band)."""
+    if channels == 3:
+        return pixels
+    if channels == 1:
+        weights = pixels.new_tensor(LUMA).view(3, 1, 1)
+        return (pixels * weights).sum(dim=-3, keepdim=True)
+    raise ValueError(f"a photo has 3 channels (RGB) and the model's images {channels}")
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A photo that images start from (`--init`). Its file's SHA-256 goes into each unit's hash and
+    the sidecar, so a changed photo renders again and a moved one does not."""
+
+    path: str
+    sha256: str
+    pixels: Tensor  # (channels, size, size) in [0, 1]
+
+
+def decode_photo(data: bytes, size: int, channels: int) -> Tensor:
+    """A photo file's bytes as the model's images are (load_image; its luma for a grayscale
+    model); ValueError with the reason in one line when it is no image or has no such channels."""
+    try:
+        rgb = load_image(data, size)
+    except Exception as error:  # any decoder's failure, in one line
+        if "cannot identify image file" in str(error):
+            raise ValueError("not an image file fv can read") from None
+        raise ValueError((str(error) or type(error).__name__).splitlines()[0][:200]) from None
+    return to_channels(rgb, channels)
+
+
+def load_photo(path: str, size: int, channels: int) -> Photo:
+    """The photo at `path` as the model's images; FvError naming --init and the file when it cannot
+    be read as an image, or the model is neither RGB nor gray."""
+    if channels not in (1, 3):
+        raise FvError(f"--init {path}: a photo has RGB colours, but the model takes images of {channels} channels; --init needs an RGB or grayscale model")
+    try:
+        data = Path(path).read_bytes()  # read once: what is hashed is what is decoded
+        pixels = decode_photo(data, size, channels)
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise FvError(f"--init {path}: cannot read it as an image ({reason})") from None
+    return Photo(path, hashlib.sha256(data).hexdigest(), pixels)

@@ -1,0 +1,1 @@
+"""Running jobs and writing them: resolving, the runner, workers, torchrun, locks, outputs, sidecars, merging."""

@@ -1,0 +1,265 @@
+"""Writing results: unit PNGs, the labelled grid, and the JSON sidecar. Every write is atomic.
+
+A file is written to a temporary name in its folder and renamed into place, so a killed run leaves
+either the old file or the new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
+
+from fvcli.files import atomic_write
+
+SCHEMA_VERSION = 1
+BACKGROUND = (24, 24, 24)
+LABEL = (220, 220, 220)
+DEAD = (255, 170, 40)
+FAILED = (235, 70, 70)
+GAP = 2
+# Transparent images stand on a checkerboard in grids, as image editors show transparency; Lucid's
+# notebook uses these two greys (0.95 and 0.6), eight squares a side.
+CHECKERS = ((242, 242, 242), (153, 153, 153))
+CHECKER_SQUARES = 8
+
+if TYPE_CHECKING:  # torch loads where tensors are made: `fv atlas` never needs it
+    import torch
+
+
+def to_pil(image: torch.Tensor, alpha: bool = False) -> Image.Image:
+    """A (C, H, W) float tensor in [0, 1] as an 8-bit image (round to nearest): grayscale for one
+    channel, RGB for three. Other counts (a 4-band model's image) show their first three channels
+    as RGB (the second, for 2, repeated as blue): the sidecar records the image's channels.
+    `alpha`: the last channel is the opacity of one gray or three RGB ones: an LA or RGBA image."""
+    import torch
+
+    if alpha:
+        assert image.shape[0] in (2, 4), "alpha goes with gray or RGB"
+        array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+        return Image.fromarray(array.numpy())  # "LA" or "RGBA"
+    if image.shape[0] == 2:
+        image = torch.cat([image, image[1:]])
+    elif image.shape[0] > 3:
+        image = image[:3]
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+    if array.shape[-1] == 1:
+        return Image.fromarray(array[..., 0].numpy())  # "L"
+    return Image.fromarray(array.numpy())  # "RGB"
+
+
+def with_opacity(image, opacity, alpha: bool):
+    """An image (C, H, W) with `opacity` (1, H, W) in [0, 1] as its alpha, for to_pil(..., alpha=True):
+    an --alpha-map as MaCo's figures show it, the image fading where the model did not look. With
+    `alpha` (an --alpha image), its own opacity is multiplied in. Colours as to_pil shows them."""
+    import torch
+
+    colours = image[:-1] if alpha else image
+    if alpha:
+        opacity = opacity * image[-1:]
+    if colours.shape[0] == 2:
+        colours = torch.cat([colours, colours[1:]])
+    elif colours.shape[0] > 3:
+        colours = colours[:3]
+    return torch.cat([colours, opacity])
+
+
+RECORD_KEY = "fv-unit"  # the PNG text chunk that holds a unit's record
+
+
+def save_png(image: Image.Image, path: Path, record: dict | None = None) -> None:
+    """Write a PNG atomically; `record` (JSON-able, deterministic) travels inside it as a text chunk,
+    so an image and the record of how it was made are written, and survive, together."""
+    info = None
+    if record is not None:
+        info = PngInfo()
+        info.add_text(RECORD_KEY, json.dumps(record, sort_keys=True, allow_nan=False))
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
+
+
+def read_record(path: Path) -> dict | None:
+    """The record inside a PNG written by save_png, or None (no file, no record, or a PNG that is not
+    whole: every chunk's CRC is checked and the file must end with IEND, so a cut file is redone)."""
+    try:
+        if not png_is_whole(path.read_bytes()):
+            return None
+        with Image.open(path) as image:
+            text = image.text.get(RECORD_KEY)
+        return json.loads(text) if text else None
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_is_whole(data: bytes) -> bool:
+    """Whether `data` is a PNG whose chunks all carry their CRC, ending with IEND and nothing after."""
+    if not data.startswith(PNG_SIGNATURE):
+        return False
+    at = len(PNG_SIGNATURE)
+    while at + 12 <= len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        kind_and_data = data[at + 4 : at + 8 + length]
+        crc = data[at + 8 + length : at + 12 + length]
+        if len(crc) != 4 or zlib.crc32(kind_and_data) != int.from_bytes(crc, "big"):
+            return False
+        at += 12 + length
+        if kind_and_data[:4] == b"IEND":
+            return at == len(data)
+    return False
+
+
+def write_json(data: dict, path: Path) -> None:
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _fit(text: str, font: ImageFont.ImageFont, width: int) -> str:
+    """The text, cut with an ellipsis to fit `width` pixels: the longest prefix that fits, found by
+    bisection over at most `width` characters (no glyph is under a pixel wide), so a label of an
+    inline direction (tens of thousands of characters) costs a few measurements, not one each."""
+    text = text[: width + 1]
+    if font.getlength(text) <= width:
+        return text
+    low, high = 0, len(text)  # text[:low] + "…" fits (or low is 0); text[:high] + "…" does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if font.getlength(text[:middle] + "…") <= width:
+            low = middle
+        else:
+            high = middle
+    return text[:low] + "…"
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+    """(rows, columns) of a near-square grid for `count` cells."""
+    columns = max(1, math.ceil(math.sqrt(count)))
+    return math.ceil(count / columns), columns
+
+
+def unit_images(unit: dict) -> list[str]:
+    """The PNG file names of a sidecar unit record (none for a failed or pending unit)."""
+    if unit.get("images"):
+        return [entry["image"] for entry in unit["images"]]
+    return [unit["image"]] if unit.get("image") else []
+
+
+def extra_images(unit: dict) -> list[str]:
+    """The other PNG file names a sidecar unit record lists: step images (--save-steps), alpha maps
+    (--alpha-map) and upscaled images (--cppn-upscale)."""
+    return [
+        *(entry["image"] for entry in unit.get("step_images", [])),
+        *unit.get("alpha_maps", []),
+        *(entry["image"] for entry in unit.get("upscaled_images", [])),
+    ]
+
+
+def listed_files(units: list[dict]) -> set[str]:
+    """Every file name a job's sidecar unit records list: images and the other PNGs."""
+    return {name for unit in units for name in (*unit_images(unit), *extra_images(unit))}
+
+
+def remove_unlisted(folder: Path, units: list[dict]) -> list[str]:
+    """Before a job's grid.json is written for `units`: remove the PNGs an earlier run of these
+    units wrote that their records no longer list (diversity images of another count, step images,
+    alpha maps, upscaled images of other settings), so that a unit's files are what the sidecar
+    lists. fv knows its own files by the record each carries (save_png): a PNG is removed only when
+    its record names it and is of one of these units, so a user's own files, fv images copied in
+    under other names, and other channels' images (a layer rendered in chunks into one folder)
+    stay. Returns the names removed, sorted."""
+    keep, objectives = listed_files(units), {unit.get("objective") for unit in units}
+    removed = []
+    for path in sorted(folder.glob("*.png")):
+        if path.name in keep or path.name == "grid.png" or not path.is_file() or path.is_symlink():
+            continue
+        record = read_record(path)
+        if record is None or record.get("objective") not in objectives or path.name not in listed_files([record]):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+
+
+def removed_line(removed: list[str]) -> str:
+    """What remove_unlisted did, in words: the first few names and a count."""
+    from fvcli.messages import plural
+
+    shown = ", ".join(removed[:4]) + (f" and {len(removed) - 4} more" if len(removed) > 4 else "")
+    return f"removed {plural(len(removed), 'file')} of an earlier run that this job no longer lists ({shown})"
+
+
+def write_grid(folder: Path, units: list[dict], size: int) -> Path:
+    """grid.png of a job folder from its sidecar unit records (label, status, image or images)."""
+    cells = []
+    for unit in units:
+        images = [_opened(folder / name) for name in unit_images(unit)]
+        cells.append((images or None, unit["label"], unit["status"]))
+    path = folder / "grid.png"
+    save_png(make_grid(cells, size), path)
+    return path
+
+
+def _opened(path: Path) -> Image.Image:
+    """A unit's PNG, read whole: RGBA when it has transparency, else RGB."""
+    with Image.open(path) as image:
+        transparent = image.mode in ("RGBA", "LA") or "transparency" in image.info
+        return image.convert("RGBA" if transparent else "RGB")
+
+
+def on_checkerboard(image: Image.Image) -> Image.Image:
+    """An RGBA image composited over a checkerboard of CHECKER_SQUARES squares a side, as RGB."""
+    width, height = image.size
+    side = max(1, math.ceil(max(width, height) / CHECKER_SQUARES))
+    board = Image.new("RGBA", image.size, CHECKERS[0])
+    draw = ImageDraw.Draw(board)
+    for row in range(math.ceil(height / side)):
+        for column in range(1 - row % 2, math.ceil(width / side), 2):  # light in the corner
+            draw.rectangle([column * side, row * side, (column + 1) * side - 1, (row + 1) * side - 1], fill=CHECKERS[1])
+    return Image.alpha_composite(board, image.convert("RGBA")).convert("RGB")
+
+
+def make_grid(cells: list[tuple[list[Image.Image] | None, str, str]], size: int) -> Image.Image:
+    """A near-square grid of (images or None for failed, label, status) cells, labelled underneath.
+
+    A cell's images (diversity copies, interpolation frames) stand side by side; transparent ones
+    (RGBA, LA) on a checkerboard.
+    """
+    rows, columns = grid_shape(len(cells))
+    per_cell = max((len(images) for images, _, _ in cells if images), default=1)
+    font_size = max(9, min(16, size // 8))
+    font = _font(font_size)
+    label_height = font_size + 6
+    width = per_cell * size + (per_cell - 1) * GAP
+    between = GAP if per_cell == 1 else 4 * GAP  # cells of several images need a visible border
+    cell_w, cell_h = width + between, size + label_height + GAP
+    grid = Image.new("RGB", (columns * cell_w + GAP, rows * cell_h + GAP), BACKGROUND)
+    draw = ImageDraw.Draw(grid)
+    for index, (images, label, status) in enumerate(cells):
+        x = GAP + (index % columns) * cell_w
+        y = GAP + (index // columns) * cell_h
+        if images:
+            for k, image in enumerate(images):
+                image = image.resize((size, size)) if image.size != (size, size) else image
+                if image.mode in ("RGBA", "LA"):
+                    image = on_checkerboard(image)
+                grid.paste(image, (x + k * (size + GAP), y))
+        else:  # a failed unit: a red cross, never a plausible-looking image
+            draw.line([(x, y), (x + width - 1, y + size - 1)], fill=FAILED, width=2)
+            draw.line([(x, y + size - 1), (x + width - 1, y)], fill=FAILED, width=2)
+        colour = {"dead": DEAD, "flat": DEAD, "failed": FAILED}.get(status, LABEL)
+        text = label if status == "ok" else f"{label} {status}"
+        draw.text((x + 2, y + size + 2), _fit(text, font, width - 4), fill=colour, font=font)
+    return grid

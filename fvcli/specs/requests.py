@@ -1,0 +1,106 @@
+"""Job requests: a job as the user asked for it (a target under one set of settings, and where it
+goes), checked before any model loads, and the folder names made from it. No torch: specs and the
+command line make these before torch loads; fvcli.run.jobs resolves them against a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from fvcli.errors import FvError
+from fvcli.specs.settings import MAX_SIZE, RenderSettings
+from fvcli.specs.targets import Target
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_job_name(name: object) -> str:
+    """A job name becomes a folder under --out, so it must be one plain path component."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(
+            f"expected a folder name of letters, digits, '.', '_' and '-' (no '/' or '..'), got {name!r}"
+        )
+    return name
+
+
+MAX_NAME = 80  # characters of a name made from a target; file systems allow 255 bytes a component
+
+
+def safe_component(text: str) -> str:
+    """Any text as one safe path component: runs of other characters become '_'. A long one (a
+    direction of 512 values, a sum of 40 terms) keeps a readable prefix and a hash of the whole, so
+    that names stay distinct and within every file system's limit; short names are unchanged."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "_"
+    if len(cleaned) <= MAX_NAME:
+        return cleaned
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"{cleaned[: MAX_NAME - len(digest) - 1].rstrip('._-')}-{digest}"
+
+
+def model_slug(model: str) -> str:
+    """The folder name of a model: `googlenet`, `FILE.FUNC` for a factory `path/FILE.py:FUNC`,
+    `timm.NAME` for `timm:NAME`, and `FILE` for a model file `path/FILE.pt`."""
+    if ":" in model:
+        source, _, func = model.rpartition(":")
+        stem = Path(source).stem if source.endswith(".py") else source.rsplit(".", 1)[-1]
+        return safe_component(f"{stem}.{func}")
+    if "/" in model or "\\" in model or "." in model:
+        return safe_component(Path(model).stem)
+    return safe_component(model)
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A job as the user asked for it, before the model is loaded and its names resolved."""
+
+    target: Target
+    settings: RenderSettings
+    out: str
+    name: str | None = None
+    origin: str = ""  # where the job came from, for messages
+
+    def __post_init__(self) -> None:
+        # The checks that need two settings; here, where both the command line and specs pass,
+        # before any model loads.
+        settings = self.settings
+        where = f"{self.origin}: " if self.origin else ""
+        if settings.save_steps and settings.save_steps[-1] >= settings.steps:
+            shown = ",".join(map(str, settings.save_steps))
+            raise FvError(
+                f"{where}--save-steps {shown}: every step must be below --steps ({settings.steps}), "
+                f"and {settings.save_steps[-1]} is not"
+            )
+        if settings.spectrum is not None and settings.param != "maco":
+            raise FvError(f"{where}--spectrum is the fixed magnitude of --param maco; this job's --param is {settings.param}")
+        if settings.cppn_upscale > 1 and settings.param != "cppn":
+            raise FvError(f"{where}--cppn-upscale renders a CPPN at a larger size; this job's --param is {settings.param}, not cppn")
+        if settings.cppn_upscale * settings.size > MAX_SIZE:
+            raise FvError(
+                f"{where}--cppn-upscale {settings.cppn_upscale}: {settings.cppn_upscale} x {settings.size} px is more "
+                f"than {MAX_SIZE} px; at most {MAX_SIZE // settings.size} at --size {settings.size}"
+            )
+        if settings.alpha and settings.param == "maco":
+            raise FvError(f"{where}--alpha: maco holds a fixed magnitude spectrum, which an opacity plane would not have; use --param fourier, pixel, lowres, laplacian or cppn")
+        if settings.init and settings.param in ("maco", "cppn"):
+            raise FvError(f"{where}--init: the {settings.param} parameterization cannot start from a photo; use fourier, pixel, lowres, laplacian")
+        if settings.blur_every and settings.param in ("maco", "cppn"):
+            why = "keeps its magnitude spectrum fixed" if settings.param == "maco" else "makes its image with a network, not pixels"
+            raise FvError(f"{where}--blur-every: {settings.param} {why}, so it cannot be blurred; use the --blur penalty instead")
+
+    @property
+    def label(self) -> str:
+        """The layer of a plain `LAYER:CHANNELS` job, else the target as text."""
+        simple = self.target.channels_of_layer
+        return simple.layer if simple is not None else self.target.describe()
+
+    @property
+    def folder(self) -> Path:
+        if self.name:
+            return Path(self.out) / self.name
+        label = safe_component(self.label)
+        if self.label.startswith("-"):
+            label = "neg_" + label.lstrip("-_")  # a folder named -x reads as an option in a shell
+        return Path(self.out) / model_slug(self.settings.model) / label

@@ -1,0 +1,502 @@
+"""Every option of `fv render`, defined once: the CLI flags and the spec keys both come from here.
+
+An option converts a raw value (a string from the command line, or a YAML value) into its typed
+form, or raises ValueError with the text "expected ..., got ...". Callers add where the value came
+from (`--steps`, `configs/x.yaml: jobs[1].steps`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fvcli.specs.limits import (
+    INTEGER, MAX_BATCH, MAX_LR, MAX_SAVE_STEPS, MAX_MEAN, MAX_THREADS, MAX_ROTATE, MAX_WEIGHT, MAX_WORKERS, NUMBER, SCALE_RANGE, STD_RANGE,
+    non_ascii_digit, show,
+)
+
+MAX_SIZE = 2048  # px; larger images do not fit a batch on any device we know of
+MAX_STEPS = 100_000
+
+PARAMETERIZATIONS = ("fourier", "pixel", "lowres", "laplacian", "maco", "cppn")
+# --lr when it is not given: each parameterization's own, measured (BENCHMARKS.md, "Default learning
+# rates"). A CPPN's weights move every pixel at once: at 0.05 its sigmoid saturates into flat colour
+# within 32 steps, at 0.004 within 512; maco's phases want larger steps than fourier's spectrum.
+DEFAULT_LR = 0.05
+PARAM_LR = {"cppn": 0.002, "maco": 0.1}
+MAX_UPSCALE = 8  # --cppn-upscale: at most this factor (and at most MAX_SIZE px)
+OPTIMIZERS = ("adam", "sgd")
+DTYPES = ("auto", "float32", "bfloat16")
+COMPILE_CHOICES = ("auto", "on", "off")
+SCHEDULES = ("constant", "cosine")
+TRANSFORM_PRESETS = ("standard", "none")
+NORMALIZE_NAMES = ("model", "imagenet", "none")
+OBJECTIVES = ("channel", "neuron")
+TOKEN_CHOICES = ("patch", "all")
+PRE_RELU_CHOICES = ("auto", "off")
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Everything that changes a rendered image; one set per job."""
+
+    model: str = "googlenet"
+    weights: str = "default"
+    steps: int = 512
+    size: int = 128
+    lr: float | None = None  # None: the parameterization's own (PARAM_LR, else DEFAULT_LR), set on construction
+    seed: int = 0
+    param: str = "fourier"
+    decorrelate: bool = True
+    transforms: Any = "standard"  # a preset name, or ((name, value), ...) item by item
+    # "model" (what the model's weights declare), "imagenet", "none", or (mean, std) per channel.
+    normalize: Any = "model"
+    objective: str = "channel"
+    tokens: str = "patch"
+    l1: float = 0.0
+    tv: float = 0.0
+    blur: float = 0.0
+    blur_every: int = 0  # a Gaussian blur step of the image every N steps; 0: never
+    optimizer: str = "adam"
+    schedule: str = "constant"
+    diversity: int = 1  # images per unit, pushed apart in style
+    diversity_weight: float = 2.0  # times the objective's own size: the same meaning for every model
+    diversity_layer: str | None = None  # None: the job's own layer
+    dtype: str = "auto"  # of the model's arithmetic; images and the optimizer stay float32
+    save_steps: tuple[int, ...] = ()  # steps after which each image is also kept, increasing, each < steps
+    # auto: what a target minimizes (a channel or neuron with a minus) reads the layer's pre-ReLU
+    # twin where it has one, and so do bottom dataset examples; off: layers are read as named.
+    pre_relu: str = "auto"
+    alpha: bool = False  # transparent images: an opacity plane, random backgrounds, RGBA PNGs
+    alpha_weight: float = 1.0  # how much opacity costs, relative to the objective's size
+    init: str | None = None  # an absolute path: each image starts as this photo
+    init_weight: float = 0.0  # holds the image near the photo (mean squared difference)
+    spectrum: str | None = None  # --param maco: a file of `fv spectrum`; None: the 1/f power law
+    alpha_map: bool = False  # also write each image's accumulated input-gradient map (IMAGE_alpha.png)
+    cppn_upscale: int = 1  # --param cppn: also write each image K times larger (IMAGE.xK.png); 1: not
+
+    def __post_init__(self) -> None:
+        if self.lr is None:  # what is rendered, and recorded, is always a number
+            object.__setattr__(self, "lr", default_lr(self.param))
+
+
+def default_lr(param: str) -> float:
+    """The learning rate a parameterization gets when --lr is not given."""
+    return PARAM_LR.get(param, DEFAULT_LR)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run executes; these never change an image."""
+
+    out: str = "outputs"
+    device: str = "auto"
+    batch_size: int | None = None  # None: chosen to fit the device
+    quiet: bool = False
+    progress: bool | None = None  # None: shown when stderr is a terminal and not --quiet
+    force: bool = False  # render units again even when their PNG and record are already there
+    dry_run: bool = False  # print what would be rendered, render nothing
+    shard: tuple[int, int] | None = None  # (I, N): render the units whose index is I modulo N
+    workers: int | None = None  # processes splitting the units; None: one per visible GPU
+    atlas: bool = False  # then build the web atlas of `out` (fv atlas)
+    deterministic: bool = False  # torch's deterministic algorithms: CUDA runs repeat bit for bit
+    compile: str = "auto"  # torch.compile the model's forward: auto (when it pays, on CUDA), on, off
+    threads: int | None = None  # CPU threads; None: the fastest count, measured at the start (fvcli.run.tuning)
+
+
+# ---- converters: raw value -> typed value, or ValueError("expected ..., got ...") ----
+
+
+def _got(value: Any) -> str:
+    digit = non_ascii_digit(value) if isinstance(value, str) else None
+    hint = f"; write digits as 0-9, not {digit!r}" if digit else ""
+    shown = repr(value)
+    if len(shown) > 100:  # a message stays one readable line
+        shown = shown[:96] + "...'"[: 4 if isinstance(value, str) else 3]
+    return f"got {shown}{hint}"
+
+
+def _integer(value: Any, minimum: int, maximum: int | None, what: str) -> int:
+    if isinstance(value, str) and INTEGER.fullmatch(value.strip()) and len(value.strip()) <= 40:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected {what}, {_got(value)}")
+    if value < minimum or (maximum is not None and value > maximum):
+        limit = f" (at most {maximum})" if maximum is not None and value > maximum else ""
+        raise ValueError(f"expected {what}{limit}, {_got(value)}")
+    return value
+
+
+def positive_int(maximum: int | None = None) -> Callable[[Any], int]:
+    return lambda value: _integer(value, 1, maximum, "a positive integer")
+
+
+def seed_int(value: Any) -> int:
+    return _integer(value, 0, 2**63 - 1, "a non-negative integer")
+
+
+def number(value: Any) -> float:
+    """A number from YAML, or from text of ASCII digits; ValueError for other text ('٣', '1_000').
+
+    It may be infinite ('inf', '1e999') or NaN ('nan', YAML's .nan): callers check ranges with
+    comparisons that NaN fails.
+    """
+    if isinstance(value, str):
+        if not NUMBER.fullmatch(value.strip()):
+            raise ValueError(f"not a number: {value!r}")
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"not a number: {value!r}")
+    try:
+        return float(value)
+    except OverflowError:  # a YAML integer beyond floats
+        return float("inf") if value > 0 else float("-inf")
+
+
+def _float(value: Any, what: str, accept: Callable[[float], bool], maximum: float) -> float:
+    try:
+        converted = number(value)
+    except ValueError:
+        raise ValueError(f"expected {what}, {_got(value)}") from None
+    if not accept(converted):  # NaN too
+        raise ValueError(f"expected {what}, {_got(value)}")
+    if converted > maximum:
+        raise ValueError(f"expected {what} (at most {show(maximum)}), {_got(value)}")
+    return converted
+
+
+def learning_rate(value: Any) -> float:
+    return _float(value, "a positive number", lambda x: x > 0, MAX_LR)
+
+
+def weight(value: Any) -> float:
+    return _float(value, "a number of 0 or more", lambda x: x >= 0, MAX_WEIGHT)
+
+
+def boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    raise ValueError(f"expected true or false, {_got(value)}")
+
+
+def choice(*names: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in names:
+            close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ValueError(f"expected one of {', '.join(names)}, {_got(value)}{hint}")
+        return value
+
+    return convert
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, {_got(value)}")
+    return value
+
+
+def parameterization(value: Any) -> str:
+    """A parameterization's name; `fft` is another name for `fourier`."""
+    return choice(*PARAMETERIZATIONS)("fourier" if value == "fft" else value)
+
+
+def step_list(value: Any) -> tuple[int, ...]:
+    """`64,128,256` (or a YAML list, or one number): steps in strictly increasing order; none: ()."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return ()
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+    expected = "expected steps in increasing order, such as 64,128,256"
+    if len(items) > MAX_SAVE_STEPS:
+        raise ValueError(f"{expected} (at most {MAX_SAVE_STEPS} of them), got {len(items)} steps")
+    steps = []
+    for item in items:
+        try:
+            steps.append(_integer(item.strip() if isinstance(item, str) else item, 1, MAX_STEPS, "a positive integer"))
+        except ValueError:
+            raise ValueError(f"{expected}, {_got(value)}") from None
+    if any(a >= b for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"{expected}, {_got(value)}")
+    return tuple(steps)
+
+
+def photo(value: Any) -> str | None:
+    """A photo file (`--init`): its absolute path, relative to the working folder; none: None.
+    Only what the file system says is checked here; reading it as an image comes later."""
+    if isinstance(value, os.PathLike):  # the Python API may pass a Path
+        value = os.fspath(value)
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    path = os.path.abspath(os.path.expanduser(text(value)))
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file; expected a photo (JPEG, PNG)") from None
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read it ({error.strerror or error})") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{path}: a folder; expected a photo file (JPEG, PNG)")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path}: not a regular file; expected a photo (JPEG, PNG)")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{path}: cannot read it (permission denied)")
+    return path
+
+
+def non_negative_int(value: Any) -> int:
+    return _integer(value, 0, MAX_STEPS, "an integer of 0 or more")
+
+
+_TRANSFORM_ITEMS = ("pad", "jitter", "scale", "rotate")
+_TRANSFORMS_EXPECTED = (
+    "expected standard, none, or items like pad=12,jitter=8,scale=0.9/1/1.1,rotate=-10/0/10,jitter=4 "
+    "(a list of {pad: N}, {jitter: N}, {scale: [...]}, {rotate: [...]} in a spec)"
+)
+
+
+def transforms(value: Any) -> Any:
+    """A preset name, `pad=12,jitter=8,scale=0.9/1/1.1,...` text, or a YAML list of one-key mappings.
+
+    Item by item, the result is a tuple of (name, value) pairs: pad and jitter take pixels, scale
+    takes factors and rotate degrees, each drawn uniformly from its list at every step.
+    """
+    if value in TRANSFORM_PRESETS:
+        return value
+    if isinstance(value, str):
+        items = []
+        for part in value.split(","):
+            name, sep, raw = part.strip().partition("=")
+            if not sep:
+                raise ValueError(f"{_TRANSFORMS_EXPECTED}, {_got(value)}")
+            items.append((name.strip(), raw.split("/") if name.strip() in ("scale", "rotate") else raw))
+    elif isinstance(value, list):
+        items = []
+        for item in value:
+            if not isinstance(item, dict) or len(item) != 1:
+                raise ValueError(f"{_TRANSFORMS_EXPECTED}, {_got(item)}")
+            items.extend(item.items())
+    else:
+        raise ValueError(f"{_TRANSFORMS_EXPECTED}, {_got(value)}")
+    checked = []
+    for name, raw in items:
+        if name not in _TRANSFORM_ITEMS:
+            raise ValueError(f"unknown transform {name!r}; expected one of {', '.join(_TRANSFORM_ITEMS)}")
+        if name in ("pad", "jitter"):
+            checked.append((name, _integer(raw, 0, MAX_SIZE, f"{name}: a number of pixels")))
+            continue
+        values = raw if isinstance(raw, (list, tuple)) else [raw]
+        try:
+            numbers = tuple(number(v) for v in values)
+        except ValueError:
+            raise ValueError(f"{name}: expected a list of numbers, {_got(raw)}") from None
+        low, high = SCALE_RANGE if name == "scale" else (-MAX_ROTATE, MAX_ROTATE)
+        if not numbers or not all(low <= v <= high for v in numbers):  # NaN fails too
+            what = "factors" if name == "scale" else "degrees"
+            raise ValueError(f"{name}: expected a non-empty list of {what} from {show(low)} to {show(high)}, {_got(raw)}")
+        checked.append((name, numbers))
+    return tuple(checked)
+
+
+def shard(value: Any) -> tuple[int, int] | None:
+    """`I/N`: the I-th of N disjoint slices of a run's units, 0 <= I < N."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*", str(value))
+    if not match or not int(match.group(1)) < int(match.group(2)):
+        raise ValueError(f"expected I/N with 0 <= I < N, such as 0/4, {_got(value)}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def weights(value: Any) -> str:
+    """`default`, `random`, or a path to a state dict."""
+    return text(value)
+
+
+def device(value: Any) -> str:
+    if isinstance(value, str) and re.fullmatch(r"auto|cpu|cuda(:[0-9]{1,4})?|mps", value):
+        return value
+    raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, {_got(value)}")
+
+
+def count_or_auto(maximum: int) -> Callable[[Any], int | None]:
+    def convert(value: Any) -> int | None:
+        if value is None or value == "auto":
+            return None
+        return _integer(value, 1, maximum, "a positive integer or auto")
+
+    return convert
+
+
+MAX_IMAGE_CHANNELS = 16  # more than any imaging model we know of takes (RGB, infrared, depth ...)
+
+
+def _per_channel(value: Any) -> tuple[float, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= MAX_IMAGE_CHANNELS:
+        raise ValueError
+    return tuple(number(v) for v in value)
+
+
+def normalize(value: Any) -> Any:
+    """`model`, `imagenet`, `none`, `M,M,M/S,S,S` (text) or {mean: [...], std: [...]} (YAML): one
+    mean and one standard deviation per image channel (3 for RGB, 1 for grayscale)."""
+    expected = "expected model, imagenet, none, MEAN,MEAN,MEAN/STD,STD,STD (one per image channel) or {mean: [...], std: [...]}"
+    if value in NORMALIZE_NAMES:
+        return value
+    try:
+        if isinstance(value, dict) and set(value) == {"mean", "std"}:
+            mean, std = _per_channel(value["mean"]), _per_channel(value["std"])
+        elif isinstance(value, str) and value.count("/") == 1:
+            mean, std = (_per_channel(part) for part in value.split("/"))
+        else:
+            raise ValueError
+        if len(mean) != len(std):
+            raise ValueError
+    except (ValueError, TypeError):
+        raise ValueError(f"{expected}, {_got(value)}") from None
+    low, high = STD_RANGE
+    if not all(-MAX_MEAN <= m <= MAX_MEAN for m in mean) or not all(low <= s <= high for s in std):  # NaN fails
+        raise ValueError(
+            f"expected means from -{show(MAX_MEAN)} to {show(MAX_MEAN)} and standard deviations from {show(low)} "
+            f"to {show(high)}, {_got(value)}"
+        )
+    return (mean, std)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its spec key (the CLI flag is the key with `-` for `_`), converter and help."""
+
+    key: str
+    convert: Callable[[Any], Any]
+    help: str
+    job: bool  # True: a job may override it in a spec; False: a whole-run setting
+    flag: bool = False  # a boolean switch on the command line: --x, and --no-x when negatable
+    negatable: bool = True
+    metavar: str | None = None
+    default_text: str | None = None  # the default as --help shows it, where the value alone would mislead
+
+    @property
+    def cli_name(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", text, "Model to visualize: a name from `fv models` (googlenet, resnet50, vit_b_16, inceptionv1, timm:NAME), a TorchScript file, or a factory FILE.py:FUNC / package.module:FUNC.", job=True, metavar="NAME"),
+    Option("weights", weights, "default (the published weights, cached), a weights name (IMAGENET1K_V2), random (a seeded variance-preserving init; works offline) or a state-dict file.", job=True, metavar="W"),
+    Option("steps", positive_int(MAX_STEPS), "Optimization steps per image.", job=True, metavar="N"),
+    Option("size", positive_int(MAX_SIZE), f"Image side in pixels (at most {MAX_SIZE}).", job=True, metavar="PX"),
+    Option("lr", learning_rate, "Learning rate; by default each parameterization's own.", job=True, metavar="LR",
+           default_text=f"{DEFAULT_LR}; " + "; ".join(f"{param} {lr}" for param, lr in PARAM_LR.items())),
+    Option("seed", seed_int, "Random seed; each unit's random state derives from it and the unit alone.", job=True, metavar="N"),
+    Option("param", parameterization, "Image parameterization: fourier or fft (spectrum scaled by 1/frequency), pixel, lowres (pixels at a quarter of the size), laplacian (a pyramid of 4 resolutions), maco (only the phase of a fixed magnitude spectrum) or cppn (a small network of the pixel coordinates); each has its own default --lr.", job=True, metavar="fourier|fft|pixel|lowres|laplacian|maco|cppn"),
+    Option("decorrelate", boolean, "Decorrelate colours with ImageNet's colour correlation.", job=True, flag=True),
+    Option("init", photo, "Start each image from this photo (centre-cropped, resized; luma for grayscale models), to accentuate what a unit sees in it. In a spec, relative to the spec's folder.", job=True, metavar="PHOTO", default_text="random"),
+    Option("init_weight", weight, "With --init: weight of a penalty on the mean squared difference from the photo; 0: the photo is only the start.", job=True, metavar="W"),
+    Option("alpha", boolean, "Transparent images: optimize an alpha plane too, shown over a new random background each step, opacity penalized; RGBA PNGs (gray+alpha for grayscale models).", job=True, flag=True),
+    Option("alpha_weight", weight, "With --alpha: subtract W x |objective| x mean alpha (1: the article's objective x (1 - mean alpha)).", job=True, metavar="W"),
+    Option("transforms", transforms, "Transformation robustness: standard (pad 12, jitter 8, scale, rotate, jitter 4), none, or items in order, e.g. pad=12,jitter=8 or scale=0.9/1/1.1,rotate=-10/0/10,jitter=4.", job=True, metavar="PRESET|ITEMS"),
+    Option("normalize", normalize, "Input normalization: model (from the weights; none for custom models), imagenet, none, or MEAN,MEAN,MEAN/STD,STD,STD.", job=True, metavar="SPEC"),
+    Option("objective", choice(*OBJECTIVES), "What each unit's image maximizes: channel (mean over positions or patch tokens) or neuron (the centre position or patch token).", job=True, metavar="|".join(OBJECTIVES)),
+    Option("tokens", choice(*TOKEN_CHOICES), "Transformer token layers: average the patch tokens only (leaving out class and other leading tokens) or all tokens.", job=True, metavar="|".join(TOKEN_CHOICES)),
+    Option("l1", weight, "Weight of the L1 penalty (the mean distance of pixels from 0.5).", job=True, metavar="W"),
+    Option("tv", weight, "Weight of the total variation penalty (mean |neighbour difference|).", job=True, metavar="W"),
+    Option("blur", weight, "Weight of the blur penalty (mean squared difference from the blurred image).", job=True, metavar="W"),
+    Option("blur_every", non_negative_int, "Blur the image (Gaussian, sigma 1 px) every N steps; 0: never.", job=True, metavar="N"),
+    Option("optimizer", choice(*OPTIMIZERS), "adam, or sgd (plain gradient ascent).", job=True, metavar="|".join(OPTIMIZERS)),
+    Option("schedule", choice(*SCHEDULES), "Learning-rate schedule: constant, or cosine (decaying to 0 at the last step).", job=True, metavar="|".join(SCHEDULES)),
+    Option("diversity", positive_int(64), "Images per unit, kept different by penalizing the similarity of their styles (Gram matrices).", job=True, metavar="N"),
+    Option("diversity_weight", weight, "Weight of the diversity penalty, relative to the size of the objective (so it means the same for every model).", job=True, metavar="W"),
+    Option("diversity_layer", text, "Layer whose Gram matrices measure style for --diversity; a lower layer varies texture more. For a layer without positions (logits), the last layer with positions before it.", job=True, metavar="LAYER", default_text="the job's layer"),
+    Option("dtype", choice(*DTYPES), "The model's arithmetic: auto (where the device has native bf16, the faster of bf16 autocast and float32, timed once per model and remembered; else float32), float32 or bfloat16.", job=True, metavar="|".join(DTYPES)),
+    Option("save_steps", step_list, "Also keep each image as it was after these steps (increasing, each below --steps), e.g. 64,128,256: IMAGE.stepN.png beside the final IMAGE.png.", job=True, metavar="N,N,...", default_text="none"),
+    Option("pre_relu", choice(*PRE_RELU_CHOICES), "Negative images read the layer before its ReLU, as the article's do: with auto, a channel or neuron a target minimizes (-mixed4a:97) reads LAYER_pre_relu where the layer ends in ReLUs (after one, a channel at 0 has nothing left to lower), and the sidecar says so; off reads layers as named. A twin named outright (mixed4a_pre_relu:97) is always read.", job=True, metavar="|".join(PRE_RELU_CHOICES)),
+    Option("spectrum", text, "With --param maco: the magnitude spectrum to hold fixed, a file that fv spectrum wrote (resized to --size).", job=True, metavar="FILE.pt", default_text="a 1/f power law"),
+    Option("alpha_map", boolean, "Also write where the model looked (MaCo's transparency map): each image's input gradients, accumulated over the steps, as the opacity of a copy of the image, IMAGE_alpha.png (RGBA).", job=True, flag=True),
+    Option("cppn_upscale", positive_int(MAX_UPSCALE), f"With --param cppn: also write each image K times larger from the same network, IMAGE.xK.png (K at most {MAX_UPSCALE}, K times --size at most {MAX_SIZE}); 1: not.", job=True, metavar="K"),
+    Option("out", text, "Output folder; each job writes into a folder below it.", job=False, metavar="DIR"),
+    Option("device", device, "auto (CUDA when present, else CPU; the environment variable FV_DEVICE overrides what auto means), cpu, cuda, cuda:N or mps.", job=False, metavar="DEVICE"),
+    Option("batch_size", count_or_auto(MAX_BATCH), "Images optimized together; auto picks what fits the device.", job=False, metavar="N|auto"),
+    Option("quiet", boolean, "Print nothing but errors.", job=False, flag=True, negatable=False),
+    Option("dry_run", boolean, "Print the jobs and units that would be rendered, and how many are already done; render nothing.", job=False, flag=True, negatable=False),
+    Option("shard", shard, "Render only slice I of N (0 <= I < N) of all units, then 'fv merge OUT'; under torchrun or a SLURM job array each process takes its own slice by default.", job=False, metavar="I/N"),
+    Option("workers", count_or_auto(MAX_WORKERS), "Worker processes that split the units, each taking a shard, assembled at the end; auto: one per visible GPU (with --device auto or cuda), else 1.", job=False, metavar="N|auto"),
+    Option("force", boolean, "Render every unit again, even those already rendered with the same settings.", job=False, flag=True, negatable=False),
+    Option("progress", boolean, "Show the progress bar even when stderr is not a terminal (--no-progress hides it).", job=False, flag=True, default_text="shown when stderr is a terminal"),
+    Option("atlas", boolean, "Then build the static web atlas of the output folder, as fv atlas OUT does.", job=False, flag=True),
+    Option("deterministic", boolean, "Use torch's deterministic algorithms, so that the same command on the same GPU writes the same bytes (slower on CUDA; the CPU always is).", job=False, flag=True),
+    Option("compile", choice(*COMPILE_CHOICES), "torch.compile the model up to its layers: auto (on CUDA, when the run's steps for one batch shape repay the compile time), on, or off.", job=False, metavar="|".join(COMPILE_CHOICES)),
+    Option("threads", count_or_auto(MAX_THREADS), "CPU threads for the model's arithmetic. auto: at the start of a run on the CPU, torch's default (the cores; OMP_NUM_THREADS lowers it) when the machine's cores are idle; else one step of the first job is timed with 1, 2, 4 ... threads up to it and the fastest is kept: where another process holds a core, fewer threads are many times faster.", job=False, metavar="N|auto"),
+)
+
+OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
+RENDER_KEYS = frozenset(field.name for field in dataclasses.fields(RenderSettings))
+RUN_KEYS = frozenset(field.name for field in dataclasses.fields(RunSettings))
+assert RENDER_KEYS | RUN_KEYS == set(OPTIONS_BY_KEY), "every setting needs exactly one Option"
+
+
+# ---- `fv examples`: its own options, and those of `fv render` it shares ----
+
+EXAMPLES_CPU_BATCH = 16  # images a forward pass, when --batch-size is auto
+EXAMPLES_CUDA_BATCH = 128
+MAX_K = 1000
+
+
+@dataclass(frozen=True)
+class ExamplesSettings:
+    """What `fv examples` (or a spec's `examples:` section) collects; the model and run come from the
+    shared options."""
+
+    images: str | None = None  # an absolute folder; None: not given yet (the spec may give it)
+    k: int = 8  # images kept per channel, at each end
+    crop: int = 64  # px: the side of each crop in the strips
+
+
+EXAMPLES_OPTIONS: tuple[Option, ...] = (
+    Option("images", text, "Folder of images (JPEG, PNG; searched recursively), e.g. an ImageNet validation folder; required unless a spec's examples: section gives it.", job=False, metavar="DIR"),
+    Option("k", positive_int(MAX_K), "Images kept per channel: the k that excite it most, and the k that suppress it most.", job=False, metavar="N"),
+    Option("crop", positive_int(MAX_SIZE), "Side in pixels of each crop in the strips.", job=False, metavar="PX"),
+)
+EXAMPLES_KEYS = frozenset(field.name for field in dataclasses.fields(ExamplesSettings))
+assert EXAMPLES_KEYS == {option.key for option in EXAMPLES_OPTIONS}
+# The options of `fv render` that `fv examples` takes too, with help that says what they do there.
+_EXAMPLES_SHARED = ("model", "weights", "seed", "pre_relu", "out", "device", "batch_size", "quiet", "progress", "force", "dry_run")
+_EXAMPLES_HELP = {
+    "batch_size": f"Images a forward pass; auto: {EXAMPLES_CPU_BATCH} on a CPU, {EXAMPLES_CUDA_BATCH} on a GPU.",
+    "force": "Collect again, even when examples.json is up to date.",
+    "dry_run": "Print each layer's examples to collect (and whether they are already up to date); read no image.",
+    "seed": "Seed of --weights random.",
+    "pre_relu": "auto: the bottom examples (those that suppress a channel most) are ranked by the layer's pre-ReLU twin, LAYER_pre_relu, where the layer ends in ReLUs (after one, most images tie at 0); off: by the layer as named. The top examples always read the layer as named.",
+}
+
+
+def examples_options() -> tuple[Option, ...]:
+    """Every option of `fv examples`: the shared ones of OPTIONS, then its own."""
+    shared = tuple(
+        dataclasses.replace(OPTIONS_BY_KEY[key], help=_EXAMPLES_HELP.get(key, OPTIONS_BY_KEY[key].help))
+        for key in _EXAMPLES_SHARED
+    )
+    return (*shared, *EXAMPLES_OPTIONS)
+
+
+EXAMPLES_BY_KEY = {option.key: option for option in examples_options()}
+
+
+def default_of(key: str) -> Any:
+    settings = RenderSettings() if key in RENDER_KEYS else ExamplesSettings() if key in EXAMPLES_KEYS else RunSettings()
+    return getattr(settings, key)
+
+
+def split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split converted option values into (render settings, run settings) keyword dicts."""
+    render = {k: v for k, v in values.items() if k in RENDER_KEYS}
+    run = {k: v for k, v in values.items() if k in RUN_KEYS}
+    return render, run
