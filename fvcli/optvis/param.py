@@ -99,10 +99,12 @@ class ImageParam(nn.Module):
         return torch.sigmoid(colours)
 
     def describe(self) -> dict:
-        described = {"name": self.name, "decorrelate": self.decorrelate, "init_std": INIT_STD}
+        return self._with_planes({"name": self.name, "decorrelate": self.decorrelate, "init_std": INIT_STD})
+
+    def _with_planes(self, described: dict) -> dict:
+        """A description with what every parameterization adds: the alpha plane, other channel counts."""
         if self.alpha:
-            described["alpha"] = True
-            described["alpha_start"] = ALPHA_START
+            described = {**described, "alpha": True, "alpha_start": ALPHA_START}
         return described if self.channels == 3 else {**described, "channels": self.channels}
 
     @torch.no_grad()
@@ -456,10 +458,7 @@ class CppnParam(ImageParam):
             "init": f"weights normal with std sqrt(1/fan_in), biases normal with std {CPPN_BIAS_STD}, output weights 0",
             "output": "sigmoid",
         }
-        if self.alpha:
-            described["alpha"] = True
-            described["alpha_start"] = ALPHA_START
-        return described if self.channels == 3 else {**described, "channels": self.channels}
+        return self._with_planes(described)
 
     @torch.no_grad()
     def blur_(self, sigma: float) -> None:
