@@ -78,3 +78,4 @@ def test_fv_spectrum_never_renames_over_a_fifo_or_device(tmp_path):
     assert "exists and is not a regular file" in message
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
 
+

@@ -315,3 +315,25 @@ def test_a_float16_factory_renders_in_float32(tmp_path):
     fv("layers", "--model", f"{factory}:make", "--size", "24")
     fv("render", "2:0", "--model", f"{factory}:make", "--size", "24", "--steps", "2", "--out", str(tmp_path / "out"), "-q")
     assert (tmp_path / "out" / "half.make" / "2" / "2_0000.png").is_file()
+
+
+def test_sixteen_bit_grey_pngs_are_scaled_and_pixel_bombs_refused(tmp_path):
+    """Issue 22, B4 and C8: mid grey 32768/65535 read as white (clipped at 255); a 118-byte PNG of
+    1 x 20,000 pixels was resized to 224 x 4,480,000 (4.8 GB)."""
+    import numpy
+    from PIL import Image
+
+    from fvcli.optvis.images import load_image
+
+    grey = tmp_path / "grey16.png"
+    Image.fromarray(numpy.full((40, 40), 32768, dtype=numpy.uint16)).save(grey)
+    assert Image.open(grey).mode.startswith("I")
+    pixels = load_image(grey, 32)
+    assert pixels.shape == (3, 32, 32) and abs(float(pixels.mean()) - 0.5) < 0.01
+    thin = tmp_path / "thin.png"
+    Image.new("L", (1, 20_000)).save(thin)
+    assert thin.stat().st_size < 2_000
+    with pytest.raises(ValueError, match="sides differ at most 64 times"):
+        load_image(thin, 224)
+    message = fv("render", "relu3:0", "--model", TINY, "--weights", "random", "--size", "32", "--steps", "1", "--init", str(thin), "--out", str(tmp_path / "o"), code=2)
+    assert "sides differ" in message and len(message.strip().splitlines()) == 1

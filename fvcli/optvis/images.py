@@ -58,6 +58,8 @@ class Placement:
         return [left, top, min(self.width, max(right, left + 1)), min(self.height, max(bottom, top + 1))]
 
 
+MAX_PHOTO_PIXELS = 2**28  # 16,384 x 16,384: larger than any camera's picture
+MAX_PHOTO_ASPECT = 64  # a panorama of 64:1 still has a centre square; 1 x 20,000 is no picture
 _ORIENTATION = 0x0112  # the EXIF tag of cameras that store pictures sideways
 _TURNED = (5, 6, 7, 8)  # its values that swap width and height
 
@@ -74,6 +76,8 @@ def open_upright(source: Source, size: int | None = None) -> Image.Image:
         if size is not None and orientation == 1:
             image.draft("RGB", Placement(*image.size, size).resized)
         upright = ImageOps.exif_transpose(image) if orientation != 1 else image
+        if upright.mode.startswith("I"):  # 16-bit grey (PNG): convert("RGB") would clip at 255, not scale
+            upright = upright.convert("I").point(lambda value: value / 257).convert("L")
         return upright.convert("RGB")
 
 
@@ -86,7 +90,14 @@ def upright_size(source: Source) -> tuple[int, int]:
 def load_image(source: Source, size: int) -> Tensor:
     """An image file (or its bytes) as the model sees it: RGB and upright, its shorter side resized
     to `size` (bilinear), the centred square cut out; (3, size, size) in [0, 1], before normalization."""
-    placement = Placement(*upright_size(source), size)
+    width, height = upright_size(source)
+    if width * height > MAX_PHOTO_PIXELS or max(width, height) > MAX_PHOTO_ASPECT * min(width, height):
+        # checked before decoding: a 118-byte PNG of 1 x 20,000 would be resized to 224 x 4,480,000
+        raise ValueError(
+            f"an image of {width} x {height} pixels; fv reads images of at most {MAX_PHOTO_PIXELS:,} pixels "
+            f"whose sides differ at most {MAX_PHOTO_ASPECT} times"
+        )
+    placement = Placement(width, height, size)
     rgb = open_upright(source, size)
     (width, height), (dx, dy) = placement.resized, placement.offset
     square = rgb.resize((width, height), Image.Resampling.BILINEAR).crop((dx, dy, dx + size, dy + size))
