@@ -43,11 +43,7 @@ def to_pil(image: torch.Tensor, alpha: bool = False) -> Image.Image:
         assert image.shape[0] in (2, 4), "alpha goes with gray or RGB"
         array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
         return Image.fromarray(array.numpy())  # "LA" or "RGBA"
-    if image.shape[0] == 2:
-        image = torch.cat([image, image[1:]])
-    elif image.shape[0] > 3:
-        image = image[:3]
-    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+    array = (_shown(image).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
     if array.shape[-1] == 1:
         return Image.fromarray(array[..., 0].numpy())  # "L"
     return Image.fromarray(array.numpy())  # "RGB"
@@ -62,11 +58,17 @@ def with_opacity(image, opacity, alpha: bool):
     colours = image[:-1] if alpha else image
     if alpha:
         opacity = opacity * image[-1:]
+    return torch.cat([_shown(colours), opacity])
+
+
+def _shown(colours: torch.Tensor) -> torch.Tensor:
+    """The planes a PNG shows of (C, H, W) colours: gray or RGB as they are, the first three of
+    more, and for 2 the second repeated as blue."""
+    import torch
+
     if colours.shape[0] == 2:
-        colours = torch.cat([colours, colours[1:]])
-    elif colours.shape[0] > 3:
-        colours = colours[:3]
-    return torch.cat([colours, opacity])
+        return torch.cat([colours, colours[1:]])
+    return colours[:3]
 
 
 RECORD_KEY = "fv-unit"  # the PNG text chunk that holds a unit's record
