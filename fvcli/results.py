@@ -96,11 +96,11 @@ class JobResult:
     def images(self) -> list[Any]:
         """One PIL image per unit; a list of them for a unit of several images (--diversity,
         interpolation frames); None for a unit that failed."""
-        from fvcli.run.output import unit_images
+        from fvcli.run.unit_files import UnitFiles
 
         images = []
         for record in self.records:
-            loaded = [_open(self.files[f"{self.folder}/{name}"]) for name in unit_images(record)]
+            loaded = [_open(self.files[f"{self.folder}/{name}"]) for name in UnitFiles.listed(record).images]
             images.append(None if not loaded else loaded[0] if len(loaded) == 1 and "images" not in record else loaded)
         return images
 
@@ -108,14 +108,15 @@ class JobResult:
     def read(cls, out: Path, folder: Path) -> JobResult | None:
         """The job written in `folder` under the output folder `out`; None while it is not whole
         (a shard's job waiting for the others)."""
-        from fvcli.run.output import extra_images, unit_images
+        from fvcli.run.unit_files import UnitFiles
 
         sidecar_path = folder / "grid.json"
         if not sidecar_path.is_file():
             return None
         sidecar = json.loads(sidecar_path.read_text())
         units = sidecar.get("units", [])
-        names = ["grid.png", "grid.json", *(name for unit in units for name in (*unit_images(unit), *extra_images(unit)))]
+        files = [UnitFiles.listed(unit) for unit in units]
+        names = ["grid.png", "grid.json", *(name for f in files for name in (*f.images, *f.extras))]
         return cls(folder.relative_to(out).as_posix(), sidecar, _read_files(out, folder, names))
 
 

@@ -77,6 +77,17 @@ def test_unit_page_shows_its_image_other_renders_examples_values_and_neighbours(
     assert "4.html" in [u for _, u, _ in parse(last).links] and "6.html" not in last.read_text()
 
 
+def test_a_unit_page_shows_the_step_images_and_alpha_map_its_record_lists(tmp_path):
+    out = tmp_path / "out"
+    fv("render", "conv2:0", *TINY_ARGS, "--steps", "4", "--save-steps", "1,2", "--alpha-map", "--out", str(out), "--atlas", "--quiet")
+    page = out / "tiny_model.make" / "conv2" / "units" / "0.html"
+    parsed = parse(page)
+    sources = [url for tag, url, _ in parsed.links if tag == "img"]
+    for name in ("conv2_0000.step1.png", "conv2_0000.step2.png", "conv2_0000_alpha.png"):
+        assert f"../{name}" in sources and (page.parent / ".." / name).is_file()
+    assert "after step 2" in " ".join(parsed.text)
+
+
 def test_dataset_example_file_names_are_escaped(site):
     titles = [attrs.get("title") for page in unit_pages(site / "tiny_model.make" / "conv2") for _, attrs in parse(page).tags]
     assert ODD_IMAGE in titles  # the parser unescapes it back: escaped once, exactly

@@ -3,7 +3,8 @@
 import json
 
 from conftest import QUICK, TINY, fv
-from fvcli.run.output import listed_files, read_record
+from fvcli.run.output import read_record
+from fvcli.run.unit_files import listed_names
 
 TARGET = "mixed3a:0-3"
 
@@ -55,7 +56,7 @@ def test_a_rerun_with_other_settings_leaves_only_what_its_grid_lists_and_the_use
     channel_2 = {p.name for p in folder.glob("conv2_0002*")}
     output = fv("render", "conv2:0-1", *cppn)  # one channel fewer, one image a unit, no extra files
     assert "removed 15 files of an earlier run that this job no longer lists (conv2_0000_0.step2.png, " in output
-    listed = listed_files(json.loads((folder / "grid.json").read_text())["units"])
+    listed = listed_names(json.loads((folder / "grid.json").read_text())["units"])
     assert listed == {"conv2_0000.png", "conv2_0001.png"}
     left = {p.name for p in folder.iterdir()}
     # channel 2 is not part of this run: a layer rendered in chunks into one folder keeps every chunk

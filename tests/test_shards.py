@@ -124,3 +124,19 @@ def test_merge_of_a_missing_folder_is_bad_input(tmp_path):
     assert fv("merge", str(tmp_path / "nope"), code=2) == (
         f"fv: error: {tmp_path / 'nope'}: no such folder; expected the --out folder of sharded runs\n"
     )
+
+
+def test_merge_counts_a_unit_whose_step_image_is_missing_as_missing(tmp_path):
+    # A unit is whole only with every file its record lists (here --save-steps' step images), the
+    # rule the runner's resume follows too: merging must not assemble a job around a lost file.
+    args = ["conv2:0-1", "--model", TINY, "--weights", "random", "--steps", "4", "--size", "32", "--save-steps", "2"]
+    fv("render", *args, "--out", str(tmp_path), "--shard", "0/2", "--quiet")
+    fv("render", *args, "--out", str(tmp_path), "--shard", "1/2", "--quiet")
+    folder = tmp_path / FOLDERS[0]
+    assert (folder / "grid.png").exists()  # the second shard completed the job
+    for name in ("grid.png", "grid.json", "conv2_0001.step2.png"):
+        (folder / name).unlink()
+    fv("render", *args, "--out", str(tmp_path), "--shard", "0/2", "--quiet")  # leaves its manifest again
+    output = fv("merge", str(tmp_path), code=1)
+    assert f"fv: {folder}: not merged yet: 1 unit missing (1)" in output
+    assert not (folder / "grid.json").exists()

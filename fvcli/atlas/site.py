@@ -34,6 +34,7 @@ from fvcli.errors import FvError
 from fvcli.specs.requests import safe_component
 from fvcli.messages import plural
 from fvcli.files import atomic_write
+from fvcli.run.unit_files import UnitFiles
 
 SCHEMA_VERSION = 1  # of grid.json and examples.json that this atlas reads
 THUMB = 128  # px: thumbnails on layer pages (smaller images are scaled up by a whole factor)
@@ -105,6 +106,7 @@ class Unit:
     images: list[dict]  # {image, objective, activation_start, activation_final}, only those on disk
     missing: int  # images the record names that are not on disk
     page: str = ""  # file name under units/
+    extras: list[tuple[str, str]] = field(default_factory=list)  # (caption, file) of step images, alpha maps, ... on disk
 
 
 @dataclass
@@ -210,7 +212,8 @@ def inside(out: Path, folder: Path, name: Any) -> bool:
 
 
 def _unit(out: Path, folder: Path, record: dict, say: Callable[[str], None]) -> Unit:
-    entries = record.get("images") or ([{k: record.get(k) for k in ("image", "objective", "activation_start", "activation_final")}] if record.get("image") else [])
+    files = UnitFiles.listed(record)
+    entries = record.get("images") or ([{k: record.get(k) for k in ("image", "objective", "activation_start", "activation_final")}] if files.images else [])
     safe = []
     for entry in entries:
         if inside(out, folder, entry.get("image")):
@@ -218,7 +221,13 @@ def _unit(out: Path, folder: Path, record: dict, say: Callable[[str], None]) -> 
         else:
             say(f"fv: atlas: {folder / 'grid.json'}: unit {record['label']}: skipped image {entry.get('image')!r}, not a file inside {out}")
     present = [e for e in safe if (folder / e["image"]).is_file()]
-    return Unit(record, present, len(safe) - len(present))
+    extras = [
+        *((f"after step {s.get('step')}", s["image"]) for s in files.steps),
+        *(("where the model looked (--alpha-map)", name) for name in files.alpha_maps),
+        *((f"×{u.get('scale')} (--cppn-upscale)", u["image"]) for u in files.upscaled),
+    ]
+    shown = [(caption, name) for caption, name in extras if inside(out, folder, name) and (folder / name).is_file()]
+    return Unit(record, present, len(safe) - len(present), extras=shown)
 
 
 def discover(out: Path, say: Callable[[str], None]) -> list[Job]:
@@ -552,7 +561,13 @@ def _unit_figures(job: Job, unit: Unit, where: str) -> str:
         kind = "x" if unit.record.get("status") == "failed" else "x missing"
         reason = unit.record.get("error") or ("failed" if unit.record.get("status") == "failed" else "image missing")
         figures.append(f'<figure><div class="{kind}" style="width:{shown}px;height:{shown}px"></div><figcaption>{_e(reason)}</figcaption></figure>')
-    return '<div class="figs">' + "".join(figures) + "</div>\n"
+    extras = [  # the files an option wrote beside the images: step images, alpha maps, upscaled images
+        f'<figure><a href="{_href(where, f"{job.rel}/{name}")}">{_img(_href(where, f"{job.rel}/{name}"), job.size, THUMB, caption)}</a>'
+        f"<figcaption>{_e(caption)}</figcaption></figure>"
+        for caption, name in unit.extras
+    ]
+    more = '<div class="figs">' + "".join(extras) + "</div>\n" if extras else ""
+    return '<div class="figs">' + "".join(figures) + "</div>\n" + more
 
 
 def _siblings(job: Job, unit: Unit, where: str) -> str:

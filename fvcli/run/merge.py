@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fvcli.run.output import read_record, remove_unlisted, write_grid, write_json
 from fvcli.run.sidecar import combined
+from fvcli.run.unit_files import UnitFiles
 
 MANIFEST_VERSION = 1
 _MANIFEST = re.compile(r"grid\.shard-(\d+)-of-(\d+)\.json", re.ASCII)
@@ -73,9 +74,9 @@ def merge_folder(folder: Path) -> Merge:
     failed = {unit["label"]: unit for m in loaded for unit in m["sidecar"]["units"] if unit["status"] == "failed"}
     records = []
     for unit in first["units"]:
-        stored = [read_record(folder / name) for name in unit["images"]]
-        if all(s is not None and s.get("hash") == unit["hash"] for s in stored):
-            records.append({k: v for k, v in stored[0].items() if k != "hash"})
+        stored = _whole(folder, unit["images"], unit["hash"])
+        if stored is not None:
+            records.append({k: v for k, v in stored.items() if k != "hash"})
         elif unit["label"] in failed:
             records.append(failed[unit["label"]])
             result.failed += 1
@@ -90,6 +91,17 @@ def merge_folder(folder: Path) -> Merge:
     write_json(combined(first["sidecar"], timings, records, images), folder / "grid.json")
     remove_manifests(folder)
     return result
+
+
+def _whole(folder: Path, images: list[str], digest: str) -> dict | None:
+    """The record of a unit whose every file (its images, and the step images, alpha maps and
+    upscaled images its record lists) carries `digest`; None while one is missing or stale."""
+    first = read_record(folder / images[0]) if images else None
+    if first is None or first.get("hash") != digest:
+        return None
+    names = [*images, *UnitFiles.listed(first).extras]
+    stored = [read_record(folder / name) for name in names]
+    return first if all(s is not None and s.get("hash") == digest for s in stored) else None
 
 
 def merge_tree(out: Path) -> list[Merge]:

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from fvcli.files import atomic_write
+from fvcli.run.unit_files import UnitFiles, listed_names
 
 SCHEMA_VERSION = 1
 BACKGROUND = (24, 24, 24)
@@ -152,28 +153,6 @@ def grid_shape(count: int) -> tuple[int, int]:
     return math.ceil(count / columns), columns
 
 
-def unit_images(unit: dict) -> list[str]:
-    """The PNG file names of a sidecar unit record (none for a failed or pending unit)."""
-    if unit.get("images"):
-        return [entry["image"] for entry in unit["images"]]
-    return [unit["image"]] if unit.get("image") else []
-
-
-def extra_images(unit: dict) -> list[str]:
-    """The other PNG file names a sidecar unit record lists: step images (--save-steps), alpha maps
-    (--alpha-map) and upscaled images (--cppn-upscale)."""
-    return [
-        *(entry["image"] for entry in unit.get("step_images", [])),
-        *unit.get("alpha_maps", []),
-        *(entry["image"] for entry in unit.get("upscaled_images", [])),
-    ]
-
-
-def listed_files(units: list[dict]) -> set[str]:
-    """Every file name a job's sidecar unit records list: images and the other PNGs."""
-    return {name for unit in units for name in (*unit_images(unit), *extra_images(unit))}
-
-
 def remove_unlisted(folder: Path, units: list[dict]) -> list[str]:
     """Before a job's grid.json is written for `units`: remove the PNGs an earlier run of these
     units wrote that their records no longer list (diversity images of another count, step images,
@@ -182,13 +161,13 @@ def remove_unlisted(folder: Path, units: list[dict]) -> list[str]:
     its record names it and is of one of these units, so a user's own files, fv images copied in
     under other names, and other channels' images (a layer rendered in chunks into one folder)
     stay. Returns the names removed, sorted."""
-    keep, objectives = listed_files(units), {unit.get("objective") for unit in units}
+    keep, objectives = listed_names(units), {unit.get("objective") for unit in units}
     removed = []
     for path in sorted(folder.glob("*.png")):
         if path.name in keep or path.name == "grid.png" or not path.is_file() or path.is_symlink():
             continue
         record = read_record(path)
-        if record is None or record.get("objective") not in objectives or path.name not in listed_files([record]):
+        if record is None or record.get("objective") not in objectives or path.name not in listed_names([record]):
             continue
         path.unlink(missing_ok=True)
         removed.append(path.name)
@@ -207,7 +186,7 @@ def write_grid(folder: Path, units: list[dict], size: int) -> Path:
     """grid.png of a job folder from its sidecar unit records (label, status, image or images)."""
     cells = []
     for unit in units:
-        images = [_opened(folder / name) for name in unit_images(unit)]
+        images = [_opened(folder / name) for name in UnitFiles.listed(unit).images]
         cells.append((images or None, unit["label"], unit["status"]))
     path = folder / "grid.png"
     save_png(make_grid(cells, size), path)

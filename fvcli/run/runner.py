@@ -45,7 +45,8 @@ from fvcli.run.output import (
     read_record, remove_unlisted, removed_line, save_png, to_pil, with_opacity, write_grid, write_json,
 )
 from fvcli.specs.settings import RenderSettings, RunSettings
-from fvcli.run.sidecar import UnitRecord, job_sidecar, unit_files, unit_record
+from fvcli.run.sidecar import UnitRecord, job_sidecar, source_files, unit_record
+from fvcli.run.unit_files import UnitFiles
 from fvcli.optvis.spectrum import check_fits, read_spectrum
 from fvcli.run.signals import StopOnSignals
 from fvcli.specs.targets import describe_channels
@@ -60,36 +61,6 @@ CUDA_MEMORY_SHARE = 0.7  # of free memory, for the automatic batch size
 # cut a step from 26.3 to 14.7 ms (benchmarks/BENCHMARKS.md), so it repays itself after ~2,760 steps.
 COMPILE_BREAK_EVEN_STEPS = 2760
 DTYPE_PROBE_UNITS = 2  # units in the step --dtype auto times both ways
-
-
-def step_images(unit: Unit, save_steps: tuple[int, ...]) -> list[dict]:
-    """--save-steps: each image's intermediate PNGs, image by image, step by step:
-    mixed4a_0097.png after step 64 is mixed4a_0097.step64.png."""
-    return [
-        {"step": step, "image": name.removesuffix(".png") + f".step{step}.png"}
-        for name in unit.images
-        for step in save_steps
-    ]
-
-
-def alpha_images(unit: Unit, alpha_map: bool) -> list[str]:
-    """--alpha-map: each image's map of where the model looked: mixed4a_0097.png has
-    mixed4a_0097_alpha.png."""
-    return [name.removesuffix(".png") + "_alpha.png" for name in unit.images] if alpha_map else []
-
-
-def upscaled_images(unit: Unit, scale: int) -> list[dict]:
-    """--cppn-upscale K: each image also K times larger: mixed4a_0097.png has mixed4a_0097.x2.png."""
-    return [{"scale": scale, "image": name.removesuffix(".png") + f".x{scale}.png"} for name in unit.images] if scale > 1 else []
-
-
-def extra_names(unit: Unit, settings: RenderSettings) -> list[str]:
-    """The files a unit writes besides its images: step images, alpha maps, upscaled images."""
-    return [
-        *(s["image"] for s in step_images(unit, settings.save_steps)),
-        *alpha_images(unit, settings.alpha_map),
-        *(u["image"] for u in upscaled_images(unit, settings.cppn_upscale)),
-    ]
 
 
 # Settings added after units were first rendered, at their defaults: left out of the hash, so that
@@ -572,7 +543,7 @@ class Run:
             "diversity_layer": job.diversity_layer.key if job.diversity_layer else None,
             "shared": unit.shared,
         }
-        files = unit_files(unit)
+        files = source_files(unit)
         if files:  # only then, so that the units of other objectives keep their hashes
             identity["files"] = files
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
@@ -618,7 +589,7 @@ class Run:
 
     def _stored(self, job: Job, unit: Unit) -> dict | None:
         """The record a unit's PNGs carry when all of them (step images too) were rendered with this unit's hash."""
-        names = [*unit.images, *extra_names(unit, job.request.settings)]
+        names = UnitFiles.of(unit.images, job.request.settings).names
         stored = [read_record(job.folder / name) for name in names]
         expected = self.unit_hash(job, unit)
         if all(s is not None and s.get("hash") == expected for s in stored):
@@ -635,9 +606,7 @@ class Run:
         record.reason = first.get("reason")
         record.similarity = first.get("diversity_similarity")
         record.dtype = first.get("dtype")
-        record.step_images = first.get("step_images") or []
-        record.alpha_maps = first.get("alpha_maps") or []
-        record.upscaled_images = first.get("upscaled_images") or []
+        record.files = UnitFiles.listed(first)
         return True
 
     def execute(self) -> Report:
@@ -805,22 +774,18 @@ class Run:
                 [result.start[i] for i in span], [result.final[i] for i in span], list(unit.objectives)
             )
             record.dtype = dtype_name(self._settings_for(job), self.device)
-            settings = job.request.settings
-            record.step_images = step_images(unit, settings.save_steps)
-            record.alpha_maps = alpha_images(unit, settings.alpha_map)
-            record.upscaled_images = upscaled_images(unit, settings.cppn_upscale)
+            record.files = files = UnitFiles.of(unit.images, job.request.settings)
             stored = {"hash": self.unit_hash(job, unit), **unit_record(record)}
             # Step images, alpha maps and upscaled images first: a unit whose final PNG is there
             # has all of them too.
-            per = len(settings.save_steps)
             for k, i in enumerate(span):
-                for entry in record.step_images[k * per:(k + 1) * per]:
+                steps, alpha_map, upscaled = files.per_image(k)
+                for entry in steps:
                     writes.append((result.steps[entry["step"]][i], job.folder / entry["image"], stored, alpha))
-                if record.alpha_maps:
-                    mapped = with_opacity(result.images[i], result.alpha[i], alpha)
-                    writes.append((mapped, job.folder / record.alpha_maps[k], stored, True))
-                if record.upscaled_images:
-                    writes.append((result.upscaled[i], job.folder / record.upscaled_images[k]["image"], stored, alpha))
+                if alpha_map:
+                    writes.append((with_opacity(result.images[i], result.alpha[i], alpha), job.folder / alpha_map, stored, True))
+                if upscaled:
+                    writes.append((result.upscaled[i], job.folder / upscaled, stored, alpha))
             writes.extend((result.images[i], job.folder / name, stored, alpha) for i, name in zip(span, unit.images))
 
         def write() -> None:  # in the writer thread: PNG encoding overlaps the next batch

@@ -21,6 +21,7 @@ from fvcli.models.layer_keys import input_channels, split_key
 from fvcli.run.output import SCHEMA_VERSION, grid_shape
 from fvcli.optvis.param import SharedParam
 from fvcli.models.prerelu import twin_base
+from fvcli.run.unit_files import UnitFiles
 
 if TYPE_CHECKING:
     from fvcli.run.jobs import Job
@@ -41,11 +42,10 @@ class UnitRecord:
     seconds: float = 0.0  # this unit's share of its batch's time
     similarity: float | None = None  # diversity: the final mean Gram similarity of its images
     dtype: str | None = None  # the arithmetic it was rendered in (what --dtype resolved to)
-    step_images: list[dict] = field(default_factory=list)  # --save-steps: per image and step, {step, image}
     reason: str | None = None  # dead and flat: why, in one line
     by_direction: bool = False  # the key indexes directions (random:K, a direction file's rows), not channels
-    alpha_maps: list[str] = field(default_factory=list)  # --alpha-map: per image, its map's file
-    upscaled_images: list[dict] = field(default_factory=list)  # --cppn-upscale: per image, {scale, image}
+    # every file it wrote: its images, and step images, alpha maps and upscaled images beside them
+    files: UnitFiles | None = None
 
 
 
@@ -70,20 +70,16 @@ def unit_record(r: UnitRecord) -> dict:
         record["diversity_similarity"] = r.similarity
     if r.dtype is not None:
         record["dtype"] = r.dtype
-    if r.step_images:
-        record["step_images"] = r.step_images
+    if r.files is not None:
+        record.update(r.files.fields())  # step_images, alpha_maps, upscaled_images: those that are set
     if r.reason:
         record["reason"] = r.reason
-    if r.alpha_maps:
-        record["alpha_maps"] = r.alpha_maps
-    if r.upscaled_images:
-        record["upscaled_images"] = r.upscaled_images
     if r.error:
         record["error"] = r.error
     return record
 
 
-def unit_files(unit) -> list[dict]:
+def source_files(unit) -> list[dict]:
     """The files a unit's objectives were made from (photos, direction files): path and sha256."""
     files = dict.fromkeys(f for o in unit.objectives for f in o.files)
     return [{"path": path, "sha256": digest} for path, digest in files]
@@ -149,7 +145,7 @@ def objective_text(job: Job) -> str:
 
 
 def _job_files(job: Job) -> list[dict]:
-    return list({f["path"]: f for unit in job.units for f in unit_files(unit)}.values())
+    return list({f["path"]: f for unit in job.units for f in source_files(unit)}.values())
 
 
 def timing(
