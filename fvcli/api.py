@@ -100,25 +100,34 @@ def channel_jobs(requests: list[JobRequest]) -> list[JobRequest]:
     return [r for r in requests if r.target.channels_of_layer is not None]
 
 
-def _spec_examples(specs: dict[str, list[JobRequest]], run_settings: RunSettings) -> list:
-    """The dataset examples that the specs' `examples:` sections ask for, given each spec's jobs
-    (validated: models, layers, image folders), one collection per set of examples settings; none
-    in a shard."""
+def _group_examples(groups: dict, section: dict, requests: list[JobRequest]) -> None:
+    """Add `requests` to the collection of these examples settings (`section`): one collection, so
+    one pass over the images, for every job that asks for the same examples."""
     from fvcli.specs.settings import ExamplesSettings
 
-    grouped: dict[ExamplesSettings, list[JobRequest]] = {}
+    groups.setdefault(ExamplesSettings(**section), []).extend(requests)
+
+
+def _collections(groups: dict, run_settings: RunSettings, modules: dict | None = None) -> list:
+    """One dataset-examples Collection (validated: models, layers, image folders) a group."""
+    from fvcli.atlas.dataset_examples import Collection  # torch loads here, after the cheap checks
+
+    say = sayer(run_settings.quiet)
+    return [Collection(requests, settings, run_settings, say, modules) for settings, requests in groups.items() if requests]
+
+
+def _spec_examples(specs: dict[str, list[JobRequest]], run_settings: RunSettings) -> list:
+    """The dataset examples that the specs' `examples:` sections ask for, given each spec's jobs,
+    one collection per set of examples settings; none in a shard."""
+    groups: dict = {}
     for path, requests in specs.items():
         section = load_examples(path)
         if section is not None:
-            grouped.setdefault(ExamplesSettings(**section), []).extend(channel_jobs(requests))
-    say = sayer(run_settings.quiet)
-    if not grouped or run_settings.shard is not None:
-        if grouped:
-            say("fv: a shard collects no dataset examples; run the command without --shard for them")
+            _group_examples(groups, section, channel_jobs(requests))
+    if groups and run_settings.shard is not None:
+        sayer(run_settings.quiet)("fv: a shard collects no dataset examples; run the command without --shard for them")
         return []
-    from fvcli.atlas.dataset_examples import Collection
-
-    return [Collection(requests, settings, run_settings, say) for settings, requests in grouped.items() if requests]
+    return _collections(groups, run_settings)
 
 
 def collect_examples(
@@ -129,7 +138,7 @@ def collect_examples(
     settings. `given`: converted option values of fv examples."""
     import os
 
-    from fvcli.specs.settings import EXAMPLES_KEYS, ExamplesSettings
+    from fvcli.specs.settings import EXAMPLES_KEYS
 
     own = {key: value for key, value in given.items() if key in EXAMPLES_KEYS}
     shared = {key: value for key, value in given.items() if key not in EXAMPLES_KEYS}
@@ -140,7 +149,7 @@ def collect_examples(
         if not folder.is_dir():
             raise FvError(f"--images {own['images']}: not a folder")
         own["images"] = os.path.abspath(folder)
-    grouped: dict[ExamplesSettings, list[JobRequest]] = {}
+    groups: dict = {}
     run_values: dict[str, Any] = {}
     plain: list[tuple[str, Target]] = []
     for argument in targets:
@@ -151,7 +160,7 @@ def collect_examples(
             section = {**(load_examples(argument) or {}), **own}
             if "images" not in section:
                 raise FvError(f"{argument}: no 'examples:' section with 'images:'; pass --images DIR")
-            grouped.setdefault(ExamplesSettings(**section), []).extend(requests)
+            _group_examples(groups, section, requests)
             continue
         try:
             target = parse_target(argument)
@@ -163,13 +172,9 @@ def collect_examples(
     if plain:
         if "images" not in own:
             raise FvError("fv examples needs --images DIR: a folder of JPEG or PNG images, such as an ImageNet validation folder")
-        grouped.setdefault(ExamplesSettings(**own), []).extend(target_requests(plain, shared))
+        _group_examples(groups, own, target_requests(plain, shared))
     run_settings = dataclasses.replace(RunSettings(), **{**run_values, **split(shared)[1]})
-
-    from fvcli.atlas.dataset_examples import Collection  # torch loads here, after the cheap checks
-
-    say = sayer(run_settings.quiet)
-    return [Collection(requests, settings, run_settings, say, modules) for settings, requests in grouped.items()], run_settings
+    return _collections(groups, run_settings, modules), run_settings
 
 
 @dataclass

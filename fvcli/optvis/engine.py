@@ -171,14 +171,24 @@ def _mean_std(normalization: Normalization | None, device: torch.device) -> tupl
     return mean, std
 
 
+def _autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def _seen(module: torch.nn.Module, images: Tensor, layers: tuple[str, ...], mean, std, input_size: int | None, bf16: bool = False) -> dict[str, Tensor]:
+    """Activations at `layers` of images in [0, 1], prepared as the steps prepare theirs, without
+    gradients: what the model sees of a photo."""
+    with torch.no_grad(), _autocast(images.device, bf16):
+        return forward_to(module, _model_input(images, mean, std, input_size), layers)
+
+
 def activations(
     model: LoadedModel, images: Tensor, layers: tuple[str, ...], normalization: Normalization | None, input_size: int | None
 ) -> dict[str, Tensor]:
-    """The model's activations at `layers` for images in [0, 1] (on the model's device), prepared as
-    the steps prepare theirs, in float32 and without gradients: what a photo's activations are."""
-    with torch.no_grad():
-        x = _model_input(images, *_mean_std(normalization, images.device), input_size)
-        return {k: v.float() for k, v in forward_to(model.module, x, layers).items()}
+    """The model's activations at `layers` for images in [0, 1] (on the model's device), in float32
+    and without gradients: what a photo's activations are."""
+    seen = _seen(model.module, images, layers, *_mean_std(normalization, images.device), input_size)
+    return {k: v.float() for k, v in seen.items()}
 
 
 class _Scorer:
@@ -199,7 +209,7 @@ class _Scorer:
         `forward`: a compiled forward for exactly these layers (fvcli.models.compiled); else eager.
         `photos`: per image, its photos' activations through its transforms (PhotoSteps)."""
         x = _model_input(images, self.mean, self.std, self.input_size)
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        autocast = _autocast(self.device, self.bf16)
         if forward is not None:
             with autocast:
                 acts = forward(x)
@@ -211,11 +221,7 @@ class _Scorer:
 
     def photos_seen(self, photos: Tensor, layers: tuple[str, ...]) -> dict[str, Tensor]:
         """Activations of transformed photos at `layers`, without gradients (they are targets)."""
-        with torch.no_grad():
-            x = _model_input(photos, self.mean, self.std, self.input_size)
-            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-            with autocast:
-                return forward_to(self.module, x, layers)
+        return _seen(self.module, photos, layers, self.mean, self.std, self.input_size, self.bf16)
 
 
 class PhotoSteps:
