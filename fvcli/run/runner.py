@@ -23,6 +23,7 @@ from fvcli.errors import WriteError, raised
 from fvcli.files import remove_empty_folders
 from fvcli.messages import plural, progress_bar
 from fvcli.optvis.engine import BatchResult, Stopped, dtype_name, render_batch
+from fvcli.run import tuning
 from fvcli.run.jobs import Job, Unit
 from fvcli.run.ledger import Ledger
 from fvcli.run.merge import remove_manifests, write_manifest
@@ -52,8 +53,9 @@ class Run:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
+        meter = tuning.IdleMeter()  # the machine's idle cores, measured over the planning
         self.planned = Plan(requests, settings, say, modules)
-        self.schedule = Schedule(self.planned, settings)
+        self.schedule = Schedule(self.planned, settings, meter)
         self.ledger = Ledger(self.planned, settings, say)
         self.announce_merge = True  # say how to assemble a shard's incomplete jobs (not under torchrun)
 

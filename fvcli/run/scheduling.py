@@ -43,13 +43,15 @@ Pair = tuple[Job, Unit]
 class Schedule:
     """How the plan's units run: batches, arithmetic, threads, compiled forwards, folded models."""
 
-    def __init__(self, plan: Plan, settings: RunSettings):
-        self.plan, self.settings, self.device = plan, settings, plan.device
+    def __init__(self, plan: Plan, settings: RunSettings, meter: tuning.IdleMeter | None = None):
+        """`meter`: the machine's idle cores since the run started (for --threads auto)."""
+        self.plan, self.settings, self.device, self.meter = plan, settings, plan.device, meter
         self.dtypes: dict[tuple, dict] = {}  # model key -> {"dtype", "how"}: what --dtype resolved to
         self.threads: dict | None = None  # on the CPU, {"threads", "how"}: what --threads resolved to
         self.folded: dict[tuple, int] = {}  # model key -> BatchNorms folded
         self._compiled: dict[tuple, tuple] = {}  # (model key, layers, images) -> (forward or None, why)
         self._steps_left: dict[tuple, int] = {}  # (model key, layers, images) -> steps past the redirect
+        self._probes: dict[tuple, tuple] = {}  # batch key -> (probe step, its objectives)
 
     # ---- batches ----
 
@@ -145,8 +147,11 @@ class Schedule:
     def _probe_step(self, pairs: list[Pair], job: Job, unit: Unit) -> tuple[Callable[[str], None], list]:
         """One optimization step of DTYPE_PROBE_UNITS units like `unit`, in a given dtype, as the
         measured choices time it; and the objectives it optimizes."""
+        key = self.batch_key(job, unit)
+        if key in self._probes:  # --threads and --dtype auto time the same step
+            return self._probes[key]
         # Always as many units, so that the choice never depends on how many are left to render.
-        alike = [(j, u) for j, u in pairs if self.batch_key(j, u) == self.batch_key(job, unit)]
+        alike = [(j, u) for j, u in pairs if self.batch_key(j, u) == key]
         probe = (alike * DTYPE_PROBE_UNITS)[:DTYPE_PROBE_UNITS]
         objectives, seeds, groups = self.flatten(probe)
         settings, model = job.request.settings, self.plan.model_of(job)
@@ -155,6 +160,7 @@ class Schedule:
             one = dataclasses.replace(settings, steps=1, dtype=dtype)
             render_batch(model, objectives, seeds, one, self.device, input_size=job.input_size, groups=groups, init=job.init_pixels, spectrum=job.spectrum)
 
+        self._probes[key] = step, objectives
         return step, objectives
 
     def _choose_threads(self, pairs: list[Pair]) -> None:
@@ -167,7 +173,7 @@ class Schedule:
             self.threads = {"threads": self.settings.threads, "how": "asked for"}
         elif pairs:
             step, _ = self._probe_step(pairs, *pairs[0])
-            self.threads = tuning.choose_threads(lambda: step("float32"), torch.get_num_threads())
+            self.threads = tuning.choose_threads(lambda: step("float32"), torch.get_num_threads(), self.meter)
 
     # ---- compiled forwards ----
 

@@ -136,27 +136,51 @@ def thread_counts(most: int) -> list[int]:
 IDLE_WINDOW = 0.25  # seconds over which the machine's idle cores are counted
 
 
+def _proc_stat() -> tuple[int, int]:
+    """The machine's idle (with iowait) and total jiffies since boot, from Linux's /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]  # user .. steal; guests are in user
+    return values[3] + values[4], sum(values)
+
+
+class IdleMeter:
+    """The cores other processes left idle since the meter started: the machine's idle cores plus
+    the ones this process kept busy itself (its CPU time), so a run's own model loading and
+    planning do not read as a busy machine. Started when a run starts, read when it chooses its
+    threads: the planning in between is the measuring window, and no time is spent waiting."""
+
+    def __init__(self):
+        try:
+            self._start = (time.perf_counter(), time.process_time(), *_proc_stat())
+        except (OSError, ValueError, IndexError):
+            self._start = None
+
+    def idle_cores(self, window: float = IDLE_WINDOW) -> float | None:
+        """Idle cores over at least `window` seconds since the meter started (waiting for the rest
+        of it), or None where /proc/stat cannot be read."""
+        if self._start is None:
+            return None
+        wall, own, idle, total = self._start
+        time.sleep(max(0.0, window - (time.perf_counter() - wall)))
+        try:
+            idle_after, total_after = _proc_stat()
+        except (OSError, ValueError, IndexError):
+            return None
+        elapsed = time.perf_counter() - wall
+        if total_after <= total or elapsed <= 0:
+            return None
+        cores = os.cpu_count() or 1
+        ours = (time.process_time() - own) / elapsed  # cores this process kept busy
+        return min(cores, (idle_after - idle) / (total_after - total) * cores + ours)
+
+
 def idle_cores(window: float = IDLE_WINDOW) -> float | None:
-    """How many cores the whole machine left idle over `window` seconds (Linux's /proc/stat), or
-    None where that cannot be read."""
-
-    def read() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:9]]  # user .. steal; guests are in user
-        return values[3] + values[4], sum(values)  # idle and iowait, of all
-
-    try:
-        idle, total = read()
-        time.sleep(window)
-        idle_after, total_after = read()
-    except (OSError, ValueError, IndexError):
-        return None
-    if total_after <= total:
-        return None
-    return (idle_after - idle) / (total_after - total) * (os.cpu_count() or 1)
+    """How many cores other processes left idle over the next `window` seconds, or None where
+    that cannot be read."""
+    return IdleMeter().idle_cores(window)
 
 
-def choose_threads(step: Callable[[], None], most: int) -> dict:
+def choose_threads(step: Callable[[], None], most: int, meter: IdleMeter | None = None) -> dict:
     """The thread count for the model's arithmetic, up to `most`, leaving torch set to it. When
     the machine's cores are all idle, `most` (torch's default, right for an idle machine) without
     timing; else the fastest count of thread_counts(most) for `step` (one optimization step of a
@@ -165,10 +189,10 @@ def choose_threads(step: Callable[[], None], most: int) -> dict:
     if len(counts) == 1:
         torch.set_num_threads(1)
         return {"threads": 1, "how": "one thread is all this process may use"}
-    idle = idle_cores()
+    idle = (meter or IdleMeter()).idle_cores()
     if idle is not None and idle >= most - 0.25:
         torch.set_num_threads(most)
-        return {"threads": most, "how": f"the machine's cores were idle ({idle:.2f} of {os.cpu_count()}, over {IDLE_WINDOW} s)", "idle_cores": round(idle, 2)}
+        return {"threads": most, "how": f"the machine's cores were idle ({idle:.2f} of {os.cpu_count()}, over the run's planning)", "idle_cores": round(idle, 2)}
     cpu = torch.device("cpu")
     torch.set_num_threads(most)
     step()  # kernel selection and first-touch allocations, alike for every count: not timed
