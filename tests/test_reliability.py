@@ -2,6 +2,7 @@
 long a name, an unwritable --out), user code that raises or exits, two runs in one folder, workers
 whose parent is killed, a cut PNG on resume. Real processes, real files, a real tmpfs."""
 
+import json
 import os
 import re
 import subprocess
@@ -337,3 +338,25 @@ def test_sixteen_bit_grey_pngs_are_scaled_and_pixel_bombs_refused(tmp_path):
         load_image(thin, 224)
     message = fv("render", "relu3:0", "--model", TINY, "--weights", "random", "--size", "32", "--steps", "1", "--init", str(thin), "--out", str(tmp_path / "o"), code=2)
     assert "sides differ" in message and len(message.strip().splitlines()) == 1
+
+
+FIXED_WITH_BATCHNORM = """import torch
+from torch import nn
+
+def make():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 5))
+    model[1].running_mean.uniform_(-1, 1)
+    model[1].running_var.uniform_(0.5, 2)
+    return model.eval(), {"mean": [0.5] * 3, "std": [0.25] * 3, "size": 16}
+"""
+
+
+def test_a_fixed_size_factory_renders_its_conv_layer_at_another_size_with_batchnorm_folded(tmp_path):
+    factory = tmp_path / "fixed.py"
+    factory.write_text(FIXED_WITH_BATCHNORM)
+    # The ReLU after the BatchNorm at 32 px (the whole model runs at 16 only), then the logit (resized to 16 px).
+    for target in ("2:0-1", "4:0"):
+        fv("render", target, "--model", f"{factory}:make", "--steps", "2", "--size", "32", "--dtype", "float32", "--out", str(tmp_path / "o"))
+        sidecar = json.loads((tmp_path / "o" / "fixed.make" / target[0] / "grid.json").read_text())
+        assert sidecar["engine"]["batchnorms_folded"] == 1

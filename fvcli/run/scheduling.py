@@ -222,12 +222,18 @@ class Schedule:
             try:
                 self.folded[key] = self._fold_at(model, layers, size)
             except (Exception, SystemExit) as error:  # its first whole forward pass: the model's own code
-                # Jobs of layers before a LeNet's Linear layer run at any size, the whole model at one only.
-                fixed = fixed_size(model.module, size, self.device) if model.native_size is None else None
-                if fixed is None or fixed.size is None:
+                # Jobs of layers before a LeNet's Linear layer run at any size, the whole model at one only:
+                # the size it declares (a factory's), or the one its Linear layer fits. Folding is per
+                # channel, so the probe may run at any size the model takes.
+                if model.native_size is not None and model.native_size != size:
+                    other = model.native_size
+                else:
+                    fixed = fixed_size(model.module, size, self.device) if model.native_size is None else None
+                    other = fixed.size if fixed is not None else None
+                if other is None:
                     raise forward_failed(model, error) from None
                 try:
-                    self.folded[key] = self._fold_at(model, layers, fixed.size)
+                    self.folded[key] = self._fold_at(model, layers, other)
                 except (Exception, SystemExit) as error:
                     raise forward_failed(model, error) from None
 
