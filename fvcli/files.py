@@ -51,6 +51,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def read_at_most(path: os.PathLike | str, limit: int) -> bytes:
+    """A file's bytes, refused from its size before any is read when it holds more than `limit`
+    bytes (ValueError that says so): a sparse file of 100 GB costs nothing on disk and would fill
+    memory. At most limit + 1 bytes are read, in case the file grows meanwhile."""
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size > limit:
+            raise ValueError(f"a file of {size:,} bytes; fv reads at most {limit:,}")
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"a file of more than {limit:,} bytes; fv reads at most {limit:,}")
+    return data
+
+
 # A file fv keeps beside its output (a lock, the tuning cache's lock) is opened without following a
 # symbolic link in its place, and without waiting on a FIFO: either would let whoever made the link
 # or FIFO point fv's writes at another file, or stop fv forever.

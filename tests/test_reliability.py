@@ -360,3 +360,48 @@ def test_a_fixed_size_factory_renders_its_conv_layer_at_another_size_with_batchn
         fv("render", target, "--model", f"{factory}:make", "--steps", "2", "--size", "32", "--dtype", "float32", "--out", str(tmp_path / "o"))
         sidecar = json.loads((tmp_path / "o" / "fixed.make" / target[0] / "grid.json").read_text())
         assert sidecar["engine"]["batchnorms_folded"] == 1
+
+
+def limited_memory():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))  # a file read whole would fail, not fill the machine
+
+
+def test_files_of_a_hundred_gigabytes_are_refused_from_their_size_before_reading(tmp_path):
+    import numpy
+
+    for name in ("sparse.png", "sparse.npy", "sparse.pt"):
+        with open(tmp_path / name, "wb") as file:
+            file.truncate(100 * 2**30)  # sparse: no disk used
+    header = __import__("io").BytesIO()
+    numpy.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
+    (tmp_path / "liar.npy").write_bytes(header.getvalue() + bytes(16))  # a small file whose header says 4 TB
+    numpy.save(tmp_path / "cut.npy", numpy.ones(16, numpy.float32))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "cut.npy").read_bytes()[:-4])
+    cases = [
+        (["--init", str(tmp_path / "sparse.png"), "conv2:0"], "--init", "a file of 107,374,182,400 bytes; fv reads at most"),
+        (["--param", "maco", "--spectrum", str(tmp_path / "sparse.pt"), "conv2:0"], "--spectrum", "107374182400 bytes"),
+        ([f"caricature(conv2, '{tmp_path / 'sparse.png'}')"], "photo", "a file of 107,374,182,400 bytes"),
+        ([f"direction(conv2, '{tmp_path / 'sparse.npy'}')"], "direction file", "a file of 107,374,182,400 bytes"),
+        ([f"direction(conv2, '{tmp_path / 'sparse.pt'}')"], "direction file", "a file of 107,374,182,400 bytes"),
+        ([f"direction(conv2, '{tmp_path / 'liar.npy'}')"], "direction file", "1,000,000,000,000 values; at most"),
+        ([f"direction(conv2, '{tmp_path / 'cut.npy'}')"], "direction file", "truncated or damaged"),
+    ]
+    # One process for all of them (torch loads once), its address space limited.
+    script = (
+        "import json, sys\nfrom fvcli.cli import cli\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    code = cli.main(args=args, prog_name='fv', standalone_mode=False)\n"
+        "    print(f'exit {code}', file=sys.stderr, flush=True)\n"
+    )
+    argv = [["render", *args, *FAST, "--steps", "1", "--out", str(tmp_path / "o")] for args, _, _ in cases]
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(argv)], capture_output=True, text=True, timeout=120, preexec_fn=limited_memory
+    )
+    outputs = re.split(r"^exit (\d+)\n", done.stderr, flags=re.M)
+    assert len(outputs) == 2 * len(cases) + 1, done.stderr
+    for (args, what, reason), stderr, code in zip(cases, outputs[0::2], outputs[1::2]):
+        line = one_error_line(stderr)
+        assert code == "2" and what in line and reason in line, (args, stderr)
+    assert not (tmp_path / "o").exists()

@@ -16,6 +16,8 @@ from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 
 from fvcli.errors import FvError
+from fvcli.files import read_at_most
+from fvcli.specs.limits import MAX_IMAGE_BYTES
 
 Source = Path | bytes  # a file, or its bytes (read once, so that what is hashed is what is decoded)
 
@@ -146,7 +148,7 @@ def load_photo(path: str, size: int, channels: int) -> Photo:
     if channels not in (1, 3):
         raise FvError(f"--init {path}: a photo has RGB colours, but the model takes images of {channels} channels; --init needs an RGB or grayscale model")
     try:
-        data = Path(path).read_bytes()  # read once: what is hashed is what is decoded
+        data = read_at_most(path, MAX_IMAGE_BYTES)  # read once: what is hashed is what is decoded
         pixels = decode_photo(data, size, channels)
     except (OSError, ValueError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)

@@ -29,7 +29,7 @@ from fvcli.version import __version__
 from fvcli.optvis.images import list_images, load_image, to_channels
 from fvcli.errors import FvError
 from fvcli.messages import plural, progress_bar
-from fvcli.files import atomic_write, check_output_folders
+from fvcli.files import atomic_write, check_output_folders, read_at_most
 from fvcli.optvis.param import color_matrix
 
 FORMAT = "fv-spectrum"
@@ -121,9 +121,11 @@ def _read(resolved: str, path: str, mtime_ns: int, size: int) -> Spectrum:
     """Read once per file version (several jobs may name one file)."""
     where = f"--spectrum {path}"
     try:
-        data = Path(resolved).read_bytes()
+        data = read_at_most(resolved, MAX_FILE_BYTES)
     except OSError as error:
         raise FvError(f"{where}: cannot read it ({error.strerror or error})") from None
+    except ValueError as error:  # it grew since it was measured
+        raise FvError(f"{where}: cannot read it ({error})") from None
     expected = "expected a .pt file that fv spectrum wrote"
     try:
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import io
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,12 +26,13 @@ from typing import Callable
 import torch
 
 from fvcli.errors import FvError
+from fvcli.files import read_at_most
 from fvcli.optvis.images import decode_photo
 from fvcli.run.jobs import stable_seed
 from fvcli.specs.requests import safe_component
 from fvcli.models.layer_keys import OUTPUT_NAME, LayerError, ResolvedLayer, channels_first, infer_layout, input_channels, list_layers, split_key
 from fvcli.models.prerelu import SUFFIX, twin_base
-from fvcli.specs.limits import MAX_UNITS, MAX_WEIGHT, show
+from fvcli.specs.limits import MAX_IMAGE_BYTES, MAX_UNITS, MAX_WEIGHT, show
 from fvcli.messages import plural
 from fvcli.models.registry import LoadedModel
 from fvcli.models.weights import safe_load
@@ -238,7 +240,7 @@ class Resolver:
         """A photo as a (C, size, size) image in [0, 1] at the job's size (its luma for a grayscale
         model), and its file's sha256."""
         if path not in self._photos:
-            data, digest = _read(path, "photo", "an image file such as a JPEG or PNG")
+            data, digest = _read(path, "photo", "an image file such as a JPEG or PNG", MAX_IMAGE_BYTES)
             try:
                 image = decode_photo(data, self.settings.size, input_channels(self.model.module))
             except ValueError as error:
@@ -414,30 +416,69 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
-def _read(path: str, what: str, expected: str) -> tuple[bytes, str]:
-    """A file's bytes and their sha256; FvError in one line when it is missing or unreadable."""
+def _read(path: str, what: str, expected: str, limit: int) -> tuple[bytes, str]:
+    """A file's bytes and their sha256; FvError in one line when it is missing, unreadable, or
+    larger than `limit` bytes (from its size, before reading: a sparse file costs nothing on disk)."""
     file = Path(path)
     if not file.exists():
         raise FvError(f"{what} {path} not found (expected {expected})")
     if not file.is_file():
         raise FvError(f"{what} {path} is not a file (expected {expected})")
     try:
-        data = file.read_bytes()
+        data = read_at_most(file, limit)
     except OSError as error:
         raise FvError(f"{what} {path} cannot be read ({error.strerror or error})") from None
+    except ValueError as error:
+        raise FvError(f"{what} {path} cannot be read ({error}); expected {expected}") from None
     return data, hashlib.sha256(data).hexdigest()
 
 
 MAX_DIRECTION_VALUES = 2**27  # 512 MiB of float32: 100,000 directions of 1,342 channels
+# A .pt direction file: its values as float64, and room for the archive around them
+MAX_DIRECTION_BYTES = MAX_DIRECTION_VALUES * 8 + (1 << 20)
+
+
+def _check_npy_header(path: str) -> int:
+    """A .npy file's size as its header says it must be (header, then shape x dtype bytes), checked
+    against the file's own size and the limit on values before the array is read; FvError otherwise."""
+    import numpy
+    from numpy.lib import format as npy
+
+    try:
+        with open(path, "rb") as file:
+            version = npy.read_magic(file)
+            read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, dtype = read_header(file)
+            start, size = file.tell(), os.fstat(file.fileno()).st_size
+    except OSError as error:
+        raise FvError(f"direction file {path} cannot be read ({error.strerror or error})") from None
+    except Exception:  # not a .npy header: what numpy.load says is reported below
+        return -1
+    if dtype.hasobject:
+        return -1  # numpy.load refuses it, in words of its own
+    count = int(numpy.prod(shape, dtype=object))  # exact: no overflow whatever the header says
+    if count > MAX_DIRECTION_VALUES:
+        raise FvError(f"direction file {path}: {count:,} values; at most {MAX_DIRECTION_VALUES:,}")
+    expected = start + count * dtype.itemsize
+    if size != expected:
+        raise FvError(
+            f"direction file {path}: its header says {count:,} values of {dtype} ({expected:,} bytes in all), "
+            f"but the file holds {size:,} bytes; it is truncated or damaged"
+        )
+    return size
 
 
 def _load_directions(path: str) -> tuple[torch.Tensor, str]:
     """A .npy or .pt file of one direction (C,) or of K directions (K, C), as a (K, C) matrix, and
     the file's sha256. Entries are finite and at most MAX_WEIGHT in magnitude (like an inline
     vector's). Pickled objects are refused, in one line."""
-    data, digest = _read(path, "direction file", "a .npy or .pt file of one vector, or a K x C matrix of K vectors")
+    npy = Path(path).suffix.lower() == ".npy"  # a.NPY too: Windows and cameras write upper case
+    limit = MAX_DIRECTION_BYTES
+    if npy and Path(path).is_file():
+        limit = max(_check_npy_header(path), 0) or MAX_DIRECTION_BYTES
+    data, digest = _read(path, "direction file", "a .npy or .pt file of one vector, or a K x C matrix of K vectors", limit)
     refused = "not a tensor file fv can load safely (only tensors saved with torch.save are read; pickled objects are refused)"
-    if Path(path).suffix.lower() == ".npy":  # a.NPY too: Windows and cameras write upper case
+    if npy:
         import numpy
 
         try:

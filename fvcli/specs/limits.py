@@ -16,6 +16,7 @@ MAX_WORKERS = 256  # worker processes; also never more than the run's units
 MAX_BATCH = 65_536  # images in one batch (--batch-size)
 MAX_THREADS = 1024  # CPU threads (--threads)
 MAX_SAVE_STEPS = 64  # --save-steps: intermediate images kept per image
+MAX_IMAGE_BYTES = 1 << 30  # an image file (--init, a photo): 2^28 pixels of 4 bytes, uncompressed
 
 MAX_LR = 1000.0
 MAX_WEIGHT = 1e6  # penalty weights, target weights and the entries of direction vectors, in magnitude
