@@ -6,6 +6,7 @@ Options come from fvcli.specs.settings.OPTIONS, the same table the spec files ar
 from __future__ import annotations
 
 import fnmatch
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -115,9 +116,19 @@ class FvGroup(click.Group):
         except click.ClickException as error:
             click.echo(f"fv: error: {error.format_message()}", err=True)
             code = EXIT_BAD_INPUT
-        except (KeyboardInterrupt, click.Abort):
-            click.echo("fv: interrupted", err=True)
-            code = EXIT_INTERRUPTED
+        except (KeyboardInterrupt, click.Abort) as error:
+            # fvcli.run.signals.StopNow, a second signal (click turns it into Abort)
+            signum = getattr(error, "signum", None) or getattr(error.__context__, "signum", None)
+            if signum is None:
+                click.echo("fv: interrupted", err=True)
+                code = EXIT_INTERRUPTED
+            else:
+                name = signal.Signals(signum).name
+                click.echo(
+                    f"fv: stopped by a second {name} at once; finished units are kept, and running the same command "
+                    "again renders the rest", err=True,
+                )
+                code = 128 + signum  # 130 or 143, as after the first
         if standalone_mode:
             sys.exit(code or 0)
         return code or 0

@@ -8,6 +8,7 @@ import errno
 import os
 import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -23,9 +24,42 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()  # what a plain open() would give; mkstemp's files are private (0600)
 
 
+class Cancelled(Exception):
+    """An atomic write stopped by its thread's Cancel: nothing was put in place."""
+
+
+class Cancel:
+    """Lets one thread stop the atomic writes of another at once (fvcli.run.writer: a second signal
+    does not wait for the writing thread). After cancel(), the temporary files being filled are
+    gone, and that thread's atomic_write neither renames a file into place nor starts one."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._temporaries: set[str] = set()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            for tmp in self._temporaries:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    def watch(self) -> None:
+        """The calling thread's atomic writes obey this Cancel."""
+        _thread.cancel = self
+
+
+_thread = threading.local()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` to fill a temporary file beside `path`, then rename it to `path`.
-    WriteError (naming `path`) when the file system refuses; the temporary file is removed."""
+    WriteError (naming `path`) when the file system refuses; the temporary file is removed.
+    Cancelled when the thread's Cancel (if any) was cancelled: then `path` is left as it was."""
+    cancel = getattr(_thread, "cancel", None) or Cancel()
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,17 +69,27 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
                 raise OSError(errno.EEXIST, "exists and is not a regular file")
         except FileNotFoundError:
             pass
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with cancel._lock:  # cancel() removes what it finds registered, and nothing starts after it
+            if cancel.cancelled:
+                raise Cancelled(path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            cancel._temporaries.add(tmp)
         os.close(fd)
         write(Path(tmp))
         os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
+        with cancel._lock:
+            if cancel.cancelled:
+                raise Cancelled(path)
+            os.replace(tmp, path)
+            cancel._temporaries.discard(tmp)
     except BaseException as error:
         if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass  # already renamed, or the file system refuses even this
+            with cancel._lock:
+                cancel._temporaries.discard(tmp)
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass  # already renamed or removed, or the file system refuses even this
         if isinstance(error, OSError):
             raise WriteError(path, error) from None
         raise

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,35 @@ def test_sigterm_to_the_parent_of_worker_processes_stops_them_all(tmp_path):
     assert stderr.count("stopped by SIGTERM after") >= 1
     assert 2 <= len(list(folder.glob("mixed3a_*.png"))) < 12 and not (folder / "grid.png").exists()
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_second_signal_stops_at_once_while_the_writer_is_busy(tmp_path):
+    """Every step of every image saved (--save-steps) at 256 px: the writer lags a batch behind the
+    rendering, so after the first SIGTERM the run would wait for a batch of PNGs; the second stops it
+    at once, without waiting for the writer, and leaves no file half-written."""
+    from fvcli.run.output import png_is_whole
+
+    folder = tmp_path / "tiny_model.make" / "conv1"
+    steps = 33
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "fvcli", "render", "conv1:0-7", "--model", f"{Path(__file__).parent / 'tiny_model.py'}:make",
+            "--weights", "random", "--steps", str(steps), "--save-steps", ",".join(map(str, range(1, steps))), "--size", "256",
+            "--batch-size", "4", "--dtype", "float32", "--out", str(tmp_path),
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (folder.exists() and any(folder.glob("*.png"))):  # the first batch is being written
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1]
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert "fv: stopped by a second SIGTERM at once" in stderr and "Traceback" not in stderr
+    written = list(folder.glob("*.png"))
+    assert len(written) < 4 * steps  # the first batch's images were not all waited for
+    assert all(png_is_whole(path.read_bytes()) for path in written)
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temporary file left

@@ -6,6 +6,14 @@ import signal
 import threading
 
 
+class StopNow(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM: the run stops at once (fvcli.run.writer does not wait either)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class StopOnSignals:
     """Within it, SIGINT and SIGTERM ask the run to stop after the current step (once more: at once)."""
 
@@ -18,7 +26,7 @@ class StopOnSignals:
 
     def _handle(self, signum, frame) -> None:
         if self.signal is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
+            raise StopNow(signum)
         self.signal = signum
 
     def __enter__(self) -> StopOnSignals:

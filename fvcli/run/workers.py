@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Callable
 
-from fvcli.errors import EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_WRITE_FAILED, FvError, WriteError
+from fvcli.errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, FvError, WriteError
 from fvcli.specs.requests import JobRequest
 from fvcli.specs.settings import RunSettings
 
@@ -84,8 +84,8 @@ def _work(requests: list[JobRequest], settings: RunSettings, threads: int, paren
     except WriteError as error:
         print(f"fv: error: {error}", file=sys.stderr)
         sys.exit(EXIT_WRITE_FAILED)
-    except KeyboardInterrupt:  # a second signal: stopped at once
-        sys.exit(EXIT_SIGINT)
+    except KeyboardInterrupt as error:  # a second signal: stopped at once (fvcli.run.signals.StopNow)
+        sys.exit(128 + getattr(error, "signum", signal.SIGINT))
 
 
 def run_workers(requests: list[JobRequest], settings: RunSettings, devices: list[str], say: Callable[[str], None]) -> tuple[int, list]:
