@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import shutil
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from fvcli.run import distributed
-from fvcli.errors import FvError, WriteError
+from fvcli.errors import EXIT_BAD_INPUT, FvError, WriteError
 from fvcli.specs.requests import JobRequest
 from fvcli.specs.limits import MAX_UNITS
 from fvcli.messages import plural, sayer
@@ -297,7 +298,7 @@ def report_merges(merges: list, say) -> int:
         shards = ", ".join(merge.shards)
         if merge.problem:
             say(f"fv: {merge.folder}: not merged: {merge.problem}")
-            code = 1
+            code = max(code, EXIT_BAD_INPUT if merge.damaged else 1)
         elif merge.missing:
             listed = ", ".join(merge.missing[:8]) + (f" and {len(merge.missing) - 8} more" if len(merge.missing) > 8 else "")
             say(f"fv: {merge.folder}: not merged yet: {plural(len(merge.missing), 'unit')} missing ({listed}); shards seen: {shards}")
@@ -312,6 +313,12 @@ def report_merges(merges: list, say) -> int:
 
 
 # ---- the API ----
+
+
+def _type_of(value: Any) -> str:
+    """A wrong argument in a message: short values as written, others by their type."""
+    text = repr(value)
+    return text if len(text) <= 40 and isinstance(value, (int, float, str, bytes, type(None))) else f"a {type(value).__name__}"
 
 
 def _in_notebook() -> bool:
@@ -347,6 +354,8 @@ def _call_options(
         hint = f"; did you mean {close[0]}?" if close else ""
         command = "fv render" if function == "render" else "fv examples"
         raise FvError(f"{function}() got an unknown option {unknown[0]!r}{hint} (the options of {command}, with '_' for '-')")
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise FvError(f"{function}(): out: expected a folder path, got {_type_of(out)}")
     if not targets:
         raise FvError(f"{function}() needs a target, such as 'mixed4a:0-15' or '4:0-3'")
     for target in targets:
@@ -456,7 +465,9 @@ def examples(
     Bad input raises FvError with the line `fv examples` prints.
     """
     if images is not None:
-        options["images"] = str(images)
+        if not isinstance(images, (str, os.PathLike)):
+            raise FvError(f"examples(): images: expected a folder path, got {_type_of(images)}")
+        options["images"] = os.fspath(images)
     targets = _texts(targets)
     given, modules, temporary = _call_options("examples", model, targets, out, quiet, progress, options, EXAMPLES_BY_KEY)
     try:
@@ -501,11 +512,18 @@ def layer_listing(model: Any, pattern: str | None, weights: str | None, size: An
     from fvcli.models.registry import load_model
 
     size = convert_options({"size": size})["size"]  # the bounds of fv render's --size
+    for what, value in (("pattern", pattern), ("weights", weights)):
+        if value is not None and not isinstance(value, str):
+            raise FvError(f"layers(): {what}: expected text, got {_type_of(value)}")
+    from torch import nn
+
     modules = None
     if isinstance(model, str):
         name = model
-    else:
+    elif isinstance(model, nn.Module):
         name, modules = type(model).__name__, model
+    else:
+        raise FvError(f"--model: expected an nn.Module or a model name, got {_type_of(model)}")
     loaded = load_model(name, weights or ("random" if modules is None else "default"), 0, quiet=True, module=modules)
     device = _module_device(loaded.module) or "cpu"
     try:

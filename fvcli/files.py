@@ -5,12 +5,14 @@ run's outputs and the atlas all write through it."""
 from __future__ import annotations
 
 import errno
+import json
+import math
 import os
 import stat
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from fvcli.errors import FvError, WriteError
 
@@ -107,6 +109,27 @@ def read_at_most(path: os.PathLike | str, limit: int) -> bytes:
     if len(data) > limit:
         raise ValueError(f"a file of more than {limit:,} bytes; fv reads at most {limit:,}")
     return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def parse_json(text: str | bytes) -> Any:
+    """JSON as fv reads its own files back (sidecars, manifests, the tuning cache): ValueError, never
+    another error, for anything that is not plain JSON. NaN and Infinity (which Python's json takes)
+    are refused, numbers that overflow to infinity too, and so is nesting deep enough to exhaust Python's recursion (RecursionError)."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 # A file fv keeps beside its output (a lock, the tuning cache's lock) is opened without following a

@@ -385,3 +385,44 @@ def test_a_direction_file_is_checked_before_it_is_made_whole(tmp_path):
         torch.save(value, path) if name.endswith(".pt") else numpy.save(path, value)
         with pytest.raises(fvcli.FvError, match="expected real numbers"):
             fvcli.render(make(), f"direction(conv3, '{path}')", **FAST)
+
+
+def test_wrong_types_at_the_api_boundary_are_fv_errors(tmp_path, monkeypatch):
+    """Issue 22, E14: every wrong-typed argument is an FvError naming it, never a raw TypeError,
+    ValueError, OverflowError, AttributeError or a generator listed whole."""
+    monkeypatch.chdir(tmp_path)  # out=[1] once made a folder '[1]' here
+    model = make()
+    wrong = {
+        "channel layer None": lambda: fvcli.channel(None, 1),
+        "deepdream layer list": lambda: fvcli.deepdream(["conv2"]),
+        "logit label list": lambda: fvcli.logit([1]),
+        "logit label float": lambda: fvcli.logit(2.5),
+        "logit element list": lambda: fvcli.logit(1, [1]),
+        "direction int": lambda: fvcli.direction("conv2", 5),
+        "direction None": lambda: fvcli.direction("conv2", None),
+        "direction 10**400": lambda: fvcli.direction("conv2", [10**400, 1]),
+        "direction nan": lambda: fvcli.direction("conv2", [float("nan"), 1.0]),
+        "direction endless": lambda: fvcli.direction("conv2", (float(i) for i in range(10**12))),
+        "caricature photo int": lambda: fvcli.caricature("conv2", 5),
+        "caricature cossim_pow str": lambda: fvcli.caricature("conv2", "a.png", "x"),
+        "inversion photo None": lambda: fvcli.inversion("conv2", None),
+        "interpolate ints": lambda: fvcli.interpolate(5, 6),
+        "target int": lambda: fvcli.target(5),
+        "target bytes": lambda: fvcli.target(b"conv2:0"),
+        "times 10**400": lambda: fvcli.channel("conv2", 0) * 10**400,
+        "render out list": lambda: fvcli.render(model, "conv2:0", out=[1], **FAST),
+        "render steps list": lambda: fvcli.render(model, "conv2:0", steps=[1]),
+        "render model int": lambda: fvcli.render(5, "conv2:0"),
+        "examples images int": lambda: fvcli.examples(model, "conv2:0", images=5),
+        "layers pattern int": lambda: fvcli.layers(model, 5),
+        "layers weights int": lambda: fvcli.layers("googlenet", weights=5),
+        "layers model int": lambda: fvcli.layers(5),
+    }
+    for what, call in wrong.items():
+        try:
+            call()
+        except fvcli.FvError as error:
+            assert "\n" not in str(error), what
+        else:
+            raise AssertionError(f"{what}: accepted")
+    assert not list(tmp_path.iterdir())

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import TINY, fv
 from fvcli.errors import FvError, WriteError
@@ -404,4 +405,60 @@ def test_files_of_a_hundred_gigabytes_are_refused_from_their_size_before_reading
     for (args, what, reason), stderr, code in zip(cases, outputs[0::2], outputs[1::2]):
         line = one_error_line(stderr)
         assert code == "2" and what in line and reason in line, (args, stderr)
+    assert not (tmp_path / "o").exists()
+
+
+def test_damaged_shard_manifests_are_one_line_and_exit_2(tmp_path):
+    """Issue 22, E14: keys missing, wrong types and values, a name leading out of the folder, NaN,
+    and JSON nested deeper than Python's recursion: `fv merge` says which file and why."""
+    fv("render", "conv2:0-3", *FAST, "--steps", "1", "--shard", "0/2", "--out", str(tmp_path / "shard"))
+    folder = tmp_path / "shard" / "tiny_model.make" / "conv2"
+    good = json.loads((folder / "grid.shard-0-of-2.json").read_text())
+    damaged = {
+        "no units": json.dumps({k: v for k, v in good.items() if k != "units"}),
+        "units a number": json.dumps({**good, "units": 5}),
+        "a unit without hash": json.dumps({**good, "units": [{"label": "0", "images": ["conv2_0000.png"]}]}),
+        "shard as text": json.dumps({**good, "shard": "0/2"}),
+        "negative size": json.dumps({**good, "size": -3}),
+        "a PNG outside": json.dumps({**good, "units": [{**good["units"][0], "images": ["../../x.png"]}]}),
+        "no timing": json.dumps({**good, "sidecar": {**good["sidecar"], "timing": {}}}),
+        "a list": "[1, 2]",
+        "NaN": json.dumps(good).replace('"size": 32', '"size": NaN'),
+        "deep": "[" * 100_000 + "]" * 100_000,
+    }
+    for what, text in damaged.items():
+        (folder / "grid.shard-0-of-2.json").write_text(text)
+        output = fv("merge", str(tmp_path / "shard"), code=2)
+        assert "grid.shard-0-of-2.json is damaged" in output and len(output.strip().splitlines()) == 1, (what, output)
+        assert not (folder / "grid.json").exists()
+
+
+def test_deep_or_nan_json_of_fvs_own_files_is_damaged_not_a_traceback(tmp_path, monkeypatch):
+    """Issue 22, E14: an atlas over a grid.json nested 100,000 deep skips it in one line; a tuning
+    cache nested that deep or holding NaN is ignored (measured again); a factory whose normalization
+    holds a NaN is refused before anything renders."""
+    job = tmp_path / "out" / "m" / "l"
+    job.mkdir(parents=True)
+    (job / "grid.json").write_text("[" * 100_000 + "]" * 100_000)
+    output = fv("atlas", str(tmp_path / "out"), code=2)
+    assert "unreadable grid.json (nested too deeply)" in output
+
+    from fvcli.run import tuning
+
+    monkeypatch.setenv("FV_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    steps = []
+    for text in ("[" * 100_000 + "]" * 100_000, '{"k": {"dtype": "float32", "seconds": {"float32": NaN}}}', '{"k": {"dtype": "float32", "seconds": 7}}'):
+        (tmp_path / "cache" / tuning.CACHE_FILE).write_text(text)
+        chosen = tuning._choose_dtype("k", steps.append, torch.device("cpu"))
+        assert chosen["remembered"] is False and json.dumps(chosen, allow_nan=False)
+    assert len(steps) == 3 * 4  # measured each time: two rounds of both dtypes
+
+    factory = tmp_path / "nan.py"
+    factory.write_text(
+        "from torch import nn\n\ndef make():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), {'mean': [0.5, float('nan'), 0.5], 'std': [0.25] * 3}\n"
+    )
+    output = fv("render", "1:0", "--model", f"{factory}:make", "--steps", "1", "--size", "32", "--out", str(tmp_path / "o"), code=2)
+    assert "the factory's preprocessing has mean [0.5, nan, 0.5]" in output
     assert not (tmp_path / "o").exists()

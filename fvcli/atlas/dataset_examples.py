@@ -43,7 +43,7 @@ from fvcli.models.layer_keys import LayerError, Layout, ResolvedLayer, channels_
 from fvcli.messages import plural, progress_bar
 from fvcli.models.registry import LoadedModel, load_model, model_key
 from fvcli.models.normalization import Normalization
-from fvcli.files import atomic_write, check_output_folders
+from fvcli.files import atomic_write, check_output_folders, parse_json
 from fvcli.run.output import BACKGROUND, GAP, SCHEMA_VERSION, save_png, write_json
 from fvcli.run.resolve import Resolver
 from fvcli.specs.settings import EXAMPLES_CPU_BATCH, EXAMPLES_CUDA_BATCH, ExamplesSettings, RunSettings
@@ -400,7 +400,7 @@ class Collection:
 
     def _up_to_date(self, job: LayerJob) -> bool:
         try:
-            record = json.loads((job.folder / "examples.json").read_text(encoding="utf-8"))
+            record = parse_json((job.folder / "examples.json").read_text(encoding="utf-8"))
             return (
                 record["hash"] == job.digest
                 and record["crop"] == self.settings.crop

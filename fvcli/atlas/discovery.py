@@ -8,7 +8,6 @@ load anything from elsewhere. Broken folders are skipped with one line each. No 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fvcli.errors import FvError
+from fvcli.files import parse_json
 from fvcli.messages import plural
 from fvcli.run.unit_files import UnitFiles
 from fvcli.specs.requests import safe_component
@@ -107,7 +107,7 @@ def _check_sidecar(data: Any) -> None:
 def _out_of(job_folder: Path) -> Path:
     """The --out folder of a job folder: OUT/NAME for a named job, else OUT/MODEL/LAYER."""
     try:
-        named = json.loads((job_folder / "grid.json").read_text(encoding="utf-8"))["job"]["name"]
+        named = parse_json((job_folder / "grid.json").read_text(encoding="utf-8"))["job"]["name"]
     except (OSError, ValueError, KeyError, TypeError):
         named = None
     absolute = job_folder.resolve()
@@ -163,7 +163,7 @@ def discover(out: Path, say: Callable[[str], None]) -> list[Job]:
             say(f"fv: atlas: skipped {folder}: {escapes[0]} is a link to outside {out}")
             continue
         try:
-            sidecar = json.loads((folder / "grid.json").read_text(encoding="utf-8"))
+            sidecar = parse_json((folder / "grid.json").read_text(encoding="utf-8"))
             _check_sidecar(sidecar)
             units = [_unit(out, folder, record, say) for record in sidecar["units"]]
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
@@ -191,7 +191,7 @@ def _examples(out: Path, folder: Path, sidecar: dict, say: Callable[[str], None]
         say(f"fv: atlas: {path}: ignored, it leads outside {out}")
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION or not isinstance(data.get("units"), list):
             raise ValueError(f"schema_version {data.get('schema_version')!r} or no 'units' list" if isinstance(data, dict) else "not a JSON object")
     except (OSError, UnicodeDecodeError, ValueError) as error:

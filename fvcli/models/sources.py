@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from fvcli.errors import FvError, raised
+from fvcli.specs.limits import MAX_MEAN, STD_RANGE, show
+from fvcli.specs.settings import MAX_SIZE
 
 if TYPE_CHECKING:
     from fvcli.models.normalization import Normalization
@@ -68,6 +70,14 @@ def from_factory(spec: str) -> tuple[nn.Module, Normalization | None, int | None
         raise FvError(f"--model {spec}: the factory's preprocessing needs 'mean' and 'std' (3 numbers each) and maybe 'size'") from None
     if len(mean) != 3 or len(std) != 3 or not all(v > 0 for v in std):
         raise FvError(f"--model {spec}: the factory's preprocessing needs 3 means and 3 positive stds")
+    # As --normalize's: a NaN would render, then fail the sidecar (JSON has no NaN) with the PNGs written.
+    if not all(abs(v) <= MAX_MEAN for v in mean) or not all(STD_RANGE[0] <= v <= STD_RANGE[1] for v in std):
+        raise FvError(
+            f"--model {spec}: the factory's preprocessing has mean {list(mean)} and std {list(std)}; expected means from "
+            f"-{show(MAX_MEAN)} to {show(MAX_MEAN)} and stds from {show(STD_RANGE[0])} to {show(STD_RANGE[1])}"
+        )
+    if size is not None and not 1 <= size <= MAX_SIZE:
+        raise FvError(f"--model {spec}: the factory's preprocessing has size {size}; expected a side from 1 to {MAX_SIZE}")
     return module, (mean, std), size
 
 

@@ -9,14 +9,16 @@ the manifests.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from fvcli.files import parse_json
 from fvcli.run.output import read_record, remove_unlisted, write_grid, write_json
 from fvcli.run.sidecar import combined
 from fvcli.run.unit_files import UnitFiles
+from fvcli.specs.settings import MAX_SIZE
 
 MANIFEST_VERSION = 1
 _MANIFEST = re.compile(r"grid\.shard-(\d+)-of-(\d+)\.json", re.ASCII)
@@ -51,6 +53,7 @@ class Merge:
     failed: int = 0
     removed: list[str] = field(default_factory=list)  # files of an earlier run the merged sidecar does not list
     problem: str | None = None  # manifests that cannot be merged, and why
+    damaged: bool = False  # the problem is a manifest that is not one fv wrote: bad input (exit 2)
 
 
 def merge_folder(folder: Path) -> Merge:
@@ -58,12 +61,12 @@ def merge_folder(folder: Path) -> Merge:
     loaded = []
     for path in manifests(folder):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("manifest_version") != MANIFEST_VERSION:
-                raise ValueError(f"manifest_version {data.get('manifest_version')!r}, expected {MANIFEST_VERSION}")
+            data = parse_json(path.read_bytes())
+            _check_manifest(data)
             loaded.append(data)
-        except (OSError, ValueError, AttributeError) as error:
-            return Merge(folder, [], problem=f"{path.name} cannot be read ({error})")
+        except (OSError, ValueError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            return Merge(folder, [], problem=f"{path.name} is damaged ({reason}); render that shard again", damaged=True)
     result = Merge(folder, ["{}/{}".format(*m["shard"]) for m in loaded])
     hashes = {tuple(unit["hash"] for unit in m["units"]) for m in loaded}
     if len(hashes) > 1:
@@ -102,6 +105,51 @@ def _whole(folder: Path, images: list[str], digest: str) -> dict | None:
     names = [*images, *UnitFiles.listed(first).extras]
     stored = [read_record(folder / name) for name in names]
     return first if all(s is not None and s.get("hash") == digest for s in stored) else None
+
+
+def _plain_png(name: Any) -> bool:
+    return isinstance(name, str) and name.endswith(".png") and name == Path(name).name and "\\" not in name
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_manifest(data: Any) -> None:
+    """ValueError saying what a manifest lacks: everything merge_folder reads, of the types it
+    expects (a damaged or hand-edited file is one line, not a KeyError or TypeError)."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("manifest_version") != MANIFEST_VERSION:
+        raise ValueError(f"manifest_version {data.get('manifest_version')!r}, expected {MANIFEST_VERSION}")
+    shard = data.get("shard")
+    if not (isinstance(shard, list) and len(shard) == 2 and all(type(v) is int for v in shard) and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"'shard' is {shard!r}, expected [I, N] with 0 <= I < N")
+    if type(data.get("size")) is not int or not 1 <= data["size"] <= MAX_SIZE:
+        raise ValueError(f"'size' is {data.get('size')!r}, expected a side from 1 to {MAX_SIZE}")
+    units = data.get("units")
+    if not isinstance(units, list) or not units or not all(
+        isinstance(u, dict) and isinstance(u.get("label"), str) and isinstance(u.get("hash"), str)
+        and isinstance(u.get("images"), list) and u["images"] and all(_plain_png(n) for n in u["images"])
+        for u in units
+    ):
+        raise ValueError("'units' is not a list of units, each with a label, a hash and the names of its PNGs in the folder")
+    sidecar = data.get("sidecar")
+    if not isinstance(sidecar, dict) or not isinstance(sidecar.get("units"), list) or not all(
+        isinstance(u, dict) and isinstance(u.get("label"), str) and isinstance(u.get("status"), str)
+        and (u["status"] != "failed" or not (u.get("image") or u.get("images")))  # a failed unit has no PNG
+        for u in sidecar["units"]
+    ):
+        raise ValueError("'sidecar.units' is not a list of unit records with labels and statuses")
+    if not isinstance(sidecar.get("settings"), dict) or type(sidecar["settings"].get("steps")) is not int:
+        raise ValueError("'sidecar.settings.steps' is not a number of steps")
+    timing = sidecar.get("timing")
+    if not (
+        isinstance(timing, dict) and _number(timing.get("seconds")) and _number(timing.get("model_load_seconds"))
+        and isinstance(timing.get("batch_sizes"), list) and all(type(b) is int for b in timing["batch_sizes"])
+        and isinstance(timing.get("device"), str)
+    ):
+        raise ValueError("'sidecar.timing' lacks seconds, model_load_seconds, batch_sizes or device")
 
 
 def merge_tree(out: Path) -> list[Merge]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from fvcli.files import atomic_write
+from fvcli.files import atomic_write, parse_json
 from fvcli.run.unit_files import UnitFiles, listed_names
 
 SCHEMA_VERSION = 1
@@ -93,7 +93,7 @@ def read_record(path: Path) -> dict | None:
             return None
         with Image.open(path) as image:
             text = image.text.get(RECORD_KEY)
-        return json.loads(text) if text else None
+        return parse_json(text) if text else None
     except (OSError, ValueError, SyntaxError):
         return None
 

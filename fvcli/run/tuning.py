@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from fvcli.files import open_regular
+from fvcli.files import open_regular, parse_json
 
 CACHE_FILE = "tuning.json"
 BF16_MARGIN = 0.9  # bf16 is chosen only when its step takes under 90% of float32's
@@ -42,7 +42,7 @@ def cache_dir() -> Path:
 def _read() -> dict:
     try:
         with os.fdopen(open_regular(cache_dir() / CACHE_FILE, os.O_RDONLY)) as f:  # never a FIFO's wait
-            data = json.loads(f.read())
+            data = parse_json(f.read())
     except (OSError, ValueError):
         return {}  # no cache yet, or a broken one: measure again
     return data if isinstance(data, dict) else {}
@@ -106,7 +106,9 @@ def choose_dtype(key: str, step: Callable[[str], None], device: torch.device) ->
 
 def _choose_dtype(key: str, step: Callable[[str], None], device: torch.device) -> dict:
     entry = remembered(key)
-    if entry is None or entry.get("dtype") not in ("bfloat16", "float32"):
+    seconds = entry.get("seconds") if entry else None
+    valid = isinstance(seconds, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in seconds.values())
+    if entry is None or entry.get("dtype") not in ("bfloat16", "float32") or not valid:  # damaged: measure again
         # Two steps each, alternating, and each dtype's faster one counts: the first pays for kernel
         # selection and weight casts (alike for both), and a minimum shrugs off a step that a busy
         # machine preempted, which one sample each would take for the dtype's speed.

@@ -258,10 +258,10 @@ class Target:
             raise _refused(f"cannot multiply two objectives ({self.describe()} * {factor.describe()})")
         if not _is_number(factor):
             raise _refused(f"cannot multiply objective {self.describe()} by {_shown(factor)}")
-        if not math.isfinite(factor) or factor == 0:
+        if not _finite(factor) or factor == 0:
             from fvcli.errors import FvError
 
-            raise FvError(f"cannot multiply objective {self.describe()} by {factor}: expected a finite number other than 0")
+            raise FvError(f"cannot multiply objective {self.describe()} by {_shown(factor)}: expected a finite number other than 0")
         return Target(tuple((weight * factor, atom) for weight, atom in self.terms))
 
     __rmul__ = __mul__
@@ -271,10 +271,10 @@ class Target:
             raise _refused(f"cannot divide by an objective ({self.describe()} / {divisor.describe()})")
         if not _is_number(divisor):
             raise _refused(f"cannot divide objective {self.describe()} by {_shown(divisor)}")
-        if not divisor or not math.isfinite(divisor):
+        if not divisor or not _finite(divisor):
             from fvcli.errors import FvError
 
-            raise FvError(f"cannot divide objective {self.describe()} by {divisor}: expected a finite number other than 0")
+            raise FvError(f"cannot divide objective {self.describe()} by {_shown(divisor)}: expected a finite number other than 0")
         return self * (1.0 / divisor)
 
     def __rtruediv__(self, dividend: Any) -> Target:
@@ -331,11 +331,20 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _finite(value: int | float) -> bool:
+    """Finite as a float: an integer beyond float's range (10**400) is not (math.isfinite raises)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _shown(value: Any) -> str:
     """A value in a message: an objective or number as written, anything else by its type."""
     if isinstance(value, (Target, Interpolation)):
         return f"objective {value.describe()}"
-    return repr(value) if _is_number(value) else f"a {type(value).__name__}"
+    text = repr(value)
+    return (text if len(text) <= 40 else text[:37] + "...") if _is_number(value) else f"a {type(value).__name__}"
 
 
 def _refused(what: str) -> Exception:
