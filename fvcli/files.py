@@ -163,7 +163,7 @@ def check_output_folders(folders: list[tuple[Path, str]], writable: bool = True)
         if resolved in seen:
             raise FvError(f"{origin} and {seen[resolved]} would both write {folder}; give one of them a 'name:'")
         seen[resolved] = origin
-        existing = next(p for p in (resolved, *resolved.parents) if p.exists())
+        existing = next(p for p in (resolved, *resolved.parents) if _exists(p))
         if not existing.is_dir():
             raise FvError(f"cannot write to output folder {folder}: {existing} is a file, not a folder")
         if writable and not os.access(existing, os.W_OK | os.X_OK):
@@ -172,6 +172,9 @@ def check_output_folders(folders: list[tuple[Path, str]], writable: bool = True)
         for part in resolved.relative_to(existing).parts:
             if len(os.fsencode(part)) > name_max:
                 raise FvError(f"cannot write to output folder {folder}: a name in it is longer than {name_max} bytes ({part[:40]}...)")
+        # Room for the files in it too (their names are at most about 100 bytes: targets.safe_component)
+        if len(os.fsencode(resolved)) + 128 > _path_max(existing):
+            raise FvError(f"cannot write to output folder {folder}: its path is longer than {_path_max(existing) - 128} bytes; choose a shorter --out")
         if not writable:
             continue
         try:
@@ -180,6 +183,22 @@ def check_output_folders(folders: list[tuple[Path, str]], writable: bool = True)
             os.unlink(probe)
         except OSError as error:
             raise FvError(f"cannot write to output folder {folder}: {error.strerror or error} in {existing} [Errno {error.errno}]") from None
+
+
+def _exists(path: Path) -> bool:
+    """Whether `path` exists; a name too long to look up (ENAMETOOLONG) does not, and the caller
+    then measures it against the limit."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def _path_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 4096
 
 
 def _name_max(folder: Path) -> int:

@@ -462,3 +462,35 @@ def test_deep_or_nan_json_of_fvs_own_files_is_damaged_not_a_traceback(tmp_path, 
     output = fv("render", "1:0", "--model", f"{factory}:make", "--steps", "1", "--size", "32", "--out", str(tmp_path / "o"), code=2)
     assert "the factory's preprocessing has mean [0.5, nan, 0.5]" in output
     assert not (tmp_path / "o").exists()
+
+
+def test_bad_input_found_up_front_leaves_nothing(tmp_path):
+    """Issue 22, F15: each is one line and exit 2 before anything is written: an --out name longer
+    than the file system allows (was exit 3, mid-run), a folder of no readable image for fv examples
+    (left examples/.state.pt), a jitter larger than the canvas (every unit failed, exit 1), and a
+    pickle given as --spectrum (torch's advice to turn weights_only off was passed on)."""
+    long_out = tmp_path / ("a" * 300)
+    line = fv("render", "conv2:0", *FAST, "--steps", "1", "--out", str(long_out), code=2)
+    assert "a name in it is longer than 255 bytes" in line and len(line.strip().splitlines()) == 1
+    deep_out = tmp_path.joinpath(*["b" * 200] * 21)
+    assert "its path is longer than" in fv("render", "conv2:0", *FAST, "--steps", "1", "--out", str(deep_out), code=2)
+
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_text("not a picture")
+    (images / "b.jpg").write_bytes(b"\xff\xd8 cut")
+    output = fv("examples", "conv2:0-1", "conv3:0", "--model", TINY, "--weights", "random", "--images", str(images), "--out", str(tmp_path / "ex"), code=2)
+    assert "none of the 2 image files" in output
+    assert not (tmp_path / "ex").exists()
+
+    output = fv("render", "conv2:0", *FAST, "--transforms", "pad=2,jitter=37", "--out", str(tmp_path / "j"), code=2)
+    assert "--transforms: jitter=37 crops 37 px from a canvas of 36 px" in output
+    fv("render", "conv2:0", *FAST, "--steps", "1", "--transforms", "pad=2,jitter=35", "--out", str(tmp_path / "j"))
+
+    import datetime
+
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": datetime.date(2025, 1, 1)}, pickled)  # a class torch's safe loader refuses
+    output = fv("render", "conv2:0", *FAST, "--param", "maco", "--spectrum", str(pickled), "--out", str(tmp_path / "s"), code=2)
+    assert "pickled Python objects, which fv does not load" in output and "weights_only" not in output
+    assert len(output.strip().splitlines()) == 1

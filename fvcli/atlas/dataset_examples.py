@@ -43,7 +43,7 @@ from fvcli.models.layer_keys import LayerError, Layout, ResolvedLayer, channels_
 from fvcli.messages import plural, progress_bar
 from fvcli.models.registry import LoadedModel, load_model, model_key
 from fvcli.models.normalization import Normalization
-from fvcli.files import atomic_write, check_output_folders, parse_json
+from fvcli.files import atomic_write, check_output_folders, parse_json, remove_empty_folders
 from fvcli.run.output import BACKGROUND, GAP, SCHEMA_VERSION, save_png, write_json
 from fvcli.run.resolve import Resolver
 from fvcli.specs.settings import EXAMPLES_CPU_BATCH, EXAMPLES_CUDA_BATCH, ExamplesSettings, RunSettings
@@ -436,6 +436,9 @@ class Collection:
         if not todo:
             return True
         group.model.module.to(self.device, memory_format=torch.channels_last)
+        # The deepest folder of each that exists before anything is written: what a job that finds no
+        # readable image made is removed up to it (_write).
+        self._existed = {job.folder: next(p for p in (job.folder, *job.folder.parents) if p.exists()) for job in todo}
         streaming = [job for job in todo if job.state.next < len(self.files)]
         if streaming and not self._stream(group, streaming, stop):
             return False
@@ -544,7 +547,11 @@ class Collection:
     def _write(self, group: ModelGroup, job: LayerJob, side: int) -> None:
         """The strips of every channel asked for, then examples.json (last: it marks the job done)."""
         state, info, crop = job.state.to("cpu"), job.info, self.settings.crop
-        if state.seen == 0:
+        if state.seen == 0:  # nothing to resume from: the state files and the folders made for them go
+            for other in group.jobs:
+                if other.folder in self._existed and other.state is not None and other.state.seen == 0:
+                    (other.folder / STATE_FILE).unlink(missing_ok=True)
+                    remove_empty_folders(other.folder, self._existed[other.folder])
             raise FvError(f"none of the {len(self.files)} image files in {self.folder} could be read")
         width = max(4, len(str(info.layout.channels - 1)))  # as the render's file names
         units = []

@@ -30,6 +30,7 @@ from fvcli.optvis.images import list_images, load_image, to_channels
 from fvcli.errors import FvError
 from fvcli.messages import plural, progress_bar
 from fvcli.files import atomic_write, check_output_folders, read_at_most
+from fvcli.models.weights import safe_load
 from fvcli.optvis.param import color_matrix
 
 FORMAT = "fv-spectrum"
@@ -127,11 +128,10 @@ def _read(resolved: str, path: str, mtime_ns: int, size: int) -> Spectrum:
     except ValueError as error:  # it grew since it was measured
         raise FvError(f"{where}: cannot read it ({error})") from None
     expected = "expected a .pt file that fv spectrum wrote"
-    try:
-        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle's, zip's and torch's many ways to refuse a file
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
-        raise FvError(f"{where}: not a spectrum file ({reason}); {expected}") from None
+    try:  # torch's safe loader, quietly: its advice to turn weights_only off is not passed on
+        loaded = safe_load(io.BytesIO(data))
+    except ValueError as error:
+        raise FvError(f"{where}: not a spectrum file ({error}); {expected}") from None
     if not isinstance(loaded, dict) or loaded.get("format") != FORMAT:
         raise FvError(f"{where}: not a spectrum file; {expected}")
     if loaded.get("version") != VERSION:

@@ -82,6 +82,18 @@ class JobRequest:
                 f"{where}--cppn-upscale {settings.cppn_upscale}: {settings.cppn_upscale} x {settings.size} px is more "
                 f"than {MAX_SIZE} px; at most {MAX_SIZE // settings.size} at --size {settings.size}"
             )
+        if not isinstance(settings.transforms, str):  # items as given (a preset scales with --size)
+            side = settings.size
+            for name, value in settings.transforms:
+                if name == "pad":
+                    side += 2 * value
+                elif name == "jitter" and value >= side:  # it would crop the whole canvas away: every unit fails
+                    raise FvError(
+                        f"{where}--transforms: jitter={value} crops {value} px from a canvas of {side} px (--size "
+                        f"{settings.size} and the pads before it); a jitter must be below {side} px"
+                    )
+                elif name == "jitter":
+                    side -= value
         if settings.alpha and settings.param == "maco":
             raise FvError(f"{where}--alpha: maco holds a fixed magnitude spectrum, which an opacity plane would not have; use --param fourier, pixel, lowres, laplacian or cppn")
         if settings.init and settings.param in ("maco", "cppn"):
