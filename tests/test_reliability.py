@@ -494,3 +494,32 @@ def test_bad_input_found_up_front_leaves_nothing(tmp_path):
     output = fv("render", "conv2:0", *FAST, "--param", "maco", "--spectrum", str(pickled), "--out", str(tmp_path / "s"), code=2)
     assert "pickled Python objects, which fv does not load" in output and "weights_only" not in output
     assert len(output.strip().splitlines()) == 1
+
+
+class _FunctionalInPlace(torch.nn.Module):
+    """A forward that rectifies conv1's output in place with F.relu_, as hand-written models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3)
+
+    def forward(self, x):
+        x = torch.nn.functional.relu_(self.conv1(x))
+        return self.conv2(x)
+
+
+def test_a_layer_changed_by_a_functional_in_place_op_after_it_is_captured_as_its_own():
+    """Review of B3: prepare() turns off ReLU(inplace=True) modules, not a forward's F.relu_(x); a
+    layer read together with a deeper one must still hold its own output, not the ReLU's."""
+    from fvcli.models.capture import forward_to
+
+    torch.manual_seed(0)
+    model = _FunctionalInPlace().eval()
+    x = torch.randn(2, 3, 12, 12, requires_grad=True)
+    alone = forward_to(model, x, ["conv1"])["conv1"]  # the pass stops at conv1, before the F.relu_
+    assert (alone < 0).any()
+    for _ in range(2):  # found overwritten once, then copied from the start
+        both = forward_to(model, x, ["conv1", "conv2"])
+        assert torch.equal(both["conv1"], alone)
+    both["conv1"].sum().backward()  # the copy is in the graph
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -4,11 +4,18 @@ Stopping early means no computation past the deepest layer an objective reads, w
 model's structure: the hook that completes the set raises, and the caller catches it. Hooks are
 always removed, even when the forward pass fails. A pre-ReLU twin (`LAYER_pre_relu`) is captured
 by its layer's hook, from what the ReLU watch saw (fvcli.models.prerelu).
+
+A captured output is the layer's own whatever runs after it: models.prepare turns off in-place
+modules (ReLU(inplace=True)), but a forward's own functional in-place op (`F.relu_(x)`, `x += y`)
+would overwrite an earlier captured layer while a later one is computed. Each captured tensor's
+version counter tells: when one changed, that layer is captured as a copy from then on (for that
+model) and the pass runs again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Iterable
 
 import torch
@@ -22,13 +29,36 @@ class _AllCaptured(Exception):
     """Raised from a hook to end the forward pass; never escapes `forward_to`."""
 
 
+# Per model, the layer keys whose output the forward changes in place after it: captured as copies.
+_COPIED: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _version(value) -> int | None:
+    try:
+        return value._version if isinstance(value, Tensor) else None
+    except RuntimeError:  # an inference-mode tensor has no version counter
+        return None
+
+
 def forward_to(model: nn.Module, x: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:
     """Run `model(x)` until every layer key in `layers` (a module path, maybe with `@ELEMENT`)
     has produced its output; return them by key. A key `PATH_pre_relu` that is no module of its own
     is the pre-ReLU twin of PATH; LayerError when PATH's output is not a ReLU's."""
     wanted = list(dict.fromkeys(layers))
+    copied = _COPIED.get(model, set())
+    captured, versions = _forward_to(model, x, wanted, copied)
+    changed = {key for key, value in captured.items() if _version(value) != versions[key]}
+    if not changed:
+        return captured
+    _COPIED[model] = copied | changed  # overwritten by an in-place op after it: copy, and run again
+    captured, _ = _forward_to(model, x, wanted, _COPIED[model])
+    return captured
+
+
+def _forward_to(model: nn.Module, x: Tensor, wanted: list[str], copied: set[str]) -> tuple[dict[str, Tensor], dict[str, int | None]]:
     modules = dict(model.named_modules())
     captured: dict[str, Tensor] = {}
+    versions: dict[str, int | None] = {}
     bases = {key: twin_base(modules, key) for key in wanted}
     watch = Watch() if any(bases.values()) else None
 
@@ -40,6 +70,8 @@ def forward_to(model: nn.Module, x: Tensor, layers: Iterable[str]) -> dict[str, 
                 return  # a module called twice: the first call is the layer's output
             if base is None:
                 captured[key] = select(output, key)
+                if key in copied and isinstance(captured[key], Tensor):
+                    captured[key] = captured[key].clone()
             else:
                 before = watch.before(output)
                 if before is None:
@@ -48,6 +80,7 @@ def forward_to(model: nn.Module, x: Tensor, layers: Iterable[str]) -> dict[str, 
                         "of ReLU outputs (`fv layers` lists the twins there are)"
                     )
                 captured[key] = before
+            versions[key] = _version(captured[key])
             if len(captured) == len(wanted):
                 raise _AllCaptured
 
@@ -65,7 +98,7 @@ def forward_to(model: nn.Module, x: Tensor, layers: Iterable[str]) -> dict[str, 
     missing = [path for path in wanted if path not in captured]
     if missing:
         raise RuntimeError(f"layers {', '.join(missing)} were not reached by the forward pass")
-    return captured
+    return captured, versions
 
 
 def layer_shapes(model: nn.Module, layers: Iterable[str], size: int, device: torch.device) -> dict[str, tuple[int, ...]]:
