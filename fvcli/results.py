@@ -4,7 +4,6 @@ records as data. A notebook shows a result as its picture; `save` writes the sam
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,20 @@ def _write_files(out: str | Path, files: dict[str, bytes]) -> None:
         path = Path(out) / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda temporary, data=data: temporary.write_bytes(data))
+
+
+def _read_json(path: Path) -> dict:
+    """A sidecar this call wrote, read back as fv reads its own JSON (one line if it was damaged since)."""
+    from fvcli.errors import FvError
+    from fvcli.files import parse_json
+
+    try:
+        data = parse_json(path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise FvError(f"{path}: cannot be read back ({error})") from None
+    if not isinstance(data, dict):
+        raise FvError(f"{path}: cannot be read back (not a JSON object)")
+    return data
 
 
 def _read_files(out: Path, folder: Path, names: list[str]) -> dict[str, bytes]:
@@ -113,7 +126,7 @@ class JobResult:
         sidecar_path = folder / "grid.json"
         if not sidecar_path.is_file():
             return None
-        sidecar = json.loads(sidecar_path.read_text())
+        sidecar = _read_json(sidecar_path)
         units = sidecar.get("units", [])
         files = [UnitFiles.listed(unit) for unit in units]
         names = ["grid.png", "grid.json", *(name for f in files for name in (*f.images, *f.extras))]
@@ -224,7 +237,7 @@ class LayerExamples:
 
     @classmethod
     def read(cls, out: Path, folder: Path) -> LayerExamples:
-        sidecar = json.loads((folder / "examples.json").read_text())
+        sidecar = _read_json(folder / "examples.json")
         names = ["examples.json", *(name for unit in sidecar["units"] for name in (unit["strip"], unit["negative_strip"]))]
         return cls(folder.relative_to(out).as_posix(), sidecar, _read_files(out, folder, names))
 
