@@ -237,16 +237,39 @@ def run_targets(
     parallel = len(devices) > 1
     checked = dataclasses.replace(run_settings, device="cpu") if parallel else run_settings
     examples = _spec_examples(specs, run_settings)  # checked before anything renders
+    atlases = _atlas_jobs(requests, checked, say, modules)  # checked before anything is collected
+    if run_settings.dry_run:
+        lines = [job.plan() for job in atlases]
+        ready = {job.request for job in atlases if job.ready(job.digest()) is not None}
+        requests = [r for r in requests if r.atlas is None or r in ready]  # the others' cells are not made yet
+        if not requests:
+            for line in lines:
+                echo(line)
+            return Outcome(0)
+    else:
+        lines = []
+        for job in atlases:
+            job.prepare()  # collect and lay out, or reuse the layout written for the same digest
     run = Run(requests, checked, say, modules=modules)
     # No more workers than units: a worker without units would only load the model.
     devices = devices[: max(1, sum(len(job.units) for job in run.jobs))]
     if run_settings.dry_run:
-        for line in [*run.plan(), *(line for collection in examples for line in collection.plan())]:
+        for line in [*lines, *run.plan(), *(line for collection in examples for line in collection.plan())]:
             echo(line)
         return Outcome(0)
 
+    def assemble_atlases() -> None:
+        """Activation atlases whose icons are all rendered: atlas.png and atlas.json."""
+        if atlases:
+            from fvcli.atlas.activation_atlas import assemble_folder
+
+            for job in atlases:
+                assemble_folder(job.request.folder, say)
+
     def assemble(code: int) -> int:
-        """After every unit of the run is rendered: dataset examples, then the atlas."""
+        """After every unit of the run is rendered: activation atlases, dataset examples, then the web atlas."""
+        if code in (0, 1):
+            assemble_atlases()
         for collection in examples if code in (0, 1) else []:  # not after a signal stopped the render
             code = collection.execute() or code
             if code not in (0, 1):
@@ -270,9 +293,31 @@ def run_targets(
         outcome = Outcome(report.exit_code, run, report.write_error, report.stopped_by)
         if run_settings.shard is None:
             outcome.code = assemble(outcome.code)
-        elif run_settings.atlas:
+        elif outcome.code in (0, 1):
+            assemble_atlases()  # the shard that completed an atlas's icons assembles it
+        if run_settings.shard is not None and run_settings.atlas:
             say("fv: a shard builds no atlas; run fv atlas OUT once every shard is done")
         return outcome
+
+
+def _atlas_jobs(requests: list[JobRequest], run_settings: RunSettings, say, modules: dict | None) -> list:
+    """The activation atlas jobs among the requests, validated (model, layer, images, counts) before
+    any of them collects anything."""
+    wanted = [r for r in requests if r.atlas is not None]
+    if not wanted:
+        return []
+    from fvcli.atlas.activation_atlas import AtlasJob
+
+    models: dict = {}
+    jobs = [AtlasJob(r, run_settings, say, modules, models) for r in wanted]
+    folders = [job.request.folder for job in jobs]
+    if len(set(folders)) < len(folders):
+        twice = next(f for f in folders if folders.count(f) > 1)
+        raise FvError(f"two activation atlas jobs write into {twice}; give one of them a name: of its own")
+    for job in jobs:
+        if not run_settings.dry_run and job.ready(job.digest()) is None:
+            job.check_readable()
+    return jobs
 
 
 def _render_torchrun(run, rank_0: bool, say, assemble) -> int:
