@@ -31,15 +31,15 @@ from fvcli.errors import EXIT_BAD_INPUT, FvError, WriteError
 from fvcli.specs.requests import JobRequest
 from fvcli.specs.limits import MAX_UNITS
 from fvcli.messages import plural, sayer
-from fvcli.results import Examples, JobResult, LayerExamples, Result
-from fvcli.specs.settings import EXAMPLES_BY_KEY, OPTIONS, OPTIONS_BY_KEY, RenderSettings, RunSettings, default_of, split
+from fvcli.results import Atlas, Examples, JobResult, LayerExamples, Result
+from fvcli.specs.settings import ATLAS_BY_KEY, EXAMPLES_BY_KEY, OPTIONS, OPTIONS_BY_KEY, RenderSettings, RunSettings, default_of, split
 from fvcli.specs.spec import load_examples, load_spec
 from fvcli.specs.targets import Interpolation, Target, parse_target
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["render", "layers", "examples", "Result", "JobResult", "Examples", "LayerExamples", "FvError"]
+__all__ = ["render", "layers", "examples", "activation_atlas", "Atlas", "Result", "JobResult", "Examples", "LayerExamples", "FvError"]
 
 
 # ---- what the CLI and the API share ----
@@ -59,6 +59,24 @@ def convert_options(values: dict[str, Any], by_key: dict | None = None) -> dict[
         except ValueError as error:
             raise FvError(f"{by_key[key].cli_name}: {error}") from None
     return given
+
+
+def command_line_atlas(layer: str, given: dict[str, Any]) -> JobRequest:
+    """The activation atlas job of `fv render --activation-atlas LAYER --images DIR ...`."""
+    import os
+
+    from fvcli.specs.requests import atlas_request
+    from fvcli.specs.settings import AtlasSettings
+
+    values = {key: value for key, value in given.items() if key in ATLAS_BY_KEY}
+    if "images" not in values:
+        raise FvError("--activation-atlas needs --images DIR: a folder of JPEG or PNG images whose activations it lays out")
+    folder = Path(values["images"]).expanduser()
+    if not folder.is_dir():
+        raise FvError(f"--images {values['images']}: {'not a folder' if folder.exists() else 'folder not found'}")
+    values["images"] = os.path.abspath(folder)
+    settings = RenderSettings(**split(given)[0])
+    return atlas_request(layer, AtlasSettings(**values), settings, given.get("out", default_of("out")), origin=f"--activation-atlas {layer}")
 
 
 def target_requests(targets: list[tuple[str, Target]], given: dict[str, Any]) -> list[JobRequest]:
@@ -194,12 +212,14 @@ def run_targets(
     modules: dict[str, nn.Module] | None = None,
     launched: bool = True,
     echo: Callable[[str], None] = print,
+    atlas_layer: str | None = None,
 ) -> Outcome:
     """`fv render ARGUMENTS` with converted option values `given`: targets and spec files.
 
     `modules`: model objects in memory by the model name the options give them. `launched`: take
     the shard from torchrun or a SLURM job array in the environment, as the CLI does. `echo`
-    prints a dry run's plan.
+    prints a dry run's plan. `atlas_layer`: also an activation atlas of this layer (`fv render
+    --activation-atlas LAYER`), its options (ATLAS_OPTIONS) in `given`.
     """
     requests: list[JobRequest] = []
     specs: dict[str, list[JobRequest]] = {}  # each spec file's jobs, for its examples: section
@@ -215,6 +235,11 @@ def run_targets(
             except ValueError as error:
                 raise FvError(f"target: {error}") from None
     requests.extend(target_requests(plain, given))
+    if atlas_layer is not None:
+        requests.append(command_line_atlas(atlas_layer, given))
+    elif any(key in ATLAS_BY_KEY for key in given) and not any(r.atlas is not None for r in requests):
+        option = ATLAS_BY_KEY[next(key for key in given if key in ATLAS_BY_KEY)].cli_name
+        raise FvError(f"{option} is an activation atlas option; add --activation-atlas LAYER (or a spec job of kind: activation_atlas)")
     run_settings = dataclasses.replace(RunSettings(), **{**run_values, **split(given)[1]})
     launch = distributed.from_environment() if launched and run_settings.shard is None else None
     if launch is not None:
@@ -526,6 +551,52 @@ def examples(
         root = Path(given["out"])
         layers = [LayerExamples.read(root, job.folder) for c in collections for job in c.jobs]
         return Examples(layers, out=root if temporary is None else None)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def activation_atlas(
+    model: nn.Module | str,
+    layer: str,
+    images: str | Path,
+    out: str | Path | None = None,
+    quiet: bool = True,
+    progress: bool | None = None,
+    **options: Any,
+) -> Atlas:
+    """An activation atlas of `layer` from the images of the folder `images`, as `fv render
+    --activation-atlas LAYER --images DIR` makes it, returned as data: the picture, the cells
+    (position, count, top channels, samples, objective, average vector), the icons and the layout.
+
+        atlas = fvcli.activation_atlas(model, "conv3", "photos/", grid=10, samples=8, steps=128)
+        atlas.image              # PIL: each icon in its cell
+        atlas.cells[0]["count"]  # samples in the first kept cell; ["vector"]: their average
+        atlas.layout             # (N, 2): every sample's place in [0, 1]^2
+
+    Keyword arguments: the options of `fv render` (for the icons: steps, size, transforms, seed...)
+    and of the atlas (grid, samples, min_count, whiten, cossim_pow, n_neighbors, min_dist,
+    class_target, class_share). `model` and `out` as for `render`: out=None works in a temporary
+    folder; out=FOLDER writes there and reuses the layout and icons already made.
+    """
+    by_key = {**OPTIONS_BY_KEY, **ATLAS_BY_KEY}
+    options["images"] = str(images)
+    given, modules, temporary = _call_options("render", model, (layer,), out, quiet, progress, options, by_key)
+    try:
+        outcome = run_targets([], given, modules=modules, launched=False, atlas_layer=layer)
+        if outcome.write_error is not None:
+            raise outcome.write_error
+        if outcome.stopped_by is not None:
+            raise KeyboardInterrupt
+        if outcome.run is None:
+            raise FvError("activation_atlas(): a dry run makes no atlas")
+        root = Path(given["out"])
+        folder = next(job.folder for job in outcome.run.jobs if job.request.atlas is not None)
+        atlas = Atlas.read(root, folder)
+        if atlas is None:
+            raise FvError(f"{folder}: the atlas was not assembled (some icons failed; see grid.json)")
+        atlas.out = root if temporary is None else None
+        return atlas
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)

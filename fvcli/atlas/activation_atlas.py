@@ -741,3 +741,38 @@ def _box(y: int, x: int, grid: tuple[int, int], size: int, side: int) -> tuple[f
 
 def _rounded(value: float) -> float:
     return float(f"{value:.5g}")
+
+
+# ---- how well the icons stand for their cells ----
+
+
+def nearest_cell_share(folder: Path, module: torch.nn.Module, normalization, layer_key: str, layout_kind: str | None = None) -> dict:
+    """For each rendered icon of an atlas folder: its activation at the layer's centre position
+    (where its objective reads), and whether that is closer (cosine) to its own cell's average than
+    to any other kept cell's. Returns {"share": the fraction that are, "cells": K, "nearest_own":
+    count, "misses": [units]}. `module` is the model as loaded (load_model(...).module)."""
+    from fvcli.models.layer_keys import at_position, infer_layout
+
+    folder = Path(folder)
+    layout = Layout.load(folder / LAYOUT_FILE)
+    sidecar = json.loads((folder / "grid.json").read_text(encoding="utf-8"))
+    units = sorted((u for u in sidecar["units"] if u.get("image")), key=lambda u: u["direction"])
+    pixels = []
+    for unit in units:
+        with Image.open(folder / unit["image"]) as icon:
+            pixels.append(torch.from_numpy(np.asarray(_opaque(icon), dtype=np.float32) / 255).permute(2, 0, 1))
+    x = torch.stack(pixels)
+    if normalization is not None:
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization)
+        x = (x - mean) / std
+    device = next(iter(module.parameters())).device
+    with torch.no_grad():
+        out = forward_to(module, x.to(device), [layer_key])[layer_key]
+    a = at_position(channels_first(out, infer_layout(tuple(out.shape))).float(), None).cpu().numpy()
+    similarity = cosine(a.reshape(len(a), -1), layout.averages)
+    own = np.array([u["direction"] for u in units])
+    hits = similarity.argmax(axis=1) == own
+    return {
+        "share": float(hits.mean()) if len(hits) else 0.0, "cells": int(len(layout.counts)),
+        "nearest_own": int(hits.sum()), "misses": [int(u) for u in own[~hits]],
+    }

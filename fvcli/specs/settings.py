@@ -504,7 +504,7 @@ class AtlasSettings:
     samples: int = 8  # random positions of the layer sampled per image
     min_count: int = 3  # a cell needs at least this many samples to get an icon
     whiten: bool = False  # icons maximize the direction times the layer's inverse covariance
-    cossim_pow: float = 2.0  # the icon objective's cosine power (the article's 2)
+    cossim_pow: float = 4.0  # the icon objective's cosine power: Lucid's atlas recipe renders with 4
     n_neighbors: int = 20  # UMAP: 20 (Captum's) to 50 (Lucid's)
     min_dist: float = 0.01  # UMAP: 0.01 (Captum's) to 0.05 (Lucid's)
     class_target: str | None = None  # a class atlas: only samples with high attribution to this output (`dense6_1:1`, `logit:goldfish`)

@@ -157,8 +157,9 @@ def load_spec(path: str | Path, cli: dict[str, Any]) -> tuple[list[JobRequest], 
     if not isinstance(jobs, list) or not jobs:
         raise FvError(f"{where}jobs: expected a non-empty list of jobs, got {jobs!r}")
     out = run.get("out", cli.get("out", "outputs"))
+    atlas_cli = {key: value for key, value in cli.items() if key in ATLAS_BY_KEY}
     requests = [
-        _job(path, index, job, render_top, split(cli)[0], out) for index, job in enumerate(jobs)
+        _job(path, index, job, render_top, split(cli)[0], out, atlas_cli) for index, job in enumerate(jobs)
     ]
     return requests, run
 
@@ -188,7 +189,7 @@ def _job_target(job: dict, where: str) -> Target:
 
 
 def _job(
-    path: Path, index: int, job: Any, render_top: dict, render_cli: dict, out: str
+    path: Path, index: int, job: Any, render_top: dict, render_cli: dict, out: str, atlas_cli: dict | None = None
 ) -> JobRequest:
     where = f"{path}: jobs[{index}]."
     if not isinstance(job, dict):
@@ -199,7 +200,7 @@ def _job(
         hint = f"; did you mean {close[0]}?" if close else ""
         raise FvError(f"{where}kind: expected one of {', '.join(JOB_KINDS)}, got {kind!r}{hint}")
     if kind == "activation_atlas":
-        return _atlas_job(path, index, job, render_top, render_cli, out)
+        return _atlas_job(path, index, job, render_top, render_cli, out, atlas_cli or {})
     unknown_atlas = next((key for key in job if key in ATLAS_BY_KEY), None)
     if unknown_atlas is not None:
         raise FvError(f"{where}{unknown_atlas}: an activation atlas option; add 'kind: activation_atlas' to this job to make one")
@@ -234,9 +235,10 @@ def _job(
 ATLAS_JOB_KEYS = ("kind", "layer", "name")
 
 
-def _atlas_job(path: Path, index: int, job: dict, render_top: dict, render_cli: dict, out: str) -> JobRequest:
+def _atlas_job(path: Path, index: int, job: dict, render_top: dict, render_cli: dict, out: str, atlas_cli: dict) -> JobRequest:
     """A job of `kind: activation_atlas`: a layer, a folder of images and the atlas's options
-    (AtlasSettings), with any render option for its icons."""
+    (AtlasSettings), with any render option for its icons; `atlas_cli`: atlas options given on the
+    command line (converted; `images` already absolute), which win."""
     where = f"{path}: jobs[{index}]."
     known = [*ATLAS_JOB_KEYS, *ATLAS_BY_KEY, *(o.key for o in OPTIONS_BY_KEY.values() if o.job)]
     overrides: dict[str, Any] = {}
@@ -254,9 +256,13 @@ def _atlas_job(path: Path, index: int, job: dict, render_top: dict, render_cli: 
     layer = job.get("layer")
     if not isinstance(layer, str) or not layer.strip():
         raise FvError(f"{where}layer: expected the layer to lay out, like conv3, got {layer!r}")
-    if "images" not in atlas:
+    if "images" not in atlas and "images" not in atlas_cli:
         raise FvError(f"{where[:-1]}: missing 'images:' (a folder of JPEG or PNG images, relative to the spec's folder)")
-    atlas["images"] = str(_folder(f"{where}images", path.parent, atlas["images"]))
+    if "images" in atlas:
+        atlas["images"] = str(_folder(f"{where}images", path.parent, atlas["images"]))
+    atlas.update(atlas_cli)
+    if "images" in atlas_cli:  # given on the command line: relative to the working folder
+        atlas["images"] = str(_folder("--images", Path.cwd(), atlas_cli["images"]))
     name = job.get("name")
     if name is not None:
         try:
