@@ -33,6 +33,7 @@ model, after the Distill article "Feature Visualization" (Olah, Mordvintsev, Sch
   fv render configs/quick.yaml             a YAML run spec with one or more jobs
   fv render mixed4a:0-3 --weights random   offline: randomly initialized weights
   fv examples mixed4a:0-63 --images DIR    the images of DIR that excite each channel most
+  fv render configs/activation-atlas.yaml  an activation atlas (also --activation-atlas LAYER --images DIR)
   fv atlas outputs                         a browsable web atlas of everything rendered
   fv spectrum photos/ -o spectrum.pt       a magnitude spectrum for --param maco --spectrum
 
@@ -167,7 +168,7 @@ def render(targets: tuple[str, ...], activation_atlas: str | None = None, **valu
     """
     _check_no_options_after_dashes(click.get_current_context(), targets, values)
     if not targets and activation_atlas is None:
-        raise click.UsageError("Missing argument 'TARGET|SPEC.yaml...' (or --activation-atlas LAYER --images DIR)")
+        raise click.UsageError("Missing argument 'TARGET|SPEC.yaml...'.")  # as click says it; --help tells of --activation-atlas
     atlas_values = {key: values.pop(key) for key in list(values) if key in ATLAS_BY_KEY}
     given = {**convert_options(values), **convert_options(atlas_values, ATLAS_BY_KEY)}
     if activation_atlas is not None and not activation_atlas.strip():
