@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 from fvcli.version import __version__
-from fvcli.atlas.dataset_examples import DEFAULT_INPUT_SIZE, ModelGroup, field_sides, grid_of, input_box
+from fvcli.atlas.dataset_examples import DEFAULT_INPUT_SIZE, ModelGroup, field_sides, grid_of
 from fvcli.errors import FvError
 from fvcli.files import atomic_write, check_output_folders
 from fvcli.messages import plural, progress_bar
@@ -49,7 +49,7 @@ from fvcli.optvis.engine import input_normalization
 from fvcli.optvis.images import Placement, list_images, load_image, open_upright, upright_size
 from fvcli.run.devices import pick_device
 from fvcli.run.jobs import stable_seed
-from fvcli.run.output import BACKGROUND, GAP, SCHEMA_VERSION, read_record, save_png, write_json
+from fvcli.run.output import BACKGROUND, GAP, SCHEMA_VERSION, save_png, write_json
 from fvcli.run.resolve import Resolver
 from fvcli.specs.limits import MAX_ATLAS_POINTS
 from fvcli.specs.requests import CELLS_FILE, JobRequest
