@@ -11,7 +11,7 @@ The Python API (fvcli.api) loads on first use, so that `import fvcli` stays ligh
 
 from fvcli.version import __version__
 
-_API = ("render", "layers", "examples", "Result", "JobResult", "Examples", "LayerExamples")
+_API = ("render", "layers", "examples", "activation_atlas", "Atlas", "Result", "JobResult", "Examples", "LayerExamples")
 # The target grammar as Python objects (fvcli.specs.expressions): channel("layer3", 5) - 0.5 * neuron(...)
 _EXPRESSIONS = (
     "channel", "neuron", "deepdream", "logit", "probability", "direction", "direction_neuron", "caricature", "inversion",

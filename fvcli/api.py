@@ -31,15 +31,15 @@ from fvcli.errors import EXIT_BAD_INPUT, FvError, WriteError
 from fvcli.specs.requests import JobRequest
 from fvcli.specs.limits import MAX_UNITS
 from fvcli.messages import plural, sayer
-from fvcli.results import Examples, JobResult, LayerExamples, Result
-from fvcli.specs.settings import EXAMPLES_BY_KEY, OPTIONS, OPTIONS_BY_KEY, RenderSettings, RunSettings, default_of, split
+from fvcli.results import Atlas, Examples, JobResult, LayerExamples, Result
+from fvcli.specs.settings import ATLAS_BY_KEY, EXAMPLES_BY_KEY, OPTIONS, OPTIONS_BY_KEY, RenderSettings, RunSettings, default_of, split
 from fvcli.specs.spec import load_examples, load_spec
 from fvcli.specs.targets import Interpolation, Target, parse_target
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["render", "layers", "examples", "Result", "JobResult", "Examples", "LayerExamples", "FvError"]
+__all__ = ["render", "layers", "examples", "activation_atlas", "Atlas", "Result", "JobResult", "Examples", "LayerExamples", "FvError"]
 
 
 # ---- what the CLI and the API share ----
@@ -59,6 +59,24 @@ def convert_options(values: dict[str, Any], by_key: dict | None = None) -> dict[
         except ValueError as error:
             raise FvError(f"{by_key[key].cli_name}: {error}") from None
     return given
+
+
+def command_line_atlas(layer: str, given: dict[str, Any]) -> JobRequest:
+    """The activation atlas job of `fv render --activation-atlas LAYER --images DIR ...`."""
+    import os
+
+    from fvcli.specs.requests import atlas_request
+    from fvcli.specs.settings import AtlasSettings
+
+    values = {key: value for key, value in given.items() if key in ATLAS_BY_KEY}
+    if "images" not in values:
+        raise FvError("--activation-atlas needs --images DIR: a folder of JPEG or PNG images whose activations it lays out")
+    folder = Path(values["images"]).expanduser()
+    if not folder.is_dir():
+        raise FvError(f"--images {values['images']}: {'not a folder' if folder.exists() else 'folder not found'}")
+    values["images"] = os.path.abspath(folder)
+    settings = RenderSettings(**split(given)[0])
+    return atlas_request(layer, AtlasSettings(**values), settings, given.get("out", default_of("out")), origin=f"--activation-atlas {layer}")
 
 
 def target_requests(targets: list[tuple[str, Target]], given: dict[str, Any]) -> list[JobRequest]:
@@ -194,12 +212,14 @@ def run_targets(
     modules: dict[str, nn.Module] | None = None,
     launched: bool = True,
     echo: Callable[[str], None] = print,
+    atlas_layer: str | None = None,
 ) -> Outcome:
     """`fv render ARGUMENTS` with converted option values `given`: targets and spec files.
 
     `modules`: model objects in memory by the model name the options give them. `launched`: take
     the shard from torchrun or a SLURM job array in the environment, as the CLI does. `echo`
-    prints a dry run's plan.
+    prints a dry run's plan. `atlas_layer`: also an activation atlas of this layer (`fv render
+    --activation-atlas LAYER`), its options (ATLAS_OPTIONS) in `given`.
     """
     requests: list[JobRequest] = []
     specs: dict[str, list[JobRequest]] = {}  # each spec file's jobs, for its examples: section
@@ -215,6 +235,11 @@ def run_targets(
             except ValueError as error:
                 raise FvError(f"target: {error}") from None
     requests.extend(target_requests(plain, given))
+    if atlas_layer is not None:
+        requests.append(command_line_atlas(atlas_layer, given))
+    elif any(key in ATLAS_BY_KEY for key in given) and not any(r.atlas is not None for r in requests):
+        option = ATLAS_BY_KEY[next(key for key in given if key in ATLAS_BY_KEY)].cli_name
+        raise FvError(f"{option} is an activation atlas option; add --activation-atlas LAYER (or a spec job of kind: activation_atlas)")
     run_settings = dataclasses.replace(RunSettings(), **{**run_values, **split(given)[1]})
     launch = distributed.from_environment() if launched and run_settings.shard is None else None
     if launch is not None:
@@ -237,16 +262,39 @@ def run_targets(
     parallel = len(devices) > 1
     checked = dataclasses.replace(run_settings, device="cpu") if parallel else run_settings
     examples = _spec_examples(specs, run_settings)  # checked before anything renders
+    atlases = _atlas_jobs(requests, checked, say, modules)  # checked before anything is collected
+    if run_settings.dry_run:
+        lines = [job.plan() for job in atlases]
+        ready = {job.request for job in atlases if job.ready(job.digest()) is not None}
+        requests = [r for r in requests if r.atlas is None or r in ready]  # the others' cells are not made yet
+        if not requests:
+            for line in lines:
+                echo(line)
+            return Outcome(0)
+    else:
+        lines = []
+        for job in atlases:
+            job.prepare()  # collect and lay out, or reuse the layout written for the same digest
     run = Run(requests, checked, say, modules=modules)
     # No more workers than units: a worker without units would only load the model.
     devices = devices[: max(1, sum(len(job.units) for job in run.jobs))]
     if run_settings.dry_run:
-        for line in [*run.plan(), *(line for collection in examples for line in collection.plan())]:
+        for line in [*lines, *run.plan(), *(line for collection in examples for line in collection.plan())]:
             echo(line)
         return Outcome(0)
 
+    def assemble_atlases() -> None:
+        """Activation atlases whose icons are all rendered: atlas.png and atlas.json."""
+        if atlases:
+            from fvcli.atlas.activation_atlas import assemble_folder
+
+            for job in atlases:
+                assemble_folder(job.request.folder, say)
+
     def assemble(code: int) -> int:
-        """After every unit of the run is rendered: dataset examples, then the atlas."""
+        """After every unit of the run is rendered: activation atlases, dataset examples, then the web atlas."""
+        if code in (0, 1):
+            assemble_atlases()
         for collection in examples if code in (0, 1) else []:  # not after a signal stopped the render
             code = collection.execute() or code
             if code not in (0, 1):
@@ -270,9 +318,31 @@ def run_targets(
         outcome = Outcome(report.exit_code, run, report.write_error, report.stopped_by)
         if run_settings.shard is None:
             outcome.code = assemble(outcome.code)
-        elif run_settings.atlas:
+        elif outcome.code in (0, 1):
+            assemble_atlases()  # the shard that completed an atlas's icons assembles it
+        if run_settings.shard is not None and run_settings.atlas:
             say("fv: a shard builds no atlas; run fv atlas OUT once every shard is done")
         return outcome
+
+
+def _atlas_jobs(requests: list[JobRequest], run_settings: RunSettings, say, modules: dict | None) -> list:
+    """The activation atlas jobs among the requests, validated (model, layer, images, counts) before
+    any of them collects anything."""
+    wanted = [r for r in requests if r.atlas is not None]
+    if not wanted:
+        return []
+    from fvcli.atlas.activation_atlas import AtlasJob
+
+    models: dict = {}
+    jobs = [AtlasJob(r, run_settings, say, modules, models) for r in wanted]
+    folders = [job.request.folder for job in jobs]
+    if len(set(folders)) < len(folders):
+        twice = next(f for f in folders if folders.count(f) > 1)
+        raise FvError(f"two activation atlas jobs write into {twice}; give one of them a name: of its own")
+    for job in jobs:
+        if not run_settings.dry_run and job.ready(job.digest()) is None:
+            job.check_readable()
+    return jobs
 
 
 def _render_torchrun(run, rank_0: bool, say, assemble) -> int:
@@ -481,6 +551,52 @@ def examples(
         root = Path(given["out"])
         layers = [LayerExamples.read(root, job.folder) for c in collections for job in c.jobs]
         return Examples(layers, out=root if temporary is None else None)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def activation_atlas(
+    model: nn.Module | str,
+    layer: str,
+    images: str | Path,
+    out: str | Path | None = None,
+    quiet: bool = True,
+    progress: bool | None = None,
+    **options: Any,
+) -> Atlas:
+    """An activation atlas of `layer` from the images of the folder `images`, as `fv render
+    --activation-atlas LAYER --images DIR` makes it, returned as data: the picture, the cells
+    (position, count, top channels, samples, objective, average vector), the icons and the layout.
+
+        atlas = fvcli.activation_atlas(model, "conv3", "photos/", grid=10, samples=8, steps=128)
+        atlas.image              # PIL: each icon in its cell
+        atlas.cells[0]["count"]  # samples in the first kept cell; ["vector"]: their average
+        atlas.layout             # (N, 2): every sample's place in [0, 1]^2
+
+    Keyword arguments: the options of `fv render` (for the icons: steps, size, transforms, seed...)
+    and of the atlas (grid, samples, min_count, whiten, cossim_pow, n_neighbors, min_dist,
+    class_target, class_share). `model` and `out` as for `render`: out=None works in a temporary
+    folder; out=FOLDER writes there and reuses the layout and icons already made.
+    """
+    by_key = {**OPTIONS_BY_KEY, **ATLAS_BY_KEY}
+    options["images"] = str(images)
+    given, modules, temporary = _call_options("render", model, (layer,), out, quiet, progress, options, by_key)
+    try:
+        outcome = run_targets([], given, modules=modules, launched=False, atlas_layer=layer)
+        if outcome.write_error is not None:
+            raise outcome.write_error
+        if outcome.stopped_by is not None:
+            raise KeyboardInterrupt
+        if outcome.run is None:
+            raise FvError("activation_atlas(): a dry run makes no atlas")
+        root = Path(given["out"])
+        folder = next(job.folder for job in outcome.run.jobs if job.request.atlas is not None)
+        atlas = Atlas.read(root, folder)
+        if atlas is None:
+            raise FvError(f"{folder}: the atlas was not assembled (some icons failed; see grid.json)")
+        atlas.out = root if temporary is None else None
+        return atlas
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)

@@ -18,7 +18,7 @@ from fvcli.api import collect_examples, convert_options, layer_listing, report_m
 from fvcli.errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, FvError, WriteError
 from fvcli.messages import plural, sayer as _say
 from fvcli.specs.settings import (
-    EXAMPLES_BY_KEY, EXAMPLES_KEYS, OPTIONS, OPTIONS_BY_KEY, default_of, examples_options,
+    ATLAS_BY_KEY, ATLAS_OPTIONS, EXAMPLES_BY_KEY, EXAMPLES_KEYS, OPTIONS, OPTIONS_BY_KEY, default_of, examples_options,
 )
 
 EXIT_INTERRUPTED = 130
@@ -33,6 +33,7 @@ model, after the Distill article "Feature Visualization" (Olah, Mordvintsev, Sch
   fv render configs/quick.yaml             a YAML run spec with one or more jobs
   fv render mixed4a:0-3 --weights random   offline: randomly initialized weights
   fv examples mixed4a:0-63 --images DIR    the images of DIR that excite each channel most
+  fv render configs/activation-atlas.yaml  an activation atlas (also --activation-atlas LAYER --images DIR)
   fv atlas outputs                         a browsable web atlas of everything rendered
   fv spectrum photos/ -o spectrum.pt       a magnitude spectrum for --param maco --spectrum
 
@@ -141,9 +142,11 @@ def cli() -> None:
 
 
 @cli.command(context_settings={"max_content_width": 100}, short_help="Render feature visualizations of targets and spec files.")
-@click.argument("targets", nargs=-1, required=True, metavar="TARGET|SPEC.yaml...")
+@click.argument("targets", nargs=-1, required=False, metavar="TARGET|SPEC.yaml...")
 @_with_options
-def render(targets: tuple[str, ...], **values: Any) -> int:
+@click.option("--activation-atlas", "activation_atlas", default=None, metavar="LAYER", help="Also make an activation atlas of LAYER from the images of --images (the options below that start 'Activation atlas'); README.md, Activation atlases.")
+@_with_selected(ATLAS_OPTIONS)
+def render(targets: tuple[str, ...], activation_atlas: str | None = None, **values: Any) -> int:
     """Render feature visualizations of TARGETs and of the jobs of SPEC files.
 
     \b
@@ -156,12 +159,21 @@ def render(targets: tuple[str, ...], **values: Any) -> int:
       "direction(mixed4a, 'dirs.npy')[0-63]" (rows of a K x C file of directions)
       "caricature(mixed4a, 'photo.jpg')"   "inversion(mixed3b, 'photo.jpg')"
     A negative image (-mixed4a:97) reads the layer before its ReLU, mixed4a_pre_relu
-    (see --pre-relu). README.md gives the grammar. Options given here override the
+    (see --pre-relu). README.md gives the grammar. --activation-atlas LAYER --images DIR
+    makes an activation atlas: activations of DIR's images at random positions of LAYER,
+    laid out by UMAP, binned into --grid x --grid cells, an icon rendered per cell, into
+    OUT/MODEL/atlas-LAYER/atlas.png and atlas.json. Options given here override the
     spec files. Each job writes one PNG per unit, grid.png and grid.json into
     OUT/MODEL/LAYER/ (or OUT/NAME/ for a named spec job).
     """
     _check_no_options_after_dashes(click.get_current_context(), targets, values)
-    return run_targets(list(targets), convert_options(values), echo=click.echo).code
+    if not targets and activation_atlas is None:
+        raise click.UsageError("Missing argument 'TARGET|SPEC.yaml...'.")  # as click says it; --help tells of --activation-atlas
+    atlas_values = {key: values.pop(key) for key in list(values) if key in ATLAS_BY_KEY}
+    given = {**convert_options(values), **convert_options(atlas_values, ATLAS_BY_KEY)}
+    if activation_atlas is not None and not activation_atlas.strip():
+        raise FvError("--activation-atlas: expected a layer name like conv3")
+    return run_targets(list(targets), given, echo=click.echo, atlas_layer=activation_atlas).code
 
 
 def _check_no_options_after_dashes(ctx: click.Context, targets: tuple[str, ...], values: dict) -> None:
@@ -282,7 +294,13 @@ def merge(out: Path, quiet: bool) -> int:
     if not merges:
         say(f"fv: nothing to merge in {out}: no shard manifests (grid.shard-I-of-N.json) under it")
         return 0
-    return report_merges(merges, say)
+    code = report_merges(merges, say)
+    from fvcli.atlas.activation_atlas import assemble_folder, is_atlas_folder
+
+    for merged in merges:  # an activation atlas whose icons the merge completed
+        if not merged.problem and not merged.missing and is_atlas_folder(merged.folder):
+            assemble_folder(merged.folder, say)
+    return code
 
 
 @cli.command(

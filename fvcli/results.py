@@ -288,3 +288,67 @@ class Examples:
         buffer = io.BytesIO()
         sheet.save(buffer, format="PNG")
         return buffer.getvalue()
+
+
+@dataclass
+class Atlas:
+    """An activation atlas as data (`fvcli.activation_atlas`): the picture, its cells and icons,
+    and the layout of every sample. A notebook shows it as its picture.
+
+    .image     the atlas (PIL): each icon in its cell of the grid
+    .cells     per kept cell, as atlas.json lists it (row, column, count, top_channels, samples,
+               objective...), with `vector`: the cell's average activation (a list of floats)
+    .icons     one PIL image per cell, in the order of .cells
+    .layout    (N, 2) numpy array: each sample's place in [0, 1]^2 (x, y)
+    .samples   {"files": [...], "image": (N,) index into files, "position": (N, 2) [y, x] on the layer}
+    .sidecar   atlas.json
+    .out       the folder written (out=), or None when it was a temporary one
+    """
+
+    sidecar: dict
+    files: dict[str, bytes] = field(repr=False)  # relative path -> bytes, as written
+    layout: Any = field(repr=False)
+    samples: dict = field(repr=False)
+    averages: Any = field(repr=False)
+    folder: str = ""  # the job folder, relative to out
+    out: Path | None = None
+
+    def __repr__(self) -> str:
+        grid = self.sidecar.get("grid", {})
+        where = self.out if self.out is not None else "in memory"
+        return f"Atlas({self.sidecar.get('layer')}, {grid.get('rows')}x{grid.get('columns')} grid, {plural(len(self.cells), 'cell')}, {plural(len(self.layout), 'sample')}, {where})"
+
+    @property
+    def image(self) -> Image.Image:
+        return _open(self.files[f"{self.folder}/{self.sidecar['grid']['image']}"])
+
+    @property
+    def cells(self) -> list[dict]:
+        return [{**cell, "vector": [float(v) for v in self.averages[i]]} for i, cell in enumerate(self.sidecar["cells"])]
+
+    @property
+    def icons(self) -> list[Image.Image]:
+        return [_open(self.files[f"{self.folder}/{cell['icon']}"]) for cell in self.sidecar["cells"]]
+
+    def save(self, out: str | Path) -> list[Path]:
+        """Write the atlas's files (icons, grid, atlas.png, atlas.json, layout, sample strips) under `out`."""
+        _write_files(out, self.files)
+        return [Path(out) / name for name in self.files]
+
+    def _repr_png_(self) -> bytes | None:
+        return self.files.get(f"{self.folder}/{self.sidecar['grid']['image']}")
+
+    @classmethod
+    def read(cls, out: Path, folder: Path) -> Atlas | None:
+        import numpy as np
+
+        try:
+            sidecar = json.loads((folder / "atlas.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        names = [path.relative_to(folder).as_posix() for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(".")]
+        files = _read_files(out, folder, names)
+        with np.load(folder / sidecar["layout_file"], allow_pickle=False) as data:
+            layout, averages = data["layout"], data["averages"]
+            samples = {"files": [str(f) for f in data["files"]], "image": data["image"], "position": data["position"]}
+        return cls(sidecar, files, layout, samples, averages, folder.relative_to(out).as_posix())

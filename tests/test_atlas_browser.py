@@ -140,3 +140,49 @@ def test_links_lead_from_index_to_layer_to_unit_and_back(site, browser, base):
     page.wait_for_url(base + "index.html")
     assert problems == []
     page.close()
+
+
+@pytest.fixture(scope="module")
+def activation_site(tmp_path_factory) -> Path:
+    """A small activation atlas of the tiny model (synthetic photos), with the web atlas built."""
+    from atlas_site import make_images
+    from conftest import TINY, fv
+
+    root = tmp_path_factory.mktemp("activation")
+    images = make_images(root / "images")
+    fv("render", "--activation-atlas", "conv3", "--images", str(images), "--model", TINY, "--weights", "random",
+       "--samples", "40", "--grid", "4", "--min-count", "2", "--steps", "2", "--size", "32", "--out", str(root / "out"), "--atlas", "-q")
+    return root / "out"
+
+
+def test_the_activation_atlas_page_loads_zooms_and_shows_a_cells_samples(activation_site, browser):
+    from atlas_site import parse, target
+
+    page_file = activation_site / "tiny_model.make" / "atlas-conv3" / "atlas.html"
+    record = __import__("json").loads((page_file.parent / "atlas.json").read_text())
+    for _, url, _ in parse(page_file).links:  # every link and image of the page is a file of the atlas
+        path = target(page_file, url.split("#")[0]) if not url.startswith("#") else None
+        assert path is None or path.is_file(), url
+    index = (activation_site / "index.html").read_text()
+    assert "atlas-conv3/atlas.html" in index
+    page = browser.new_page()
+    problems = _watch(page)
+    page.goto(page_file.resolve().as_uri())
+    visit = page.evaluate(VISIT)
+    assert visit["broken"] == [] and visit["images"] >= 2 * len(record["cells"]) + 1, visit
+    cell = record["cells"][0]
+    anchor = f"#c-{cell['row']}-{cell['column']}"
+    assert not page.is_visible(anchor)
+    icon = page.locator(f'.aa a[href="{anchor}"] img')
+    width = icon.bounding_box()["width"]
+    page.click("label[for=zoom-double]")
+    assert icon.bounding_box()["width"] == 2 * width
+    page.click(f'.aa a[href="{anchor}"]')
+    assert page.is_visible(anchor) and page.url.endswith(anchor)
+    section = page.locator(anchor)
+    assert f"{cell['count']}" in section.inner_text() and cell["samples"][0]["path"] in section.inner_text()
+    page.click(f'{anchor} a[href^="units/"]')  # its unit page, and back
+    assert page.url.endswith(".html") and "/units/" in page.url
+    page.go_back()
+    assert problems == []
+    page.close()

@@ -21,7 +21,7 @@ from fvcli.run.unit_files import UnitFiles
 from fvcli.specs.requests import safe_component
 
 SCHEMA_VERSION = 1  # of grid.json and examples.json that this atlas reads
-PRUNE = ("units", "examples")  # folders inside a job folder that hold no jobs
+PRUNE = ("units", "examples", "atlas-samples")  # folders inside a job folder that hold no jobs
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Job:
     sidecar: dict
     units: list[Unit]
     examples: dict | None = None  # examples.json of this folder, when valid
+    activation_atlas: dict | None = None  # atlas.json of an activation atlas job, when valid
     group: list[Job] = field(default_factory=list)  # every job of the same model and layer, this one too
 
     @functools.cached_property
@@ -74,7 +75,7 @@ class Job:
 
     @property
     def tags(self) -> list[str]:
-        tags = []
+        tags = ["activation atlas"] if self.activation_atlas is not None else []
         if self.units and all(str(u.record.get("objective", "")).startswith("-") for u in self.units):
             tags.append("negative")
         diversity = self.sidecar["settings"].get("diversity")
@@ -177,6 +178,7 @@ def discover(out: Path, say: Callable[[str], None]) -> list[Job]:
             say(f"fv: atlas: {folder}: {plural(missing, 'unit image')} named in grid.json {'is' if missing == 1 else 'are'} missing; shown as gaps")
         job = Job(rel, folder, sidecar, units)
         job.examples = _examples(out, folder, sidecar, say)
+        job.activation_atlas = _activation_record(out, folder, say)
         jobs.append(job)
     return jobs
 
@@ -251,3 +253,26 @@ def group_jobs(jobs: list[Job]) -> dict[tuple[str, str], dict[str, list[Job]]]:
                 job.group = group
             ordered[key][layer_key] = group
     return ordered
+
+
+ACTIVATION_PAGE = "atlas.html"  # an activation atlas job's page (fvcli.atlas.activation_atlas writes atlas.json)
+
+
+def _activation_record(out: Path, folder: Path, say: Callable[[str], None]) -> dict | None:
+    """atlas.json of a job folder, with every file it names inside OUT, else None (said why)."""
+    path = folder / "atlas.json"
+    if not path.is_file():
+        return None
+    try:
+        record = parse_json(path.read_text(encoding="utf-8"))
+        cells = record["cells"]
+        names = [record["grid"]["image"], *(c.get("icon") for c in cells if c.get("icon")), *(c["samples_strip"] for c in cells)]
+        int(record["grid"]["rows"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        say(f"fv: atlas: {path}: skipped, not an activation atlas fv can read ({error})")
+        return None
+    bad = next((name for name in names if not inside(out, folder, name)), None)
+    if bad is not None:
+        say(f"fv: atlas: {path}: skipped, it names {bad!r}, not a file inside {out}")
+        return None
+    return record

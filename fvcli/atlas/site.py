@@ -31,7 +31,7 @@ from fvcli.version import __version__
 from fvcli.errors import FvError
 from fvcli.messages import plural
 from fvcli.files import atomic_write
-from fvcli.atlas.discovery import Job, Unit, discover, group_jobs, name_pages
+from fvcli.atlas.discovery import ACTIVATION_PAGE, Job, Unit, discover, group_jobs, name_pages
 
 THUMB = 128  # px: thumbnails on layer pages (smaller images are scaled up by a whole factor)
 LARGE = 256  # px: images on unit pages
@@ -89,6 +89,19 @@ td img{display:block}
 .strip{margin-bottom:8px;max-width:100%}
 .vals{display:grid;gap:2px;font-size:11px;color:var(--dim);text-align:center;font-variant-numeric:tabular-nums}
 .imgs{display:flex;gap:4px}
+/* activation atlases: a grid of icons, zoomed by radio buttons, a cell's details shown when its link is the target */
+.zoom{margin:10px 0}
+.zoom input{margin-left:10px}
+.aa{display:grid;grid-template-columns:repeat(var(--n),var(--c));grid-auto-rows:var(--c);--c:48px;
+background:#ececec;width:max-content;margin-top:8px}
+#zoom-half:checked~.aa{--c:24px}
+#zoom-double:checked~.aa{--c:96px}
+#zoom-quad:checked~.aa{--c:192px}
+.aa a{display:block;overflow:hidden}
+.aa img{width:var(--c);height:var(--c);display:block;background:none}
+.aa a:hover img{outline:2px solid var(--link);outline-offset:-2px}
+.cell{display:none;margin-top:18px;padding:12px 16px;background:var(--panel)}
+.cell:target{display:block}
 """
 
 
@@ -231,7 +244,9 @@ def index_page(models: dict[tuple[str, str], dict[str, list[Job]]]) -> str:
                     f'<td class="n{" dead" if dead else ""}">{dead}</td><td class="n{" flat" if flat else ""}">{flat}</td>'
                     f'<td class="n{" failed" if failed else ""}">{failed}</td>'
                     f'<td class="dim">{_e(settings.get("size"))} px, {_e(settings.get("steps"))} steps</td>'
-                    f"<td>{'examples' if _examples_of(job) else ''}</td></tr>\n"
+                    f"<td>{'examples' if _examples_of(job) else ''}"
+                    + (f' <a href="{_href("", f"{job.rel}/{ACTIVATION_PAGE}")}">activation atlas</a>' if job.activation_atlas else "")
+                    + "</td></tr>\n"
                 )
         body.append("</table>\n")
     return _page("fv atlas", "atlas.css", [(None, "Atlas")], "".join(body))
@@ -268,6 +283,8 @@ def layer_page(job: Job) -> str:
         f'<p class="dim">{_e(settings.get("size"))} px, {_e(settings.get("steps"))} steps · '
         f'<a href="grid.png">grid.png</a> · <a href="grid.json">grid.json</a></p>\n'
     )
+    if job.activation_atlas is not None:
+        body.append(f'<p>These are the icons of an activation atlas: <a href="{ACTIVATION_PAGE}">the atlas</a>, one icon a cell</p>\n')
     others = [other for other in job.group if other is not job]
     if others:
         links = ", ".join(f'<a href="{_href(job.rel, f"{o.rel}/index.html")}">{_e(o.rel)}</a>' for o in others)
@@ -484,6 +501,8 @@ def build_atlas(out: Path, say: Callable[[str], None]) -> Result:
     pages: dict[Path, str] = {out / "index.html": index_page(models)}
     for job in jobs:
         pages[job.folder / "index.html"] = layer_page(job)
+        if job.activation_atlas is not None:
+            pages[job.folder / ACTIVATION_PAGE] = activation_page(job)
         for index, unit in enumerate(job.units):
             pages[job.folder / "units" / unit.page] = unit_page(job, index)
 
@@ -506,6 +525,65 @@ def build_atlas(out: Path, say: Callable[[str], None]) -> Result:
     gone = f", {len(removed)} removed" if removed else ""
     say(f"fv: atlas: {plural(len(written), 'page')} written, {unchanged} unchanged{gone} -> {out / 'index.html'}")
     return Result(written, unchanged, removed, len(jobs))
+
+
+# ---- activation atlases (fvcli.atlas.activation_atlas writes atlas.json) ----
+
+ZOOMS = (("half", "½×"), ("one", "1×"), ("double", "2×"), ("quad", "4×"))
+
+
+def activation_page(job: Job) -> str:
+    """JOB/atlas.html: the icons in their cells, zoomable (radio buttons and CSS, no script); a
+    click on a cell shows its count, objective, top channels and samples below the grid."""
+    record, depth = job.activation_atlas, job.rel.count("/") + 1
+    grid, cells = record["grid"], record["cells"]
+    pages = {unit.record.get("label"): unit.page for unit in job.units}
+    settings = record.get("settings") or {}
+    body = [f"<h1>Activation atlas of {_e(record.get('layer'))}</h1>\n"]
+    body.append(
+        f'<p>{_e((record.get("model") or {}).get("name"))} · {plural(record.get("samples", 0), "sample")} from '
+        f'{plural((record.get("images") or {}).get("count", 0), "image")} · {grid["rows"]}×{grid["columns"]} grid · '
+        f'{plural(len(cells), "cell")} with at least {_e(settings.get("min_count"))} samples</p>\n'
+    )
+    body.append(
+        f'<p class="dim">{_e(record.get("objective", ""))} · <a href="{_e(grid["image"])}">{_e(grid["image"])}</a> · '
+        f'<a href="atlas.json">atlas.json</a> · <a href="index.html">the icons as units</a></p>\n'
+    )
+    body.append('<div class="zoom">zoom')
+    for key, text in ZOOMS:
+        checked = " checked" if key == "one" else ""
+        body.append(f'<input type="radio" name="zoom" id="zoom-{key}"{checked}><label for="zoom-{key}">{text}</label>')
+    body.append(f'\n<div class="aa" style="--n:{int(grid["columns"])}">\n')
+    for cell in cells:
+        if not cell.get("icon"):
+            continue
+        anchor = f'c-{int(cell["row"])}-{int(cell["column"])}'
+        title = f'row {cell["row"]}, column {cell["column"]}: {cell["count"]} samples'
+        body.append(
+            f'<a href="#{anchor}" style="grid-row:{int(cell["row"]) + 1};grid-column:{int(cell["column"]) + 1}" title="{_e(title)}">'
+            f'<img src="{_href("", cell["icon"])}" alt="{_e(title)}" loading="lazy"></a>\n'
+        )
+    body.append("</div></div>\n<p class=\"dim\">Click a cell for its samples.</p>\n")
+    for cell in cells:
+        anchor = f'c-{int(cell["row"])}-{int(cell["column"])}'
+        body.append(f'<section class="cell" id="{anchor}"><h2>Cell row {_e(cell["row"])}, column {_e(cell["column"])}</h2>\n<div class="figs">')
+        if cell.get("icon"):
+            # not lazy: a hidden section's lazy image never loads, nor says it failed
+            body.append(f'<figure>{_img(_href("", cell["icon"]), job.size, LARGE // 2, "icon", lazy=False)}<figcaption>icon</figcaption></figure>')
+        top = ", ".join(f'{_e(t["channel"])} ({_num(t["value"])})' for t in cell.get("top_channels") or [])
+        rows = [
+            ("samples", _e(cell.get("count"))), ("objective", f'{_num(cell.get("objective_start"))} → {_num(cell.get("objective"))}'),
+            ("status", _e(cell.get("status"))), ("top channels", top),
+        ]
+        page = pages.get(cell.get("label"))
+        if page:
+            rows.append(("unit", f'<a href="units/{_e(quote(page))}">{_e(cell.get("label"))}</a>'))
+        body.append(f"<div>{_table(rows)}</div></div>\n")
+        body.append(f'<h3>Samples nearest the cell\'s average</h3>\n<div class="strip"><img src="{_href("", cell["samples_strip"])}" alt="samples"></div>\n')
+        listed = [(_e(s.get("path")), _e(f'y={s["position"][0]}, x={s["position"][1]}')) for s in cell.get("samples") or []]
+        body.append(_table(listed) + "</section>\n")
+    crumbs = [("../" * depth + "index.html", "Atlas"), (None, job.model_key[0]), ("index.html", job.title), (None, "activation atlas")]
+    return _page(f"activation atlas · {record.get('layer')} · fv atlas", _href(job.rel, "atlas.css"), crumbs, "".join(body))
 
 
 def _write_if_changed(path: Path, text: str) -> bool:

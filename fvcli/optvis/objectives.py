@@ -150,21 +150,23 @@ class Logit(Objective):
 
 class Direction(Objective):
     """A direction in a layer's channel space: the dot product with `vector`, averaged over positions
-    (patch tokens), or at one position for `direction_neuron`."""
+    (patch tokens), or at one position for `direction_neuron`. With `cossim_pow` P > 0, each
+    position's dot product is multiplied by max(0.1, cos(a, vector))^P before the mean (Lucid's
+    `_dot_cossim`, the activation atlas's icon objective): the image is pushed towards the
+    direction itself, not just further along it."""
 
     def __init__(
         self, layer: str, vector: Tensor, text: str, layout: Layout | None = None, neuron: bool = False,
-        files: tuple[tuple[str, str], ...] = (),
+        files: tuple[tuple[str, str], ...] = (), cossim_pow: float = 0.0,
     ):
         self.layer, self.vector, self.text, self.layout, self.neuron = layer, vector, text, layout, neuron
-        self.layers, self.files = (layer,), files
+        self.layers, self.files, self.cossim_pow = (layer,), files, cossim_pow
 
     def __call__(self, acts: Activations) -> Tensor:
         a = channels_first(acts[self.layer], self.layout).float()
         if self.neuron:
             a = at_position(a, None)
-        v = self.vector.to(a.device).view(1, -1, *([1] * (a.dim() - 2)))
-        return (a * v).sum(dim=1).reshape(a.shape[0], -1).mean(dim=1)
+        return _direction_values(a, self.vector.to(a.device).float().view(1, -1), self.cossim_pow)
 
     def describe(self) -> str:
         return self.text
@@ -177,6 +179,17 @@ class Direction(Objective):
 # (lucid/recipes/activation_atlas/render.py). `caricature(..., cossim_pow=P)` sets the power.
 CARICATURE_COSSIM_POW = 0.0
 COSSIM_FLOOR = 0.1  # Lucid's: the cosine factor never drops below this, so a bad start still has a gradient
+
+
+def _direction_values(a: Tensor, vectors: Tensor, cossim_pow: float) -> Tensor:
+    """Per image (N,): the dot product of a (N, C, positions...) with its vector (a row of `vectors`,
+    (N, C) or (1, C)) at each position, times max(0.1, cos)^cossim_pow there, averaged over positions."""
+    vectors = vectors.expand(a.shape[0], -1)
+    dots = torch.einsum("nc...,nc->n...", a, vectors)
+    if cossim_pow:
+        norms = a.norm(dim=1) * vectors.norm(dim=1).view(-1, *([1] * (a.dim() - 2)))
+        dots = dots * (dots / (norms + 1e-6)).clamp_min(COSSIM_FLOOR) ** cossim_pow
+    return dots.reshape(a.shape[0], -1).mean(dim=1)
 
 
 class PhotoComparison(Objective):
@@ -306,7 +319,8 @@ def batch_plan(objectives: list[Objective], device: torch.device) -> Tensor | No
     ):
         return torch.tensor([o.channel for o in objectives], device=device)
     if isinstance(first, Direction) and all(
-        type(o) is Direction and (o.layer, o.layout, o.neuron, o.vector.numel()) == (first.layer, first.layout, first.neuron, first.vector.numel())
+        type(o) is Direction
+        and (o.layer, o.layout, o.neuron, o.vector.numel(), o.cossim_pow) == (first.layer, first.layout, first.neuron, first.vector.numel(), first.cossim_pow)
         for o in objectives
     ):
         return torch.stack([o.vector.float().flatten() for o in objectives]).to(device)
@@ -332,8 +346,7 @@ def batch_values(
         a = channels_first(acts[first.layer], first.layout).float()
         if first.neuron:
             a = at_position(a, None)
-        dots = torch.einsum("nc...,nc->n...", a, plan.to(a.device))
-        return dots.reshape(len(objectives), -1).mean(dim=1)
+        return _direction_values(a, plan.to(a.device), first.cossim_pow)
     rows = extras or {}
     return torch.cat([o({**{k: v[i : i + 1] for k, v in acts.items()}, **rows.get(i, {})}) for i, o in enumerate(objectives)])
 

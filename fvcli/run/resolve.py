@@ -368,7 +368,8 @@ class Resolver:
             return Caricature(info.key, target, atom.describe(), info.layout, files=files, cossim_pow=power, photo=photo)
         files = ((atom.file, self.directions(atom.file)[1]),) if atom.file is not None else ()
         return Direction(
-            info.key, self.vector(atom, info), atom.describe(), info.layout, neuron=atom.kind == "direction_neuron", files=files
+            info.key, self.vector(atom, info), atom.describe(), info.layout, neuron=atom.kind == "direction_neuron", files=files,
+            cossim_pow=atom.cossim_pow or 0.0,
         )
 
     def _check_position(self, info: ResolvedLayer, position: tuple[int, int]) -> None:

@@ -187,20 +187,25 @@ def _vector(vector: Any) -> str:
     return "[" + ", ".join(f"{_number(v, 'direction()'):g}" for v in numbers) + "]"
 
 
-def direction(layer: str, vector: Any) -> Target:
+def _power(cossim_pow: float | None, function: str) -> str:
+    return "" if cossim_pow is None else f", cossim_pow={_number(cossim_pow, f'{function}(): cossim_pow'):g}"
+
+
+def direction(layer: str, vector: Any, cossim_pow: float | None = None) -> Target:
     """A direction in the layer's channel space, averaged over positions: a vector (list, tensor,
-    array), a .npy/.pt file path, or "random:K" for K random directions."""
-    return _parsed(f"direction({_layer(layer, 'direction')}, {_vector(vector)})")
+    array), a .npy/.pt file path, or "random:K" for K random directions. `cossim_pow=P`: the dot
+    product times max(0.1, cos)^P at each position (the activation atlas's icon objective)."""
+    return _parsed(f"direction({_layer(layer, 'direction')}, {_vector(vector)}{_power(cossim_pow, 'direction')})")
 
 
-def direction_neuron(layer: str, vector: Any) -> Target:
-    """A direction at the centre position only."""
-    return _parsed(f"direction_neuron({_layer(layer, 'direction_neuron')}, {_vector(vector)})")
+def direction_neuron(layer: str, vector: Any, cossim_pow: float | None = None) -> Target:
+    """A direction at the centre position only; `cossim_pow` as for direction."""
+    return _parsed(f"direction_neuron({_layer(layer, 'direction_neuron')}, {_vector(vector)}{_power(cossim_pow, 'direction_neuron')})")
 
 
 def caricature(layer: str, photo: str, cossim_pow: float | None = None) -> Target:
     """A caricature of a photo (a file path): what the layer sees in it, exaggerated."""
-    power = "" if cossim_pow is None else f", cossim_pow={_number(cossim_pow, 'caricature(): cossim_pow'):g}"
+    power = _power(cossim_pow, "caricature")
     return _parsed(f"caricature({_layer(layer, 'caricature')}, {_quoted(_text(photo, 'caricature(): photo'), 'photo')}{power})")
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fvcli.errors import FvError
-from fvcli.specs.settings import MAX_SIZE, RenderSettings
-from fvcli.specs.targets import Target
+from fvcli.specs.settings import MAX_SIZE, AtlasSettings, RenderSettings
+from fvcli.specs.targets import Target, parse_target, quoted
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -61,6 +61,9 @@ class JobRequest:
     out: str
     name: str | None = None
     origin: str = ""  # where the job came from, for messages
+    # An activation atlas job: its target is the icons' objective, one unit per kept cell, read from
+    # the cells file that collecting and laying out the samples writes into the job's folder.
+    atlas: AtlasSettings | None = None
 
     def __post_init__(self) -> None:
         # The checks that need two settings; here, where both the command line and specs pass,
@@ -109,10 +112,37 @@ class JobRequest:
         return simple.layer if simple is not None else self.target.describe()
 
     @property
+    def atlas_layer(self) -> str | None:
+        """The layer of an activation atlas job, else None."""
+        return self.target.atoms[0].layer if self.atlas is not None else None
+
+    @property
     def folder(self) -> Path:
         if self.name:
             return Path(self.out) / self.name
+        if self.atlas is not None:
+            return Path(self.out) / model_slug(self.settings.model) / f"atlas-{safe_component(self.atlas_layer)}"
         label = safe_component(self.label)
         if self.label.startswith("-"):
             label = "neg_" + label.lstrip("-_")  # a folder named -x reads as an option in a shell
         return Path(self.out) / model_slug(self.settings.model) / label
+
+
+CELLS_FILE = "atlas-cells.npy"  # an activation atlas's icon directions, one row a kept cell
+
+
+def atlas_request(
+    layer: str, atlas: AtlasSettings, settings: RenderSettings, out: str, name: str | None = None, origin: str = ""
+) -> JobRequest:
+    """An activation atlas job: the icons of the cells of `layer`'s layout, as the ordinary units of
+    `direction_neuron(LAYER, 'FOLDER/atlas-cells.npy', cossim_pow=P)`, one unit a row of the cells
+    file (written into the job's folder before the render)."""
+    where = f"{origin}: " if origin else ""
+    if not isinstance(layer, str) or not layer.strip():
+        raise FvError(f"{where}layer: expected a layer name like conv3, got {layer!r}")
+    folder = Path(out) / name if name else Path(out) / model_slug(settings.model) / f"atlas-{safe_component(layer.strip())}"
+    try:
+        target = parse_target(f"direction_neuron({layer.strip()}, {quoted(str(folder / CELLS_FILE))}, cossim_pow={atlas.cossim_pow:g})")
+    except ValueError as error:
+        raise FvError(f"{where}layer: {error}") from None
+    return JobRequest(target, settings, out, name, origin, atlas)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from fvcli.specs.limits import (
-    INTEGER, MAX_BATCH, MAX_LR, MAX_SAVE_STEPS, MAX_MEAN, MAX_THREADS, MAX_ROTATE, MAX_WEIGHT, MAX_WORKERS, NUMBER, SCALE_RANGE, STD_RANGE,
+    INTEGER, MAX_ATLAS_GRID, MAX_ATLAS_SAMPLES, MAX_BATCH, MAX_LR, MAX_SAVE_STEPS, MAX_MEAN, MAX_THREADS, MAX_ROTATE, MAX_WEIGHT, MAX_WORKERS, NUMBER, SCALE_RANGE, STD_RANGE,
     non_ascii_digit, show,
 )
 
@@ -490,7 +490,71 @@ def examples_options() -> tuple[Option, ...]:
 EXAMPLES_BY_KEY = {option.key: option for option in examples_options()}
 
 
+# ---- activation atlases: a job kind of its own, with these options ----
+
+
+@dataclass(frozen=True)
+class AtlasSettings:
+    """What an activation atlas collects and how it lays the samples out (Carter et al., Distill
+    2019); the icons are rendered with the job's RenderSettings. Changing any of these makes a new
+    layout (its digest), and so new cells and icons."""
+
+    images: str | None = None  # an absolute folder of JPEG and PNG files (searched recursively)
+    grid: int = 20  # N: the layout is binned into N x N cells
+    samples: int = 8  # random positions of the layer sampled per image
+    min_count: int = 3  # a cell needs at least this many samples to get an icon
+    whiten: bool = False  # icons maximize the direction times the layer's inverse covariance
+    cossim_pow: float = 4.0  # the icon objective's cosine power: Lucid's atlas recipe renders with 4
+    n_neighbors: int = 20  # UMAP: 20 (Captum's) to 50 (Lucid's)
+    min_dist: float = 0.01  # UMAP: 0.01 (Captum's) to 0.05 (Lucid's)
+    class_target: str | None = None  # a class atlas: only samples with high attribution to this output (`dense6_1:1`, `logit:goldfish`)
+    class_share: float = 0.25  # a class atlas keeps this share of the samples, those of highest attribution
+
+
+def _cossim_power(value: Any) -> float:
+    return _float(value, "a power from 0 to 10", lambda x: x >= 0, 10.0)
+
+
+def _min_dist(value: Any) -> float:
+    return _float(value, "a distance from 0 to 1", lambda x: x >= 0, 1.0)
+
+
+def _share(value: Any) -> float:
+    return _float(value, "a share above 0, at most 1", lambda x: x > 0, 1.0)
+
+
+def _class_target(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = f"logit:{value}"
+    return text(value).strip()
+
+
+def _grid(value: Any) -> int:
+    return _integer(value, 1, MAX_ATLAS_GRID, "a number of cells a side from 1 to " + str(MAX_ATLAS_GRID))
+
+
+ATLAS_OPTIONS: tuple[Option, ...] = (
+    Option("images", text, "Activation atlas: the folder of images (JPEG, PNG; searched recursively) whose activations are collected; in a spec, relative to the spec's folder.", job=True, metavar="DIR"),
+    Option("grid", _grid, f"Activation atlas: the layout is binned into N x N cells, each kept cell one icon (at most {MAX_ATLAS_GRID}).", job=True, metavar="N"),
+    Option("samples", positive_int(MAX_ATLAS_SAMPLES), "Activation atlas: random positions of the layer sampled per image (at most its positions).", job=True, metavar="N"),
+    Option("min_count", positive_int(1_000_000), "Activation atlas: the samples a cell needs to get an icon.", job=True, metavar="N"),
+    Option("whiten", boolean, "Activation atlas: icons maximize the cell's average times the inverse of the layer's activation covariance (over the samples), not the average itself.", job=True, flag=True),
+    Option("cossim_pow", _cossim_power, "Activation atlas: icons maximize dot(a, v) x max(0.1, cos(a, v))^P at the centre position, v the cell's average.", job=True, metavar="P"),
+    Option("n_neighbors", positive_int(1000), "Activation atlas: UMAP's n_neighbors (the published 20 to 50).", job=True, metavar="N"),
+    Option("min_dist", _min_dist, "Activation atlas: UMAP's min_dist (the published 0.01 to 0.05).", job=True, metavar="D"),
+    Option("class_target", _class_target, "Class activation atlas: keep only the samples whose attribution to this output is highest (activation x gradient, summed over channels), e.g. dense6_1:1 or logit:goldfish.", job=True, metavar="LAYER:N|logit:CLASS", default_text="none"),
+    Option("class_share", _share, "Class activation atlas: the share of the samples kept, those of highest attribution.", job=True, metavar="S"),
+)
+ATLAS_KEYS = frozenset(field.name for field in dataclasses.fields(AtlasSettings))
+assert ATLAS_KEYS == {option.key for option in ATLAS_OPTIONS}
+ATLAS_BY_KEY = {option.key: option for option in ATLAS_OPTIONS}
+
+
 def default_of(key: str) -> Any:
+    if key in ATLAS_KEYS and key not in RENDER_KEYS and key not in RUN_KEYS and key not in EXAMPLES_KEYS:
+        return getattr(AtlasSettings(), key)
     settings = RenderSettings() if key in RENDER_KEYS else ExamplesSettings() if key in EXAMPLES_KEYS else RunSettings()
     return getattr(settings, key)
 

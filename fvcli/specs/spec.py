@@ -15,12 +15,13 @@ from typing import Any
 import yaml
 
 from fvcli.errors import FvError
-from fvcli.specs.requests import JobRequest, check_job_name
+from fvcli.specs.requests import JobRequest, atlas_request, check_job_name
 from fvcli.specs.limits import MAX_SPEC_BYTES
-from fvcli.specs.settings import EXAMPLES_OPTIONS, OPTIONS_BY_KEY, RenderSettings, split
+from fvcli.specs.settings import ATLAS_BY_KEY, EXAMPLES_OPTIONS, OPTIONS_BY_KEY, AtlasSettings, RenderSettings, split
 from fvcli.specs.targets import Atom, Target, parse_channels, parse_target
 
-JOB_KEYS = ("layer", "channels", "target", "name")
+JOB_KEYS = ("layer", "channels", "target", "name", "kind")
+JOB_KINDS = ("render", "activation_atlas")  # a job renders its target's units, or makes an activation atlas
 TOP_KEYS = ("jobs", "examples")
 FILE_KEYS = ("init",)  # options naming a file, which a spec names relative to its own folder
 EXAMPLES_BY_KEY = {option.key: option for option in EXAMPLES_OPTIONS}
@@ -156,8 +157,9 @@ def load_spec(path: str | Path, cli: dict[str, Any]) -> tuple[list[JobRequest], 
     if not isinstance(jobs, list) or not jobs:
         raise FvError(f"{where}jobs: expected a non-empty list of jobs, got {jobs!r}")
     out = run.get("out", cli.get("out", "outputs"))
+    atlas_cli = {key: value for key, value in cli.items() if key in ATLAS_BY_KEY}
     requests = [
-        _job(path, index, job, render_top, split(cli)[0], out) for index, job in enumerate(jobs)
+        _job(path, index, job, render_top, split(cli)[0], out, atlas_cli) for index, job in enumerate(jobs)
     ]
     return requests, run
 
@@ -187,11 +189,21 @@ def _job_target(job: dict, where: str) -> Target:
 
 
 def _job(
-    path: Path, index: int, job: Any, render_top: dict, render_cli: dict, out: str
+    path: Path, index: int, job: Any, render_top: dict, render_cli: dict, out: str, atlas_cli: dict | None = None
 ) -> JobRequest:
     where = f"{path}: jobs[{index}]."
     if not isinstance(job, dict):
         raise FvError(f"{path}: jobs[{index}]: expected a mapping with a 'layer:', got {job!r}")
+    kind = job.get("kind", "render")
+    if kind not in JOB_KINDS:
+        close = difflib.get_close_matches(str(kind), JOB_KINDS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise FvError(f"{where}kind: expected one of {', '.join(JOB_KINDS)}, got {kind!r}{hint}")
+    if kind == "activation_atlas":
+        return _atlas_job(path, index, job, render_top, render_cli, out, atlas_cli or {})
+    unknown_atlas = next((key for key in job if key in ATLAS_BY_KEY), None)
+    if unknown_atlas is not None:
+        raise FvError(f"{where}{unknown_atlas}: an activation atlas option; add 'kind: activation_atlas' to this job to make one")
     job_keys = [*JOB_KEYS, *(o.key for o in OPTIONS_BY_KEY.values() if o.job)]
     overrides: dict[str, Any] = {}
     for key, value in job.items():
@@ -218,6 +230,58 @@ def _job(
         name=name,
         origin=f"{path}: jobs[{index}]",
     )
+
+
+ATLAS_JOB_KEYS = ("kind", "layer", "name")
+
+
+def _atlas_job(path: Path, index: int, job: dict, render_top: dict, render_cli: dict, out: str, atlas_cli: dict) -> JobRequest:
+    """A job of `kind: activation_atlas`: a layer, a folder of images and the atlas's options
+    (AtlasSettings), with any render option for its icons; `atlas_cli`: atlas options given on the
+    command line (converted; `images` already absolute), which win."""
+    where = f"{path}: jobs[{index}]."
+    known = [*ATLAS_JOB_KEYS, *ATLAS_BY_KEY, *(o.key for o in OPTIONS_BY_KEY.values() if o.job)]
+    overrides: dict[str, Any] = {}
+    atlas: dict[str, Any] = {}
+    for key, value in job.items():
+        if key in OPTIONS_BY_KEY and not OPTIONS_BY_KEY[key].job:
+            raise FvError(f"{where}{key}: '{key}' applies to the whole run; set it at the top of the spec")
+        if key not in known:
+            hint = "; an activation atlas names its 'layer:', not channels or a target" if key in ("channels", "target") else _suggest(str(key), known)
+            raise FvError(f"{where[:-1]}: unknown key '{key}'{hint}")
+        if key in ATLAS_BY_KEY:
+            atlas[key] = _convert(where, key, value, ATLAS_BY_KEY)
+        elif key not in ATLAS_JOB_KEYS:
+            overrides[key] = _convert(where, key, value, spec=path)
+    layer = job.get("layer")
+    if not isinstance(layer, str) or not layer.strip():
+        raise FvError(f"{where}layer: expected the layer to lay out, like conv3, got {layer!r}")
+    if "images" not in atlas and "images" not in atlas_cli:
+        raise FvError(f"{where[:-1]}: missing 'images:' (a folder of JPEG or PNG images, relative to the spec's folder)")
+    if "images" in atlas:
+        atlas["images"] = str(_folder(f"{where}images", path.parent, atlas["images"]))
+    atlas.update(atlas_cli)
+    if "images" in atlas_cli:  # given on the command line: relative to the working folder
+        atlas["images"] = str(_folder("--images", Path.cwd(), atlas_cli["images"]))
+    name = job.get("name")
+    if name is not None:
+        try:
+            name = check_job_name(name)
+        except ValueError as error:
+            raise FvError(f"{where}name: {error}") from None
+    settings = RenderSettings(**{**render_top, **overrides, **render_cli})
+    return atlas_request(layer, AtlasSettings(**atlas), settings, out, name, f"{path}: jobs[{index}]")
+
+
+def _folder(where: str, base: Path, value: str) -> Path:
+    """An existing folder named relative to `base` (or absolute), made absolute."""
+    folder = Path(value).expanduser()
+    folder = Path(os.path.abspath(folder if folder.is_absolute() else base / folder))
+    if not folder.exists():
+        raise FvError(f"{where}: folder not found: {folder}")
+    if not folder.is_dir():
+        raise FvError(f"{where}: not a folder: {folder}")
+    return folder
 
 
 def load_examples(path: str | Path) -> dict[str, Any] | None:

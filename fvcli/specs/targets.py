@@ -11,7 +11,7 @@ A target is a weighted sum of objective atoms. The simplest is `LAYER:CHANNELS`;
              | ('layer' | 'deepdream') '(' LAYER ')'     mean squared activation of the whole layer
              | ('logit' | 'probability') ['@' ELEMENT] ':' CLASS   CLASS: an index, a name, or a 'quoted name';
                                                  '@ELEMENT' for a model that returns a tuple or dict
-             | ('direction' | 'direction_neuron') '(' LAYER ',' VECTOR ')' ['[' ROWS ']']
+             | ('direction' | 'direction_neuron') '(' LAYER ',' VECTOR [',' 'cossim_pow' '=' NUMBER] ')' ['[' ROWS ']']
              | 'caricature' '(' LAYER ',' PHOTO [',' 'cossim_pow' '=' NUMBER] ')'
              | 'inversion' '(' LAYER ',' PHOTO ')'
     whole   := 'interpolate' '(' target ',' target ',' 'frames' '=' INT ')'   (one unit of INT frames)
@@ -146,7 +146,7 @@ class Atom:
     vector: tuple[float, ...] | str | None = None  # direction: numbers, a file, or "random:K" / "random[I]"
     rows: tuple[int, ...] | None = None  # direction file: the rows (directions) it names; None: as the file has
     photo: str | None = None  # caricature and inversion: the image file
-    cossim_pow: float | None = None  # caricature: the power of its cosine factor; None: the default
+    cossim_pow: float | None = None  # caricature and direction: the power of its cosine factor; None: the default
     element: str | None = None  # logit and probability: the element of the model's tuple or dict output
 
     @property
@@ -190,7 +190,8 @@ class Atom:
         else:
             vector = quoted(self.vector)
         rows = "" if self.rows is None else f"[{describe_channels(self.rows)}]"
-        return f"{self.kind}({self.layer}, {vector}){rows}"
+        power = "" if self.cossim_pow is None else f", cossim_pow={self.cossim_pow:g}"
+        return f"{self.kind}({self.layer}, {vector}{power}){rows}"
 
 
 @dataclass(frozen=True)
@@ -625,9 +626,10 @@ class _Parser:
             if word in PHOTOS:
                 return self.photo_atom(word, layer)
             vector = self.vector()
+            power = self.cossim_pow() if self.at(",") else None
             self.expect(")")
             rows = self.rows(vector) if self.at("[") else None
-            return Atom(word, layer, vector=vector, rows=rows)
+            return Atom(word, layer, vector=vector, rows=rows, cossim_pow=power)
         kind_word = word.partition("@")[0]  # `logit@logits:2`: a logit of the element logits of the output
         if kind_word in _CLASS_KINDS and self.at(":"):
             self.take()
@@ -653,19 +655,21 @@ class _Parser:
         kind, photo = self.take()
         if kind != "string" or not photo[1:-1].strip():
             raise self.fail(f"expected the photo's file name in quotes, such as {word}({layer}, 'photo.jpg')", start)
-        power = None
-        if word == "caricature" and self.at(","):
-            self.take()
-            self.expect("cossim_pow")
-            self.expect("=")
-            self.skip_space()
-            position = self.pos
-            kind, value = self.take()
-            if kind != "number" or not float(value) <= MAX_COSSIM_POW:
-                raise self.fail(f"expected a power from 0 to {show(MAX_COSSIM_POW)}", position)
-            power = float(value)
+        power = self.cossim_pow() if word == "caricature" and self.at(",") else None
         self.expect(")")
         return Atom(word, layer, photo=photo[1:-1], cossim_pow=power)
+
+    def cossim_pow(self) -> float:
+        """`, cossim_pow=P` after a caricature's photo or a direction's vector: P from 0 to 10."""
+        self.take()  # ,
+        self.expect("cossim_pow")
+        self.expect("=")
+        self.skip_space()
+        position = self.pos
+        kind, value = self.take()
+        if kind != "number" or not float(value) <= MAX_COSSIM_POW:
+            raise self.fail(f"expected a power from 0 to {show(MAX_COSSIM_POW)}", position)
+        return float(value)
 
     def rows(self, vector: tuple[float, ...] | str) -> tuple[int, ...]:
         """`[ROWS]` after a direction: which rows (directions) of its file to render."""
