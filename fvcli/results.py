@@ -342,8 +342,10 @@ class Atlas:
     def read(cls, out: Path, folder: Path) -> Atlas | None:
         import numpy as np
 
+        from fvcli.files import parse_json
+
         try:
-            sidecar = json.loads((folder / "atlas.json").read_text(encoding="utf-8"))
+            sidecar = parse_json((folder / "atlas.json").read_bytes())
         except (OSError, ValueError):
             return None
         names = [path.relative_to(folder).as_posix() for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(".")]
