@@ -44,7 +44,7 @@ def main() -> None:
     folder = next(path.parent for path in out.rglob("atlas.json"))
     record = json.loads((folder / "atlas.json").read_text())
 
-    from fvcli.atlas.activation_atlas import nearest_cell_share
+    from fvcli.atlas.activation_image import nearest_cell_share
     from fvcli.models.registry import load_model
     from fvcli.optvis.engine import input_normalization
 

@@ -47,8 +47,8 @@ from fvcli.models.normalization import IMAGENET  # noqa: E402
 from fvcli.optvis.objectives import batch_values, channel  # noqa: E402
 from fvcli.optvis.redirect import REDIRECT_STEPS  # noqa: E402
 from fvcli.specs.settings import DEFAULT_LR, PARAM_LR, RenderSettings  # noqa: E402
-from fvcli.specs.settings import normalize as normalize_setting  # noqa: E402
-from fvcli.specs.targets import parse_channel_item  # noqa: E402
+from fvcli.specs.converters import normalize as normalize_setting  # noqa: E402
+from fvcli.specs.channels import parse_channel_item  # noqa: E402
 from fvcli.optvis.transforms import Pipeline  # noqa: E402
 
 # Dense bf16 tensor-core peak from the vendor's data sheet, for the fraction of peak reached.

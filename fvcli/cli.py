@@ -14,7 +14,8 @@ from typing import Any
 import click
 
 from fvcli.version import __version__
-from fvcli.api import collect_examples, convert_options, layer_listing, report_merges, run_targets
+from fvcli.api import layer_listing
+from fvcli.commands import collect_examples, convert_options, report_merges, run_targets
 from fvcli.errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, FvError, WriteError
 from fvcli.messages import plural, sayer as _say
 from fvcli.specs.settings import (
@@ -295,7 +296,7 @@ def merge(out: Path, quiet: bool) -> int:
         say(f"fv: nothing to merge in {out}: no shard manifests (grid.shard-I-of-N.json) under it")
         return 0
     code = report_merges(merges, say)
-    from fvcli.atlas.activation_atlas import assemble_folder, is_atlas_folder
+    from fvcli.atlas.activation_image import assemble_folder, is_atlas_folder
 
     for merged in merges:  # an activation atlas whose icons the merge completed
         if not merged.problem and not merged.missing and is_atlas_folder(merged.folder):
@@ -363,7 +364,8 @@ def spectrum(folder: str, output: str, size_text: str, decorrelate: bool, graysc
     skipped and counted. The file records the size, the number of images, the folder and the
     colours measured; its sha256 goes into each render's settings, so a changed file renders again.
     """
-    from fvcli.specs.settings import MAX_SIZE, positive_int
+    from fvcli.specs.converters import positive_int
+    from fvcli.specs.limits import MAX_SIZE
     from fvcli.optvis.spectrum import MIN_SIZE, measure_folder
 
     try:

@@ -32,7 +32,7 @@ TINY_ATLAS = ["--activation-atlas", "conv3", "--model", TINY, "--weights", "rand
 
 
 def share(folder: Path, model: str, weights: str, layer: str) -> dict:
-    from fvcli.atlas.activation_atlas import nearest_cell_share
+    from fvcli.atlas.activation_image import nearest_cell_share
     from fvcli.models.registry import load_model
     from fvcli.optvis.engine import input_normalization
 
@@ -77,7 +77,7 @@ def test_onet_atlas_icons_are_nearest_their_own_cells(faces, tmp_path):  # noqa:
 
 
 def test_the_same_seed_gives_the_same_layout_and_another_seed_another(faces):  # noqa: F811
-    from fvcli.atlas.activation_atlas import umap_layout
+    from fvcli.atlas.activation_layout import umap_layout
 
     rng = np.random.default_rng(0)
     acts = np.abs(rng.normal(size=(300, 12))).astype(np.float32)
@@ -101,7 +101,7 @@ def test_two_runs_compute_the_same_layout_and_a_rerun_reuses_it(faces, tmp_path)
 @pytest.mark.slow
 def test_a_run_killed_mid_render_and_resumed_gives_the_same_atlas(faces, tmp_path):  # noqa: F811
     out = tmp_path / "out"
-    args = [*TINY_ATLAS, "--images", str(faces / "photos"), "--steps", "200", "--out", str(out)]
+    args = [*TINY_ATLAS, "--images", str(faces / "photos"), "--steps", "40", "--out", str(out)]
     fv("render", *args, "-q")
     folder = out / "tiny_model.make" / "atlas-conv3"
     whole = (folder / "atlas.png").read_bytes()
@@ -217,7 +217,7 @@ def test_direction_cossim_pow_parses_prints_and_scores():
 
     from fvcli.optvis.objectives import Direction, batch_values
     from fvcli.specs.expressions import direction_neuron
-    from fvcli.specs.targets import parse_target
+    from fvcli.specs.grammar import parse_target
 
     text = "direction_neuron(conv3, 'cells.npy', cossim_pow=4)[0-3]"
     assert parse_target(text).describe() == text

@@ -13,7 +13,7 @@ from torch import nn
 
 import fvcli
 from conftest import TINY, fv
-from fvcli.atlas.dataset_examples import load_image
+from fvcli.optvis.images import load_image
 from fvcli.run.output import CHECKERS, GAP, make_grid, read_record
 from tiny_model import make
 

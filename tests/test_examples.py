@@ -12,12 +12,13 @@ from PIL import Image
 
 from conftest import TINY, fv
 from fvcli.errors import FvError
-from fvcli.atlas.dataset_examples import LayerState, Placement, load_image
+from fvcli.atlas.example_state import LayerState
+from fvcli.optvis.images import Placement, load_image
 from fvcli.specs.requests import JobRequest
 from fvcli.models.registry import load_model
 from fvcli.specs.settings import RenderSettings
 from fvcli.specs.spec import load_examples, load_spec
-from fvcli.specs.targets import parse_target
+from fvcli.specs.grammar import parse_target
 
 TESTS = Path(__file__).parent
 SIZE = 40  # the input size tiny_model.make_with_preprocessing declares

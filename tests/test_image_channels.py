@@ -12,7 +12,7 @@ from torch import nn
 
 import fvcli
 from conftest import fv, noise_photos
-from fvcli.atlas.dataset_examples import load_image
+from fvcli.optvis.images import load_image
 from test_api import assert_unchanged, snapshot
 
 STEPS = {"steps": 24, "dtype": "float32", "lr": 0.1}

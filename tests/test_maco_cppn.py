@@ -14,7 +14,7 @@ from torch import nn
 
 import fvcli
 from conftest import TINY, fv
-from fvcli.atlas.dataset_examples import load_image
+from fvcli.optvis.images import load_image
 from fvcli.optvis.engine import render_batch
 from fvcli.models.registry import load_model
 from fvcli.optvis.objectives import channel

@@ -15,7 +15,7 @@ from fvcli.models.registry import load_model
 from fvcli.run.runner import Run
 from fvcli.specs.requests import JobRequest
 from fvcli.specs.settings import RenderSettings, RunSettings
-from fvcli.specs.targets import parse_target
+from fvcli.specs.grammar import parse_target
 
 # model, layer, expected (layout, channels) at 64 px (ViTs run at their 224 px)
 FAMILIES = [

@@ -18,7 +18,7 @@ from fvcli.optvis.objectives import Caricature, Inversion, batch_plan
 from fvcli.run.output import read_record
 from fvcli.run.runner import Run
 from fvcli.specs.settings import RenderSettings, RunSettings
-from fvcli.specs.targets import parse_target
+from fvcli.specs.grammar import parse_target
 from tiny_model import make
 
 TINY_QUICK = ["--model", TINY, "--weights", "random", "--steps", "12", "--size", "32", "--transforms", "none"]

@@ -3,7 +3,9 @@ fails with the column of the problem."""
 
 import pytest
 
-from fvcli.specs.targets import Atom, Target, TargetError, describe_channels, parse_channels, parse_target
+from fvcli.specs.channels import describe_channels, parse_channels
+from fvcli.specs.grammar import TargetError, parse_target
+from fvcli.specs.targets import Atom, Target
 
 
 def channel(layer, *channels):

@@ -196,7 +196,8 @@ def test_shared_low_resolution_images_keep_frames_aligned():
 
 
 def test_interpolation_grammar():
-    from fvcli.specs.targets import Interpolation, TargetError, parse_target
+    from fvcli.specs.grammar import TargetError, parse_target
+    from fvcli.specs.targets import Interpolation
 
     target = parse_target("interpolate(mixed4a:97, -0.5*mixed4b:3 + layer(mixed3a), frames=8)")
     assert isinstance(target, Interpolation) and target.frames == 8

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from fvcli.models.layer_keys import probe_images
-from fvcli.specs.settings import MAX_SIZE
+from fvcli.specs.limits import MAX_SIZE
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from torch import nn
 
 from fvcli.errors import FvError, raised
 from fvcli.specs.limits import MAX_MEAN, STD_RANGE, show
-from fvcli.specs.settings import MAX_SIZE
+from fvcli.specs.limits import MAX_SIZE
 
 if TYPE_CHECKING:
     from fvcli.models.normalization import Normalization

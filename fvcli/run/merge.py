@@ -18,7 +18,7 @@ from fvcli.files import parse_json
 from fvcli.run.output import read_record, remove_unlisted, write_grid, write_json
 from fvcli.run.sidecar import combined
 from fvcli.run.unit_files import UnitFiles
-from fvcli.specs.settings import MAX_SIZE
+from fvcli.specs.limits import MAX_SIZE
 
 MANIFEST_VERSION = 1
 _MANIFEST = re.compile(r"grid\.shard-(\d+)-of-(\d+)\.json", re.ASCII)

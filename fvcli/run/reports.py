@@ -16,7 +16,7 @@ from fvcli.messages import plural
 from fvcli.models.registry import LoadedModel
 from fvcli.run.jobs import Job
 from fvcli.run.sidecar import UnitRecord
-from fvcli.specs.targets import describe_channels
+from fvcli.specs.channels import describe_channels
 
 
 @dataclass

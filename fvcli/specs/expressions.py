@@ -20,7 +20,9 @@ from typing import Any, Iterable
 
 from fvcli.errors import FvError
 from fvcli.specs.limits import MAX_TARGET_CHARS, MAX_UNITS
-from fvcli.specs.targets import Interpolation, Target, TargetError, describe_channels, parse_target, quoted
+from fvcli.specs.channels import describe_channels
+from fvcli.specs.grammar import TargetError, parse_target
+from fvcli.specs.targets import Interpolation, Target, quoted
 
 __all__ = [
     "channel", "neuron", "deepdream", "logit", "probability", "direction", "direction_neuron", "caricature", "inversion",

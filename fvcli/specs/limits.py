@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+MAX_SIZE = 2048  # px; larger images do not fit a batch on any device we know of
+MAX_STEPS = 100_000
 MAX_UNITS = 100_000  # units a job may name (a channel range, random:K); checked before expanding
 MAX_INDEX = 99_999_999  # a channel, direction or position index; no layer we know has 10**8 channels
 MAX_DEPTH = 32  # parentheses and calls nested in a target

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fvcli.errors import FvError
-from fvcli.specs.settings import MAX_SIZE, AtlasSettings, RenderSettings
-from fvcli.specs.targets import Target, parse_target, quoted
+from fvcli.specs.limits import MAX_SIZE
+from fvcli.specs.settings import AtlasSettings, RenderSettings
+from fvcli.specs.grammar import parse_target
+from fvcli.specs.targets import Target, quoted
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 

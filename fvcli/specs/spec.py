@@ -18,7 +18,9 @@ from fvcli.errors import FvError
 from fvcli.specs.requests import JobRequest, atlas_request, check_job_name
 from fvcli.specs.limits import MAX_SPEC_BYTES
 from fvcli.specs.settings import ATLAS_BY_KEY, EXAMPLES_OPTIONS, OPTIONS_BY_KEY, AtlasSettings, RenderSettings, split
-from fvcli.specs.targets import Atom, Target, parse_channels, parse_target
+from fvcli.specs.channels import parse_channels
+from fvcli.specs.grammar import parse_target
+from fvcli.specs.targets import Atom, Target
 
 JOB_KEYS = ("layer", "channels", "target", "name", "kind")
 JOB_KINDS = ("render", "activation_atlas")  # a job renders its target's units, or makes an activation atlas

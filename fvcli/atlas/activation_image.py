@@ -1,0 +1,245 @@
+"""Assembling an activation atlas from its rendered icons: atlas.png (each icon in its cell),
+atlas.json (every cell's position, count, top channels, samples and objective) and a strip of
+each cell's sample crops; and how well the icons stand for their cells.
+
+Assembling needs no model (fv merge assembles a sharded atlas): what it needs beyond the job's
+grid.json is in atlas-layout.npz and atlas-settings.json, written when the layout was made.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fvcli.atlas.activation_layout import LAYOUT_FILE, WHITENING, Layout, cosine
+from fvcli.files import atomic_write, parse_json
+from fvcli.messages import plural
+from fvcli.models.capture import forward_to
+from fvcli.models.layer_keys import channels_first
+from fvcli.optvis.images import Placement, open_upright
+from fvcli.run.output import BACKGROUND, GAP, SCHEMA_VERSION, save_png, write_json
+from fvcli.specs.requests import CELLS_FILE
+from fvcli.version import __version__
+
+SIDECAR = "atlas.json"
+IMAGE = "atlas.png"
+SAMPLES_FOLDER = "atlas-samples"  # a strip of sample crops per cell, so the web atlas shows them from inside OUT
+TOP_CHANNELS = 5  # channels listed per cell: the largest entries of its average
+CROP = 48  # px: sample crops in the strips
+ICON_FIELD = 1.5  # the atlas shows each icon's centre square of 1.5 times the layer's receptive field
+EMPTY = (236, 236, 236)  # an atlas cell without an icon
+
+
+def is_atlas_folder(folder: Path) -> bool:
+    return (folder / LAYOUT_FILE).is_file() and (folder / CELLS_FILE).is_file()
+
+
+def assemble_folder(folder: Path, say: Callable[[str], None]) -> Path | None:
+    """Write atlas.png, atlas.json and the sample strips of an atlas job folder whose icons are all
+    rendered (its grid.json lists them); None when they are not (yet)."""
+    folder = Path(folder)
+    layout = Layout.load(folder / LAYOUT_FILE)
+    try:
+        sidecar = parse_json((folder / "grid.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    if layout is None:
+        return None
+    start = time.perf_counter()
+    units = {unit.get("direction"): unit for unit in sidecar.get("units", [])}
+    if set(units) != set(range(len(layout.counts))):
+        return None
+    settings = sidecar.get("settings", {})
+    icon_size = int(settings.get("size") or 0)
+    grid = int(_atlas_settings(folder).get("grid", 0)) or int(max(layout.cell_rows.max(), layout.cell_columns.max()) + 1)
+    atlas = Image.new("RGB", (grid * icon_size, grid * icon_size), EMPTY)
+    # The icon objective reads the centre position, which sees only the layer's receptive field:
+    # the atlas shows that part of each icon (ICON_FIELD times the field), enlarged to the cell.
+    input_size = int(_atlas_settings(folder).get("input_size") or icon_size)
+    crop = max(1, min(icon_size, round(ICON_FIELD * layout.box_side * icon_size / input_size)))
+    images_folder = Path(_atlas_settings(folder).get("images", ""))
+    cells = []
+    for k in range(len(layout.counts)):
+        unit = units[k]
+        row, column = int(layout.cell_rows[k]), int(layout.cell_columns[k])
+        icon_name = unit.get("image")
+        if icon_name:
+            with Image.open(folder / icon_name) as icon:
+                shown = _opaque(icon)
+                if crop < shown.width:
+                    left = (shown.width - crop) // 2
+                    shown = shown.crop((left, left, left + crop, left + crop)).resize((icon_size, icon_size), Image.Resampling.LANCZOS)
+                atlas.paste(shown, (column * icon_size, row * icon_size))
+        average = layout.averages[k]
+        top = np.argsort(-average, kind="stable")[:TOP_CHANNELS]
+        samples = [
+            {"path": layout.files[int(layout.image[i])], "position": [int(v) for v in layout.position[i]]}
+            for i in layout.nearest[k] if i >= 0
+        ]
+        cells.append({
+            "row": row, "column": column, "unit": k, "label": unit.get("label"), "count": int(layout.counts[k]),
+            "top_channels": [{"channel": int(c), "value": _rounded(float(average[c]))} for c in top],
+            "samples": samples, "samples_strip": f"{SAMPLES_FOLDER}/cell_{row:03d}_{column:03d}.png",
+            "icon": icon_name, "status": unit.get("status"),
+            "objective_start": unit.get("activation_start"), "objective": unit.get("activation_final"),
+        })
+    save_png(atlas, folder / IMAGE)
+    _sample_strips(folder, images_folder, layout, cells, sidecar)
+    seconds = dict(layout.seconds)
+    seconds["render"] = (sidecar.get("timing") or {}).get("seconds")
+    seconds["assemble"] = round(time.perf_counter() - start, 3)
+    atlas_settings = _atlas_settings(folder)
+    out = {
+        "schema_version": SCHEMA_VERSION,
+        "fv_version": __version__,
+        "kind": "activation_atlas",
+        "digest": layout.digest,
+        "model": sidecar.get("model"),
+        "layer": sidecar.get("layer"),
+        "layer_module": sidecar.get("layer_module"),
+        "objective": (
+            f"each icon maximizes {sidecar.get('objective', '')}: dot(a, v) x max(0.1, cos(a, v))^P at the centre "
+            "position, v the cell's row of " + CELLS_FILE
+        ),
+        "whitening": WHITENING if atlas_settings.get("whiten") else None,
+        "settings": atlas_settings,
+        "images": {"folder": str(images_folder), "count": len(layout.files)},
+        "samples": int(len(layout.image)),
+        "grid": {"rows": grid, "columns": grid, "cell": icon_size, "image": IMAGE, "icon_crop": crop},
+        "box_side": layout.box_side,
+        "layout_file": LAYOUT_FILE,
+        "cells_file": CELLS_FILE,
+        "cells": cells,
+        "timing": {"seconds": seconds},
+        "origin": (sidecar.get("job") or {}).get("origin"),
+    }
+    write_json(out, folder / SIDECAR)
+    say(f"fv: {folder}: activation atlas of {plural(len(cells), 'cell')} on a {grid}x{grid} grid -> {folder / IMAGE}")
+    return folder / IMAGE
+
+
+def _atlas_settings(folder: Path) -> dict:
+    """The atlas settings, as the prepare step wrote them beside the layout."""
+    try:
+        return parse_json((folder / "atlas-settings.json").read_bytes())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_settings(folder: Path, values: dict) -> None:
+    """atlas-settings.json: the atlas options of the job and what assembling it needs later (fv
+    merge has no model): the layer's grid of positions and the model's input size."""
+    text = json.dumps(values, indent=2, sort_keys=True) + "\n"
+    path = folder / "atlas-settings.json"
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except OSError:
+        pass
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _opaque(icon: Image.Image) -> Image.Image:
+    if icon.mode in ("RGBA", "LA"):
+        grey = Image.new("RGBA", icon.size, (128, 128, 128, 255))
+        grey.alpha_composite(icon.convert("RGBA"))
+        return grey.convert("RGB")
+    return icon.convert("RGB")
+
+
+def _sample_strips(folder: Path, images: Path, layout: Layout, cells: list[dict], sidecar: dict) -> None:
+    """A strip of each cell's sample crops (SAMPLES_FOLDER), cut from the original images around
+    each sample's position, as dataset examples are; a sample whose file is gone is a dark gap."""
+    stored = _atlas_settings(folder)
+    rows_cols = tuple(stored["layer_grid"]) if stored.get("layer_grid") else None
+    size = int(stored.get("input_size") or 0)
+    opened: dict[int, Image.Image | None] = {}
+    for cell in cells:
+        samples = [i for i in layout.nearest[cell["unit"]] if i >= 0]
+        strip = Image.new("RGB", (max(1, len(samples)) * (CROP + GAP) - GAP, CROP), BACKGROUND)
+        for slot, i in enumerate(samples):
+            index = int(layout.image[i])
+            if index not in opened:
+                try:
+                    opened[index] = open_upright(images / layout.files[index])
+                except Exception:
+                    opened[index] = None
+            original = opened[index]
+            entry = cell["samples"][slot]
+            if original is None or rows_cols is None or not size:
+                entry["box"] = None
+                continue
+            y, x = (int(v) for v in layout.position[i])
+            box = _box(y, x, rows_cols, size, layout.box_side)
+            entry["box"] = Placement(*original.size, size).to_original(box)
+            strip.paste(original.crop(tuple(entry["box"])).resize((CROP, CROP), Image.Resampling.LANCZOS), (slot * (CROP + GAP), 0))
+        buffer = io.BytesIO()
+        strip.save(buffer, format="PNG")
+        path = folder / cell["samples_strip"]
+        try:
+            if path.read_bytes() == buffer.getvalue():
+                continue
+        except OSError:
+            pass
+        atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    _prune_strips(folder, {cell["samples_strip"] for cell in cells})
+
+
+def _prune_strips(folder: Path, kept: set[str]) -> None:
+    for path in (folder / SAMPLES_FOLDER).glob("cell_*.png"):
+        if f"{SAMPLES_FOLDER}/{path.name}" not in kept:
+            path.unlink(missing_ok=True)
+
+
+def _box(y: int, x: int, grid: tuple[int, int], size: int, side: int) -> tuple[float, float, float, float]:
+    rows, columns = grid
+    cy, cx = (y + 0.5) * size / rows, (x + 0.5) * size / columns
+    left = min(max(cx - side / 2, 0.0), size - side)
+    top = min(max(cy - side / 2, 0.0), size - side)
+    return (left, top, left + side, top + side)
+
+
+def _rounded(value: float) -> float:
+    return float(f"{value:.5g}")
+
+
+# ---- how well the icons stand for their cells ----
+
+
+def nearest_cell_share(folder: Path, module: torch.nn.Module, normalization, layer_key: str, layout_kind: str | None = None) -> dict:
+    """For each rendered icon of an atlas folder: its activation at the layer's centre position
+    (where its objective reads), and whether that is closer (cosine) to its own cell's average than
+    to any other kept cell's. Returns {"share": the fraction that are, "cells": K, "nearest_own":
+    count, "misses": [units]}. `module` is the model as loaded (load_model(...).module)."""
+    from fvcli.models.layer_keys import at_position, infer_layout
+
+    folder = Path(folder)
+    layout = Layout.load(folder / LAYOUT_FILE)
+    sidecar = json.loads((folder / "grid.json").read_text(encoding="utf-8"))
+    units = sorted((u for u in sidecar["units"] if u.get("image")), key=lambda u: u["direction"])
+    pixels = []
+    for unit in units:
+        with Image.open(folder / unit["image"]) as icon:
+            pixels.append(torch.from_numpy(np.asarray(_opaque(icon), dtype=np.float32) / 255).permute(2, 0, 1))
+    x = torch.stack(pixels)
+    if normalization is not None:
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization)
+        x = (x - mean) / std
+    device = next(iter(module.parameters())).device
+    with torch.no_grad():
+        out = forward_to(module, x.to(device), [layer_key])[layer_key]
+    a = at_position(channels_first(out, infer_layout(tuple(out.shape))).float(), None).cpu().numpy()
+    similarity = cosine(a.reshape(len(a), -1), layout.averages)
+    own = np.array([u["direction"] for u in units])
+    hits = similarity.argmax(axis=1) == own
+    return {
+        "share": float(hits.mean()) if len(hits) else 0.0, "cells": int(len(layout.counts)),
+        "nearest_own": int(hits.sum()), "misses": [int(u) for u in own[~hits]],
+    }
