@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from fvcli.atlas.activation_image import assemble_folder, write_settings
 from fvcli.atlas.activation_layout import (
@@ -44,8 +43,7 @@ from fvcli.atlas.receptive_fields import field_sides, grid_of
 from fvcli.errors import FvError
 from fvcli.files import atomic_write, check_output_folders
 from fvcli.messages import plural
-from fvcli.models.capture import layer_shapes
-from fvcli.models.layer_keys import LayerError, ResolvedLayer, input_channels
+from fvcli.models.layer_keys import ResolvedLayer, input_channels
 from fvcli.models.registry import LoadedModel, load_model
 from fvcli.optvis.engine import input_normalization
 from fvcli.optvis.images import list_images, upright_size
@@ -90,7 +88,7 @@ class AtlasJob:
             raise FvError(f"{where}an activation atlas reads photos; {render.model} takes {input_channels(self.model.module)} channels")
         self.size = self.model.native_size or DEFAULT_INPUT_SIZE
         self.group = ModelGroup(self.model, self.size, input_normalization(self.model, render.normalize), [])
-        resolver = Resolver(self.model, render, lambda layer: (self._probe(layer), None))
+        resolver = Resolver(self.model, render, lambda layer: (self.group.layer_shape(layer), None))
         try:
             self.info: ResolvedLayer = resolver.layer(request.atlas_layer)
         except FvError as error:
@@ -111,17 +109,6 @@ class AtlasJob:
         check_output_folders([(request.folder, request.origin)], writable=not run.dry_run)
 
     # ---- validation ----
-
-    def _probe(self, key: str) -> tuple[int, ...]:
-        try:
-            return layer_shapes(self.model.module, [key], self.size, torch.device("cpu"))[key]
-        except LayerError:
-            raise
-        except ValueError as error:
-            raise FvError(str(error)) from None
-        except Exception as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            raise FvError(f"{self.model.name} cannot compute layer {key} on a {self.size} px image ({first})") from None
 
     def _class_output(self, resolver: Resolver) -> tuple[ResolvedLayer, int]:
         """The output a class atlas attributes to: `LAYER:N` (a channel, its mean over positions) or

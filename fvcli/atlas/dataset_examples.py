@@ -102,6 +102,20 @@ class ModelGroup:
             pixels = (pixels - mean) / std
         return pixels.contiguous(memory_format=torch.channels_last)
 
+    def layer_shape(self, key: str) -> tuple[int, ...]:
+        """Layer `key`'s output shape for one image of `size` px (a CPU probe); FvError in one line
+        when the model cannot compute it, LayerError (which the resolver words) for a tuple or dict
+        output or a missing element."""
+        try:
+            return layer_shapes(self.model.module, [key], self.size, torch.device("cpu"))[key]
+        except LayerError:
+            raise
+        except ValueError as error:
+            raise FvError(str(error)) from None
+        except Exception as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise FvError(f"{self.model.name} cannot compute layer {key} on a {self.size} px image ({first})") from None
+
 
 class Collection:
     """One invocation of `fv examples` (or a spec's `examples:` section): construct (validates
@@ -150,7 +164,7 @@ class Collection:
         group = self.groups.setdefault(
             (key, repr(normalization)), ModelGroup(model, model.native_size or DEFAULT_INPUT_SIZE, normalization, [])
         )
-        resolver = Resolver(model, settings, lambda layer: (self._probe(group, layer), None))
+        resolver = Resolver(model, settings, lambda layer: (group.layer_shape(layer), None))
         try:
             channels = tuple(unit.key for unit in resolver.units(request.target))
             info = resolver.layer(request.target.channels_of_layer.layer)
@@ -161,17 +175,6 @@ class Collection:
         job = LayerJob(request, info, bottom, channels, self._digest(group, info, bottom))
         group.jobs.append(job)
         return job
-
-    def _probe(self, group: ModelGroup, key: str) -> tuple[int, ...]:
-        try:
-            return layer_shapes(group.model.module, [key], group.size, torch.device("cpu"))[key]
-        except LayerError:  # a tuple or dict output, or a missing element: the resolver words it
-            raise
-        except ValueError as error:
-            raise FvError(str(error)) from None
-        except Exception as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            raise FvError(f"{group.model.name} cannot compute layer {key} on a {group.size} px image ({first})") from None
 
     def _digest(self, group: ModelGroup, info: ResolvedLayer, bottom: ResolvedLayer) -> str:
         identity = {

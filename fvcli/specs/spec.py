@@ -217,12 +217,7 @@ def _job(
             overrides[key] = _convert(where, key, value, spec=path)
 
     target = _job_target(job, where)
-    name = job.get("name")
-    if name is not None:
-        try:
-            name = check_job_name(name)
-        except ValueError as error:
-            raise FvError(f"{where}name: {error}") from None
+    name = _job_name(job, where)
 
     settings = RenderSettings(**{**render_top, **overrides, **render_cli})  # built whole: --lr follows --param
     return JobRequest(
@@ -265,14 +260,17 @@ def _atlas_job(path: Path, index: int, job: dict, render_top: dict, render_cli: 
     atlas.update(atlas_cli)
     if "images" in atlas_cli:  # given on the command line: relative to the working folder
         atlas["images"] = str(_folder("--images", Path.cwd(), atlas_cli["images"]))
-    name = job.get("name")
-    if name is not None:
-        try:
-            name = check_job_name(name)
-        except ValueError as error:
-            raise FvError(f"{where}name: {error}") from None
+    name = _job_name(job, where)
     settings = RenderSettings(**{**render_top, **overrides, **render_cli})
     return atlas_request(layer, AtlasSettings(**atlas), settings, out, name, f"{path}: jobs[{index}]")
+
+
+def _job_name(job: dict, where: str) -> str | None:
+    """The job's `name:` (its folder under --out), checked; None when it has none."""
+    try:
+        return None if job.get("name") is None else check_job_name(job["name"])
+    except ValueError as error:
+        raise FvError(f"{where}name: {error}") from None
 
 
 def _folder(where: str, base: Path, value: str) -> Path:
