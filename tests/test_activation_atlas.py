@@ -247,3 +247,15 @@ def test_the_python_api_returns_the_atlas_as_data(faces):  # noqa: F811
     assert len(atlas.icons) == len(atlas.cells) and len(atlas.cells[0]["vector"]) == 12
     assert atlas.image.size == (192, 192) and atlas.out is None
     assert repr(atlas).startswith("Atlas(conv3, 6x6 grid")
+
+
+def test_the_atlas_page_of_a_damaged_atlas_json_is_removed_not_left_stale(faces, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    fv("render", *TINY_ATLAS, "--images", str(faces / "photos"), "--steps", "2", "--out", str(out), "--atlas", "-q")
+    folder = out / "tiny_model.make" / "atlas-conv3"
+    assert (folder / "atlas.html").is_file()
+    (folder / "atlas.json").write_text("[" * 100_000 + "]" * 100_000)
+    said = fv("atlas", str(out))
+    assert "skipped, not an activation atlas fv can read (nested too deeply)" in said and "1 removed" in said
+    assert not (folder / "atlas.html").exists() and "atlas.html" not in (folder / "index.html").read_text()
+

@@ -359,10 +359,12 @@ def build_atlas(out: Path, say: Callable[[str], None]) -> Result:
                 unchanged += 1
         for job in jobs:
             keep = {unit.page for unit in job.units}
-            for stale in sorted((job.folder / "units").glob("*.html")):
-                if stale.name not in keep:
-                    stale.unlink()
-                    removed.append(stale)
+            stale_pages = [page for page in sorted((job.folder / "units").glob("*.html")) if page.name not in keep]
+            if job.activation_atlas is None:  # an atlas page whose atlas.json is gone or damaged
+                stale_pages += [page for page in [job.folder / ACTIVATION_PAGE] if page.is_file() and not page.is_symlink()]
+            for stale in stale_pages:
+                stale.unlink()
+                removed.append(stale)
     except OSError as error:
         raise FvError(f"cannot write the atlas into {out}: {error.strerror or error} ({error.filename})") from None
     gone = f", {len(removed)} removed" if removed else ""
