@@ -300,7 +300,7 @@ class Collection:
                     self._save(jobs)
                     last_save = time.monotonic()
         self._save(jobs)
-        if unreadable:
+        if unreadable and any(job.state.seen for job in jobs):  # none readable: the one error line says it
             names = ", ".join(self.files[i].relative_to(self.folder).as_posix() for i in unreadable[:3])
             files = "file" if len(unreadable) == 1 else "files"
             self.say(f"fv: skipped {len(unreadable)} unreadable image {files} in {self.folder} (first: {names})")
