@@ -50,7 +50,7 @@ def main() -> None:
 
     os.chdir(ROOT)
     loaded = load_model(record["model"]["name"], "default", 0, quiet=True)
-    measured = nearest_cell_share(folder, loaded.module, input_normalization(loaded, "model"), record["layer_module"])
+    measured = nearest_cell_share(folder, loaded, input_normalization(loaded, "model"), record["layer_module"])
     seconds = record["timing"]["seconds"]
     cells, grid = len(record["cells"]), record["grid"]["rows"]
     print(json.dumps({"seconds": seconds, "wall": round(wall, 1), "cells": cells, "samples": record["samples"], "nearest_own": measured}))

@@ -40,7 +40,7 @@ def share(folder: Path, model: str, weights: str, layer: str) -> dict:
     from fvcli.optvis.engine import input_normalization
 
     loaded = load_model(model, weights, 0, quiet=True)
-    return nearest_cell_share(folder, loaded.module, input_normalization(loaded, "model"), layer)
+    return nearest_cell_share(folder, loaded, input_normalization(loaded, "model"), layer)
 
 
 def without_timing(path: Path) -> dict:

@@ -21,8 +21,9 @@ from PIL import Image
 from fvcli.atlas.activation_layout import LAYOUT_FILE, WHITENING, Layout, cosine
 from fvcli.files import atomic_write, parse_json
 from fvcli.messages import plural
-from fvcli.models.capture import forward_to
 from fvcli.models.layer_keys import channels_first
+from fvcli.models.registry import LoadedModel
+from fvcli.optvis.engine import activations
 from fvcli.optvis.images import Placement, open_upright
 from fvcli.run.output import BACKGROUND, GAP, SCHEMA_VERSION, save_png, write_json
 from fvcli.specs.requests import CELLS_FILE
@@ -56,15 +57,15 @@ def assemble_folder(folder: Path, say: Callable[[str], None]) -> Path | None:
     units = {unit.get("direction"): unit for unit in sidecar.get("units", [])}
     if set(units) != set(range(len(layout.counts))):
         return None
-    settings = sidecar.get("settings", {})
+    settings, atlas_settings = sidecar.get("settings", {}), _atlas_settings(folder)
     icon_size = int(settings.get("size") or 0)
-    grid = int(_atlas_settings(folder).get("grid", 0)) or int(max(layout.cell_rows.max(), layout.cell_columns.max()) + 1)
+    grid = int(atlas_settings.get("grid", 0)) or int(max(layout.cell_rows.max(), layout.cell_columns.max()) + 1)
     atlas = Image.new("RGB", (grid * icon_size, grid * icon_size), EMPTY)
     # The icon objective reads the centre position, which sees only the layer's receptive field:
     # the atlas shows that part of each icon (ICON_FIELD times the field), enlarged to the cell.
-    input_size = int(_atlas_settings(folder).get("input_size") or icon_size)
+    input_size = int(atlas_settings.get("input_size") or icon_size)
     crop = max(1, min(icon_size, round(ICON_FIELD * layout.box_side * icon_size / input_size)))
-    images_folder = Path(_atlas_settings(folder).get("images", ""))
+    images_folder = Path(atlas_settings.get("images", ""))
     cells = []
     for k in range(len(layout.counts)):
         unit = units[k]
@@ -91,11 +92,10 @@ def assemble_folder(folder: Path, say: Callable[[str], None]) -> Path | None:
             "objective_start": unit.get("activation_start"), "objective": unit.get("activation_final"),
         })
     save_png(atlas, folder / IMAGE)
-    _sample_strips(folder, images_folder, layout, cells, sidecar)
+    _sample_strips(folder, images_folder, layout, cells, atlas_settings)
     seconds = dict(layout.seconds)
     seconds["render"] = (sidecar.get("timing") or {}).get("seconds")
     seconds["assemble"] = round(time.perf_counter() - start, 3)
-    atlas_settings = _atlas_settings(folder)
     out = {
         "schema_version": SCHEMA_VERSION,
         "fv_version": __version__,
@@ -154,10 +154,10 @@ def _opaque(icon: Image.Image) -> Image.Image:
     return icon.convert("RGB")
 
 
-def _sample_strips(folder: Path, images: Path, layout: Layout, cells: list[dict], sidecar: dict) -> None:
+def _sample_strips(folder: Path, images: Path, layout: Layout, cells: list[dict], stored: dict) -> None:
     """A strip of each cell's sample crops (SAMPLES_FOLDER), cut from the original images around
-    each sample's position, as dataset examples are; a sample whose file is gone is a dark gap."""
-    stored = _atlas_settings(folder)
+    each sample's position, as dataset examples are; a sample whose file is gone is a dark gap.
+    `stored`: the atlas settings (atlas-settings.json)."""
     rows_cols = tuple(stored["layer_grid"]) if stored.get("layer_grid") else None
     size = int(stored.get("input_size") or 0)
     opened: dict[int, Image.Image | None] = {}
@@ -213,28 +213,23 @@ def _rounded(value: float) -> float:
 # ---- how well the icons stand for their cells ----
 
 
-def nearest_cell_share(folder: Path, module: torch.nn.Module, normalization, layer_key: str, layout_kind: str | None = None) -> dict:
+def nearest_cell_share(folder: Path, model: LoadedModel, normalization, layer_key: str) -> dict:
     """For each rendered icon of an atlas folder: its activation at the layer's centre position
     (where its objective reads), and whether that is closer (cosine) to its own cell's average than
     to any other kept cell's. Returns {"share": the fraction that are, "cells": K, "nearest_own":
-    count, "misses": [units]}. `module` is the model as loaded (load_model(...).module)."""
+    count, "misses": [units]}. `normalization`: the model's (engine.input_normalization)."""
     from fvcli.models.layer_keys import at_position, infer_layout
 
     folder = Path(folder)
     layout = Layout.load(folder / LAYOUT_FILE)
-    sidecar = json.loads((folder / "grid.json").read_text(encoding="utf-8"))
+    sidecar = parse_json((folder / "grid.json").read_bytes())
     units = sorted((u for u in sidecar["units"] if u.get("image")), key=lambda u: u["direction"])
     pixels = []
     for unit in units:
         with Image.open(folder / unit["image"]) as icon:
             pixels.append(torch.from_numpy(np.asarray(_opaque(icon), dtype=np.float32) / 255).permute(2, 0, 1))
-    x = torch.stack(pixels)
-    if normalization is not None:
-        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization)
-        x = (x - mean) / std
-    device = next(iter(module.parameters())).device
-    with torch.no_grad():
-        out = forward_to(module, x.to(device), [layer_key])[layer_key]
+    device = next(iter(model.module.parameters())).device
+    out = activations(model, torch.stack(pixels).to(device), (layer_key,), normalization, None)[layer_key]
     a = at_position(channels_first(out, infer_layout(tuple(out.shape))).float(), None).cpu().numpy()
     similarity = cosine(a.reshape(len(a), -1), layout.averages)
     own = np.array([u["direction"] for u in units])
