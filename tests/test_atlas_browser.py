@@ -182,7 +182,9 @@ def test_the_activation_atlas_page_loads_zooms_and_shows_a_cells_samples(activat
     section = page.locator(anchor)
     assert f"{cell['count']}" in section.inner_text() and cell["samples"][0]["path"] in section.inner_text()
     page.click(f'{anchor} a[href^="units/"]')  # its unit page, and back
-    assert page.url.endswith(".html") and "/units/" in page.url
+    # Wait for the unit page to load: going back while its stylesheet is on the way aborts that request.
+    page.wait_for_url("**/units/*.html")
     page.go_back()
+    page.wait_for_url(f"**/atlas.html{anchor}")
     assert problems == []
     page.close()
