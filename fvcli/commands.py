@@ -244,7 +244,8 @@ def run_targets(
     parallel = len(devices) > 1
     checked = dataclasses.replace(run_settings, device="cpu") if parallel else run_settings
     examples = _spec_examples(specs, run_settings)  # checked before anything renders
-    atlases = _atlas_jobs(requests, checked, say, modules)  # checked before anything is collected
+    models: dict = {}  # loaded once for the atlases' checks and collecting, and the render
+    atlases = _atlas_jobs(requests, checked, say, modules, models)  # checked before anything is collected
     if run_settings.dry_run:
         lines = [job.plan() for job in atlases]
         ready = {job.request for job in atlases if job.ready(job.digest()) is not None}
@@ -253,14 +254,7 @@ def run_targets(
             for line in lines:
                 echo(line)
             return Outcome(0)
-    else:
-        lines = []
-        for job in atlases:
-            job.prepare()  # collect and lay out, or reuse the layout written for the same digest
-    run = Run(requests, checked, say, modules=modules)
-    # No more workers than units: a worker without units would only load the model.
-    devices = devices[: max(1, sum(len(job.units) for job in run.jobs))]
-    if run_settings.dry_run:
+        run = Run(requests, checked, say, modules=modules, models=models)
         for line in [*lines, *run.plan(), *(line for collection in examples for line in collection.plan())]:
             echo(line)
         return Outcome(0)
@@ -289,8 +283,14 @@ def run_targets(
 
     from fvcli.run.locks import FolderLocks
 
-    # One run at a time a job folder; the shards of a run share it (fvcli.run.locks).
-    with FolderLocks([job.folder for job in run.jobs], run_settings.shard):
+    # One run at a time a job folder; the shards of a run share it (fvcli.run.locks). An atlas's
+    # layout is made under its lock, so a second run waits for it instead of computing it again.
+    with FolderLocks([request.folder for request in requests], run_settings.shard):
+        for job in atlases:
+            job.prepare()  # collect and lay out, or reuse the layout written for the same digest
+        run = Run(requests, checked, say, modules=modules, models=models)
+        # No more workers than units: a worker without units would only load the model.
+        devices = devices[: max(1, sum(len(job.units) for job in run.jobs))]
         if launch is not None and launch.kind == "torchrun":
             return Outcome(_render_torchrun(run, launch.shard[0] == 0, say, assemble), run)
         if len(devices) > 1 or (parallel and devices[0] != checked.device):  # one GPU worker left for a one-unit run
@@ -307,23 +307,24 @@ def run_targets(
         return outcome
 
 
-def _atlas_jobs(requests: list[JobRequest], run_settings: RunSettings, say, modules: dict | None) -> list:
-    """The activation atlas jobs among the requests, validated (model, layer, images, counts) before
-    any of them collects anything."""
+def _atlas_jobs(requests: list[JobRequest], run_settings: RunSettings, say, modules: dict | None, models: dict) -> list:
+    """The activation atlas jobs among the requests, validated (model, layer, images, counts, the
+    icons' render options) before any of them collects anything."""
     wanted = [r for r in requests if r.atlas is not None]
     if not wanted:
         return []
     from fvcli.atlas.activation_atlas import AtlasJob
+    from fvcli.run.planning import Plan
 
-    models: dict = {}
     jobs = [AtlasJob(r, run_settings, say, modules, models) for r in wanted]
     folders = [job.request.folder for job in jobs]
     if len(set(folders)) < len(folders):
         twice = next(f for f in folders if folders.count(f) > 1)
         raise FvError(f"two activation atlas jobs write into {twice}; give one of them a name: of its own")
-    for job in jobs:
-        if not run_settings.dry_run and job.ready(job.digest()) is None:
-            job.check_readable()
+    unmade = [job for job in jobs if job.ready(job.digest()) is None]
+    Plan([job.stand_in() for job in unmade], dataclasses.replace(run_settings, dry_run=True), say, modules, models)
+    for job in unmade if not run_settings.dry_run else []:
+        job.check_readable()
     return jobs
 
 

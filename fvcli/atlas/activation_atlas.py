@@ -24,6 +24,7 @@ activation_samples, the layout and cells activation_layout, assembling activatio
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -44,7 +45,7 @@ from fvcli.errors import FvError
 from fvcli.files import atomic_write, check_output_folders
 from fvcli.messages import plural
 from fvcli.models.layer_keys import ResolvedLayer, input_channels
-from fvcli.models.registry import LoadedModel, load_model
+from fvcli.models.registry import LoadedModel, load_model, model_key
 from fvcli.optvis.engine import input_normalization
 from fvcli.optvis.images import list_images, upright_size
 from fvcli.run.devices import pick_device
@@ -79,7 +80,7 @@ class AtlasJob:
         if not self.files:
             raise FvError(f"{where}images: no images in {self.folder} (JPEG or PNG files, searched recursively)")
         render = request.settings
-        key = (render.model, render.weights, render.seed if render.weights == "random" else None)
+        key = model_key(render)
         models = models if models is not None else {}
         if key not in models:
             models[key] = load_model(render.model, render.weights, render.seed, quiet=run.quiet, module=(modules or {}).get(render.model))
@@ -168,6 +169,15 @@ class AtlasJob:
         if readable == 0:
             raise FvError(f"{self.where}images: none of the {plural(len(self.files), 'image file')} in {self.folder} can be read")
         self._check_counts(readable, f"{self.where}only {readable} of the {len(self.files)} image files in {self.folder} can be read: ")
+
+    def stand_in(self) -> JobRequest:
+        """This job's request with one made-up icon (the layer's all-ones direction) for the cells
+        not laid out yet: planning it checks the icons' render options (--diversity-layer,
+        --spectrum, sizes, ...) before anything is collected."""
+        ones = ", ".join(["1"] * self.info.layout.channels)
+        atom = self.request.target.atoms[0]
+        target = parse_target(f"direction_neuron({atom.layer}, [{ones}], cossim_pow={self.settings.cossim_pow:g})")
+        return dataclasses.replace(self.request, target=target)
 
     # ---- what the layout depends on ----
 
@@ -288,8 +298,6 @@ class AtlasJob:
 
     def settings_record(self) -> dict:
         """What atlas-settings.json holds (see write_settings)."""
-        import dataclasses
-
         return {
             **dataclasses.asdict(self.settings), "layer": self.info.name, "layer_module": self.info.key,
             "seed": self.request.settings.seed, "layer_grid": list(self.positions), "input_size": self.size,

@@ -34,13 +34,15 @@ class Plan:
 
     def __init__(
         self, requests: list[JobRequest], settings: RunSettings, say: Callable[[str], None],
-        modules: dict[str, torch.nn.Module] | None = None,
+        modules: dict[str, torch.nn.Module] | None = None, models: dict[tuple, LoadedModel] | None = None,
     ):
-        """`modules`: model objects in memory (the Python API) by the model names the requests use."""
+        """`modules`: model objects in memory (the Python API) by the model names the requests use.
+        `models`: models loaded already, by model key (an activation atlas's), used and added to."""
         self.settings, self.modules = settings, modules or {}
         self.device = pick_device(settings.device)
         self.shapes = ShapeProbe(self.device, say)
-        self.models: dict[tuple, LoadedModel] = {}
+        self.models: dict[tuple, LoadedModel] = models if models is not None else {}
+        self.placed: set[tuple] = set()  # the models on this run's device
         self.photos: dict[tuple[str, int, int], Photo] = {}  # (path, size, channels): each --init photo, read once
         self.load_seconds = 0.0
         self.jobs = [self._resolve(index, request) for index, request in enumerate(requests)]
@@ -51,13 +53,14 @@ class Plan:
 
     def _model(self, settings: RenderSettings) -> LoadedModel:
         key = model_key(settings)
-        if key not in self.models:
+        if key not in self.placed:  # loaded here, or by an activation atlas before the run
             started = time.perf_counter()
-            model = load_model(
-                settings.model, settings.weights, settings.seed, quiet=self.settings.quiet, module=self.modules.get(settings.model)
-            )
-            model.module.to(self.device, memory_format=torch.channels_last)
-            self.models[key] = model
+            if key not in self.models:
+                self.models[key] = load_model(
+                    settings.model, settings.weights, settings.seed, quiet=self.settings.quiet, module=self.modules.get(settings.model)
+                )
+            self.models[key].module.to(self.device, memory_format=torch.channels_last)
+            self.placed.add(key)
             self.load_seconds += time.perf_counter() - started
         return self.models[key]
 

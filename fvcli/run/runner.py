@@ -44,9 +44,10 @@ class Run:
 
     def __init__(
         self, requests: list[JobRequest], settings: RunSettings, say: Callable[[str], None],
-        modules: dict[str, torch.nn.Module] | None = None,
+        modules: dict[str, torch.nn.Module] | None = None, models: dict | None = None,
     ):
-        """`modules`: model objects in memory (the Python API) by the model names the requests use."""
+        """`modules`: model objects in memory (the Python API) by the model names the requests use;
+        `models`: models loaded already (see Plan)."""
         self.settings, self.say = settings, say
         if settings.deterministic:
             # cuBLAS reads this before its first call; without it, deterministic mode refuses matmuls.
@@ -54,7 +55,7 @@ class Run:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         meter = tuning.IdleMeter()  # the machine's idle cores, measured over the planning
-        self.planned = Plan(requests, settings, say, modules)
+        self.planned = Plan(requests, settings, say, modules, models)
         self.schedule = Schedule(self.planned, settings, meter)
         self.ledger = Ledger(self.planned, settings, say)
         self.announce_merge = True  # say how to assemble a shard's incomplete jobs (not under torchrun)

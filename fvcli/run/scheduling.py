@@ -13,7 +13,6 @@ from typing import Callable
 
 import torch
 
-from fvcli.models.fixed_size import fixed_size
 from fvcli.models.fold import fold_batchnorms
 from fvcli.models.compiled import compile_forward
 from fvcli.models.layer_keys import probe_images
@@ -222,14 +221,9 @@ class Schedule:
             try:
                 self.folded[key] = self._fold_at(model, layers, size)
             except (Exception, SystemExit) as error:  # its first whole forward pass: the model's own code
-                # Jobs of layers before a LeNet's Linear layer run at any size, the whole model at one only:
-                # the size it declares (a factory's), or the one its Linear layer fits. Folding is per
-                # channel, so the probe may run at any size the model takes.
-                if model.native_size is not None and model.native_size != size:
-                    other = model.native_size
-                else:
-                    fixed = fixed_size(model.module, size, self.device) if model.native_size is None else None
-                    other = fixed.size if fixed is not None else None
+                # Jobs of layers before a LeNet's Linear layer run at any size, the whole model at one
+                # only. Folding is per channel, so the probe may run at any size the model takes.
+                other = self.plan.shapes.whole_size(model, size)
                 if other is None:
                     raise forward_failed(model, error) from None
                 try:

@@ -74,10 +74,10 @@ class ShapeProbe:
                 return shape, size
         return shape, None
 
-    def _shape_elsewhere(self, model: LoadedModel, key: str, size: int, error: BaseException) -> tuple[tuple[int, ...], int | None]:
-        """The layer's shape for a model that failed (`error`) to compute it on a `size` px image.
-        A model whose Linear layer fixes its input size (fvcli.models.fixed_size) takes the side that fits
-        it from then on, as a ViT takes its native size."""
+    def whole_size(self, model: LoadedModel, size: int) -> int | None:
+        """The side at which a model that fails whole at `size` runs: the one it declares (a ViT's,
+        a factory's), else the one its Linear layer fits (found once, then kept as its native size);
+        None when there is none."""
         if model.native_size is None:
             fixed = fixed_size(model.module, size, self.device)
             if fixed is not None and fixed.size is None:
@@ -85,9 +85,16 @@ class ShapeProbe:
             if fixed is not None:
                 model.native_size = fixed.size
                 self.say(f"fv: {fixed.describe(model.name)}: images are rendered at --size and resized to {fixed.size} px for it")
-        if model.native_size not in (None, size):
+        return model.native_size if model.native_size not in (None, size) else None
+
+    def _shape_elsewhere(self, model: LoadedModel, key: str, size: int, error: BaseException) -> tuple[tuple[int, ...], int | None]:
+        """The layer's shape for a model that failed (`error`) to compute it on a `size` px image.
+        A model whose Linear layer fixes its input size (fvcli.models.fixed_size) takes the side that fits
+        it from then on, as a ViT takes its native size."""
+        other = self.whole_size(model, size)
+        if other is not None:
             try:
-                return self._probe(model, key, model.native_size), model.native_size
+                return self._probe(model, key, other), other
             except LayerError:
                 raise
             except (Exception, SystemExit):
