@@ -2,7 +2,6 @@
 --alpha-map, and --param cppn with --cppn-upscale: on the tiny model, random-weight GoogLeNet and
 models of other channel counts, through the engine, the CLI and the API."""
 
-import dataclasses
 import io
 import json
 

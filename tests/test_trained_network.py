@@ -8,7 +8,6 @@ which were trained apart from it on their own data and sizes (tests/mtcnn.py). T
 in each test are what its assertions were set from, measured on a 2-core CPU.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
