@@ -281,10 +281,12 @@ def run_targets(
             build_atlas(Path(run_settings.out), say)
         return code
 
+    from fvcli.files import check_output_folders
     from fvcli.run.locks import FolderLocks
 
     # One run at a time a job folder; the shards of a run share it (fvcli.run.locks). An atlas's
     # layout is made under its lock, so a second run waits for it instead of computing it again.
+    check_output_folders([(request.folder, request.origin) for request in requests], writable=True)  # said better than a lock can
     with FolderLocks([request.folder for request in requests], run_settings.shard):
         for job in atlases:
             job.prepare()  # collect and lay out, or reuse the layout written for the same digest

@@ -125,6 +125,24 @@ def test_a_run_killed_mid_render_and_resumed_gives_the_same_atlas(faces, tmp_pat
     assert without_timing(folder / "atlas.json") == record
 
 
+def test_a_second_run_into_a_busy_atlas_is_refused_before_it_collects(faces, tmp_path):  # noqa: F811
+    """The layout is made under the job folder's lock: a second run does not compute it too."""
+    out = tmp_path / "out"
+    args = [*TINY_ATLAS, "--images", str(faces / "photos"), "--steps", "100000", "--out", str(out)]
+    lock = out / "tiny_model.make" / "atlas-conv3" / ".fv-lock"
+    first = subprocess.Popen([sys.executable, "-m", "fvcli", "render", *args], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (lock.is_file() and lock.read_text().strip()) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        said = fv("render", *args, code=2)  # without -q: it would say it collects or lays out
+        assert f"another fv run (PID {first.pid}) is writing" in said and said.count("\n") == 1, said
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.kill()
+        first.wait()
+
+
 def test_shards_and_merge_give_the_same_atlas(faces, tmp_path):  # noqa: F811
     """Two shards that never see each other's icons (as on two machines with the same --out,
     gathered afterwards): fv merge assembles the grid and then the atlas. The shard that sees the
@@ -179,6 +197,9 @@ def test_class_atlas_keeps_the_samples_that_speak_for_faces(faces, tmp_path):  #
         (["--samples", "65"], "has 64 positions (8x8); at most 64"),
         (["--activation-atlas", "conv33"], "unknown layer 'conv33'"),
         (["--class-target", "dense6_1:7"], "channel 7 is out of range"),
+        # The icons' render options, checked before the samples are collected and laid out:
+        (["--diversity", "2", "--diversity-layer", "conv9"], "--diversity-layer: unknown layer 'conv9'"),
+        (["--param", "maco", "--spectrum", "missing.pt"], "--spectrum missing.pt: file not found"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_anything_is_collected(faces, tmp_path, extra, message):  # noqa: F811
