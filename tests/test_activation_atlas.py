@@ -143,10 +143,10 @@ def test_a_second_run_into_a_busy_atlas_is_refused_before_it_collects(faces, tmp
         first.wait()
 
 
-def test_shards_and_merge_give_the_same_atlas(faces, tmp_path):  # noqa: F811
-    """Two shards that never see each other's icons (as on two machines with the same --out,
-    gathered afterwards): fv merge assembles the grid and then the atlas. The shard that sees the
-    other's icons assembles it itself."""
+def test_shards_and_merge_give_the_same_atlas(faces, tmp_path, monkeypatch):  # noqa: F811
+    """Two shards that never see each other's icons (as on two machines, gathered afterwards, one
+    given --out as an absolute path, one relative): fv merge assembles the grid and then the atlas.
+    The shard that sees the other's icons assembles it itself."""
     args = [*TINY_ATLAS, *ONE_BY_ONE, "--images", str(faces / "photos"), "--steps", "16", "--out", str(tmp_path)]
     fv("render", *args, "-q")
     folder = tmp_path / "tiny_model.make" / "atlas-conv3"
@@ -167,7 +167,8 @@ def test_shards_and_merge_give_the_same_atlas(faces, tmp_path):  # noqa: F811
     aside.mkdir()
     for path in [*folder.glob("unit_*.png"), *folder.glob("grid.shard-*")]:
         path.rename(aside / path.name)
-    fv("render", *args, "--shard", "1/2", "-q")
+    monkeypatch.chdir(tmp_path.parent)
+    fv("render", *args[:-1], tmp_path.name, "--shard", "1/2", "-q")
     for path in aside.iterdir():
         path.rename(folder / path.name)
     assert not (folder / "atlas.png").exists()

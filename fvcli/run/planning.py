@@ -78,7 +78,8 @@ class Plan:
             return activations(model, images.to(self.device), (key,), normalization, input_size)[key]
 
         probe = lambda key: self.shapes.layer(model, key, settings.size, canvas)  # noqa: E731
-        resolver = Resolver(model, settings, probe, forward)
+        # An activation atlas's icons name its cells file in the job's folder, wherever --out lies.
+        resolver = Resolver(model, settings, probe, forward, request.folder if request.atlas is not None else None)
         photo = self._init_photo(model, settings, where)
         try:
             resolved = resolver.units(request.target)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -51,15 +52,19 @@ class ResolvedUnit:
 class Resolver:
     """Resolves the targets of one job (one model, one image size, one set of settings).
 
-    `forward` runs the model on photos, for caricatures and inversions (not needed otherwise)."""
+    `forward` runs the model on photos, for caricatures and inversions (not needed otherwise).
+    `files_in`: the folder relative direction files lie in, when not the working folder."""
 
-    def __init__(self, model: LoadedModel, settings: RenderSettings, probe: Probe, forward: Forward | None = None):
+    def __init__(
+        self, model: LoadedModel, settings: RenderSettings, probe: Probe, forward: Forward | None = None,
+        files_in: Path | None = None,
+    ):
         self.model, self.settings, self.probe, self.forward = model, settings, probe, forward
         self.input_size: int | None = None
         self.layers: dict[str, ResolvedLayer] = {}
         self.read_as: dict[str, str] = {}  # layer names read as their pre-ReLU twins' (pre_relu: auto)
         self._twins: dict[str, str | None] = {}
-        self.directions = DirectionFiles()
+        self.directions = DirectionFiles(files_in)
         self.photos = Photos(settings.size, input_channels(model.module), forward)
 
     def _fixed(self, size: int | None) -> None:

@@ -30,15 +30,17 @@ Forward = Callable[[str, torch.Tensor, int | None], torch.Tensor]
 
 
 class DirectionFiles:
-    """The direction files of one job's targets, each read once."""
+    """The direction files of one job's targets, each read once. `folder`: where relative paths
+    lie (an activation atlas's job folder, which holds its cells file), else the working folder."""
 
-    def __init__(self):
+    def __init__(self, folder: Path | None = None):
+        self.folder = folder
         self._read: dict[str, tuple[torch.Tensor, str]] = {}  # file -> (K x C matrix, sha256)
 
     def matrix(self, path: str) -> tuple[torch.Tensor, str]:
         """A direction file as a (K, C) matrix (one vector is K = 1), and its sha256."""
         if path not in self._read:
-            self._read[path] = load_directions(path)
+            self._read[path] = load_directions(str(self.folder / path) if self.folder is not None else path)
         return self._read[path]
 
     def row(self, atom: Atom) -> torch.Tensor:

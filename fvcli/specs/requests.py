@@ -137,14 +137,14 @@ def atlas_request(
     layer: str, atlas: AtlasSettings, settings: RenderSettings, out: str, name: str | None = None, origin: str = ""
 ) -> JobRequest:
     """An activation atlas job: the icons of the cells of `layer`'s layout, as the ordinary units of
-    `direction_neuron(LAYER, 'FOLDER/atlas-cells.npy', cossim_pow=P)`, one unit a row of the cells
-    file (written into the job's folder before the render)."""
+    `direction_neuron(LAYER, 'atlas-cells.npy', cossim_pow=P)`, one unit a row of the cells file
+    (written into the job's folder before the render, and read from there: shards with --out
+    written differently, ./out and /abs/out, render the same units)."""
     where = f"{origin}: " if origin else ""
     if not isinstance(layer, str) or not layer.strip():
         raise FvError(f"{where}layer: expected a layer name like conv3, got {layer!r}")
-    folder = Path(out) / name if name else Path(out) / model_slug(settings.model) / f"atlas-{safe_component(layer.strip())}"
     try:
-        target = parse_target(f"direction_neuron({layer.strip()}, {quoted(str(folder / CELLS_FILE))}, cossim_pow={atlas.cossim_pow:g})")
+        target = parse_target(f"direction_neuron({layer.strip()}, {quoted(CELLS_FILE)}, cossim_pow={atlas.cossim_pow:g})")
     except ValueError as error:
         raise FvError(f"{where}layer: {error}") from None
     return JobRequest(target, settings, out, name, origin, atlas)
