@@ -311,12 +311,20 @@ def test_a_layer_overwritten_by_a_later_in_place_relu_reads_its_own_output():
     assert isinstance(model[1], nn.ReLU) and model[1].inplace  # the caller's model is as it was
 
 
-def test_a_float16_factory_renders_in_float32(tmp_path):
-    factory = tmp_path / "half.py"
-    factory.write_text("import torch\nfrom torch import nn\n\ndef make():\n    torch.manual_seed(0)\n    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3)).half()\n")
-    fv("layers", "--model", f"{factory}:make", "--size", "24")
-    fv("render", "2:0", "--model", f"{factory}:make", "--size", "24", "--steps", "2", "--out", str(tmp_path / "out"), "-q")
-    assert (tmp_path / "out" / "half.make" / "2" / "2_0000.png").is_file()
+@pytest.mark.parametrize("dtype", ["half", "bfloat16", "double"])
+def test_a_factory_in_another_float_type_renders_in_float32(tmp_path, dtype):
+    """Its own weights and random ones (whose BatchNorm statistics are calibrated on float32 images
+    before anything else runs: that pass failed on half weights), in fv render and fv layers."""
+    factory = tmp_path / "other.py"
+    factory.write_text(
+        "import torch\nfrom torch import nn\n\ndef make():\n    torch.manual_seed(0)\n"
+        f"    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3)).{dtype}()\n"
+    )
+    fv("layers", "--model", f"{factory}:make", "--size", "24")  # random weights
+    for weights in ["default", "random"]:
+        out = tmp_path / weights
+        fv("render", "3:0", "--model", f"{factory}:make", "--weights", weights, "--size", "24", "--steps", "2", "--out", str(out), "-q")
+        assert (out / "other.make" / "3" / "3_0000.png").is_file()
 
 
 def test_sixteen_bit_grey_pngs_are_scaled_and_pixel_bombs_refused(tmp_path):
