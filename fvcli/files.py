@@ -138,10 +138,10 @@ def parse_json(text: str | bytes) -> Any:
 SAFE_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
-def open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
-    """os.open(path, flags) for a regular file only: a symbolic link, FIFO, device or folder in its
-    place raises OSError (ELOOP, or EINVAL with a message that says what is there)."""
-    fd = os.open(path, flags | SAFE_OPEN, mode)
+def open_regular(path: Path, flags: int, mode: int = 0o644, follow: bool = False) -> int:
+    """os.open(path, flags) for a regular file only: a symbolic link (unless `follow`), FIFO, device
+    or folder in its place raises OSError (ELOOP, or EINVAL with a message that says what is there)."""
+    fd = os.open(path, flags | (SAFE_OPEN & ~os.O_NOFOLLOW if follow else SAFE_OPEN), mode)
     kind = os.fstat(fd).st_mode
     if not stat.S_ISREG(kind):
         os.close(fd)
@@ -149,6 +149,31 @@ def open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
         raise OSError(errno.EINVAL, f"{path} is {what}; fv keeps a regular file there")
     os.set_blocking(fd, True)
     return fd
+
+
+def in_one_line(error: BaseException) -> str:
+    """An error in a few words for a one-line message: an OSError's own words (without
+    '[Errno N]'), else the first line of its text, at most 160 characters."""
+    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return (text.splitlines() or [""])[0][:160]
+
+
+MAX_READ_BACK = 1 << 30  # the most fv reads of a file it wrote (a sidecar, manifest, unit PNG, state)
+
+
+def read_back(path: Path, limit: int = MAX_READ_BACK) -> bytes:
+    """A file fv wrote, read back whole (grid.json, a shard manifest, a unit's PNG, examples.json,
+    a checkpoint): a regular file of at most `limit` bytes, else OSError. A FIFO in its place
+    would stop the read forever, and a sparse file of 20 GB would fill the memory."""
+    fd = open_regular(path, os.O_RDONLY, follow=True)
+    with os.fdopen(fd, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size > limit:
+            raise OSError(errno.EFBIG, f"{path} holds {size:,} bytes, more than fv writes there (at most {limit:,})")
+        data = file.read(limit + 1)  # bounded, should it grow meanwhile
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"{path} grew past {limit:,} bytes while it was read")
+    return data
 
 
 def check_output_folders(folders: list[tuple[Path, str]], writable: bool = True) -> None:

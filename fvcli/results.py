@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fvcli.files import parse_json, read_back
 from fvcli.messages import plural
 
 if TYPE_CHECKING:
@@ -34,10 +35,9 @@ def _write_files(out: str | Path, files: dict[str, bytes]) -> None:
 def _read_json(path: Path) -> dict:
     """A sidecar this call wrote, read back as fv reads its own JSON (one line if it was damaged since)."""
     from fvcli.errors import FvError
-    from fvcli.files import parse_json
 
     try:
-        data = parse_json(path.read_bytes())
+        data = parse_json(read_back(path))
     except (OSError, ValueError) as error:
         raise FvError(f"{path}: cannot be read back ({error})") from None
     if not isinstance(data, dict):
@@ -47,7 +47,7 @@ def _read_json(path: Path) -> dict:
 
 def _read_files(out: Path, folder: Path, names: list[str]) -> dict[str, bytes]:
     relative = folder.relative_to(out).as_posix()
-    return {f"{relative}/{name}": (folder / name).read_bytes() for name in names if (folder / name).is_file()}
+    return {f"{relative}/{name}": read_back(folder / name) for name in names if (folder / name).is_file()}
 
 
 # Results print as one short line (what `print(result)` and a notebook's text show): the records and
@@ -342,15 +342,14 @@ class Atlas:
     def read(cls, out: Path, folder: Path) -> Atlas | None:
         import numpy as np
 
-        from fvcli.files import parse_json
-
+    
         try:
-            sidecar = parse_json((folder / "atlas.json").read_bytes())
+            sidecar = parse_json(read_back(folder / "atlas.json"))
         except (OSError, ValueError):
             return None
         names = [path.relative_to(folder).as_posix() for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(".")]
         files = _read_files(out, folder, names)
-        with np.load(folder / sidecar["layout_file"], allow_pickle=False) as data:
+        with np.load(io.BytesIO(read_back(folder / sidecar["layout_file"])), allow_pickle=False) as data:
             layout, averages = data["layout"], data["averages"]
             samples = {"files": [str(f) for f in data["files"]], "image": data["image"], "position": data["position"]}
         return cls(sidecar, files, layout, samples, averages, folder.relative_to(out).as_posix())

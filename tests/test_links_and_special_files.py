@@ -79,3 +79,54 @@ def test_fv_spectrum_never_renames_over_a_fifo_or_device(tmp_path):
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
 
 
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_files_fv_reads_back_are_regular_and_bounded(tmp_path):
+    """A unit's PNG, a grid.json, a shard manifest, examples.json and a checkpoint are read back
+    only when they are regular files of a size fv writes: a FIFO in their place stopped a resumed
+    render, fv atlas, fv merge and fv examples forever; a sparse file of 20 GB was read whole."""
+    out = tmp_path / "out"
+    folder = out.joinpath(*FOLDER)
+    fv("render", "relu3:0-1", *RUN[1:], "--out", str(out))
+    (folder / "relu3_0001.png").unlink()
+    os.mkfifo(folder / "relu3_0001.png")  # resume reads every unit's record
+    done = fv_subprocess("render", "relu3:0-1", *RUN[1:], "--out", str(out))
+    assert done.returncode == 3 and "relu3_0001.png: exists and is not a regular file" in done.stderr, done.stderr
+    (folder / "relu3_0001.png").unlink()
+    with open(folder / "relu3_0001.png", "wb") as sparse:
+        sparse.truncate(20 << 30)  # costs no disk
+    done = fv_subprocess("render", "relu3:0-1", *RUN[1:], "--out", str(out))
+    assert done.returncode == 0 and (folder / "relu3_0001.png").stat().st_size < 1 << 20, done.stderr  # rendered again
+
+    grid = folder / "grid.json"
+    kept = grid.read_bytes()
+    for make in (os.mkfifo, lambda path: open(path, "wb").truncate(20 << 30)):
+        grid.unlink()
+        make(grid)
+        done = fv_subprocess("atlas", str(out))
+        assert done.returncode == 2 and "unreadable grid.json" in done.stderr and "[Errno" not in done.stderr, done.stderr
+    grid.unlink()
+    grid.write_bytes(kept)
+
+    shards = tmp_path / "shards"
+    for shard in ("0/2", "1/2"):
+        fv("render", "relu3:0-3", *RUN[1:], "--out", str(shards), "--shard", shard)
+    manifest = shards.joinpath(*FOLDER, "grid.shard-0-of-2.json")
+    for path in shards.joinpath(*FOLDER).glob("grid.*"):
+        path.unlink()
+    fv("render", "relu3:0-3", *RUN[1:], "--out", str(shards), "--shard", "1/2")  # its manifest again, not merged
+    os.mkfifo(manifest)
+    done = fv_subprocess("merge", str(shards))
+    assert done.returncode == 2 and "grid.shard-0-of-2.json is damaged" in done.stderr + done.stdout, done.stderr
+
+    from conftest import noise_photos
+
+    photos = noise_photos(tmp_path / "photos", 4)
+    examples = ["examples", "relu3:0-1", "--model", TINY, "--weights", "random", "--images", str(photos), "--out", str(out), "-q"]
+    fv(*examples)
+    record = folder / "examples" / "examples.json"
+    record.unlink()
+    os.mkfifo(record)
+    done = fv_subprocess(*examples)
+    assert done.returncode == 3 and "examples.json: exists and is not a regular file" in done.stderr, done.stderr

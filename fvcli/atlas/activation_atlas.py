@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import time
@@ -42,7 +43,7 @@ from fvcli.atlas.activation_samples import Sampler
 from fvcli.atlas.dataset_examples import DEFAULT_INPUT_SIZE, ModelGroup
 from fvcli.atlas.receptive_fields import field_sides, grid_of
 from fvcli.errors import FvError
-from fvcli.files import atomic_write, check_output_folders
+from fvcli.files import atomic_write, check_output_folders, read_back
 from fvcli.messages import plural
 from fvcli.models.layer_keys import ResolvedLayer, input_channels
 from fvcli.models.registry import LoadedModel, load_model, model_key
@@ -212,7 +213,7 @@ class AtlasJob:
         if layout is None or not self.cells_path.is_file():
             return None
         try:
-            cells = np.load(self.cells_path, allow_pickle=False)
+            cells = np.load(io.BytesIO(read_back(self.cells_path)), allow_pickle=False)
         except (OSError, ValueError):
             return None
         return layout if cells.shape == layout.directions.shape and np.array_equal(cells, layout.directions) else None

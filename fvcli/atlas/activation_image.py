@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from fvcli.atlas.activation_layout import LAYOUT_FILE, WHITENING, Layout, cosine
-from fvcli.files import atomic_write, parse_json
+from fvcli.files import atomic_write, parse_json, read_back
 from fvcli.messages import plural
 from fvcli.models.layer_keys import channels_first
 from fvcli.models.registry import LoadedModel
@@ -48,7 +48,7 @@ def assemble_folder(folder: Path, say: Callable[[str], None]) -> Path | None:
     folder = Path(folder)
     layout = Layout.load(folder / LAYOUT_FILE)
     try:
-        sidecar = parse_json((folder / "grid.json").read_bytes())
+        sidecar = parse_json(read_back(folder / "grid.json"))
     except (OSError, ValueError):
         return None
     if layout is None:
@@ -72,7 +72,7 @@ def assemble_folder(folder: Path, say: Callable[[str], None]) -> Path | None:
         row, column = int(layout.cell_rows[k]), int(layout.cell_columns[k])
         icon_name = unit.get("image")
         if icon_name:
-            with Image.open(folder / icon_name) as icon:
+            with Image.open(io.BytesIO(read_back(folder / icon_name))) as icon:
                 shown = _opaque(icon)
                 if crop < shown.width:
                     left = (shown.width - crop) // 2
@@ -128,7 +128,7 @@ def assemble_folder(folder: Path, say: Callable[[str], None]) -> Path | None:
 def _atlas_settings(folder: Path) -> dict:
     """The atlas settings, as the prepare step wrote them beside the layout."""
     try:
-        return parse_json((folder / "atlas-settings.json").read_bytes())
+        return parse_json(read_back(folder / "atlas-settings.json"))
     except (OSError, ValueError):
         return {}
 
@@ -184,7 +184,7 @@ def _sample_strips(folder: Path, images: Path, layout: Layout, cells: list[dict]
         strip.save(buffer, format="PNG")
         path = folder / cell["samples_strip"]
         try:
-            if path.read_bytes() == buffer.getvalue():
+            if read_back(path) == buffer.getvalue():
                 continue
         except OSError:
             pass
@@ -222,11 +222,11 @@ def nearest_cell_share(folder: Path, model: LoadedModel, normalization, layer_ke
 
     folder = Path(folder)
     layout = Layout.load(folder / LAYOUT_FILE)
-    sidecar = parse_json((folder / "grid.json").read_bytes())
+    sidecar = parse_json(read_back(folder / "grid.json"))
     units = sorted((u for u in sidecar["units"] if u.get("image")), key=lambda u: u["direction"])
     pixels = []
     for unit in units:
-        with Image.open(folder / unit["image"]) as icon:
+        with Image.open(io.BytesIO(read_back(folder / unit["image"]))) as icon:
             pixels.append(torch.from_numpy(np.asarray(_opaque(icon), dtype=np.float32) / 255).permute(2, 0, 1))
     device = next(iter(model.module.parameters())).device
     out = activations(model, torch.stack(pixels).to(device), (layer_key,), normalization, None)[layer_key]

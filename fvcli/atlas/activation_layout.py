@@ -13,6 +13,7 @@ digest of everything they depend on, so resumed and sharded runs reuse them.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fvcli.files import atomic_write, parse_json
+from fvcli.files import atomic_write, parse_json, read_back
 
 ATLAS_VERSION = 1  # raise when the same images, model and settings give another layout or cells
 LAYOUT_FILE = "atlas-layout.npz"  # the samples, their layout and the cells: what the icons are made from
@@ -85,7 +86,7 @@ class Layout:
     def load(cls, path: Path, digest: str | None = None) -> Layout | None:
         """The layout at `path` (for exactly this digest, when given), or None."""
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with np.load(io.BytesIO(read_back(path)), allow_pickle=False) as data:
                 if int(data["version"]) != ATLAS_VERSION or (digest is not None and str(data["digest"]) != digest):
                     return None
                 return cls(

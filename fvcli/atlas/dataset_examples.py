@@ -41,7 +41,7 @@ from fvcli.models.layer_keys import LayerError, ResolvedLayer, input_channels
 from fvcli.messages import plural, progress_bar
 from fvcli.models.registry import LoadedModel, load_model, model_key
 from fvcli.models.normalization import Normalization
-from fvcli.files import check_output_folders, parse_json, remove_empty_folders
+from fvcli.files import check_output_folders, parse_json, read_back, remove_empty_folders
 from fvcli.atlas.example_state import EXAMPLES_VERSION, LayerState, spatial_extremes
 from fvcli.atlas.example_strips import write_examples
 from fvcli.atlas.receptive_fields import field_sides
@@ -203,7 +203,7 @@ class Collection:
 
     def _up_to_date(self, job: LayerJob) -> bool:
         try:
-            record = parse_json((job.folder / "examples.json").read_text(encoding="utf-8"))
+            record = parse_json(read_back(job.folder / "examples.json"))
             return (
                 record["hash"] == job.digest
                 and record["crop"] == self.settings.crop

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fvcli.errors import FvError
-from fvcli.files import parse_json
+from fvcli.files import in_one_line, parse_json, read_back
 from fvcli.messages import plural
 from fvcli.run.unit_files import UnitFiles
 from fvcli.specs.requests import safe_component
@@ -108,7 +108,7 @@ def _check_sidecar(data: Any) -> None:
 def _out_of(job_folder: Path) -> Path:
     """The --out folder of a job folder: OUT/NAME for a named job, else OUT/MODEL/LAYER."""
     try:
-        named = parse_json((job_folder / "grid.json").read_text(encoding="utf-8"))["job"]["name"]
+        named = parse_json(read_back(job_folder / "grid.json"))["job"]["name"]
     except (OSError, ValueError, KeyError, TypeError):
         named = None
     absolute = job_folder.resolve()
@@ -164,11 +164,11 @@ def discover(out: Path, say: Callable[[str], None]) -> list[Job]:
             say(f"fv: atlas: skipped {folder}: {escapes[0]} is a link to outside {out}")
             continue
         try:
-            sidecar = parse_json((folder / "grid.json").read_text(encoding="utf-8"))
+            sidecar = parse_json(read_back(folder / "grid.json"))
             _check_sidecar(sidecar)
             units = [_unit(out, folder, record, say) for record in sidecar["units"]]
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
-            say(f"fv: atlas: skipped {folder}: unreadable grid.json ({str(error).splitlines()[0][:160]})")
+            say(f"fv: atlas: skipped {folder}: unreadable grid.json ({in_one_line(error)})")
             continue
         if not any(u.images for u in units):
             say(f"fv: atlas: skipped {folder}: grid.json lists {plural(len(units), 'unit')}, but none of their PNGs is there")
@@ -193,11 +193,11 @@ def _examples(out: Path, folder: Path, sidecar: dict, say: Callable[[str], None]
         say(f"fv: atlas: {path}: ignored, it leads outside {out}")
         return None
     try:
-        data = parse_json(path.read_text(encoding="utf-8"))
+        data = parse_json(read_back(path))
         if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION or not isinstance(data.get("units"), list):
             raise ValueError(f"schema_version {data.get('schema_version')!r} or no 'units' list" if isinstance(data, dict) else "not a JSON object")
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        say(f"fv: atlas: {path}: ignored, unreadable ({str(error).splitlines()[0][:160]})")
+        say(f"fv: atlas: {path}: ignored, unreadable ({in_one_line(error)})")
         return None
     model, theirs = sidecar["model"], data.get("model") or {}
     same_layer = data.get("layer") == sidecar.get("layer") or data.get("layer_module") == sidecar.get("layer_module")
@@ -264,12 +264,12 @@ def _activation_record(out: Path, folder: Path, say: Callable[[str], None]) -> d
     if not path.is_file():
         return None
     try:
-        record = parse_json(path.read_text(encoding="utf-8"))
+        record = parse_json(read_back(path))
         cells = record["cells"]
         names = [record["grid"]["image"], *(c.get("icon") for c in cells if c.get("icon")), *(c["samples_strip"] for c in cells)]
         int(record["grid"]["rows"])
     except (OSError, ValueError, KeyError, TypeError) as error:
-        say(f"fv: atlas: {path}: skipped, not an activation atlas fv can read ({error})")
+        say(f"fv: atlas: {path}: skipped, not an activation atlas fv can read ({in_one_line(error)})")
         return None
     bad = next((name for name in names if not inside(out, folder, name)), None)
     if bad is not None:

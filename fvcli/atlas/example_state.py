@@ -5,13 +5,14 @@ It is checkpointed (examples/.state.pt), so a stopped collection continues where
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from fvcli.files import atomic_write
+from fvcli.files import atomic_write, read_back
 from fvcli.models.layer_keys import Layout, channels_first
 
 EXAMPLES_VERSION = 3  # raise when the same images, model and settings give different examples
@@ -113,7 +114,7 @@ class LayerState:
     def load(cls, path: Path, digest: str, channels: int, k: int) -> LayerState | None:
         """The state saved at `path` for exactly this hash, or None (none, another hash, unreadable)."""
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = torch.load(io.BytesIO(read_back(path)), map_location="cpu", weights_only=True)
         except Exception:
             return None
         state = cls(channels, k)

@@ -20,6 +20,7 @@ build time, and no timing from the sidecar.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,7 +28,7 @@ from urllib.parse import quote
 
 from fvcli.errors import FvError
 from fvcli.messages import plural
-from fvcli.files import atomic_write
+from fvcli.files import atomic_write, open_regular, read_back
 from fvcli.atlas.markup import CSS, display, escape, flattened, href_to, html_page, img, num, scalar, status_text, table
 from fvcli.atlas.discovery import ACTIVATION_PAGE, Job, Unit, discover, group_jobs, name_pages
 
@@ -264,8 +265,11 @@ def _dataset_examples(job: Job, unit: Unit, where: str) -> str:
 
 def _png_size(path: Path) -> tuple[int, int]:
     """Width and height from a PNG's header (0, 0 when it is not one)."""
-    with open(path, "rb") as file:
-        head = file.read(24)
+    try:
+        with os.fdopen(open_regular(path, os.O_RDONLY, follow=True), "rb") as file:
+            head = file.read(24)
+    except OSError:
+        return 0, 0
     if head[:8] != b"\x89PNG\r\n\x1a\n":
         return 0, 0
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
@@ -434,7 +438,7 @@ def activation_page(job: Job) -> str:
 def _write_if_changed(path: Path, text: str) -> bool:
     data = text.encode("utf-8")
     try:
-        if path.read_bytes() == data:
+        if read_back(path) == data:
             return False
     except OSError:
         pass

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fvcli.files import parse_json
+from fvcli.files import parse_json, read_back
 from fvcli.run.output import read_record, remove_unlisted, write_grid, write_json
 from fvcli.run.sidecar import combined
 from fvcli.run.unit_files import UnitFiles
@@ -61,7 +61,7 @@ def merge_folder(folder: Path) -> Merge:
     loaded = []
     for path in manifests(folder):
         try:
-            data = parse_json(path.read_bytes())
+            data = parse_json(read_back(path))
             _check_manifest(data)
             loaded.append(data)
         except (OSError, ValueError) as error:

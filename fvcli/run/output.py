@@ -6,6 +6,7 @@ either the old file or the new one, never a truncated one.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import zlib
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from fvcli.files import atomic_write, parse_json
+from fvcli.files import atomic_write, parse_json, read_back
 from fvcli.run.unit_files import UnitFiles, listed_names
 
 SCHEMA_VERSION = 1
@@ -89,9 +90,10 @@ def read_record(path: Path) -> dict | None:
     """The record inside a PNG written by save_png, or None (no file, no record, or a PNG that is not
     whole: every chunk's CRC is checked and the file must end with IEND, so a cut file is redone)."""
     try:
-        if not png_is_whole(path.read_bytes()):
+        data = read_back(path)
+        if not png_is_whole(data):
             return None
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             text = image.text.get(RECORD_KEY)
         return parse_json(text) if text else None
     except (OSError, ValueError, SyntaxError):
@@ -195,7 +197,7 @@ def write_grid(folder: Path, units: list[dict], size: int) -> Path:
 
 def _opened(path: Path) -> Image.Image:
     """A unit's PNG, read whole: RGBA when it has transparency, else RGB."""
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(read_back(path))) as image:
         transparent = image.mode in ("RGBA", "LA") or "transparency" in image.info
         return image.convert("RGBA" if transparent else "RGB")
 
