@@ -61,6 +61,10 @@ class Placement:
 
 
 MAX_PHOTO_PIXELS = 2**28  # 16,384 x 16,384: larger than any camera's picture
+# fv checks the pixels from the header before decoding (load_image), so Pillow's own guard, which
+# warns on two lines from 89 million pixels and refuses from 179 million, stays out of its way.
+if Image.MAX_IMAGE_PIXELS is not None:
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS, MAX_PHOTO_PIXELS)
 MAX_PHOTO_ASPECT = 64  # a panorama of 64:1 still has a centre square; 1 x 20,000 is no picture
 _ORIENTATION = 0x0112  # the EXIF tag of cameras that store pictures sideways
 _TURNED = (5, 6, 7, 8)  # its values that swap width and height
