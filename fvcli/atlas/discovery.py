@@ -18,6 +18,7 @@ from fvcli.errors import FvError
 from fvcli.files import in_one_line, parse_json, read_back
 from fvcli.messages import plural
 from fvcli.run.unit_files import UnitFiles
+from fvcli.specs.limits import MAX_ATLAS_GRID
 from fvcli.specs.requests import safe_component
 
 SCHEMA_VERSION = 1  # of grid.json and examples.json that this atlas reads
@@ -267,7 +268,13 @@ def _activation_record(out: Path, folder: Path, say: Callable[[str], None]) -> d
         record = parse_json(read_back(path))
         cells = record["cells"]
         names = [record["grid"]["image"], *(c.get("icon") for c in cells if c.get("icon")), *(c["samples_strip"] for c in cells)]
-        int(record["grid"]["rows"])
+        rows, columns = record["grid"]["rows"], record["grid"]["columns"]
+        if not all(type(n) is int and 1 <= n <= MAX_ATLAS_GRID for n in (rows, columns)):
+            raise ValueError(f"a grid of {rows!r:.12} x {columns!r:.12} cells; expected 1 to {MAX_ATLAS_GRID} a side")
+        for cell in cells:
+            if not (type(cell["row"]) is int and 0 <= cell["row"] < rows and type(cell["column"]) is int and 0 <= cell["column"] < columns):
+                raise ValueError(f"a cell at row {cell['row']!r:.12}, column {cell['column']!r:.12}, outside its {rows} x {columns} grid")
+            int(cell["count"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         say(f"fv: atlas: {path}: skipped, not an activation atlas fv can read ({in_one_line(error)})")
         return None

@@ -429,7 +429,7 @@ def activation_page(job: Job) -> str:
             rows.append(("unit", f'<a href="units/{escape(quote(page))}">{escape(cell.get("label"))}</a>'))
         body.append(f"<div>{table(rows)}</div></div>\n")
         body.append(f'<h3>Samples nearest the cell\'s average</h3>\n<div class="strip"><img src="{href_to("", cell["samples_strip"])}" alt="samples"></div>\n')
-        listed = [(escape(s.get("path")), escape(f'y={s["position"][0]}, x={s["position"][1]}')) for s in cell.get("samples") or []]
+        listed = [(str(s.get("path")), escape(f'y={s["position"][0]}, x={s["position"][1]}')) for s in cell.get("samples") or []]
         body.append(table(listed) + "</section>\n")
     crumbs = [("../" * depth + "index.html", "Atlas"), (None, job.model_key[0]), ("index.html", job.title), (None, "activation atlas")]
     return html_page(f"activation atlas · {record.get('layer')} · fv atlas", href_to(job.rel, "atlas.css"), crumbs, "".join(body))
