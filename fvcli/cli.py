@@ -283,8 +283,10 @@ def merge(out: Path, quiet: bool) -> int:
     Shards (--shard I/N, SLURM job array tasks) that leave a job incomplete write
     grid.shard-I-of-N.json beside their unit PNGs. Once every shard is done, this
     writes each such job's grid.png and grid.json, exactly as one process would
-    have, and removes the manifests. Exit 1 when a job still misses units (which
-    are listed) or has failed ones; run it again after the missing shards.
+    have, and removes the manifests; an activation atlas's icons complete, it
+    assembles the atlas. Exit 1 when a job still misses units (which are listed),
+    has failed ones or its atlas cannot be assembled (it says why); run it again
+    after the missing shards.
     """
     if not out.is_dir():
         raise FvError(f"{out}: no such folder; expected the --out folder of sharded runs")
@@ -300,7 +302,8 @@ def merge(out: Path, quiet: bool) -> int:
 
     for merged in merges:  # an activation atlas whose icons the merge completed
         if not merged.problem and not merged.missing and is_atlas_folder(merged.folder):
-            assemble_folder(merged.folder, say)
+            if assemble_folder(merged.folder, say) is None:
+                code = max(code, 1)  # it said why
     return code
 
 

@@ -322,7 +322,7 @@ def _atlas_jobs(requests: list[JobRequest], run_settings: RunSettings, say, modu
     folders = [job.request.folder for job in jobs]
     if len(set(folders)) < len(folders):
         twice = next(f for f in folders if folders.count(f) > 1)
-        raise FvError(f"two activation atlas jobs write into {twice}; give one of them a name: of its own")
+        raise FvError(f"two activation atlas jobs write into {twice}; give one of them its own name:")
     unmade = [job for job in jobs if job.ready(job.digest()) is None]
     Plan([job.stand_in() for job in unmade], dataclasses.replace(run_settings, dry_run=True), say, modules, models)
     for job in unmade if not run_settings.dry_run else []:

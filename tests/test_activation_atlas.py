@@ -201,6 +201,10 @@ def test_class_atlas_keeps_the_samples_that_speak_for_faces(faces, tmp_path):  #
         # The icons' render options, checked before the samples are collected and laid out:
         (["--diversity", "2", "--diversity-layer", "conv9"], "--diversity-layer: unknown layer 'conv9'"),
         (["--param", "maco", "--spectrum", "missing.pt"], "--spectrum missing.pt: file not found"),
+        (["--class-target", "conv2:0"], "class_target conv2:0: not computed from layer conv3"),  # before it
+        (["--n-neighbors", "1"], "--n-neighbors: expected an integer from 2 to 1000"),  # UMAP's traceback
+        (["--class-share", "0.5"], "set class_target too"),
+        (["--min-count", "100000"], "lower --grid or --min-count"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_anything_is_collected(faces, tmp_path, extra, message):  # noqa: F811
@@ -210,6 +214,49 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_is_collected(faces, tm
     assert not list(tmp_path.rglob("atlas-layout.npz"))
 
 
+def test_an_atlas_of_one_cell_is_assembled(faces, tmp_path):  # noqa: F811
+    """One cell, one direction: its icon is the job's one unit (unit.png, no row number)."""
+    fv("render", *TINY_ATLAS, "--grid", "1", "--images", str(faces / "photos"), "--steps", "4", "--out", str(tmp_path), "-q")
+    folder = tmp_path / "tiny_model.make" / "atlas-conv3"
+    record = json.loads((folder / "atlas.json").read_text())
+    assert len(record["cells"]) == 1 and record["cells"][0]["icon"] == "unit.png" and (folder / "atlas.png").is_file()
+
+
+def test_the_layout_does_not_depend_on_the_batch_size(faces, tmp_path):  # noqa: F811
+    """--batch-size is the icons': collected in batches of another size, the activations differed
+    by ~1e-6 and UMAP made another layout of them under the same digest."""
+    for batch in ("1", "64"):
+        fv("render", *TINY_ATLAS, "--batch-size", batch, "--images", str(faces / "photos"), "--steps", "1",
+           "--out", str(tmp_path / batch), "-q")
+    first, second = (np.load(tmp_path / b / "tiny_model.make" / "atlas-conv3" / "atlas-layout.npz") for b in ("1", "64"))
+    assert np.array_equal(first["layout"], second["layout"]) and np.array_equal(first["directions"], second["directions"])
+
+
+def test_damaged_layout_or_settings_are_said_and_laid_out_again(faces, tmp_path):  # noqa: F811
+    """A cut atlas-layout.npz (a BadZipFile) was a traceback in fv render and fv merge; a missing one
+    left fv merge silent; an edited grid in atlas-settings.json dropped icons outside it."""
+    args = [*TINY_ATLAS, "--images", str(faces / "photos"), "--steps", "4", "--out", str(tmp_path), "-q"]
+    fv("render", *args)
+    folder = tmp_path / "tiny_model.make" / "atlas-conv3"
+    whole, layout = (folder / "atlas.png").read_bytes(), (folder / "atlas-layout.npz").read_bytes()
+    cells = np.load(folder / "atlas-layout.npz")["directions"]
+    (folder / "atlas-layout.npz").write_bytes(layout[: len(layout) // 2])
+    said = fv("render", *args[:-1])  # laid out again, the same, and the icons kept
+    assert "laying out" in said and "units already rendered with these settings are kept" in said, said
+    assert np.array_equal(np.load(folder / "atlas-layout.npz")["directions"], cells) and (folder / "atlas.png").read_bytes() == whole
+    settings = json.loads((folder / "atlas-settings.json").read_text())
+    (folder / "atlas-settings.json").write_text(json.dumps({**settings, "grid": 1}))
+    (folder / "atlas.png").unlink()
+    from fvcli.atlas.activation_image import assemble_folder
+
+    said = []
+    assert assemble_folder(folder, said.append) is None and not (folder / "atlas.png").exists()
+    assert "atlas-settings.json is missing or damaged (grid 1, cells up to row and column" in said[0]
+    (folder / "atlas-layout.npz").unlink()
+    said.clear()
+    assert assemble_folder(folder, said.append) is None and "atlas-layout.npz is missing or damaged; run the same fv render again" in said[0]
+
+
 def test_folders_without_readable_images_are_refused(tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -217,6 +264,8 @@ def test_folders_without_readable_images_are_refused(tmp_path):
         (broken / f"{i}.png").write_bytes(b"not a png")
     said = fv("render", *TINY_ATLAS, "--images", str(broken), "--out", str(tmp_path / "out"), code=2)
     assert "none of the 30 image files" in said and said.count("\n") == 1
+    said = fv("render", *TINY_ATLAS, "--grid", "20", "--images", str(broken), "--out", str(tmp_path / "out"), code=2)
+    assert "none of the 30 image files" in said, said  # not "too few samples"
     (tmp_path / "empty").mkdir()
     said = fv("render", *TINY_ATLAS, "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "out"), code=2)
     assert "no images in" in said

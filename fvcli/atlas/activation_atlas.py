@@ -50,11 +50,15 @@ from fvcli.models.registry import LoadedModel, load_model, model_key
 from fvcli.optvis.engine import input_normalization
 from fvcli.optvis.images import list_images, upright_size
 from fvcli.run.devices import pick_device
+from fvcli.run.locks import TakenInTurn
 from fvcli.run.resolve import Resolver
 from fvcli.specs.limits import MAX_ATLAS_POINTS
 from fvcli.specs.requests import CELLS_FILE, JobRequest
 from fvcli.specs.settings import AtlasSettings, RunSettings
 from fvcli.specs.grammar import parse_target
+
+
+LAYOUT_LOCK = ".fv-lock.layout"  # held while a shard collects and lays out (see AtlasJob.prepare)
 
 
 class AtlasJob:
@@ -102,12 +106,24 @@ class AtlasJob:
         count = self.positions[0] * self.positions[1]
         if self.settings.samples > count:
             raise FvError(
-                f"{where}samples: {self.settings.samples} a image, but layer {self.info.name} has "
+                f"{where}samples: {self.settings.samples} an image, but layer {self.info.name} has "
                 f"{plural(count, 'position')} ({self.positions[0]}x{self.positions[1]}); at most {count}"
             )
+        if self.settings.class_share != AtlasSettings.class_share and not self.settings.class_target:
+            raise FvError(f"{where}class_share is the share a class atlas keeps; set class_target too (such as dense6_1:1 or logit:goldfish)")
         self.class_layer, self.class_index = self._class_output(resolver) if self.settings.class_target else (None, None)
-        self._check_counts(len(self.files), where)
+        try:
+            self._check_counts(len(self.files), where)
+        except FvError:
+            if not any(_readable(path) for path in self.files):  # say the cause, not the count
+                raise FvError(f"{where}images: none of the {plural(len(self.files), 'image file')} in {self.folder} can be read") from None
+            raise
         self.device = pick_device(run.device)
+        if self.class_layer is not None:
+            try:
+                self.sampler().check_class_output()
+            except FvError as error:
+                raise FvError(f"{where}{error}") from None
         check_output_folders([(request.folder, request.origin)], writable=not run.dry_run)
 
     # ---- validation ----
@@ -149,7 +165,8 @@ class AtlasJob:
             raise FvError(
                 f"{where}too few samples for a {s.grid}x{s.grid} grid: {plural(images, 'image')} x {s.samples} "
                 f"sample{'s' if s.samples != 1 else ''} an image{kept} give {math.floor(total * share)}; it needs at least "
-                f"{self._needed()} (one a cell, and more than n_neighbors {s.n_neighbors}): add images, raise --samples or lower --grid"
+                f"{self._needed()} (one a cell, more than n_neighbors {s.n_neighbors}, and min_count {s.min_count} in a cell): "
+                "add images, raise --samples, or lower --grid or --min-count"
             )
 
     def check_readable(self) -> None:
@@ -160,11 +177,7 @@ class AtlasJob:
         needed = math.ceil(self._needed() / (s.samples * share))
         readable = 0
         for path in self.files:
-            try:
-                upright_size(path)
-                readable += 1
-            except Exception:
-                continue
+            readable += _readable(path)
             if readable >= needed:
                 return
         if readable == 0:
@@ -224,14 +237,20 @@ class AtlasJob:
         return (
             f"{self.request.folder}: activation atlas of {self.request.settings.model} {self.info.name}: {s.samples} "
             f"sample{'s' if s.samples != 1 else ''} from each of {plural(len(self.files), 'image')} in {self.folder}, "
-            f"{s.grid}x{s.grid} grid" + (", layout already computed" if done else "")
+            f"{s.grid}x{s.grid} grid" + (", layout already computed" if done else "; the samples are collected and laid out first")
         )
 
     # ---- collect, lay out, bin ----
 
     def prepare(self) -> Layout:
         """The layout and cells for this job: those already written when their digest matches,
-        else collected and computed now and written (cells file last but one, layout last)."""
+        else collected and computed now and written (cells file last but one, layout last). Shards
+        of a run take turns here, so the first computes them and the others reuse them: the same
+        layout for every shard, whatever their devices' arithmetic."""
+        with TakenInTurn(self.request.folder, LAYOUT_LOCK):
+            return self._prepare()
+
+    def _prepare(self) -> Layout:
         digest = self.digest()
         layout = None if self.run.force else self.ready(digest)
         if layout is not None:
@@ -309,3 +328,10 @@ class AtlasJob:
         return assemble_folder(self.request.folder, self.say)
 
 
+def _readable(path: Path) -> bool:
+    """Whether an image file's header can be read (no pixels decoded)."""
+    try:
+        upright_size(path)
+        return True
+    except Exception:
+        return False

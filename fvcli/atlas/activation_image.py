@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,6 +27,7 @@ from fvcli.models.registry import LoadedModel
 from fvcli.optvis.engine import activations
 from fvcli.optvis.images import Placement, open_upright
 from fvcli.run.output import BACKGROUND, GAP, SCHEMA_VERSION, save_png, write_json
+from fvcli.specs.limits import MAX_ATLAS_GRID, MAX_SIZE
 from fvcli.specs.requests import CELLS_FILE
 from fvcli.version import __version__
 
@@ -39,7 +41,22 @@ EMPTY = (236, 236, 236)  # an atlas cell without an icon
 
 
 def is_atlas_folder(folder: Path) -> bool:
-    return (folder / LAYOUT_FILE).is_file() and (folder / CELLS_FILE).is_file()
+    """A job folder of an activation atlas (which assemble_folder says it cannot assemble when
+    its layout or settings are gone)."""
+    return any(os.path.lexists(folder / name) for name in (LAYOUT_FILE, CELLS_FILE, "atlas-settings.json"))
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def icons(sidecar: dict) -> dict[int, dict]:
+    """The unit records of grid.json by their row of the cells file. An atlas of one cell has one
+    direction, whose unit records no row (as any one-vector direction file's)."""
+    records = sidecar.get("units", []) if isinstance(sidecar, dict) else []
+    if len(records) == 1 and isinstance(records[0], dict) and records[0].get("direction") is None:
+        return {0: records[0]}
+    return {unit.get("direction"): unit for unit in records if isinstance(unit, dict)}
 
 
 def assemble_folder(folder: Path, say: Callable[[str], None]) -> Path | None:
@@ -51,19 +68,25 @@ def assemble_folder(folder: Path, say: Callable[[str], None]) -> Path | None:
         sidecar = parse_json(read_back(folder / "grid.json"))
     except (OSError, ValueError):
         return None
+    again = "; run the same fv render again, which lays the samples out again and keeps the icons of the same cells"
     if layout is None:
+        say(f"fv: {folder}: the activation atlas is not assembled: {LAYOUT_FILE} is missing or damaged{again}")
         return None
     start = time.perf_counter()
-    units = {unit.get("direction"): unit for unit in sidecar.get("units", [])}
+    units = icons(sidecar)
     if set(units) != set(range(len(layout.counts))):
+        say(f"fv: {folder}: the activation atlas is not assembled: grid.json lists {plural(len(units), 'icon')}, the layout has {plural(len(layout.counts), 'cell')}{again}")
         return None
     settings, atlas_settings = sidecar.get("settings", {}), _atlas_settings(folder)
     icon_size = int(settings.get("size") or 0)
-    grid = int(atlas_settings.get("grid", 0)) or int(max(layout.cell_rows.max(), layout.cell_columns.max()) + 1)
+    grid, input_size = atlas_settings.get("grid"), atlas_settings.get("input_size")
+    extent = int(max(layout.cell_rows.max(), layout.cell_columns.max()) + 1)
+    if not (_whole(grid) and extent <= grid <= MAX_ATLAS_GRID and _whole(input_size) and 0 < input_size <= MAX_SIZE):
+        say(f"fv: {folder}: the activation atlas is not assembled: atlas-settings.json is missing or damaged (grid {grid!r:.20}, cells up to row and column {extent - 1}){again}")
+        return None
     atlas = Image.new("RGB", (grid * icon_size, grid * icon_size), EMPTY)
     # The icon objective reads the centre position, which sees only the layer's receptive field:
     # the atlas shows that part of each icon (ICON_FIELD times the field), enlarged to the cell.
-    input_size = int(atlas_settings.get("input_size") or icon_size)
     crop = max(1, min(icon_size, round(ICON_FIELD * layout.box_side * icon_size / input_size)))
     images_folder = Path(atlas_settings.get("images", ""))
     cells = []
@@ -223,7 +246,7 @@ def nearest_cell_share(folder: Path, model: LoadedModel, normalization, layer_ke
     folder = Path(folder)
     layout = Layout.load(folder / LAYOUT_FILE)
     sidecar = parse_json(read_back(folder / "grid.json"))
-    units = sorted((u for u in sidecar["units"] if u.get("image")), key=lambda u: u["direction"])
+    units = [unit for _, unit in sorted(icons(sidecar).items()) if unit.get("image")]
     pixels = []
     for unit in units:
         with Image.open(io.BytesIO(read_back(folder / unit["image"]))) as icon:

@@ -95,7 +95,7 @@ class Layout:
                     data["cell_columns"], data["counts"], data["averages"], data["directions"], data["nearest"],
                     int(data["box_side"]), parse_json(str(data["seconds"])),
                 )
-        except (OSError, ValueError, KeyError, EOFError):
+        except Exception:  # missing, cut (zipfile.BadZipFile), damaged: laid out again
             return None
 
 

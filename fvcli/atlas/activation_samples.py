@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fvcli.atlas.dataset_examples import ModelGroup, try_load
+from fvcli.errors import FvError
 from fvcli.messages import progress_bar
 from fvcli.models.capture import forward_to
 from fvcli.models.layer_keys import ResolvedLayer, channels_first
@@ -50,8 +51,8 @@ class Sampler:
     class_share: float = 1.0
 
     def batch_size(self) -> int:
-        if self.run.batch_size:
-            return self.run.batch_size
+        """Not --batch-size (the icons'): in float32 a layer's values differ by ~1e-6 from one batch
+        size to another, and UMAP spreads that into another layout under the same digest."""
         return EXAMPLES_CUDA_BATCH if self.device.type == "cuda" else EXAMPLES_CPU_BATCH
 
     def _positions(self, index: int) -> np.ndarray:
@@ -113,9 +114,23 @@ class Sampler:
             a = out[self.info.key]
             c = channels_first(out[self.class_layer.key], self.class_layer.layout).float()
             score = c.reshape(c.shape[0], c.shape[1], -1)[:, self.class_index].mean(dim=1)
-            (grad,) = torch.autograd.grad(score.sum(), a)
+            (grad,) = torch.autograd.grad(score.sum(), a, allow_unused=True)
+        if grad is None:  # the class output is computed before the layer, or beside it
+            raise FvError(
+                f"class_target {self.class_target}: not computed from layer {self.info.name}, so nothing there is "
+                "attributed to it; name an output after the layer, such as the model's logit"
+            )
         a, grad = channels_first(a.detach(), self.info.layout).float(), channels_first(grad, self.info.layout).float()
         return a.cpu(), (a * grad).sum(dim=1).cpu()
+
+    def check_class_output(self) -> None:
+        """FvError unless the class output is computed from the layer (one random image through)."""
+        from fvcli.models.layer_keys import input_channels
+
+        module = self.model.module.to(self.device)
+        generator = torch.Generator().manual_seed(0)
+        x = torch.rand(1, input_channels(module), self.size, self.size, generator=generator)
+        self._forward(module, self.group.prepare(x.to(self.device)), [self.info.key, self.class_layer.key])
 
     def class_filter(self, acts, image, position, attribution):
         """A class atlas keeps the share of samples of highest attribution (and above 0)."""

@@ -68,7 +68,9 @@ class FolderLocks:
             remove_empty_folders(folder, existed)
         self.made.clear()
 
-    def _take(self, folder: Path, name: str, mode: int, doing: str) -> None:
+    def _take(self, folder: Path, name: str, mode: int, doing: str, wait: bool = False) -> None:
+        """Lock FOLDER/NAME (`mode`: shared or exclusive); a run holding it already is refused in
+        one line (`doing` says what it does), or with `wait`, waited for."""
         path = folder / name
         while True:
             try:
@@ -82,7 +84,7 @@ class FolderLocks:
                     raise FvError(f"{error.strerror}: remove it") from None
                 raise FvError(f"cannot write to output folder {folder}: {error.strerror or error} [Errno {error.errno}]") from None
             try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                fcntl.flock(fd, mode if wait else mode | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _pid_in(fd)
                 os.close(fd)
@@ -104,6 +106,21 @@ class FolderLocks:
         except OSError:
             pass
         self.held.append((path, fd))
+
+
+class TakenInTurn(FolderLocks):
+    """FOLDER/NAME locked exclusively, waiting for whoever holds it: work that the shards of a run
+    do once for all of them (an activation atlas's layout) is done by the first, and the others,
+    which waited, find it done. Removed by its last holder, as the folder lock is."""
+
+    def __init__(self, folder: Path, name: str):
+        super().__init__([folder], None)
+        self.name = name
+
+    def __enter__(self) -> TakenInTurn:
+        if fcntl is not None:
+            self._take(self.folders[0], self.name, fcntl.LOCK_EX, "", wait=True)
+        return self
 
 
 def _pid_in(fd: int) -> int | None:

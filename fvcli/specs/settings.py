@@ -271,7 +271,7 @@ ATLAS_OPTIONS: tuple[Option, ...] = (
     Option("min_count", positive_int(1_000_000), "Activation atlas: the samples a cell needs to get an icon.", job=True, metavar="N"),
     Option("whiten", boolean, "Activation atlas: icons maximize the cell's average times the inverse of the layer's activation covariance (over the samples), not the average itself.", job=True, flag=True),
     Option("cossim_pow", _cossim_power, "Activation atlas: icons maximize dot(a, v) x max(0.1, cos(a, v))^P at the centre position, v the cell's average.", job=True, metavar="P"),
-    Option("n_neighbors", positive_int(1000), "Activation atlas: UMAP's n_neighbors (the published 20 to 50).", job=True, metavar="N"),
+    Option("n_neighbors", lambda value: int_in(value, 2, 1000, "an integer from 2 to 1000"), "Activation atlas: UMAP's n_neighbors (the published 20 to 50).", job=True, metavar="N"),
     Option("min_dist", _min_dist, "Activation atlas: UMAP's min_dist (the published 0.01 to 0.05).", job=True, metavar="D"),
     Option("class_target", _class_target, "Class activation atlas: keep only the samples whose attribution to this output is highest (activation x gradient, summed over channels), e.g. dense6_1:1 or logit:goldfish.", job=True, metavar="LAYER:N|logit:CLASS", default_text="none"),
     Option("class_share", _share, "Class activation atlas: the share of the samples kept, those of highest attribution.", job=True, metavar="S"),
