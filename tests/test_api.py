@@ -362,6 +362,13 @@ def test_the_objects_never_truncate_what_they_are_given(tmp_path):
         "complex": lambda: fvcli.direction("conv2", torch.ones(8, dtype=torch.complex64)),
         "10^8 channels": lambda: fvcli.channel("conv2", range(10**8)),
         "10^8 generator": lambda: fvcli.channel("conv2", (c for c in range(10**8))),
+        # A weight that float32 reads as 0 (or that is 0) renders a flat unit; one that overflows, nothing:
+        "1e-300 weight": lambda: 1e-300 * fvcli.channel("conv2", 0),
+        "underflowing product": lambda: 1e-4 * (1e-4 * fvcli.channel("conv2", 0)),
+        "overflowing product": lambda: 1e4 * (1e4 * fvcli.channel("conv2", 0)),
+        # An interpolation is frames, not an objective: these were raw TypeErrors.
+        "2 * interpolate": lambda: 2 * fvcli.interpolate("conv2:0", "conv2:1"),
+        "-interpolate": lambda: -fvcli.interpolate("conv2:0", "conv2:1"),
     }
     for what, make in bad.items():
         with pytest.raises(fvcli.FvError):

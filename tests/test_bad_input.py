@@ -109,6 +109,8 @@ CLI_CASES = [
     (["mixed4a:0", "--transforms", "rotate=1e999"], "--transforms: rotate: expected a non-empty list of degrees from -360 to 360, got ['1e999']"),
     (["1e999*mixed4a:0"], "target: number 1e999 is too large (at most 1e6 in magnitude) at column 1 of '1e999*mixed4a:0'"),
     (["mixed4a:0/1e-9"], "target: weight 1e9 is too large (at most 1e6 in magnitude) at column 1 of 'mixed4a:0/1e-9'"),
+    (["0*mixed4a:0"], "target: weight 0 is too small (at least 1e-6 in magnitude; a smaller one leaves the unit flat) at column 1 of '0*mixed4a:0'"),
+    (["mixed4a:1 + 1e-300*mixed4a:0"], "target: weight 1e-300 is too small (at least 1e-6 in magnitude; a smaller one leaves the unit flat) at column 13 of 'mixed4a:1 + 1e-300*mixed4a:0'"),
     (["direction(mixed4a, [1, 1e999])"],
      "target: number 1e999 is too large (at most 1e6 in magnitude) at column 24 of 'direction(mixed4a, [1, 1e999])'"),
     (["direction(mixed4a, [0, -0.0])"],

@@ -37,7 +37,7 @@ import difflib
 import re
 
 from fvcli.specs.channels import EXPECTED_CHANNELS, channel_index, parse_channels, too_many
-from fvcli.specs.limits import MAX_DEPTH, MAX_TARGET_CHARS, MAX_UNITS, MAX_WEIGHT, non_ascii_digit, show
+from fvcli.specs.limits import MAX_DEPTH, MAX_TARGET_CHARS, MAX_UNITS, MAX_WEIGHT, MIN_WEIGHT, non_ascii_digit, show
 from fvcli.specs.targets import Atom, CLASS_KINDS, DIRECTIONS, Interpolation, MAX_COSSIM_POW, PHOTOS, Target
 
 _CALLS = {"channel", "neuron", "layer", "deepdream", *DIRECTIONS, *PHOTOS}
@@ -146,6 +146,8 @@ class _Parser:
         for w, _ in terms:
             if not abs(w) <= MAX_WEIGHT:  # products and quotients of numbers that passed one by one
                 raise self.fail(f"weight {show(w)} is too large (at most {show(MAX_WEIGHT)} in magnitude)", start)
+            if abs(w) < MIN_WEIGHT:  # 0 * a, or 1e-300 * a, which float32 reads as 0: a flat unit
+                raise self.fail(f"weight {show(w)} is too small (at least {show(MIN_WEIGHT)} in magnitude; a smaller one leaves the unit flat)", start)
         return terms
 
     def number(self, text: str, start: int) -> float:

@@ -25,6 +25,7 @@ MAX_ATLAS_POINTS = 1_000_000  # samples laid out by UMAP in one atlas (its neare
 
 MAX_LR = 1000.0
 MAX_WEIGHT = 1e6  # penalty weights, target weights and the entries of direction vectors, in magnitude
+MIN_WEIGHT = 1e-6  # a target's weights, in magnitude: 1e-300 underflows in float32, and 0 leaves a unit flat
 MAX_MEAN = 1000.0  # --normalize means, in magnitude
 STD_RANGE = (1e-6, 1000.0)  # --normalize standard deviations
 SCALE_RANGE = (0.1, 10.0)  # transforms: scale factors

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fvcli.specs.channels import describe_channels
+from fvcli.specs.limits import MAX_WEIGHT, MIN_WEIGHT
 
 KINDS = ("channel", "neuron", "layer", "logit", "probability", "direction", "direction_neuron", "caricature", "inversion")
 DIRECTIONS = ("direction", "direction_neuron")
@@ -161,7 +162,14 @@ class Target:
             from fvcli.errors import FvError
 
             raise FvError(f"cannot multiply objective {self.describe()} by {_shown(factor)}: expected a finite number other than 0")
-        return Target(tuple((weight * factor, atom) for weight, atom in self.terms))
+        terms = tuple((weight * factor, atom) for weight, atom in self.terms)
+        for weight, _ in terms:  # 1e-200 * (1e-200 * a) underflows to 0, 1e200 * (1e200 * a) overflows
+            if not MIN_WEIGHT <= abs(weight) <= MAX_WEIGHT:
+                from fvcli.errors import FvError
+
+                flat = " (a smaller one leaves the unit flat)" if abs(weight) < MIN_WEIGHT else ""
+                raise FvError(f"{_shown(factor)} * {self.describe()}: a weight of {weight:g}; weights are {MIN_WEIGHT:g} to {MAX_WEIGHT:g} in magnitude{flat}")
+        return Target(terms)
 
     __rmul__ = __mul__
 
@@ -289,5 +297,12 @@ class Interpolation:
 
     def expand(self) -> list[tuple[int | None, Interpolation]]:
         return [(None, self)]
+
+    def _not_an_objective(self, *_: Any) -> Target:
+        from fvcli.errors import FvError
+
+        raise FvError(f"{self.describe()} is a sequence of frames, not one objective: scale or add its two ends instead")
+
+    __neg__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = __add__ = __radd__ = __sub__ = __rsub__ = _not_an_objective
 
 
