@@ -92,8 +92,11 @@ class FvGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from fvcli.run.signals import TerminateAsInterrupt, Terminated
+
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with TerminateAsInterrupt():
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except FvError as error:
             click.echo(f"fv: error: {error}", err=True)
             code = EXIT_BAD_INPUT
@@ -121,7 +124,10 @@ class FvGroup(click.Group):
         except (KeyboardInterrupt, click.Abort) as error:
             # fvcli.run.signals.StopNow, a second signal (click turns it into Abort)
             signum = getattr(error, "signum", None) or getattr(error.__context__, "signum", None)
-            if signum is None:
+            if isinstance(error, Terminated) or isinstance(error.__context__, Terminated):
+                click.echo("fv: stopped by SIGTERM; what was finished is kept, and running the same command again goes on", err=True)
+                code = 128 + signal.SIGTERM
+            elif signum is None:
                 click.echo("fv: interrupted", err=True)
                 code = EXIT_INTERRUPTED
             else:

@@ -143,6 +143,21 @@ def test_a_second_run_into_a_busy_atlas_is_refused_before_it_collects(faces, tmp
         first.wait()
 
 
+def test_sigterm_while_laying_out_says_so_and_leaves_no_lock(faces, tmp_path):  # noqa: F811
+    """SIGTERM where no render loop listens (collecting, laying out) ended fv without a word."""
+    folder = tmp_path / "tiny_model.make" / "atlas-conv3"
+    args = [*TINY_ATLAS, "--images", str(faces / "photos"), "--out", str(tmp_path), "-q"]
+    run = subprocess.Popen([sys.executable, "-m", "fvcli", "render", *args], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                           cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (folder / ".fv-lock.layout").exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    _, said = run.communicate(timeout=60)
+    assert run.returncode == 143 and "fv: stopped by SIGTERM" in said and "Traceback" not in said, said
+    assert not list(folder.glob(".fv-lock*"))
+
+
 def test_shards_and_merge_give_the_same_atlas(faces, tmp_path, monkeypatch):  # noqa: F811
     """Two shards that never see each other's icons (as on two machines, gathered afterwards, one
     given --out as an absolute path, one relative): fv merge assembles the grid and then the atlas.

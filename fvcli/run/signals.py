@@ -14,6 +14,32 @@ class StopNow(KeyboardInterrupt):
         self.signum = signum
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM where no loop asks whether to stop (loading, collecting, laying out): fv stops at
+    once, as SIGINT's KeyboardInterrupt stops it there; cleanup runs and fv says so."""
+
+    signum = signal.SIGTERM
+
+
+class TerminateAsInterrupt:
+    """Within it (fv's command line), SIGTERM raises Terminated in the main thread instead of
+    ending the process without a word or a cleanup."""
+
+    def __enter__(self) -> TerminateAsInterrupt:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    @staticmethod
+    def _handle(signum, frame) -> None:
+        raise Terminated()
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
 class StopOnSignals:
     """Within it, SIGINT and SIGTERM ask the run to stop after the current step (once more: at once)."""
 
