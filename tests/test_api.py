@@ -433,3 +433,13 @@ def test_wrong_types_at_the_api_boundary_are_fv_errors(tmp_path, monkeypatch):
         else:
             raise AssertionError(f"{what}: accepted")
     assert not list(tmp_path.iterdir())
+
+
+def test_numpy_and_torch_integers_are_integers_for_every_option():
+    """Channels took numpy's integers and options did not; their floats stay refused."""
+    result = fvcli.render(make(), "conv3:0", **{**FAST, "steps": numpy.int64(2), "size": torch.tensor(32)})
+    assert result.exit_code == 0 and len(result.images) == 1
+    with pytest.raises(fvcli.FvError, match="--steps: expected a positive integer, got np.float64"):
+        fvcli.render(make(), "conv3:0", **{**FAST, "steps": numpy.float64(2.0)})
+    with pytest.raises(fvcli.FvError, match="^class: expected a class index or name, got 2.5$"):
+        fvcli.logit(2.5)

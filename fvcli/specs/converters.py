@@ -7,6 +7,7 @@ option takes.
 from __future__ import annotations
 
 import difflib
+import operator
 import os
 import re
 import stat
@@ -34,6 +35,8 @@ def _got(value: Any) -> str:
 def int_in(value: Any, minimum: int, maximum: int | None, what: str) -> int:
     if isinstance(value, str) and INTEGER.fullmatch(value.strip()) and len(value.strip()) <= 40:
         value = int(value)
+    if not isinstance(value, (int, str, float)) and hasattr(value, "__index__"):
+        value = operator.index(value)  # numpy's and torch's integers (not their floats: no __index__)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"expected {what}, {_got(value)}")
     if value < minimum or (maximum is not None and value > maximum):

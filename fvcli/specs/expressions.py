@@ -30,14 +30,14 @@ __all__ = [
 ]
 
 
-def _index(value: Any, what: str) -> int:
+def _index(value: Any, what: str, expected: str = "an integer") -> int:
     """An integer as given (int, numpy or 0-d torch integer), never a float cut down to one."""
     if isinstance(value, bool):
-        raise FvError(f"{what}: expected an integer, got {value!r}")
+        raise FvError(f"{what}: expected {expected}, got {value!r}")
     try:
         return operator.index(value)
     except TypeError:
-        raise FvError(f"{what}: expected an integer, got {_shown(value)}") from None
+        raise FvError(f"{what}: expected {expected}, got {_shown(value)}") from None
 
 
 def _shown(value: Any) -> str:
@@ -140,7 +140,7 @@ def deepdream(layer: str) -> Target:
 def _label(label: int | str) -> str:
     if isinstance(label, str) and label:
         return _quoted(label, "class name")
-    return str(_index(label, "class: expected a class index or name; class"))
+    return str(_index(label, "class", "a class index or name"))
 
 
 def _element(element: str | int | None) -> str:
