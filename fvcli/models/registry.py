@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,7 +266,8 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False, module:
         categories = published.categories or categories
         sha256 = sha256_of(Path(torch.hub.get_dir()) / "checkpoints" / published.filename)
     elif weights != "default":
-        raise FvError(f"--weights {weights}: file not found (expected default, random, a weights name or a state-dict file)")
+        found = "not a regular file" if os.path.exists(weights) else "file not found"  # a FIFO, a folder
+        raise FvError(f"--weights {weights}: {found} (expected default, random, a weights name or a state-dict file)")
 
     prepare(module)
     return LoadedModel(
