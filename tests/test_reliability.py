@@ -431,6 +431,7 @@ def test_damaged_shard_manifests_are_one_line_and_exit_2(tmp_path):
         "a PNG outside": json.dumps({**good, "units": [{**good["units"][0], "images": ["../../x.png"]}]}),
         "no timing": json.dumps({**good, "sidecar": {**good["sidecar"], "timing": {}}}),
         "a list": "[1, 2]",
+        "a unit twice": json.dumps({**good, "units": [good["units"][0], *good["units"]]}),
         "NaN": json.dumps(good).replace('"size": 32', '"size": NaN'),
         "deep": "[" * 100_000 + "]" * 100_000,
     }

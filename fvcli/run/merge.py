@@ -134,6 +134,9 @@ def _check_manifest(data: Any) -> None:
         for u in units
     ):
         raise ValueError("'units' is not a list of units, each with a label, a hash and the names of its PNGs in the folder")
+    names = [name for u in units for name in u["images"]]
+    if len(set(names)) < len(names):  # a row repeated: no run writes one image twice
+        raise ValueError(f"'units' names {next(n for n in names if names.count(n) > 1)} twice")
     sidecar = data.get("sidecar")
     if not isinstance(sidecar, dict) or not isinstance(sidecar.get("units"), list) or not all(
         isinstance(u, dict) and isinstance(u.get("label"), str) and isinstance(u.get("status"), str)
