@@ -267,6 +267,11 @@ def test_damaged_layout_or_settings_are_said_and_laid_out_again(faces, tmp_path)
     said = []
     assert assemble_folder(folder, said.append) is None and not (folder / "atlas.png").exists()
     assert "atlas-settings.json is missing or damaged (grid 1, cells up to row and column" in said[0]
+    # The sample images, gone (as if moved): their crops are blank, and it is said.
+    (folder / "atlas-settings.json").write_text(json.dumps({**settings, "images": str(tmp_path / "moved")}))
+    said.clear()
+    assert assemble_folder(folder, said.append) is not None
+    assert any("sample images in" in line and "could not be read" in line for line in said), said
     (folder / "atlas-layout.npz").unlink()
     said.clear()
     assert assemble_folder(folder, said.append) is None and "atlas-layout.npz is missing or damaged; run the same fv render again" in said[0]

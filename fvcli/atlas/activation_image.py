@@ -115,7 +115,7 @@ def assemble_folder(folder: Path, say: Callable[[str], None]) -> Path | None:
             "objective_start": unit.get("activation_start"), "objective": unit.get("activation_final"),
         })
     save_png(atlas, folder / IMAGE)
-    _sample_strips(folder, images_folder, layout, cells, atlas_settings)
+    _sample_strips(folder, images_folder, layout, cells, atlas_settings, say)
     seconds = dict(layout.seconds)
     seconds["render"] = (sidecar.get("timing") or {}).get("seconds")
     seconds["assemble"] = round(time.perf_counter() - start, 3)
@@ -177,10 +177,10 @@ def _opaque(icon: Image.Image) -> Image.Image:
     return icon.convert("RGB")
 
 
-def _sample_strips(folder: Path, images: Path, layout: Layout, cells: list[dict], stored: dict) -> None:
+def _sample_strips(folder: Path, images: Path, layout: Layout, cells: list[dict], stored: dict, say: Callable[[str], None]) -> None:
     """A strip of each cell's sample crops (SAMPLES_FOLDER), cut from the original images around
-    each sample's position, as dataset examples are; a sample whose file is gone is a dark gap.
-    `stored`: the atlas settings (atlas-settings.json)."""
+    each sample's position, as dataset examples are; a sample whose file is gone is a dark gap
+    (and said). `stored`: the atlas settings (atlas-settings.json)."""
     rows_cols = tuple(stored["layer_grid"]) if stored.get("layer_grid") else None
     size = int(stored.get("input_size") or 0)
     opened: dict[int, Image.Image | None] = {}
@@ -213,6 +213,9 @@ def _sample_strips(folder: Path, images: Path, layout: Layout, cells: list[dict]
             pass
         atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
     _prune_strips(folder, {cell["samples_strip"] for cell in cells})
+    gone = sum(original is None for original in opened.values())
+    if gone:
+        say(f"fv: {folder}: {plural(gone, 'sample image')} in {images} could not be read (moved or removed?); their crops are left blank")
 
 
 def _prune_strips(folder: Path, kept: set[str]) -> None:
