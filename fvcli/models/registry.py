@@ -244,7 +244,7 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False, module:
 
     if module is not None:
         _check_materialized(module, model)
-        in_float32(module)  # before random weights are calibrated on float32 images, or a state is loaded
+        in_default_float(module)  # before random weights are calibrated on float32 images, or a state is loaded
     if timm_model and weights == "default":
         pass  # loaded above
     elif weights == "random":
@@ -285,22 +285,24 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False, module:
 
 def prepare(module: torch.nn.Module) -> None:
     """A model as fv renders with it, in place: evaluation mode, no weight gradients, weights in
-    float32 (see in_float32), and no in-place activations: a ReLU(inplace=True) after a layer
+    float32 (see in_default_float), and no in-place activations: a ReLU(inplace=True) after a layer
     overwrites the layer's captured output as soon as a deeper layer is computed in the same pass
     (VGG's features.0/features.1), so its values would depend on what else is rendered beside it."""
     module.eval()
     module.requires_grad_(False)
-    in_float32(module)
+    in_default_float(module)
     for layer in module.modules():
         if getattr(layer, "inplace", False) is True:
             layer.inplace = False
 
 
-def in_float32(module: torch.nn.Module) -> None:
-    """Half, bfloat16 or float64 weights (all of a model's, or some layers') in float32, in place:
-    fv's image and optimizer are float32, and bf16 autocast is fv's choice, by --dtype."""
-    if any(t.is_floating_point() and t.dtype != torch.float32 for t in (*module.parameters(), *module.buffers())):
-        module.float()
+def in_default_float(module: torch.nn.Module) -> None:
+    """Half, bfloat16 or float64 weights (all of a model's, or some layers') in the float type fv
+    makes its images in, in place: float32 (torch's default dtype, which tests of exact arithmetic
+    set to float64); bf16 autocast is fv's choice, by --dtype."""
+    dtype = torch.get_default_dtype()
+    if any(t.is_floating_point() and t.dtype != dtype for t in (*module.parameters(), *module.buffers())):
+        module.to(dtype)
 
 
 def imagenet_categories() -> tuple[str, ...]:
