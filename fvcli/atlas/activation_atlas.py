@@ -25,6 +25,7 @@ activation_samples, the layout and cells activation_layout, assembling activatio
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -116,7 +117,7 @@ class AtlasJob:
             self._check_counts(len(self.files), where)
         except FvError:
             if not any(_readable(path) for path in self.files):  # say the cause, not the count
-                raise FvError(f"{where}images: none of the {plural(len(self.files), 'image file')} in {self.folder} can be read") from None
+                raise self._none_readable() from None
             raise
         self.device = pick_device(run.device)
         if self.class_layer is not None:
@@ -181,8 +182,11 @@ class AtlasJob:
             if readable >= needed:
                 return
         if readable == 0:
-            raise FvError(f"{self.where}images: none of the {plural(len(self.files), 'image file')} in {self.folder} can be read")
+            raise self._none_readable()
         self._check_counts(readable, f"{self.where}only {readable} of the {len(self.files)} image files in {self.folder} can be read: ")
+
+    def _none_readable(self) -> FvError:
+        return FvError(f"{self.where}images: none of the {plural(len(self.files), 'image file')} in {self.folder} can be read")
 
     def stand_in(self) -> JobRequest:
         """This job's request with one made-up icon (the layer's all-ones direction) for the cells
@@ -203,7 +207,9 @@ class AtlasJob:
     def cells_path(self) -> Path:
         return self.request.folder / CELLS_FILE
 
+    @functools.cache  # noqa: B019  (one job object a run: the files' sizes and times, listed once)
     def digest(self) -> str:
+        """The sha256 of what the layout and cells depend on (model, layer, images, settings)."""
         listing = []
         for path in self.files:
             stat = path.stat()

@@ -38,16 +38,13 @@ TOP_CHANNELS = 5  # channels listed per cell: the largest entries of its average
 CROP = 48  # px: sample crops in the strips
 ICON_FIELD = 1.5  # the atlas shows each icon's centre square of 1.5 times the layer's receptive field
 EMPTY = (236, 236, 236)  # an atlas cell without an icon
+SETTINGS_FILE = "atlas-settings.json"  # the atlas options and what assembling needs (see write_settings)
 
 
 def is_atlas_folder(folder: Path) -> bool:
     """A job folder of an activation atlas (which assemble_folder says it cannot assemble when
     its layout or settings are gone)."""
-    return any(os.path.lexists(folder / name) for name in (LAYOUT_FILE, CELLS_FILE, "atlas-settings.json"))
-
-
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return any(os.path.lexists(folder / name) for name in (LAYOUT_FILE, CELLS_FILE, SETTINGS_FILE))
 
 
 def icons(sidecar: dict) -> dict[int, dict]:
@@ -81,8 +78,8 @@ def assemble_folder(folder: Path, say: Callable[[str], None]) -> Path | None:
     icon_size = int(settings.get("size") or 0)
     grid, input_size = atlas_settings.get("grid"), atlas_settings.get("input_size")
     extent = int(max(layout.cell_rows.max(), layout.cell_columns.max()) + 1)
-    if not (_whole(grid) and extent <= grid <= MAX_ATLAS_GRID and _whole(input_size) and 0 < input_size <= MAX_SIZE):
-        say(f"fv: {folder}: the activation atlas is not assembled: atlas-settings.json is missing or damaged (grid {grid!r:.20}, cells up to row and column {extent - 1}){again}")
+    if not (type(grid) is int and extent <= grid <= MAX_ATLAS_GRID and type(input_size) is int and 0 < input_size <= MAX_SIZE):
+        say(f"fv: {folder}: the activation atlas is not assembled: {SETTINGS_FILE} is missing or damaged (grid {grid!r:.20}, cells up to row and column {extent - 1}){again}")
         return None
     atlas = Image.new("RGB", (grid * icon_size, grid * icon_size), EMPTY)
     # The icon objective reads the centre position, which sees only the layer's receptive field:
@@ -151,7 +148,7 @@ def assemble_folder(folder: Path, say: Callable[[str], None]) -> Path | None:
 def _atlas_settings(folder: Path) -> dict:
     """The atlas settings, as the prepare step wrote them beside the layout."""
     try:
-        return parse_json(read_back(folder / "atlas-settings.json"))
+        return parse_json(read_back(folder / SETTINGS_FILE))
     except (OSError, ValueError):
         return {}
 
@@ -160,7 +157,7 @@ def write_settings(folder: Path, values: dict) -> None:
     """atlas-settings.json: the atlas options of the job and what assembling it needs later (fv
     merge has no model): the layer's grid of positions and the model's input size."""
     text = json.dumps(values, indent=2, sort_keys=True) + "\n"
-    path = folder / "atlas-settings.json"
+    path = folder / SETTINGS_FILE
     try:
         if path.read_text(encoding="utf-8") == text:
             return
