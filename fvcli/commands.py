@@ -81,7 +81,7 @@ def target_requests(targets: list[tuple[str, Target]], given: dict[str, Any]) ->
         else:
             jobs[simple.layer] = (text, target)
     return [
-        JobRequest(target=target, settings=settings, out=out, origin=f"target {texts}")
+        JobRequest(target=target, settings=settings, out=out, origin=f"target {texts}", size_given="size" in given)
         for texts, target in jobs.values()
     ]
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fvcli.optvis.transforms import CHUNK_STEPS, STANDARD, Draws, Jitter, Pad, Pipeline
+from fvcli.optvis.transforms import CHUNK_STEPS, STANDARD, Draws, Jitter, Pad, Pipeline, sizing
 
 
 def test_standard_preset_has_the_reference_values():
@@ -86,12 +86,21 @@ def test_the_deterministic_resampling_computes_what_grid_sample_computes():
     assert torch.allclose(grad_got, grad_expected, atol=1e-5)
 
 
-def test_the_standard_transforms_scale_with_small_images():
-    """Lucid's pixel amounts are for 128 px; below it they shrink in proportion, at least 1 px."""
-    amounts = lambda size: [t.pixels for t in Pipeline.from_setting("standard", size).transforms if hasattr(t, "pixels")]
-    assert amounts(128) == amounts(512) == [12, 8, 4]
-    assert amounts(64) == [6, 4, 2]
-    assert amounts(48) == [5, 3, 2]
-    assert amounts(24) == [2, 2, 1]
-    assert amounts(4) == [1, 1, 1]
-    assert Pipeline.from_setting((("pad", 12), ("jitter", 8)), 24).describe() == [{"name": "pad", "pixels": 12, "fill": 0.5}, {"name": "jitter", "pixels": 8}]
+def test_the_standard_transforms_follow_the_network_not_the_picture():
+    """Lucid's pixel amounts are for a network of ImageNet scale, whatever --size is; a network that
+    declares a smaller input gets them in proportion to declared / 128 (at least 1 px); one that
+    declares none, in proportion to --size below 128; resized images, in rendered pixels."""
+    amounts = lambda *args: [t.pixels for t in Pipeline.from_setting("standard", sizing(*args)).transforms if hasattr(t, "pixels")]
+    # GoogLeNet and EfficientNet declare 224: Lucid's amounts at any size.
+    assert amounts(224, 48) == amounts(224, 128) == amounts(224, 512) == [12, 8, 4]
+    # MTCNN's ONet (48 px) and RNet (24 px), rendered at their size: as before networks declared one.
+    assert amounts(48, 48) == [5, 3, 2]
+    assert amounts(24, 24) == [2, 2, 1]
+    # ONet rendered at 128 px and resized to 48 for it: the same motion in its input's pixels.
+    assert amounts(48, 128, 48) == [12, 8, 4]
+    # No declared size: scaled with --size below 128.
+    assert amounts(None, 128) == amounts(None, 512) == [12, 8, 4]
+    assert amounts(None, 64) == [6, 4, 2]
+    assert amounts(None, 4) == [1, 1, 1]
+    assert sizing(48, 48).rule == "the network declares 48 px: Lucid's amounts x 48/128"
+    assert Pipeline.from_setting((("pad", 12), ("jitter", 8)), sizing(24, 24)).describe() == [{"name": "pad", "pixels": 12, "fill": 0.5}, {"name": "jitter", "pixels": 8}]

@@ -21,6 +21,7 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
+from fvcli.models.calls import module_call
 from fvcli.models.layer_keys import LayerError, probe_images, select, split_key
 from fvcli.models.prerelu import Watch, twin_base
 
@@ -62,12 +63,16 @@ def _forward_to(model: nn.Module, x: Tensor, wanted: list[str], copied: set[str]
     bases = {key: twin_base(modules, key) for key in wanted}
     watch = Watch() if any(bases.values()) else None
 
+    calls = {key: module_call(modules, bases[key] or split_key(key)[0]) for key in wanted}
+
     def hook_for(key: str):
         base = bases[key]
+        seen = [0]
 
         def hook(module: nn.Module, inputs, output) -> None:
-            if key in captured:
-                return  # a module called twice: the first call is the layer's output
+            seen[0] += 1
+            if key in captured or seen[0] != calls[key][1]:
+                return  # a module called more than once: each call is its own layer (fvcli.models.calls)
             if base is None:
                 captured[key] = select(output, key)
                 if key in copied and isinstance(captured[key], Tensor):
@@ -86,7 +91,7 @@ def _forward_to(model: nn.Module, x: Tensor, wanted: list[str], copied: set[str]
 
         return hook
 
-    handles = [modules[bases[key] or split_key(key)[0]].register_forward_hook(hook_for(key)) for key in wanted]
+    handles = [modules[calls[key][0]].register_forward_hook(hook_for(key)) for key in wanted]
     try:
         with watch if watch is not None else contextlib.nullcontext():
             model(x)

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from fvcli.models.calls import module_call
 from fvcli.models.layer_keys import select, split_key
 from fvcli.models.prerelu import twin_base
 
@@ -58,6 +59,9 @@ def compile_forward(module: nn.Module, layers: tuple[str, ...], mode: str = MODE
     use aot_eager: Dynamo's tracing and AOT autograd without inductor's slow code generation)."""
     names = {name for name, _ in module.named_modules()}
     twins = [key for key in layers if twin_base(names, key)]
+    later = [key for key in layers if module_call(names, split_key(key)[0])[1] > 1]
+    if later:
+        return None, f"later calls of a module run eager ({', '.join(later)}): a traced graph names a module's first call only"
     if twins:
         return None, f"pre-ReLU layers run eager ({', '.join(twins)}): fv finds them by watching ReLU calls, which a compiled graph does not make"
     try:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fvcli.models.calls import call_name
 from fvcli.models.prerelu import SUFFIX, Watch
 
 MAX_PREFIX_TOKENS = 8  # class, distillation and register tokens ahead of the patch grid
@@ -199,27 +200,36 @@ class LayerInfo:
 
 
 def list_layers(model: nn.Module, size: int, device: torch.device | str = "cpu") -> list[LayerInfo]:
-    """Every module a target can name, in the order the forward pass enters them, with its output.
+    """Every module a target can name, in the order the forward pass enters them, with its output;
+    a module called more than once is a layer per call (`relu`, `relu_call2`, fvcli.models.calls).
 
     One forward pass on a `size` x `size` image. Tuple and dict outputs are listed element by element
     (`path@0`); modules the forward pass never runs are left out. A module whose output a ReLU made
     is followed by its pre-ReLU twin, `path_pre_relu` (see fvcli.models.prerelu). A model that returns a
     tuple or dict ends the list with its elements, `output@ELEMENT` (no module may hold them).
     """
-    entered: list[str] = []
+    entered: list[str] = []  # layer names (a call's, fvcli.models.calls), in the order the forward enters them
     outputs: dict[str, Any] = {}
     twins: set[str] = set()
     watch = Watch()
+    started: dict[str, int] = {}
+    finished: dict[str, int] = {}
+
+    def enter(name: str) -> None:
+        started[name] = started.get(name, 0) + 1
+        entered.append(call_name(name, started[name]))
 
     def seen(name: str, output: Any) -> None:
-        if name not in outputs and watch.has(output):
-            twins.add(name)
-        outputs.setdefault(name, output)
+        finished[name] = finished.get(name, 0) + 1
+        layer = call_name(name, finished[name])
+        if layer not in outputs and watch.has(output):
+            twins.add(layer)
+        outputs.setdefault(layer, output)
 
     modules = hookable_modules(model)
     handles = []
     for name, module in modules:
-        handles.append(module.register_forward_pre_hook(lambda m, i, name=name: entered.append(name)))
+        handles.append(module.register_forward_pre_hook(lambda m, i, name=name: enter(name)))
         handles.append(module.register_forward_hook(lambda m, i, o, name=name: seen(name, o)))
     try:
         with torch.no_grad(), watch:

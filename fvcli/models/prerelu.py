@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from fvcli.models.calls import module_call
+
 SUFFIX = "_pre_relu"
 RELUS = {F.relu, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_}  # every way to call a ReLU (nn.ReLU calls F.relu)
 _IN_PLACE = {torch.relu_, Tensor.relu_}
@@ -35,7 +37,7 @@ def twin_base(modules: Container[str], key: str) -> str | None:
     if "@" in key or key in modules or not key.endswith(SUFFIX):
         return None
     base = key[: -len(SUFFIX)]
-    return base if base and base in modules else None
+    return base if base and (base in modules or module_call(modules, base)[1] > 1) else None
 
 
 class Watch(TorchFunctionMode):

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import hashlib
@@ -35,9 +36,11 @@ def _import_factory(spec: str) -> Callable[[], Any]:
                 raise FvError(f"--model {spec}: file {source} not found")
             module_spec = importlib.util.spec_from_file_location(f"fv_factory_{path.stem}", path)
             module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
+            with contextlib.redirect_stdout(sys.stderr):  # user code's prints must not mix with fv's output (--json)
+                module_spec.loader.exec_module(module)
         else:
-            module = importlib.import_module(source)
+            with contextlib.redirect_stdout(sys.stderr):
+                module = importlib.import_module(source)
     except FvError:
         raise
     except (Exception, SystemExit) as error:  # user code: one line, whatever it does
@@ -53,7 +56,8 @@ def from_factory(spec: str) -> tuple[nn.Module, Normalization | None, int | None
     `mean` and `std` (a dict, or an object such as torchvision's Normalize) and maybe a `size`."""
     factory = _import_factory(spec)
     try:
-        made = factory()
+        with contextlib.redirect_stdout(sys.stderr):  # "Loaded pretrained weights" and the like: not on stdout
+            made = factory()
     except (Exception, SystemExit) as error:
         raise FvError(f"model {spec}: the factory {raised(error)}") from None
     module, preprocessing = made if isinstance(made, tuple) and len(made) == 2 else (made, None)

@@ -32,7 +32,7 @@ from fvcli.optvis.param import PHOTO_PLACEMENT, SharedParam, make_param
 from fvcli.optvis.prelu import FrozenPReLU, has_prelu
 from fvcli.optvis.redirect import REDIRECT_STEPS, RedirectReLU
 from fvcli.specs.settings import RenderSettings
-from fvcli.optvis.transforms import Draws, Pipeline
+from fvcli.optvis.transforms import LUCID, SIZED, Draws, Pipeline, Sizing, sizing
 
 
 class Stopped(Exception):
@@ -89,9 +89,10 @@ def dtype_name(settings: RenderSettings, device: torch.device) -> str:
     return "bfloat16-autocast" if use_bf16(settings.dtype, device) else "float32"
 
 
-def describe(settings: RenderSettings, device: torch.device, normalization: Normalization | None, channels: int = 3, spectrum=None) -> dict:
+def describe(settings: RenderSettings, device: torch.device, normalization: Normalization | None, channels: int = 3, spectrum=None, scale: Sizing = LUCID) -> dict:
     """Every setting that changes the image, with the values the engine uses, for the sidecar.
-    `spectrum`: the --spectrum file as read (fvcli.optvis.spectrum.Spectrum)."""
+    `spectrum`: the --spectrum file as read (fvcli.optvis.spectrum.Spectrum); `scale`: the
+    standard transforms' sizing (fvcli.optvis.transforms.sizing)."""
     param = make_param(settings.param, [0], 8, settings.decorrelate, channels, settings.alpha, spectrum)
     described = {
         "steps": settings.steps,
@@ -101,8 +102,9 @@ def describe(settings: RenderSettings, device: torch.device, normalization: Norm
         "schedule": settings.schedule,
         "seed": settings.seed,
         "parameterization": param.describe(),
-        "transforms": Pipeline.from_setting(settings.transforms, settings.size).describe(),
+        "transforms": Pipeline.from_setting(settings.transforms, scale).describe(),
         "transforms_preset": settings.transforms if isinstance(settings.transforms, str) else "custom",
+        "transforms_sized_by": scale.describe() if settings.transforms in SIZED else None,
         "penalties": {"l1": settings.l1, "tv": settings.tv, "blur": settings.blur},
         "blur_every": settings.blur_every,
         "normalization": None if normalization is None else {"mean": normalization[0], "std": normalization[1]},
@@ -286,7 +288,7 @@ def render_batch(
         param.start_from_(init)
     diversity = groups.diversity if groups is not None else None
     extra = (diversity[0],) if diversity else ()
-    pipeline = Pipeline.from_setting(settings.transforms, settings.size)
+    pipeline = Pipeline.from_setting(settings.transforms, sizing(model.native_size, settings.size, input_size))
     draws = Draws(seeds, device)  # each image's transforms from its own seed, for all steps at once
     photo_steps = PhotoSteps(objectives, seeds, device)
     backgrounds = transparency.Backgrounds(draws, settings.size, channels) if settings.alpha else None

@@ -184,22 +184,66 @@ STANDARD: tuple[Transform, ...] = (
     Rotate(tuple(float(d) for d in [*range(-10, 11), 0, 0, 0, 0, 0])),
     Jitter(4),
 )
-PRESETS: dict[str, tuple[Transform, ...]] = {"standard": STANDARD, "none": ()}
-# Lucid's pixel amounts are for a 128 px image. Smaller images get them in proportion (at least 1
-# px each), so that a 48 px or 24 px image moves by the same share of itself: MTCNN's 24 px RNet
-# drew a clearer face with pad 3 and jitters 2 and 1 (all three of its networks said face: 1.00)
-# than with the full pad 12 and jitter 8 (PNet 0.88), which move the image by a third.
+# Stronger robustness: twice the pad and jitters, zoom 0.60..1.40 by 0.05. An image must show its
+# class at any of these scales and offsets, which is what other networks need to see it: on
+# EfficientNet-Lite0 (50 classes, 128 px, 128 steps, benchmarks/transfer.py) Lite1 and Lite2 named
+# the class of 64% and 50% of its class images, against 46% and 26% with STANDARD.
+ROBUST: tuple[Transform, ...] = (
+    Pad(16),
+    Jitter(16),
+    Scale(tuple(round(0.6 + i * 0.05, 2) for i in range(17))),
+    STANDARD[3],
+    Jitter(8),
+)
+PRESETS: dict[str, tuple[Transform, ...]] = {"standard": STANDARD, "robust": ROBUST, "none": ()}
+SIZED = ("standard", "robust")  # the presets whose pixel amounts follow the network (see sizing())
+# The standard transforms' pixel amounts follow the network, not the picture: a network's features
+# have a size in pixels that its architecture sets, and rendering it at 48 px does not shrink them.
+# Lucid's amounts are for InceptionV1, a network of ImageNet scale fed 128 px images. A network
+# that declares a smaller input (MTCNN's ONet 48 px, RNet 24 px) gets them in proportion to
+# declared / 128, at least 1 px each: RNet drew a clearer face with pad 3 and jitters 2 and 1 (all
+# three MTCNN networks said face: 1.00) than with the full pad 12 and jitter 8 (PNet 0.88). The
+# amounts are in the network's input pixels: where images are resized for a fixed-size network,
+# they are converted to the rendered image's pixels. A network that declares no size gets the
+# amounts scaled with --size below 128 px (the rule before networks declared sizes).
 STANDARD_SIZE = 128
 
 
-def standard(size: int | None = None) -> tuple[Transform, ...]:
-    """The standard transforms for a `size` px image (None: Lucid's, unscaled)."""
-    if size is None or size >= STANDARD_SIZE:
-        return STANDARD
-    share = size / STANDARD_SIZE
+@dataclass(frozen=True)
+class Sizing:
+    """How many rendered pixels one pixel of Lucid's standard amounts is, and why."""
+
+    share: float
+    rule: str
+
+    def describe(self) -> dict:
+        return {"share": round(self.share, 4), "rule": self.rule}
+
+
+LUCID = Sizing(1.0, "Lucid's amounts")
+
+
+def sizing(declared: int | None, size: int, input_size: int | None = None) -> Sizing:
+    """The standard transforms' scale for a network that declares `declared` px inputs (None: it
+    declares none), rendered at `size` px and resized to `input_size` px for the network (None: not)."""
+    if declared is None:
+        if size >= STANDARD_SIZE:
+            return LUCID
+        return Sizing(size / STANDARD_SIZE, f"the network declares no input size: Lucid's amounts x {size}/{STANDARD_SIZE} (--size)")
+    network = min(1.0, declared / STANDARD_SIZE)
+    share = network * size / (input_size or size)
+    rule = "the network declares" + f" {declared} px: Lucid's amounts" + (f" x {declared}/{STANDARD_SIZE}" if network < 1 else "")
+    if input_size and input_size != size:
+        rule += f", x {size}/{input_size} for images resized to {input_size} px"
+    return Sizing(share, rule)
+
+
+def sized(preset: tuple[Transform, ...], share: float = 1.0) -> tuple[Transform, ...]:
+    """A preset with its pixel amounts (pad, jitter) times `share`, at least 1 px each."""
+    if share == 1.0:
+        return preset
     scaled = lambda pixels: max(1, math.floor(pixels * share + 0.5))  # noqa: E731
-    pad, jitter, scale, rotate, last = STANDARD
-    return (Pad(scaled(pad.pixels)), Jitter(scaled(jitter.pixels)), scale, rotate, Jitter(scaled(last.pixels)))
+    return tuple(type(t)(scaled(t.pixels)) if isinstance(t, (Pad, Jitter)) else t for t in preset)
 
 
 class Pipeline:
@@ -211,16 +255,16 @@ class Pipeline:
         self._chunk: tuple[int, Draws, Tensor] | None = None  # (first step, draws, maps of CHUNK_STEPS steps)
 
     @classmethod
-    def preset(cls, name: str, size: int | None = None) -> Pipeline:
-        """A preset by name; `standard` scaled for a `size` px image (see standard())."""
-        return cls(standard(size) if name == "standard" else PRESETS[name])
+    def preset(cls, name: str, scale: Sizing = LUCID) -> Pipeline:
+        """A preset by name, its pixel amounts scaled as `scale` says (see sizing())."""
+        return cls(sized(PRESETS[name], scale.share))
 
     @classmethod
-    def from_setting(cls, setting, size: int | None = None) -> Pipeline:
-        """A preset name, or ((name, value), ...) item by item (see settings.transforms), for
-        images of `size` px: a preset scales with it, items are taken as given."""
+    def from_setting(cls, setting, scale: Sizing = LUCID) -> Pipeline:
+        """A preset name, or ((name, value), ...) item by item (see settings.transforms): a preset
+        is scaled as `scale` says, items are taken as given."""
         if isinstance(setting, str):
-            return cls.preset(setting, size)
+            return cls.preset(setting, scale)
         makers = {"pad": Pad, "jitter": Jitter, "scale": Scale, "rotate": Rotate}
         return cls(tuple(makers[name](value) for name, value in setting))
 

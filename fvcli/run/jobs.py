@@ -68,6 +68,7 @@ class Job:
     read_as: tuple[tuple[str, str], ...] = ()  # (layer name, its pre-ReLU twin's) that minimized terms read
     photo: Photo | None = None  # --init, read (its pixels and its file's sha256)
     spectrum: Spectrum | None = None  # --spectrum, read
+    size_from: str = "--size"  # where the image size came from: --size, model (its declared size) or default
 
     @property
     def folder(self) -> Path:

@@ -23,7 +23,7 @@ from fvcli.run.sidecar import UnitRecord, job_sidecar, source_files
 from fvcli.run.unit_files import UnitFiles
 from fvcli.specs.settings import RenderSettings, RunSettings
 
-RENDER_VERSION = 2  # raise when fv renders the same settings into different images
+RENDER_VERSION = 3  # raise when fv renders the same settings into different images (3: transforms sized by the network)
 
 # Settings added after units were first rendered, at their defaults: left out of the hash, so that
 # units rendered before they existed keep their hashes.

@@ -8,6 +8,7 @@ never leaves partial output.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable
 
@@ -20,7 +21,7 @@ from fvcli.models.registry import LoadedModel, load_model, model_key
 from fvcli.optvis.engine import activations, input_normalization
 from fvcli.optvis.images import Photo, load_photo
 from fvcli.optvis.spectrum import Spectrum, check_fits, read_spectrum
-from fvcli.optvis.transforms import Pipeline
+from fvcli.optvis.transforms import Pipeline, sizing
 from fvcli.run.devices import pick_device
 from fvcli.run.jobs import Job, Unit
 from fvcli.run.resolve import Resolver, unit_name, unit_seed
@@ -45,8 +46,15 @@ class Plan:
         self.placed: set[tuple] = set()  # the models on this run's device
         self.photos: dict[tuple[str, int, int], Photo] = {}  # (path, size, channels): each --init photo, read once
         self.load_seconds = 0.0
+        self.unnormalized: list[LoadedModel] = []
         self.jobs = [self._resolve(index, request) for index, request in enumerate(requests)]
         check_output_folders([(job.folder, job.request.origin) for job in self.jobs], writable=not settings.dry_run)
+        for model in self.unnormalized:  # once the jobs are known to be good: an error stays one line
+            say(
+                f"fv: {model.name} declares no input normalization, so it is fed [0, 1] RGB; if it was trained on "
+                "normalized inputs, give --normalize imagenet (or MEAN,MEAN,MEAN/STD,STD,STD), or have its factory "
+                "return (module, {'mean': ..., 'std': ...})"
+            )
 
     def model_of(self, job: Job) -> LoadedModel:
         return self.models[model_key(job.request.settings)]
@@ -59,16 +67,28 @@ class Plan:
                 self.models[key] = load_model(
                     settings.model, settings.weights, settings.seed, quiet=self.settings.quiet, module=self.modules.get(settings.model)
                 )
+                self.unnormalized += [self.models[key]] if self._unnormalized(self.models[key], settings) else []
             self.models[key].module.to(self.device, memory_format=torch.channels_last)
             self.placed.add(key)
             self.load_seconds += time.perf_counter() - started
         return self.models[key]
 
+    @staticmethod
+    def _unnormalized(model: LoadedModel, settings: RenderSettings) -> bool:
+        """A model that declares no normalization sees [0, 1] RGB: right for some, but a network
+        trained on normalized inputs draws weak images so, and nothing else would tell."""
+        return settings.normalize == "model" and model.normalization is None and input_channels(model.module) == 3
+
     def _resolve(self, index: int, request: JobRequest) -> Job:
+        model = self._model(request.settings)
+        size_from = "--size" if request.size_given else "default"
+        if not request.size_given and model.native_size:
+            # The network's own input size (a factory's `size`, a known model's), as fv examples uses.
+            request = dataclasses.replace(request, settings=dataclasses.replace(request.settings, size=model.native_size))
+            size_from = "model"
         settings = request.settings
-        model = self._model(settings)
         where = f"{request.origin}: " if request.origin else ""
-        canvas = Pipeline.from_setting(settings.transforms, settings.size).canvas(settings.size, settings.size)[0]
+        canvas = Pipeline.from_setting(settings.transforms, sizing(model.native_size, settings.size)).canvas(settings.size, settings.size)[0]
         try:
             normalization = input_normalization(model, settings.normalize)  # fits the model's channels
         except FvError as error:
@@ -103,7 +123,7 @@ class Plan:
             )
         return Job(
             request, tuple(units), layer, resolver.input_size, diversity_layer, tuple(resolver.read_as.items()),
-            photo, self._spectrum(settings, model, where),
+            photo, self._spectrum(settings, model, where), size_from,
         )
 
     @staticmethod

@@ -16,7 +16,9 @@ import torchvision
 
 from fvcli.version import __version__
 from fvcli.run.devices import device_name
+from fvcli.optvis.transforms import sizing
 from fvcli.optvis.engine import describe, input_normalization
+from fvcli.models.calls import module_call
 from fvcli.models.layer_keys import input_channels, split_key
 from fvcli.run.output import SCHEMA_VERSION, grid_shape
 from fvcli.optvis.param import SharedParam
@@ -88,7 +90,7 @@ def source_files(unit) -> list[dict]:
 def layer_fields(job: Job) -> dict:
     layer = job.layer
     if layer is None:
-        return {"layer": None, "layer_module": None, "layer_shape": None, "layer_layout": None, "model_input_size": job.input_size}
+        return {"layer": None, "layer_module": None, "layer_shape": None, "layer_layout": None, "model_input_size": job.input_size, "size_from": job.size_from}
     layout = layer.layout
     return {
         "layer": layer.name,
@@ -96,6 +98,7 @@ def layer_fields(job: Job) -> dict:
         "layer_shape": list(layer.shape),
         "layer_layout": {"kind": layout.kind, "channels": layout.channels, "prefix_tokens": layout.prefix_tokens},
         "model_input_size": job.input_size,
+        "size_from": job.size_from,
     }
 
 
@@ -112,7 +115,7 @@ def layer_order(model: LoadedModel, job: Job) -> int | None:
     if job.layer is None:
         return None
     names = [name for name, _ in model.module.named_modules()]
-    path = twin_base(set(names), job.layer.key) or split_key(job.layer.key)[0]
+    path = module_call(names, twin_base(set(names), job.layer.key) or split_key(job.layer.key)[0])[0]
     return names.index(path) if path in names else None
 
 
@@ -180,7 +183,8 @@ def job_sidecar(
     images = sum(len(unit.objectives) for unit in job.units)
     rows, columns = grid_shape(len(records))
     resolved = dataclasses.replace(settings, dtype=dtype["dtype"]) if dtype else settings
-    described = describe(resolved, device, input_normalization(model, settings.normalize), input_channels(model.module), job.spectrum)
+    scale = sizing(model.native_size, settings.size, job.input_size)
+    described = describe(resolved, device, input_normalization(model, settings.normalize), input_channels(model.module), job.spectrum, scale)
     # What the units were rendered in, as their records say: a rerun that renders nothing, or a
     # resumed one, reports the arithmetic of the images, not of this run.
     rendered_in = {r.dtype for r in records if r.dtype is not None}

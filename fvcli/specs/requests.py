@@ -66,6 +66,9 @@ class JobRequest:
     # An activation atlas job: its target is the icons' objective, one unit per kept cell, read from
     # the cells file that collecting and laying out the samples writes into the job's folder.
     atlas: AtlasSettings | None = None
+    # False: no --size was given (nor `size:` in the spec); the model's declared input size, where it
+    # declares one, replaces the default once the model is loaded (fvcli.run.planning).
+    size_given: bool = True
 
     def __post_init__(self) -> None:
         # The checks that need two settings; here, where both the command line and specs pass,

@@ -44,7 +44,7 @@ class RenderSettings:
     seed: int = 0
     param: str = "fourier"
     decorrelate: bool = True
-    transforms: Any = "standard"  # a preset name, or ((name, value), ...) item by item
+    transforms: Any = "robust"  # a preset name, or ((name, value), ...) item by item
     # "model" (what the model's weights declare), "imagenet", "none", or (mean, std) per channel.
     normalize: Any = "model"
     objective: str = "channel"
@@ -132,7 +132,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("init_weight", weight, "With --init: weight of a penalty on the mean squared difference from the photo; 0: the photo is only the start.", job=True, metavar="W"),
     Option("alpha", boolean, "Transparent images: optimize an alpha plane too, shown over a new random background each step, opacity penalized; RGBA PNGs (gray+alpha for grayscale models).", job=True, flag=True),
     Option("alpha_weight", weight, "With --alpha: subtract W x |objective| x mean alpha (1: the article's objective x (1 - mean alpha)).", job=True, metavar="W"),
-    Option("transforms", transforms, "Transformation robustness: standard (pad 12, jitter 8, scale, rotate, jitter 4), none, or items in order, e.g. pad=12,jitter=8 or scale=0.9/1/1.1,rotate=-10/0/10,jitter=4.", job=True, metavar="PRESET|ITEMS"),
+    Option("transforms", transforms, "Transformation robustness: robust (pad 16, jitter 16, scale 0.6-1.4, rotate -10..10, jitter 8), standard (Lucid's: pad 12, jitter 8, scale 0.9-1.1, rotate, jitter 4), none, or items in order, e.g. pad=12,jitter=8 or scale=0.9/1/1.1,rotate=-10/0/10,jitter=4. The presets' pixels are for a network of ImageNet scale: one that declares a smaller input gets them in proportion.", job=True, metavar="PRESET|ITEMS"),
     Option("normalize", normalize, "Input normalization: model (from the weights; none for custom models), imagenet, none, or MEAN,MEAN,MEAN/STD,STD,STD.", job=True, metavar="SPEC"),
     Option("objective", choice(*OBJECTIVES), "What each unit's image maximizes: channel (mean over positions or patch tokens) or neuron (the centre position or patch token).", job=True, metavar="|".join(OBJECTIVES)),
     Option("tokens", choice(*TOKEN_CHOICES), "Transformer token layers: average the patch tokens only (leaving out class and other leading tokens) or all tokens.", job=True, metavar="|".join(TOKEN_CHOICES)),

@@ -219,13 +219,15 @@ def _job(
     target = _job_target(job, where)
     name = _job_name(job, where)
 
-    settings = RenderSettings(**{**render_top, **overrides, **render_cli})  # built whole: --lr follows --param
+    values = {**render_top, **overrides, **render_cli}
+    settings = RenderSettings(**values)  # built whole: --lr follows --param
     return JobRequest(
         target=target,
         settings=settings,
         out=out,
         name=name,
         origin=f"{path}: jobs[{index}]",
+        size_given="size" in values,
     )
 
 
