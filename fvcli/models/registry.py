@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from fvcli.errors import FvError
+from fvcli.models.calls import module_call
 from fvcli.models.layer_keys import OUTPUT_NAME, hookable_modules
 from fvcli.models.normalization import Normalization
 from fvcli.models.prerelu import SUFFIX
@@ -36,7 +37,10 @@ class ModelEntry:
     architecture: str  # what the network is, for the sidecar
     build: Callable[[], nn.Module]  # the architecture; its init does not matter
     published: Callable[[str], Published]  # a weights name (DEFAULT, IMAGENET1K_V2, ...) -> Published
-    aliases: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] | Callable[[nn.Module], dict[str, str]] = field(default_factory=dict)
+    # Weights that install with a package (no download): their file, or FvError saying what to install.
+    local_weights: Callable[[], Path] | None = None
+    adapt_state: Callable[[dict], dict] = lambda state: state  # a published state dict's keys -> the module's
 
 
 # Build options that keep a torchvision architecture the same whatever its weights: the published
@@ -125,8 +129,35 @@ def _inceptionv1_entry() -> ModelEntry:
     )
 
 
+def _efficientnet_lite_entry(name: str) -> ModelEntry:
+    from fvcli.models import efficientnet_lite as lite
+
+    variant = lite.VARIANTS[name]
+
+    def pick(weights: str) -> Published:
+        if weights.upper() != "DEFAULT":
+            raise FvError(f"--weights {weights}: {name} has one set of published weights, default ({variant.package})")
+        return Published(
+            f"{variant.package} {lite.PACKAGE_VERSION}", "", lite.NORMALIZATION, native_size=variant.size,
+            categories=imagenet_categories(),
+        )
+
+    return ModelEntry(
+        name=name,
+        architecture=f"EfficientNet-Lite{name[-1]} (ReLU6, no squeeze-excitation, TensorFlow 'same' padding; ImageNet-1k, trained at {variant.size} px)",
+        build=lambda: lite.build(name),
+        published=pick,
+        aliases=lite.aliases,
+        local_weights=lambda: lite.weights_file(name),
+        adapt_state=lite.from_published_keys,
+    )
+
+
 # Networks fv defines itself, next to torchvision's.
-OWN_MODELS: dict[str, Callable[[], ModelEntry]] = {"inceptionv1": _inceptionv1_entry}
+OWN_MODELS: dict[str, Callable[[], ModelEntry]] = {
+    "inceptionv1": _inceptionv1_entry,
+    **{name: functools.partial(_efficientnet_lite_entry, name) for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")},
+}
 
 
 def find_entry(name: str) -> ModelEntry | None:
@@ -166,7 +197,9 @@ class LoadedModel:
         if layer in names:
             return layer
         if layer == OUTPUT_NAME:
-            return ""  # the model's own output: the root module's path (a module named output wins, above)
+            return ""
+        if module_call(names, layer)[1] > 1:
+            return layer  # a later call of a module called more than once  # the model's own output: the root module's path (a module named output wins, above)
         base = layer.removesuffix(SUFFIX)
         if base != layer and (base in self.aliases or base in names):
             return self.resolve_layer(base) + SUFFIX
@@ -256,20 +289,29 @@ def load_model(model: str, weights: str, seed: int, quiet: bool = False, module:
         state = read_state(Path(weights))
         if module is None:
             module = entry.build()
+        if entry is not None and isinstance(state, dict):
+            state = entry.adapt_state(state)
         load_state(module, state, f"--weights {weights}")
         identity, sha256 = f"file:{weights}", sha256_of(Path(weights))
     elif entry is not None and _WEIGHTS_NAME.fullmatch(weights):
         published = entry.published("DEFAULT" if weights == "default" else weights)
         module = entry.build()
-        load_state(module, download(published, model, quiet), published.identity)
+        if entry.local_weights is not None:
+            path = entry.local_weights()
+            load_state(module, entry.adapt_state(read_state(path)), published.identity)
+        else:
+            path = Path(torch.hub.get_dir()) / "checkpoints" / published.filename
+            load_state(module, download(published, model, quiet), published.identity)
         identity, normalization, native_size = published.identity, published.normalization, published.native_size
         categories = published.categories or categories
-        sha256 = sha256_of(Path(torch.hub.get_dir()) / "checkpoints" / published.filename)
+        sha256 = sha256_of(path)
     elif weights != "default":
         found = "not a regular file" if os.path.exists(weights) else "file not found"  # a FIFO, a folder
         raise FvError(f"--weights {weights}: {found} (expected default, random, a weights name or a state-dict file)")
 
     prepare(module)
+    if callable(aliases):
+        aliases = aliases(module)
     return LoadedModel(
         name=model,
         module=module,
