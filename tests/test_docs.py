@@ -15,6 +15,7 @@ option of `fv render` is documented.
   weights are never downloaded; the layer names are still checked, as the architecture is the same.
 - **The marker**: a fenced block whose line before it is `<!-- needs: network -->` or
   `<!-- needs: gpu -->` is not run (none is today).
+- **CI**: `.ci/run` runs the README's test command word for word.
 - **Options**: every option of `fv render --help` is named in a page of docs/ written by hand, and
   docs/options.md is what docs/make_options.py makes from the settings; the option tables written by
   hand (docs/rendering.md, methods.md, activation-atlases.md) name real options, and their defaults
@@ -103,6 +104,12 @@ def test_the_readme_is_a_front_door_and_docs_hold_one_topic_a_page():
     assert len(readme.splitlines()) <= 300
     linked = set(re.findall(r"\]\(docs/([\w-]+\.md)\)", readme))
     assert linked == {page.name for page in PAGES[1:]}, "the README links every page of docs/, and only those"
+
+
+def test_ci_runs_the_readmes_test_command_word_for_word():
+    script = (ROOT / ".ci" / "run").read_text().splitlines()
+    command = script[script.index("# The test command of README.md, word for word:") + 1]
+    assert f"    {command}" in (ROOT / "README.md").read_text().splitlines()
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_name)
