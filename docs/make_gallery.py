@@ -1,6 +1,6 @@
-"""Render the README's gallery. `onet`: every method on a trained network, MTCNN's ONet
+"""Render the gallery of docs/methods.md (and the README's first picture). `onet`: every method on a trained network, MTCNN's ONet
 (configs/onet-methods.yaml, at fv's defaults), one titled image per job, into docs/gallery/onet.png.
-The others: one picture per spec of configs/article/ below, with random weights. (The README's
+The others: one picture per spec of configs/article/ below, with random weights. (docs/methods.md's
 pictures of maco, cppn, transparency and accentuation come from the commands in their captions.)
 
     python docs/make_gallery.py [NAME ...]     (from the repository's folder; a few minutes on a CPU)

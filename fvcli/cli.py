@@ -152,7 +152,7 @@ def cli() -> None:
 @cli.command(context_settings={"max_content_width": 100}, short_help="Render feature visualizations of targets and spec files.")
 @click.argument("targets", nargs=-1, required=False, metavar="TARGET|SPEC.yaml...")
 @_with_options
-@click.option("--activation-atlas", "activation_atlas", default=None, metavar="LAYER", help="Also make an activation atlas of LAYER from the images of --images (the options below that start 'Activation atlas'); README.md, Activation atlases.")
+@click.option("--activation-atlas", "activation_atlas", default=None, metavar="LAYER", help="Also make an activation atlas of LAYER from the images of --images (the options below that start 'Activation atlas'); docs/activation-atlases.md.")
 @_with_selected(ATLAS_OPTIONS)
 def render(targets: tuple[str, ...], activation_atlas: str | None = None, **values: Any) -> int:
     """Render feature visualizations of TARGETs and of the jobs of SPEC files.
@@ -167,7 +167,7 @@ def render(targets: tuple[str, ...], activation_atlas: str | None = None, **valu
       "direction(mixed4a, 'dirs.npy')[0-63]" (rows of a K x C file of directions)
       "caricature(mixed4a, 'photo.jpg')"   "inversion(mixed3b, 'photo.jpg')"
     A negative image (-mixed4a:97) reads the layer before its ReLU, mixed4a_pre_relu
-    (see --pre-relu). README.md gives the grammar. --activation-atlas LAYER --images DIR
+    (see --pre-relu). docs/targets.md: the grammar. --activation-atlas LAYER --images DIR
     makes an activation atlas: activations of DIR's images at random positions of LAYER,
     laid out by UMAP, binned into --grid x --grid cells, an icon rendered per cell, into
     OUT/MODEL/atlas-LAYER/atlas.png and atlas.json. Options given here override the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-# Exit statuses, documented in README.md and `fv --help`.
+# Exit statuses, documented in docs/rendering.md and `fv --help`.
 EXIT_OK = 0  # every unit rendered
 EXIT_SOME_FAILED = 1  # some units failed; the others were still written
 EXIT_BAD_INPUT = 2  # bad input: nothing was rendered or written

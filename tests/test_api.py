@@ -269,12 +269,12 @@ def test_importing_fvcli_stays_light():
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
 
 
-def test_the_readmes_python_example_runs(tmp_path, monkeypatch):
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme.split("## Python", 1)[1]
-    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+@pytest.mark.parametrize("page", ["README.md", "docs/python.md"])
+def test_the_python_examples_of_the_readme_and_the_python_page_run(tmp_path, monkeypatch, page):
+    text = (Path(__file__).parents[1] / page).read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
+    exec(compile(code, page, "exec"), {})
     assert (tmp_path / "outputs" / "run" / "Sequential" / "2" / "grid.png").is_file()
 
 

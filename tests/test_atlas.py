@@ -224,7 +224,7 @@ def test_a_models_layers_are_listed_in_forward_order(tmp_path):
 
 
 def test_paths_in_sidecars_that_lead_outside_out_are_skipped(tmp_path):
-    """The README promises that the atlas loads nothing from outside OUT: an image or strip named with
+    """docs/reliability.md promises that the atlas loads nothing from outside OUT: an image or strip named with
     '..', an absolute path, a URL, or through a symlink is left out with a line each."""
     out = tmp_path / "out"
     fv("render", "conv2:0-5", "conv3:0", *TINY_ARGS, "--out", str(out), "--quiet")  # unit 5 stays as it is

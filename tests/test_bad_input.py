@@ -39,7 +39,7 @@ SPEC_CASES = [
      "{tmp}/spec.yaml: jobs[0].name: expected a folder name of letters, digits, '.', '_' and '-' (no '/' or '..'), got '/etc/fv'"),
     ("jobs: [{layer: mixed4a, name: ..}]",
      "{tmp}/spec.yaml: jobs[0].name: expected a folder name of letters, digits, '.', '_' and '-' (no '/' or '..'), got '..'"),
-    # limits on input (README, Reliability): numbers finite and in range, sizes checked before expanding
+    # limits on input (docs/reliability.md): numbers finite and in range, sizes checked before expanding
     ("lr: .nan\njobs: [{layer: mixed4a}]", "{tmp}/spec.yaml: lr: expected a positive number, got nan"),
     ("jobs: [{layer: mixed4a, l1: 1e999}]", "{tmp}/spec.yaml: jobs[0].l1: expected a number of 0 or more (at most 1e6), got '1e999'"),
     ("normalize: {mean: [0, 0, 0], std: [.inf, 1, 1]}\njobs: [{layer: mixed4a}]",
@@ -95,7 +95,7 @@ CLI_CASES = [
      "and 339 more); 120 unexpected (conv1.weight, bn1.weight, bn1.bias and 117 more); 1 wrong shape (fc.weight)"),
     # an output folder that cannot be written (a file stands where a folder must go; as root, modes do not stop writes)
     (["mixed4a:0", "--out", "{tmp}/a-file/out"], "cannot write to output folder {tmp}/a-file/out/googlenet/mixed4a: {tmp}/a-file is a file, not a folder"),
-    # limits on input (README, Reliability): every number finite and in range
+    # limits on input (docs/reliability.md): every number finite and in range
     (["mixed4a:0", "--normalize", "nan,nan,nan/1,1,1"],
      "--normalize: expected means from -1000 to 1000 and standard deviations from 1e-6 to 1000, got 'nan,nan,nan/1,1,1'"),
     (["mixed4a:0", "--normalize", "1e999,0,0/1,1,1"],

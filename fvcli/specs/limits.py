@@ -1,6 +1,6 @@
 """Limits on input: every size and number fv accepts is checked against these before anything is
 built from it, so bad input fails at once in one line instead of filling memory or the sidecar.
-README.md (Reliability) lists them; tests/test_bad_input.py checks each.
+docs/reliability.md (Limits on input) lists them; tests/test_bad_input.py checks each.
 """
 
 from __future__ import annotations
