@@ -1,4 +1,6 @@
-"""Render the gallery of docs/methods.md (and the README's first picture). `onet`: every method on a trained network, MTCNN's ONet
+"""Render the gallery of docs/methods.md and the README's pictures. `imagenet`: the article's figures
+on EfficientNet-Lite0 (configs/imagenet.yaml), the README's first picture, docs/gallery/imagenet.png.
+`onet`: every method on a trained network, MTCNN's ONet
 (configs/onet-methods.yaml, at fv's defaults), one titled image per job, into docs/gallery/onet.png.
 The others: one picture per spec of configs/article/ below, with random weights. (docs/methods.md's
 pictures of maco, cppn, transparency and accentuation come from the commands in their captions.)
@@ -107,8 +109,68 @@ def onet_gallery(out: Path) -> Image.Image:
     return sheet
 
 
+IMAGENET_SPEC = "configs/imagenet.yaml"
+# Rows of the README's first picture: (title, [(job, units or None for all)]), from configs/imagenet.yaml.
+IMAGENET_ROWS = (
+    ("channels from early to late blocks: edges, textures, patterns, parts, objects",
+     [("early-blocks.1", [0, 1]), ("textures-blocks.3", [0, 1]), ("patterns-blocks.6", [0, 1]), ("parts-blocks.10", [0, 1]), ("objects-blocks.14", [0, 1])]),
+    ("class logits", [("classes", None)]),
+    ("diversity (4 flamingos)  |  channels of blocks.10 and their negative images", [("diversity", None), ("positive", [0, 1, 2]), ("negative", [0, 1, 2])]),
+    ("interpolation, blocks.10:0 to :2  |  a neuron (centre) and its channel", [("interpolation", None), ("neuron", [0, 1]), ("positive", [0, 1])]),
+)
+
+
+def imagenet_gallery(out: Path) -> Image.Image:
+    """configs/imagenet.yaml rendered into `out` (a second run only lays out the sheet), its jobs'
+    images in titled rows, each image labelled as its grid labels it, and below them the top
+    dataset examples of blocks.10's channel 0 among scikit-image's photos."""
+    import json
+
+    subprocess.run([sys.executable, "-m", "fvcli", "render", IMAGENET_SPEC, "--out", str(out), "-q"], cwd=ROOT, check=True)
+    side, gap, label_height, title_height = 112, 4, 14, 18
+    rows = []
+    for title, jobs in IMAGENET_ROWS:
+        cells = []
+        for job, wanted in jobs:
+            units = json.loads((out / job / "grid.json").read_text())["units"]
+            for index, unit in enumerate(units):
+                if wanted is not None and index not in wanted:
+                    continue
+                images = [i["image"] for i in unit.get("images", [])] or [unit["image"]]
+                for k, path in enumerate(images):
+                    label = unit["label"] if job == "classes" else f"{job.split('-')[-1]}:{unit['label']}" if k == 0 else ""
+                    if job in ("negative", "neuron"):
+                        label = f"{job} {unit['label']}"
+                    cells.append((label, Image.open(out / job / path).convert("RGB")))
+        rows.append((title, cells))
+    strip = Image.open(out / "parts-blocks.10" / "examples" / "0000.png").convert("RGB")
+    width = max(len(cells) for _, cells in rows) * (side + gap) - gap
+    strip = strip.resize((width, round(strip.height * width / strip.width)))
+    height = sum(title_height + label_height + side + gap for _ in rows) + title_height + strip.height
+    sheet = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    y = 0
+    for title, cells in rows:
+        draw.text((2, y + 3), title, fill=(20, 20, 20))
+        y += title_height
+        for k, (label, image) in enumerate(cells):
+            x = k * (side + gap)
+            draw.text((x + 2, y + 1), label[:18], fill=(90, 90, 90))
+            sheet.paste(image.resize((side, side), Image.LANCZOS), (x, y + label_height))
+        y += label_height + side + gap
+    draw.text((2, y + 3), "dataset examples: the photo crops that excite blocks.10:0 most", fill=(20, 20, 20))
+    sheet.paste(strip, (0, y + title_height))
+    return sheet
+
+
 def main(names: list[str]) -> None:
     GALLERY.mkdir(parents=True, exist_ok=True)
+    if "imagenet" in names:  # the README's first picture, from configs/imagenet.yaml
+        imagenet_gallery(ROOT / "outputs" / "imagenet").save(GALLERY / "imagenet.png", optimize=True)
+        print("docs/gallery/imagenet.png")
+        names = [name for name in names if name != "imagenet"]
+        if not names:
+            return
     if not names or "onet" in names:  # into the spec's own out: a second run only lays out the sheet
         onet_gallery(ROOT / "outputs" / "onet-methods").save(GALLERY / "onet.png", optimize=True)
         print("docs/gallery/onet.png")

@@ -71,12 +71,14 @@ def test_a_call_a_module_never_makes_is_an_unknown_layer():
 def test_googlenet_at_48_px_gets_the_networks_transforms_and_its_channels_rise(tmp_path):
     """The issue's case: random GoogLeNet at 48 px. Transforms shrunk with the picture (pad 5,
     jitter 3 and 2) moved its features by less than their size; GoogLeNet declares 224 px, so it
-    gets Lucid's amounts whatever --size is. (Its random-weight logit is too flat an objective to
-    judge by: float32 and bf16 runs of 24 steps end on either side of the start.)"""
+    gets the full amounts whatever --size is (and, being of ImageNet scale, the robust preset). (Its
+    random-weight logit is too flat an objective to judge by: float32 and bf16 runs of 24 steps end
+    on either side of the start.)"""
     fv("render", "mixed4a:0-3", "--weights", "random", "--steps", "24", "--size", "48", "--out", str(tmp_path))
     sidecar = json.loads((tmp_path / "googlenet" / "mixed4a" / "grid.json").read_text())
-    assert [t.get("pixels") for t in sidecar["settings"]["transforms"]] == [12, 8, None, None, 4]
-    assert sidecar["settings"]["transforms_sized_by"] == {"share": 1.0, "rule": "the network declares 224 px: Lucid's amounts"}
+    assert sidecar["settings"]["transforms_preset"] == "robust"
+    assert [t.get("pixels") for t in sidecar["settings"]["transforms"]] == [16, 16, None, None, 8]
+    assert sidecar["settings"]["transforms_sized_by"] == {"share": 1.0, "rule": "the network declares 224 px: the preset's amounts"}
     assert all(u["activation_final"] > u["activation_start"] for u in sidecar["units"])
 
 

@@ -102,5 +102,12 @@ def test_the_standard_transforms_follow_the_network_not_the_picture():
     assert amounts(None, 128) == amounts(None, 512) == [12, 8, 4]
     assert amounts(None, 64) == [6, 4, 2]
     assert amounts(None, 4) == [1, 1, 1]
-    assert sizing(48, 48).rule == "the network declares 48 px: Lucid's amounts x 48/128"
+    assert sizing(48, 48).rule == "the network declares 48 px: the preset's amounts x 48/128"
+    # auto: robust for networks of ImageNet scale, standard for small ones (MTCNN's).
+    names = lambda *args: [type(t).__name__ for t in Pipeline.from_setting("auto", sizing(*args)).transforms]  # noqa: E731
+    assert Pipeline.from_setting("auto", sizing(224, 128)).transforms == Pipeline.from_setting("robust", sizing(224, 128)).transforms
+    assert Pipeline.from_setting("auto", sizing(48, 48)).transforms == Pipeline.from_setting("standard", sizing(48, 48)).transforms
+    assert Pipeline.from_setting("auto", sizing(None, 48)).transforms == Pipeline.from_setting("standard", sizing(None, 48)).transforms
+    assert Pipeline.from_setting("auto", sizing(None, 128)).transforms[1] == Jitter(16)
+    assert names(224, 128) == ["Pad", "Jitter", "Scale", "Rotate", "Jitter"]
     assert Pipeline.from_setting((("pad", 12), ("jitter", 8)), sizing(24, 24)).describe() == [{"name": "pad", "pixels": 12, "fill": 0.5}, {"name": "jitter", "pixels": 8}]

@@ -32,7 +32,7 @@ from fvcli.optvis.param import PHOTO_PLACEMENT, SharedParam, make_param
 from fvcli.optvis.prelu import FrozenPReLU, has_prelu
 from fvcli.optvis.redirect import REDIRECT_STEPS, RedirectReLU
 from fvcli.specs.settings import RenderSettings
-from fvcli.optvis.transforms import LUCID, SIZED, Draws, Pipeline, Sizing, sizing
+from fvcli.optvis.transforms import FULL, SIZED, Draws, Pipeline, Sizing, sizing
 
 
 class Stopped(Exception):
@@ -89,7 +89,7 @@ def dtype_name(settings: RenderSettings, device: torch.device) -> str:
     return "bfloat16-autocast" if use_bf16(settings.dtype, device) else "float32"
 
 
-def describe(settings: RenderSettings, device: torch.device, normalization: Normalization | None, channels: int = 3, spectrum=None, scale: Sizing = LUCID) -> dict:
+def describe(settings: RenderSettings, device: torch.device, normalization: Normalization | None, channels: int = 3, spectrum=None, scale: Sizing = FULL) -> dict:
     """Every setting that changes the image, with the values the engine uses, for the sidecar.
     `spectrum`: the --spectrum file as read (fvcli.optvis.spectrum.Spectrum); `scale`: the
     standard transforms' sizing (fvcli.optvis.transforms.sizing)."""
@@ -103,7 +103,7 @@ def describe(settings: RenderSettings, device: torch.device, normalization: Norm
         "seed": settings.seed,
         "parameterization": param.describe(),
         "transforms": Pipeline.from_setting(settings.transforms, scale).describe(),
-        "transforms_preset": settings.transforms if isinstance(settings.transforms, str) else "custom",
+        "transforms_preset": scale.preset(settings.transforms) if isinstance(settings.transforms, str) else "custom",
         "transforms_sized_by": scale.describe() if settings.transforms in SIZED else None,
         "penalties": {"l1": settings.l1, "tv": settings.tv, "blur": settings.blur},
         "blur_every": settings.blur_every,

@@ -196,7 +196,10 @@ ROBUST: tuple[Transform, ...] = (
     Jitter(8),
 )
 PRESETS: dict[str, tuple[Transform, ...]] = {"standard": STANDARD, "robust": ROBUST, "none": ()}
-SIZED = ("standard", "robust")  # the presets whose pixel amounts follow the network (see sizing())
+SIZED = ("auto", "standard", "robust")  # the presets whose pixel amounts follow the network (see sizing())
+# `auto` (the default): ROBUST for a network of ImageNet scale; STANDARD for a smaller one, whose
+# pictures fill the frame: MTCNN's ONet, started from a photo without a face (--init), drew a face
+# that PNet saw at 0.71 with STANDARD and at 0.36 with ROBUST, whose zoom to 0.6 cuts the face.
 # The standard transforms' pixel amounts follow the network, not the picture: a network's features
 # have a size in pixels that its architecture sets, and rendering it at 48 px does not shrink them.
 # Lucid's amounts are for InceptionV1, a network of ImageNet scale fed 128 px images. A network
@@ -215,12 +218,17 @@ class Sizing:
 
     share: float
     rule: str
+    imagenet_scale: bool = True  # the network's features are of ImageNet's scale (what `auto` picks by)
 
     def describe(self) -> dict:
         return {"share": round(self.share, 4), "rule": self.rule}
 
+    def preset(self, name: str) -> str:
+        """The preset `name` means for this network: `auto` resolved, others as they are."""
+        return name if name != "auto" else "robust" if self.imagenet_scale else "standard"
 
-LUCID = Sizing(1.0, "Lucid's amounts")
+
+FULL = Sizing(1.0, "the preset's amounts")
 
 
 def sizing(declared: int | None, size: int, input_size: int | None = None) -> Sizing:
@@ -228,14 +236,14 @@ def sizing(declared: int | None, size: int, input_size: int | None = None) -> Si
     declares none), rendered at `size` px and resized to `input_size` px for the network (None: not)."""
     if declared is None:
         if size >= STANDARD_SIZE:
-            return LUCID
-        return Sizing(size / STANDARD_SIZE, f"the network declares no input size: Lucid's amounts x {size}/{STANDARD_SIZE} (--size)")
+            return FULL
+        return Sizing(size / STANDARD_SIZE, f"the network declares no input size: the preset's amounts x {size}/{STANDARD_SIZE} (--size)", False)
     network = min(1.0, declared / STANDARD_SIZE)
     share = network * size / (input_size or size)
-    rule = "the network declares" + f" {declared} px: Lucid's amounts" + (f" x {declared}/{STANDARD_SIZE}" if network < 1 else "")
+    rule = "the network declares" + f" {declared} px: the preset's amounts" + (f" x {declared}/{STANDARD_SIZE}" if network < 1 else "")
     if input_size and input_size != size:
         rule += f", x {size}/{input_size} for images resized to {input_size} px"
-    return Sizing(share, rule)
+    return Sizing(share, rule, declared >= STANDARD_SIZE)
 
 
 def sized(preset: tuple[Transform, ...], share: float = 1.0) -> tuple[Transform, ...]:
@@ -255,12 +263,12 @@ class Pipeline:
         self._chunk: tuple[int, Draws, Tensor] | None = None  # (first step, draws, maps of CHUNK_STEPS steps)
 
     @classmethod
-    def preset(cls, name: str, scale: Sizing = LUCID) -> Pipeline:
+    def preset(cls, name: str, scale: Sizing = FULL) -> Pipeline:
         """A preset by name, its pixel amounts scaled as `scale` says (see sizing())."""
-        return cls(sized(PRESETS[name], scale.share))
+        return cls(sized(PRESETS[scale.preset(name)], scale.share))
 
     @classmethod
-    def from_setting(cls, setting, scale: Sizing = LUCID) -> Pipeline:
+    def from_setting(cls, setting, scale: Sizing = FULL) -> Pipeline:
         """A preset name, or ((name, value), ...) item by item (see settings.transforms): a preset
         is scaled as `scale` says, items are taken as given."""
         if isinstance(setting, str):

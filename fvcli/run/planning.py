@@ -109,8 +109,11 @@ class Plan:
         diversity_layer = self._diversity_layer(resolver, layer, settings, where)
         width = max(4, len(str(max((r.key or 0) for r in resolved))), len(str(layer.layout.channels - 1)) if layer else 0)
         units = []
+        classes = _class_names(model, layer)
         for i, r in enumerate(resolved):
             image, label = unit_name(request.target, r.key, width)
+            if classes is not None and r.key is not None and label == str(r.key):
+                label = f"{r.key} {classes[r.key]}"  # a class logit: its name beside its index
             objectives = r.objectives if len(r.objectives) > 1 else r.objectives * settings.diversity
             images = (image,) if len(objectives) == 1 else tuple(image.replace(".png", f"_{k}.png") for k in range(len(objectives)))
             seed = unit_seed(settings.seed, r.canonical)
@@ -171,3 +174,10 @@ class Plan:
         except FvError as error:
             raise FvError(f"{where}{error}") from None
         return spectrum
+
+
+def _class_names(model: LoadedModel, layer) -> tuple[str, ...] | None:
+    """The class names of a job whose layer is the model's own output with one entry per class."""
+    if layer is None or layer.layout.kind != "flat" or layer.key.partition("@")[0] != "" or model.categories is None:
+        return None
+    return model.categories if len(model.categories) == layer.layout.channels else None

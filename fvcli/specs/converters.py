@@ -19,7 +19,7 @@ from fvcli.specs.limits import (
 )
 
 PARAMETERIZATIONS = ("fourier", "pixel", "lowres", "laplacian", "maco", "cppn")
-TRANSFORM_PRESETS = ("robust", "standard", "none")
+TRANSFORM_PRESETS = ("auto", "robust", "standard", "none")
 NORMALIZE_NAMES = ("model", "imagenet", "none")
 
 
@@ -169,7 +169,7 @@ def non_negative_int(value: Any) -> int:
 
 _TRANSFORM_ITEMS = ("pad", "jitter", "scale", "rotate")
 _TRANSFORMS_EXPECTED = (
-    "expected robust, standard, none, or items like pad=12,jitter=8,scale=0.9/1/1.1,rotate=-10/0/10,jitter=4 "
+    "expected auto, robust, standard, none, or items like pad=12,jitter=8,scale=0.9/1/1.1,rotate=-10/0/10,jitter=4 "
     "(a list of {pad: N}, {jitter: N}, {scale: [...]}, {rotate: [...]} in a spec)"
 )
 

@@ -44,7 +44,7 @@ class RenderSettings:
     seed: int = 0
     param: str = "fourier"
     decorrelate: bool = True
-    transforms: Any = "robust"  # a preset name, or ((name, value), ...) item by item
+    transforms: Any = "auto"  # a preset name, or ((name, value), ...) item by item
     # "model" (what the model's weights declare), "imagenet", "none", or (mean, std) per channel.
     normalize: Any = "model"
     objective: str = "channel"
@@ -122,7 +122,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("model", text, "Model to visualize: a name from `fv models` (googlenet, resnet50, vit_b_16, inceptionv1, timm:NAME), a TorchScript file, or a factory FILE.py:FUNC / package.module:FUNC.", job=True, metavar="NAME"),
     Option("weights", weights, "default (the published weights, cached), a weights name (IMAGENET1K_V2), random (a seeded variance-preserving init; works offline) or a state-dict file.", job=True, metavar="W"),
     Option("steps", positive_int(MAX_STEPS), "Optimization steps per image.", job=True, metavar="N"),
-    Option("size", positive_int(MAX_SIZE), f"Image side in pixels (at most {MAX_SIZE}).", job=True, metavar="PX"),
+    Option("size", positive_int(MAX_SIZE), f"Image side in pixels (at most {MAX_SIZE}). By default the input size the model declares (224 for ImageNet classifiers, a factory's size), else 128.", job=True, metavar="PX", default_text="the model's or 128"),
     Option("lr", learning_rate, "Learning rate; by default each parameterization's own.", job=True, metavar="LR",
            default_text=f"{DEFAULT_LR}; " + "; ".join(f"{param} {lr}" for param, lr in PARAM_LR.items())),
     Option("seed", seed_int, "Random seed; each unit's random state derives from it and the unit alone.", job=True, metavar="N"),
@@ -132,7 +132,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("init_weight", weight, "With --init: weight of a penalty on the mean squared difference from the photo; 0: the photo is only the start.", job=True, metavar="W"),
     Option("alpha", boolean, "Transparent images: optimize an alpha plane too, shown over a new random background each step, opacity penalized; RGBA PNGs (gray+alpha for grayscale models).", job=True, flag=True),
     Option("alpha_weight", weight, "With --alpha: subtract W x |objective| x mean alpha (1: the article's objective x (1 - mean alpha)).", job=True, metavar="W"),
-    Option("transforms", transforms, "Transformation robustness: robust (pad 16, jitter 16, scale 0.6-1.4, rotate -10..10, jitter 8), standard (Lucid's: pad 12, jitter 8, scale 0.9-1.1, rotate, jitter 4), none, or items in order, e.g. pad=12,jitter=8 or scale=0.9/1/1.1,rotate=-10/0/10,jitter=4. The presets' pixels are for a network of ImageNet scale: one that declares a smaller input gets them in proportion.", job=True, metavar="PRESET|ITEMS"),
+    Option("transforms", transforms, "Transformation robustness: auto (robust for a network of ImageNet scale, standard for one that declares an input under 128 px, or, declaring none, is rendered under 128 px), robust (pad 16, jitter 16, scale 0.6-1.4, rotate -10..10, jitter 8), standard (Lucid's: pad 12, jitter 8, scale 0.9-1.1, rotate, jitter 4), none, or items in order, e.g. pad=12,jitter=8 or scale=0.9/1/1.1,rotate=-10/0/10,jitter=4. The presets' pixels are for a network of ImageNet scale: one that declares a smaller input gets them in proportion.", job=True, metavar="PRESET|ITEMS"),
     Option("normalize", normalize, "Input normalization: model (from the weights; none for custom models), imagenet, none, or MEAN,MEAN,MEAN/STD,STD,STD.", job=True, metavar="SPEC"),
     Option("objective", choice(*OBJECTIVES), "What each unit's image maximizes: channel (mean over positions or patch tokens) or neuron (the centre position or patch token).", job=True, metavar="|".join(OBJECTIVES)),
     Option("tokens", choice(*TOKEN_CHOICES), "Transformer token layers: average the patch tokens only (leaving out class and other leading tokens) or all tokens.", job=True, metavar="|".join(TOKEN_CHOICES)),
