@@ -37,14 +37,12 @@ def crops(image: Image.Image) -> list[Image.Image]:
     return out
 
 
-def main() -> int:
-    try:
-        import skimage
-    except ImportError:
-        print("make_photos.py needs scikit-image: pip install scikit-image", file=sys.stderr)
-        return 2
+def write(folder: Path = FOLDER) -> int:
+    """Write the photos and their crops into `folder`; how many were written."""
+    import skimage
+
     data = Path(skimage.__file__).parent / "data"
-    FOLDER.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     written = 0
     for name in PHOTOS:
         path = data / name
@@ -59,9 +57,18 @@ def main() -> int:
         stem = Path(name).stem
         for index, picture in enumerate([image, *crops(image)]):
             picture.thumbnail((SIDE, SIDE))
-            picture.save(FOLDER / (f"{stem}.png" if index == 0 else f"{stem}_crop{index}.png"))
+            picture.save(folder / (f"{stem}.png" if index == 0 else f"{stem}_crop{index}.png"))
             written += 1
-    print(f"wrote {written} photos and crops to {FOLDER}")
+    return written
+
+
+def main() -> int:
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        print("make_photos.py needs scikit-image: pip install scikit-image", file=sys.stderr)
+        return 2
+    print(f"wrote {write()} photos and crops to {FOLDER}")
     return 0
 
 

