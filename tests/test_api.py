@@ -321,7 +321,7 @@ def _shows_its_images(notebook: dict) -> None:
     code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
     assert all(cell.get("id") for cell in notebook["cells"])  # nbformat 4.5: no MissingIDFieldWarning
     makers = [cell for cell in code if "fvcli.render(" in "".join(cell["source"])]
-    assert len(makers) == 4
+    assert len(makers) == 5
     for cell in makers + [cell for cell in code if cell["id"] == "one-image"]:
         assert "image/png" in _outputs(cell)[1], f"cell {cell['id']} shows no image"
     text = "".join(_outputs(cell)[0] for cell in code)
