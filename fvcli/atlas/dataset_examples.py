@@ -351,7 +351,7 @@ class Collection:
         if state.seen == 0:  # nothing to resume from: the state files and the folders made for them go
             for other in group.jobs:
                 if other.folder in self._existed and other.state is not None and other.state.seen == 0:
-                    (other.folder / STATE_FILE).unlink(missing_ok=True)
+                    remove_own(other.folder / STATE_FILE, other.folder, lambda path, data: data.startswith(b"PK"))  # torch.save's zip
                     remove_empty_folders(other.folder, self._existed[other.folder])
             raise FvError(f"none of the {len(self.files)} image files in {self.folder} could be read")
         write_examples(job, group, self.folder, self.files, self.settings, side, self.say)
