@@ -13,36 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, fv, noise_photos
-
-TINY_ATLAS = ["--activation-atlas", "conv3", "--model", TINY, "--weights", "random", "--samples", "4", "--grid", "2",
-              "--size", "32", "--steps", "4", "--transforms", "none", "-q"]
+from conftest import atlas_job, fv
 
 
-@pytest.fixture(scope="module")
-def atlas_out(tmp_path_factory) -> Path:
-    """An OUT with one activation atlas (2x2 cells) and one plain job, and its web atlas; tests copy it."""
-    root = tmp_path_factory.mktemp("own")
-    photos = noise_photos(root / "photos", 12)
-    fv("render", *TINY_ATLAS, "--images", str(photos), "--out", str(root / "out"))
-    fv("render", "conv3:0-1", "--model", TINY, "--weights", "random", "--size", "32", "--steps", "4", "-q", "--out", str(root / "out"))
-    fv("atlas", str(root / "out"))
-    return root / "out"
-
-
-@pytest.fixture
-def out(atlas_out, tmp_path) -> Path:
-    shutil.copytree(atlas_out, tmp_path / "out", symlinks=True)
-    return tmp_path / "out"
-
-
-def atlas_job(out: Path) -> Path:
-    return out / "tiny_model.make" / "atlas-conv3"
-
-
-def test_assembling_an_atlas_removes_only_its_own_strips_and_writes_none_through_a_link(out, tmp_path):
+def test_assembling_an_atlas_removes_only_its_own_strips_and_writes_none_through_a_link(atlas_out, tmp_path):
     from fvcli.atlas.activation_image import assemble_folder
 
+    out = atlas_out
     job = atlas_job(out)
     strips = job / "atlas-samples"
     (strips / "cell_099_099.png").write_bytes(b"a user's picture")  # no record of fv's
@@ -69,24 +46,26 @@ def test_assembling_an_atlas_removes_only_its_own_strips_and_writes_none_through
     assert any("atlas-samples leads out of the job folder" in s for s in said), said
 
 
-def test_fv_atlas_removes_only_its_own_pages_and_refuses_to_replace_a_users(out):
+def test_fv_atlas_removes_only_its_own_pages_and_refuses_to_replace_a_users(atlas_out):
+    out = atlas_out
     job, plain = atlas_job(out), out / "tiny_model.make" / "conv3"
     (job / "units" / "my-notes.html").write_text("<p>notes</p>")
     (plain / "atlas.html").write_text("<p>a user's page in a job without atlas.json</p>")
     stale = job / "units" / "gone.html"
     shutil.copy(job / "units" / sorted(p.name for p in (job / "units").glob("*.html"))[0], stale)  # fv's page, no unit
-    said = fv("atlas", str(out))
+    said = fv("atlas", str(atlas_out))
     assert "1 removed" in said and not stale.exists()
     assert (job / "units" / "my-notes.html").read_text() == "<p>notes</p>"
     assert (plain / "atlas.html").read_text().startswith("<p>a user's page")
     (out / "index.html").write_text("my own index")
     before = {p: p.read_bytes() for p in out.rglob("*.html")}
-    said = fv("atlas", str(out), code=2)
+    said = fv("atlas", str(atlas_out), code=2)
     assert said.count("\n") == 1 and f"{out / 'index.html'} is not a file fv atlas wrote" in said, said
     assert {p: p.read_bytes() for p in out.rglob("*.html")} == before
 
 
-def test_merge_and_the_stale_png_sweep_remove_only_fvs_own(out):
+def test_merge_and_the_stale_png_sweep_remove_only_fvs_own(atlas_out):
+    out = atlas_out
     from fvcli.run.merge import remove_manifests
     from fvcli.run.output import remove_unlisted
 
@@ -111,10 +90,10 @@ def test_merge_and_the_stale_png_sweep_remove_only_fvs_own(out):
     assert link.is_symlink() and not (plain / "conv3_0000.png").exists()
 
 
-def test_atlas_settings_read_back_bounded_and_regular(out):
+def test_atlas_settings_read_back_bounded_and_regular(atlas_out):
     """write_settings read the old atlas-settings.json with a plain read: a FIFO hung the rerun,
     a sparse file of 2.5 GB was read whole."""
-    job = atlas_job(out)
+    job = atlas_job(atlas_out)
     settings = job / "atlas-settings.json"
     text = settings.read_text()
     settings.unlink()

@@ -189,12 +189,11 @@ class AtlasJob:
         return FvError(f"{self.where}images: none of the {plural(len(self.files), 'image file')} in {self.folder} can be read")
 
     def stand_in(self) -> JobRequest:
-        """This job's request with one made-up icon (the layer's all-ones direction) for the cells
-        not laid out yet: planning it checks the icons' render options (--diversity-layer,
-        --spectrum, sizes, ...) before anything is collected."""
-        ones = ", ".join(["1"] * self.info.layout.channels)
+        """This job's request with one made-up icon for the cells not laid out yet: planning it checks
+        the icons' render options (--diversity-layer, --spectrum, sizes, ...) before anything is
+        collected. `random[0]`, not an inline vector: 21,843 channels exceed a target's length."""
         atom = self.request.target.atoms[0]
-        target = parse_target(f"direction_neuron({atom.layer}, [{ones}], cossim_pow={self.settings.cossim_pow:g})")
+        target = parse_target(f"direction_neuron({atom.layer}, random[0], cossim_pow={self.settings.cossim_pow:g})")
         return dataclasses.replace(self.request, target=target)
 
     # ---- what the layout depends on ----

@@ -89,7 +89,7 @@ class Layout:
             with np.load(io.BytesIO(read_back(path)), allow_pickle=False) as data:
                 if int(data["version"]) != ATLAS_VERSION or (digest is not None and str(data["digest"]) != digest):
                     return None
-                return cls(
+                layout = cls(
                     str(data["digest"]), [str(f) for f in data["files"]], data["image"], data["position"], data["layout"],
                     data["attribution"] if "attribution" in data.files else None, data["cell_rows"],
                     data["cell_columns"], data["counts"], data["averages"], data["directions"], data["nearest"],
@@ -97,6 +97,29 @@ class Layout:
                 )
         except Exception:  # missing, cut (zipfile.BadZipFile), damaged: laid out again
             return None
+        return layout if layout.consistent() else None
+
+    def consistent(self) -> bool:
+        """Whether every array has the kind, shape and range the layout's parts need of each other:
+        a file edited with its digest kept (`nearest` out of range, `files` cut, `counts` as text,
+        a negative side) is damaged, not an IndexError in assembling."""
+        n, k = len(self.image), len(self.counts)
+
+        def ints(a: np.ndarray, shape: tuple, low: int, high: int) -> bool:
+            return a.dtype.kind in "iu" and a.shape == shape and (a.size == 0 or (a.min() >= low and a.max() < high))
+
+        def reals(a: np.ndarray, shape: tuple) -> bool:
+            return a.dtype.kind == "f" and a.shape == shape and bool(np.isfinite(a).all())
+
+        channels = self.averages.shape[1] if self.averages.ndim == 2 else -1
+        return (
+            n > 0 and k > 0 and channels > 0 and isinstance(self.seconds, dict)
+            and ints(self.image, (n,), 0, len(self.files)) and ints(self.position, (n, 2), 0, 1 << 20)
+            and reals(self.layout, (n, 2)) and ints(self.cell_rows, (k,), 0, 1 << 20) and ints(self.cell_columns, (k,), 0, 1 << 20)
+            and ints(self.counts, (k,), 1, n + 1) and reals(self.averages, (k, channels)) and reals(self.directions, (k, channels))
+            and ints(self.nearest, (k, SAMPLES_KEPT), -1, n) and 0 < self.box_side <= 1 << 20
+            and (self.attribution is None or reals(self.attribution, (n,)))
+        )
 
 
 EXACT_NEIGHBOURS = 50_000  # samples up to which fv finds the exact nearest neighbours itself (see umap_layout)

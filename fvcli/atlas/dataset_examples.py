@@ -46,6 +46,7 @@ from fvcli.atlas.example_state import EXAMPLES_VERSION, LayerState, spatial_extr
 from fvcli.atlas.example_strips import write_examples
 from fvcli.atlas.receptive_fields import field_sides
 from fvcli.run.resolve import Resolver
+from fvcli.run.shapes import cannot_compute
 from fvcli.specs.settings import EXAMPLES_CPU_BATCH, EXAMPLES_CUDA_BATCH, ExamplesSettings, RunSettings
 from fvcli.run.signals import StopOnSignals
 
@@ -113,8 +114,7 @@ class ModelGroup:
         except ValueError as error:
             raise FvError(str(error)) from None
         except Exception as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            raise FvError(f"{self.model.name} cannot compute layer {key} on a {self.size} px image ({first})") from None
+            raise cannot_compute(self.model.name, key, self.size, error) from None
 
 
 class Collection:
