@@ -377,8 +377,8 @@ def build_atlas(out: Path, say: Callable[[str], None]) -> Result:
                 stale_pages.append(job.folder / ACTIVATION_PAGE)
             removed += [stale for stale in stale_pages if remove_own(stale, out, fv_file)]
     except (OSError, WriteError) as error:
-        path = error.path if isinstance(error, WriteError) else error.filename
-        raise FvError(f"cannot write the atlas into {out}: {in_one_line(error)} ({path})") from None
+        path, reason = (error.path, error.reason) if isinstance(error, WriteError) else (error.filename, in_one_line(error))
+        raise FvError(f"cannot write the atlas into {out}: {reason} ({path})") from None
     gone = f", {len(removed)} removed" if removed else ""
     say(f"fv: atlas: {plural(len(written), 'page')} written, {unchanged} unchanged{gone} -> {out / 'index.html'}")
     return Result(written, unchanged, removed, len(jobs))
