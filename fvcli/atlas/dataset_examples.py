@@ -42,6 +42,7 @@ from fvcli.messages import plural, progress_bar
 from fvcli.models.registry import LoadedModel, load_model, model_key
 from fvcli.models.normalization import Normalization
 from fvcli.files import check_output_folders, parse_json, read_back, remove_empty_folders
+from fvcli.owned import remove_own
 from fvcli.atlas.example_state import EXAMPLES_VERSION, LayerState, spatial_extremes
 from fvcli.atlas.example_strips import write_examples
 from fvcli.atlas.receptive_fields import field_sides
