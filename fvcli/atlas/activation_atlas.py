@@ -41,6 +41,7 @@ from fvcli.atlas.activation_layout import (
     ATLAS_VERSION, LAYOUT_FILE, SAMPLES_KEPT, Layout, bin_cells, cosine, umap_layout, umap_missing, whitened,
 )
 from fvcli.atlas.activation_samples import Sampler
+from fvcli.atlas.atlas_memory import check_atlas_memory
 from fvcli.atlas.dataset_examples import DEFAULT_INPUT_SIZE, ModelGroup
 from fvcli.atlas.receptive_fields import field_sides, grid_of
 from fvcli.errors import FvError
@@ -161,6 +162,7 @@ class AtlasJob:
         total = images * s.samples
         if total > MAX_ATLAS_POINTS:
             raise FvError(f"{where}{total:,} samples ({images:,} images x {s.samples}); an atlas lays out at most {MAX_ATLAS_POINTS:,}: lower --samples")
+        check_atlas_memory(where, total, self.info.layout.channels, s.n_neighbors, s.whiten)
         if math.floor(total * share) < self._needed():
             kept = f", of which a class atlas keeps {s.class_share:g}" if s.class_target else ""
             raise FvError(

@@ -216,26 +216,28 @@ def _sample_strips(folder: Path, images: Path, layout: Layout, cells: list[dict]
         """A strip carries its record (png_bytes); one of an older fv is a PNG the old atlas.json lists."""
         return record_in(data, STRIP_KEY) is not None or (path.name in listed and png_is_whole(data))
 
-    opened: dict[int, Image.Image | None] = {}
-    for cell in cells:
+    # Each image is opened once and let go (an atlas of 100 x 100 cells names up to 80,000 crops):
+    # its crops are pasted into every strip that wants them, as dataset examples do.
+    strips, uses = [], {}
+    for k, cell in enumerate(cells):
         samples = [i for i in layout.nearest[cell["unit"]] if i >= 0]
-        strip = Image.new("RGB", (max(1, len(samples)) * (CROP + GAP) - GAP, CROP), BACKGROUND)
+        strips.append(Image.new("RGB", (max(1, len(samples)) * (CROP + GAP) - GAP, CROP), BACKGROUND))
         for slot, i in enumerate(samples):
-            index = int(layout.image[i])
-            if index not in opened:
-                try:
-                    opened[index] = open_upright(images / layout.files[index])
-                except Exception:
-                    opened[index] = None
-            original = opened[index]
-            entry = cell["samples"][slot]
-            if original is None or rows_cols is None or not size:
-                entry["box"] = None
-                continue
+            cell["samples"][slot]["box"] = None
+            uses.setdefault(int(layout.image[i]), []).append((k, slot, i))
+    gone = 0
+    for index, wanted in sorted(uses.items()) if rows_cols is not None and size else []:
+        try:
+            original = open_upright(images / layout.files[index])
+        except Exception:
+            gone += 1
+            continue
+        placement = Placement(*original.size, size)
+        for k, slot, i in wanted:
             y, x = (int(v) for v in layout.position[i])
-            box = _box(y, x, rows_cols, size, layout.box_side)
-            entry["box"] = Placement(*original.size, size).to_original(box)
-            strip.paste(original.crop(tuple(entry["box"])).resize((CROP, CROP), Image.Resampling.LANCZOS), (slot * (CROP + GAP), 0))
+            box = cells[k]["samples"][slot]["box"] = placement.to_original(_box(y, x, rows_cols, size, layout.box_side))
+            strips[k].paste(original.crop(tuple(box)).resize((CROP, CROP), Image.Resampling.LANCZOS), (slot * (CROP + GAP), 0))
+    for cell, strip in zip(cells, strips):
         data = png_bytes(strip, {"cell": [cell["row"], cell["column"]], "digest": layout.digest}, STRIP_KEY)
         path = folder / cell["samples_strip"]
         if not replaceable(path, folder, own_strip):
@@ -252,8 +254,7 @@ def _sample_strips(folder: Path, images: Path, layout: Layout, cells: list[dict]
         if path.name not in kept:
             remove_own(path, folder, own_strip)
     if refused:
-        say(f"fv: {folder}: {plural(len(refused), 'file')} in {SAMPLES_FOLDER} that fv did not write ({', '.join(refused[:3])}) left as they are; their cells show no sample strip")
-    gone = sum(original is None for original in opened.values())
+        say(f"fv: {folder}: {plural(len(refused), 'file')} in {SAMPLES_FOLDER} that fv did not write ({', '.join(refused[:3])}) left as they are, not replaced by strips")
     if gone:
         say(f"fv: {folder}: {plural(gone, 'sample image')} in {images} could not be read (moved or removed?); their crops are left blank")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fvcli.atlas.atlas_memory import NEIGHBOUR_ROWS
 from fvcli.files import atomic_write, parse_json, read_back
 
 ATLAS_VERSION = 1  # raise when the same images, model and settings give another layout or cells
@@ -148,12 +149,13 @@ def umap_layout(acts: np.ndarray, n_neighbors: int, min_dist: float, seed: int) 
     return normalize_layout(xy)
 
 
-def exact_neighbours(acts: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray, None]:
+def exact_neighbours(acts: np.ndarray, k: int, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray, None]:
     """Each row's k nearest rows by cosine distance (itself first), as UMAP takes them: (indices,
     distances, no search index). Distances are rounded to 1e-9 and ties go to the lower index, so
     BLAS's thread count cannot change the graph."""
     a = acts.astype(np.float64)
     a /= np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-300)
+    chunk = chunk or max(1, min(1024, NEIGHBOUR_ROWS // len(a)))  # blocks of bounded size (atlas_memory)
     indices = np.empty((len(a), k), dtype=np.int64)
     distances = np.empty((len(a), k), dtype=np.float32)
     for start in range(0, len(a), chunk):
@@ -203,8 +205,11 @@ def bin_cells(xy: np.ndarray, acts: np.ndarray, grid: int, min_count: int):
 
 def whitened(averages: np.ndarray, acts: np.ndarray) -> np.ndarray:
     """Each average times the inverse of the uncentred covariance of the activations (see WHITENING)."""
-    a = acts.astype(np.float64)
-    covariance = a.T @ a / len(a)
+    covariance = np.zeros((acts.shape[1], acts.shape[1]))
+    for start in range(0, len(acts), 4096):  # in float64 a block at a time: no copy of all the samples
+        block = acts[start : start + 4096].astype(np.float64)
+        covariance += block.T @ block
+    covariance /= len(acts)
     ridge = WHITEN_RIDGE * np.trace(covariance) / len(covariance)
     inverse = np.linalg.inv(covariance + ridge * np.eye(len(covariance)))
     return averages @ inverse
