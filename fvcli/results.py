@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fvcli.errors import FvError
 from fvcli.files import parse_json, read_back
 from fvcli.messages import plural
 
@@ -34,8 +35,6 @@ def _write_files(out: str | Path, files: dict[str, bytes]) -> None:
 
 def _read_json(path: Path) -> dict:
     """A sidecar this call wrote, read back as fv reads its own JSON (one line if it was damaged since)."""
-    from fvcli.errors import FvError
-
     try:
         data = parse_json(read_back(path))
     except (OSError, ValueError) as error:
@@ -152,21 +151,26 @@ class Result:
             f"{_units(records)}, {_where(self.out)})"
         )
 
+    # A result of no job (a dry run, or a shard whose jobs wait for others) has no records, images
+    # or sidecar, and no grid to show: an FvError says so, not an IndexError.
+
     @property
     def grid(self) -> Image.Image:
+        if not self.jobs:
+            raise FvError("this result has no grid: nothing was rendered (a dry run, or a shard whose jobs wait for other shards)")
         return self.jobs[0].grid
 
     @property
     def images(self) -> list[Any]:
-        return self.jobs[0].images
+        return self.jobs[0].images if self.jobs else []
 
     @property
     def records(self) -> list[dict]:
-        return self.jobs[0].records
+        return self.jobs[0].records if self.jobs else []
 
     @property
     def sidecar(self) -> dict:
-        return self.jobs[0].sidecar
+        return self.jobs[0].sidecar if self.jobs else {}
 
     def save(self, out: str | Path) -> list[Path]:
         """Write the files `fv render --out OUT` writes (unit PNGs with their records, grid.png,
