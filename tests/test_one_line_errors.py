@@ -137,3 +137,14 @@ def test_merge_refuses_a_manifest_whose_sidecar_size_is_not_its_size(tmp_path, s
     path.write_text(json.dumps(manifest))
     said = one_line(fv("merge", str(tmp_path), code=2))
     assert "grid.shard-0-of-2.json is damaged ('sidecar.settings.size' is" in said, said
+
+
+def test_a_cossim_pow_of_minus_zero_is_zero():
+    """`cossim_pow=-0.0` was refused (the API writes it as -0), though it is 0."""
+    import fvcli
+    from fvcli.specs.grammar import parse_target
+
+    assert str(fvcli.direction("conv3", [1, 0], cossim_pow=-0.0)) == "direction(conv3, [1, 0], cossim_pow=0)"
+    assert parse_target("direction_neuron(conv3, [1, 0], cossim_pow=-0)").describe() == "direction_neuron(conv3, [1, 0], cossim_pow=0)"
+    with pytest.raises(ValueError, match="expected a power from 0 to 10"):
+        parse_target("direction(conv3, [1, 0], cossim_pow=-1)")
