@@ -23,6 +23,7 @@ import numpy as np
 
 from fvcli.atlas.atlas_memory import NEIGHBOUR_ROWS
 from fvcli.files import atomic_write, parse_json, read_back
+from fvcli.run.signals import interruptible
 
 ATLAS_VERSION = 1  # raise when the same images, model and settings give another layout or cells
 LAYOUT_FILE = "atlas-layout.npz"  # the samples, their layout and the cells: what the icons are made from
@@ -206,12 +207,14 @@ def bin_cells(xy: np.ndarray, acts: np.ndarray, grid: int, min_count: int):
 def whitened(averages: np.ndarray, acts: np.ndarray) -> np.ndarray:
     """Each average times the inverse of the uncentred covariance of the activations (see WHITENING)."""
     covariance = np.zeros((acts.shape[1], acts.shape[1]))
-    for start in range(0, len(acts), 4096):  # in float64 a block at a time: no copy of all the samples
-        block = acts[start : start + 4096].astype(np.float64)
+    # In float64 a block of 256 samples at a time: no copy of all of them, and no C call so long
+    # that SIGTERM waits for it (fv's handler runs between calls)
+    for start in range(0, len(acts), 256):
+        block = acts[start : start + 256].astype(np.float64)
         covariance += block.T @ block
     covariance /= len(acts)
     ridge = WHITEN_RIDGE * np.trace(covariance) / len(covariance)
-    inverse = np.linalg.inv(covariance + ridge * np.eye(len(covariance)))
+    inverse = interruptible(np.linalg.inv, covariance + ridge * np.eye(len(covariance)))  # SIGTERM is not held up
     return averages @ inverse
 
 
