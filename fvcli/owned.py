@@ -7,7 +7,6 @@ folder is checked by `within` first."""
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from pathlib import Path
@@ -67,8 +66,3 @@ def replaceable(path: Path, root: Path, proof: Proof) -> bool:
     except (OSError, ValueError):
         return False
     return proven(path, root, proof)
-
-
-def not_within(path: Path, root: Path) -> OSError:
-    """The error of a write refused because `path` leads out of `root`."""
-    return OSError(errno.ELOOP, f"{path} leads out of {root} (a symbolic link?); fv writes no file through it", str(path))

@@ -23,7 +23,6 @@ import numpy as np
 
 from fvcli.atlas.atlas_memory import NEIGHBOUR_ROWS
 from fvcli.files import atomic_write, parse_json, read_back
-from fvcli.run.signals import interruptible
 
 ATLAS_VERSION = 1  # raise when the same images, model and settings give another layout or cells
 LAYOUT_FILE = "atlas-layout.npz"  # the samples, their layout and the cells: what the icons are made from
@@ -214,7 +213,9 @@ def whitened(averages: np.ndarray, acts: np.ndarray) -> np.ndarray:
         covariance += block.T @ block
     covariance /= len(acts)
     ridge = WHITEN_RIDGE * np.trace(covariance) / len(covariance)
-    inverse = interruptible(np.linalg.inv, covariance + ridge * np.eye(len(covariance)))  # SIGTERM is not held up
+    # One C call that SIGTERM waits for (fv's handler runs between calls): at most 4,096 channels
+    # (atlas_memory.MAX_WHITEN_CHANNELS), 4.5 s here; 12,000 channels took 2.5 minutes.
+    inverse = np.linalg.inv(covariance + ridge * np.eye(len(covariance)))
     return averages @ inverse
 
 

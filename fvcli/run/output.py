@@ -96,12 +96,12 @@ def save_png(image: Image.Image, path: Path, record: dict | None = None) -> None
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def read_record(path: Path, key: str = RECORD_KEY) -> dict | None:
+def read_record(path: Path) -> dict | None:
     """The record inside a PNG written by save_png, or None (no file, no record, a record that is not
     a JSON object, or a PNG that is not whole: every chunk's CRC is checked and the file must end
     with IEND, so a cut file is redone)."""
     try:
-        return record_in(read_back(path), key)
+        return record_in(read_back(path))
     except OSError:
         return None
 

@@ -65,25 +65,3 @@ class StopOnSignals:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
 
-
-def interruptible(function, *args):
-    """`function(*args)` in a thread while the calling thread waits in slices of 0.1 s: a signal's
-    handler runs in the main thread only between Python bytecodes, so a single long C call there
-    (numpy inverting a whitening covariance: 2.5 minutes at 12,000 channels) would hold SIGTERM
-    until it returned. The call must release the GIL (numpy's LAPACK does); it is left to finish
-    in the background when the wait is stopped, and the process ends with it (a daemon thread)."""
-    done: dict = {}
-
-    def run() -> None:
-        try:
-            done["value"] = function(*args)
-        except BaseException as error:  # noqa: BLE001  (raised in the caller's thread below)
-            done["error"] = error
-
-    thread = threading.Thread(target=run, name="fv-interruptible", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(0.1)
-    if "error" in done:
-        raise done["error"]
-    return done["value"]
