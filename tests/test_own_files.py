@@ -114,3 +114,19 @@ def test_atlas_settings_read_back_bounded_and_regular(atlas_out):
     except subprocess.TimeoutExpired:
         pytest.fail("a FIFO in atlas-settings.json's place was waited on")
     assert "is not a regular file" in run.stderr and "WriteError" in run.stderr  # refused, not waited on
+
+
+def test_the_tuning_cache_is_read_back_bounded(tmp_path):
+    """tuning.json was opened as a regular file but read whole: a sparse file of 3 GB took 3 GB."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with open(cache / "tuning.json", "wb") as file:
+        file.truncate(3_000_000_000)
+    script = (
+        "import resource; from fvcli.run.tuning import remembered\n"
+        "assert remembered('key') is None\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "FV_CACHE_DIR": str(cache)})
+    assert run.returncode == 0 and int(run.stdout) < 2_000_000, run  # KiB: torch's import is 0.7 GB of it
