@@ -53,7 +53,7 @@ def _in_notebook() -> bool:
 
 def _module_device(module: nn.Module) -> str | None:
     for tensor in (*module.parameters(), *module.buffers()):
-        return str(tensor.device)
+        return None if tensor.is_meta else str(tensor.device)  # meta: no device; load_model says why
     return None
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from fvcli.run import distributed
 from fvcli.errors import EXIT_BAD_INPUT, FvError, WriteError
+from fvcli.files import check_output_folders
 from fvcli.specs.requests import JobRequest
 from fvcli.specs.limits import MAX_UNITS
 from fvcli.messages import plural, sayer
@@ -245,6 +246,8 @@ def run_targets(
     checked = dataclasses.replace(run_settings, device="cpu") if parallel else run_settings
     examples = _spec_examples(specs, run_settings)  # checked before anything renders
     models: dict = {}  # loaded once for the atlases' checks and collecting, and the render
+    # Two jobs of one folder, an unwritable folder: refused alike by a dry run and a real one
+    check_output_folders([(request.folder, request.origin) for request in requests], writable=not run_settings.dry_run)
     atlases = _atlas_jobs(requests, checked, say, modules, models)  # checked before anything is collected
     if run_settings.dry_run:
         lines = [job.plan() for job in atlases]
@@ -281,12 +284,10 @@ def run_targets(
             build_atlas(Path(run_settings.out), say)
         return code
 
-    from fvcli.files import check_output_folders
     from fvcli.run.locks import FolderLocks
 
     # One run at a time a job folder; the shards of a run share it (fvcli.run.locks). An atlas's
     # layout is made under its lock, so a second run waits for it instead of computing it again.
-    check_output_folders([(request.folder, request.origin) for request in requests], writable=True)  # said better than a lock can
     with FolderLocks([request.folder for request in requests], run_settings.shard):
         for job in atlases:
             job.prepare()  # collect and lay out, or reuse the layout written for the same digest

@@ -26,9 +26,9 @@ class WriteError(Exception):
 
     def __init__(self, path: os.PathLike | str, error: OSError):
         self.path, self.errno = path, error.errno
-        reason = error.strerror or str(error) or type(error).__name__
         errno = f" [Errno {error.errno}]" if error.errno else ""
-        super().__init__(f"cannot write {path}: {reason}{errno}")
+        self.reason = (error.strerror or str(error) or type(error).__name__) + errno
+        super().__init__(f"cannot write {path}: {self.reason}")
 
 
 def raised(error: BaseException) -> str:

@@ -161,11 +161,12 @@ def in_one_line(error: BaseException) -> str:
 MAX_READ_BACK = 1 << 30  # the most fv reads of a file it wrote (a sidecar, manifest, unit PNG, state)
 
 
-def read_back(path: Path, limit: int = MAX_READ_BACK) -> bytes:
+def read_back(path: Path, limit: int = MAX_READ_BACK, follow: bool = True) -> bytes:
     """A file fv wrote, read back whole (grid.json, a shard manifest, a unit's PNG, examples.json,
-    a checkpoint): a regular file of at most `limit` bytes, else OSError. A FIFO in its place
-    would stop the read forever, and a sparse file of 20 GB would fill the memory."""
-    fd = open_regular(path, os.O_RDONLY, follow=True)
+    a checkpoint, atlas-settings.json): a regular file of at most `limit` bytes, else OSError. A
+    FIFO in its place would stop the read forever, and a sparse file of 20 GB would fill the
+    memory. `follow=False` refuses a symbolic link too (fvcli.owned)."""
+    fd = open_regular(path, os.O_RDONLY, follow=follow)
     with os.fdopen(fd, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if size > limit:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fvcli.errors import FvError
 from fvcli.files import parse_json, read_back
 from fvcli.messages import plural
 
@@ -34,8 +35,6 @@ def _write_files(out: str | Path, files: dict[str, bytes]) -> None:
 
 def _read_json(path: Path) -> dict:
     """A sidecar this call wrote, read back as fv reads its own JSON (one line if it was damaged since)."""
-    from fvcli.errors import FvError
-
     try:
         data = parse_json(read_back(path))
     except (OSError, ValueError) as error:
@@ -46,8 +45,11 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_files(out: Path, folder: Path, names: list[str]) -> dict[str, bytes]:
+    """The named files of a job folder that stay inside `out` (fvcli.atlas.discovery.inside)."""
+    from fvcli.atlas.discovery import inside
+
     relative = folder.relative_to(out).as_posix()
-    return {f"{relative}/{name}": read_back(folder / name) for name in names if (folder / name).is_file()}
+    return {f"{relative}/{name}": read_back(folder / name) for name in names if inside(out, folder, name) and (folder / name).is_file()}
 
 
 # Results print as one short line (what `print(result)` and a notebook's text show): the records and
@@ -149,21 +151,26 @@ class Result:
             f"{_units(records)}, {_where(self.out)})"
         )
 
+    # A result of no job (a dry run, or a shard whose jobs wait for others) has no records, images
+    # or sidecar, and no grid to show: an FvError says so, not an IndexError.
+
     @property
     def grid(self) -> Image.Image:
+        if not self.jobs:
+            raise FvError("this result has no grid: nothing was rendered (a dry run, or a shard whose jobs wait for other shards)")
         return self.jobs[0].grid
 
     @property
     def images(self) -> list[Any]:
-        return self.jobs[0].images
+        return self.jobs[0].images if self.jobs else []
 
     @property
     def records(self) -> list[dict]:
-        return self.jobs[0].records
+        return self.jobs[0].records if self.jobs else []
 
     @property
     def sidecar(self) -> dict:
-        return self.jobs[0].sidecar
+        return self.jobs[0].sidecar if self.jobs else {}
 
     def save(self, out: str | Path) -> list[Path]:
         """Write the files `fv render --out OUT` writes (unit PNGs with their records, grid.png,
@@ -342,13 +349,22 @@ class Atlas:
     def read(cls, out: Path, folder: Path) -> Atlas | None:
         import numpy as np
 
-    
+        from fvcli.atlas.discovery import check_atlas_record
+
         try:
             sidecar = parse_json(read_back(folder / "atlas.json"))
+            check_atlas_record(sidecar)
         except (OSError, ValueError):
             return None
-        names = [path.relative_to(folder).as_posix() for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(".")]
-        files = _read_files(out, folder, names)
+        job = JobResult.read(out, folder)
+        if job is None:
+            return None
+        # The files fv's records list, never every file under the folder: a user's 900 MB file
+        # there is neither read into memory nor copied by save().
+        cells = sidecar["cells"]
+        listed = [sidecar["grid"]["image"], "atlas.json", *(c["icon"] for c in cells if c.get("icon")), *(c["samples_strip"] for c in cells)]
+        listed += [name for name in (sidecar.get("layout_file"), sidecar.get("cells_file"), "atlas-settings.json") if isinstance(name, str)]
+        files = {**job.files, **_read_files(out, folder, listed)}
         with np.load(io.BytesIO(read_back(folder / sidecar["layout_file"])), allow_pickle=False) as data:
             layout, averages = data["layout"], data["averages"]
             samples = {"files": [str(f) for f in data["files"]], "image": data["image"], "position": data["position"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -54,6 +55,34 @@ def noise_photos(folder: Path, count: int, size: tuple[int, int] = (40, 40), see
         pixels = (torch.rand(size[1], size[0], 3, generator=generator) * 255).to(torch.uint8).numpy()
         Image.fromarray(pixels).save(folder / f"p{i}.png")
     return folder
+
+
+SMALL_ATLAS = ["--activation-atlas", "conv3", "--model", TINY, "--weights", "random", "--samples", "4", "--grid", "2",
+               "--size", "32", "--steps", "4", "--transforms", "none", "-q"]
+
+
+@pytest.fixture(scope="session")
+def small_atlas(tmp_path_factory) -> Path:
+    """An OUT with an activation atlas of 2x2 cells, a plain job, and their web atlas, made once
+    (about 15 s); tests copy it before they change it."""
+    root = tmp_path_factory.mktemp("small-atlas")
+    photos = noise_photos(root / "photos", 12)
+    fv("render", *SMALL_ATLAS, "--images", str(photos), "--out", str(root / "out"))
+    fv("render", "conv3:0-1", "--model", TINY, "--weights", "random", "--size", "32", "--steps", "4", "-q", "--out", str(root / "out"))
+    fv("atlas", str(root / "out"))
+    return root / "out"
+
+
+@pytest.fixture
+def atlas_out(small_atlas, tmp_path) -> Path:
+    """A copy of small_atlas's OUT, the test's own to change."""
+    shutil.copytree(small_atlas, tmp_path / "out", symlinks=True)
+    return tmp_path / "out"
+
+
+def atlas_job(out: Path) -> Path:
+    """The activation atlas's job folder in a copy of small_atlas."""
+    return out / "tiny_model.make" / "atlas-conv3"
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ imports the CLI.
     optvis/   the engine, objectives, parameterizations, transforms, regularizers
     models/   the registry, sources, weights, layer keys, capture, pre-ReLU twins
     specs/    settings, YAML specs, the target grammar, job requests, limits (no torch)
-    base      errors, messages, version, files
+    base      errors, messages, version, files, owned
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "fvcli"
 STAGES = ("base", "specs", "models", "optvis", "run", "atlas", "top")  # bottom to top
 FOLDERS = ("specs", "models", "optvis", "run", "atlas")  # the stages that are folders
 TOP = {"__init__", "__main__", "api", "cli", "commands", "results"}
-BASE = {"errors", "messages", "version", "files"}
+BASE = {"errors", "messages", "version", "files", "owned"}
 
 
 def _name(path: Path) -> str:

@@ -41,6 +41,7 @@ from fvcli.atlas.activation_layout import (
     ATLAS_VERSION, LAYOUT_FILE, SAMPLES_KEPT, Layout, bin_cells, cosine, umap_layout, umap_missing, whitened,
 )
 from fvcli.atlas.activation_samples import Sampler
+from fvcli.atlas.atlas_memory import check_atlas_memory
 from fvcli.atlas.dataset_examples import DEFAULT_INPUT_SIZE, ModelGroup
 from fvcli.atlas.receptive_fields import field_sides, grid_of
 from fvcli.errors import FvError
@@ -161,6 +162,7 @@ class AtlasJob:
         total = images * s.samples
         if total > MAX_ATLAS_POINTS:
             raise FvError(f"{where}{total:,} samples ({images:,} images x {s.samples}); an atlas lays out at most {MAX_ATLAS_POINTS:,}: lower --samples")
+        check_atlas_memory(where, total, self.info.layout.channels, s.n_neighbors, s.whiten)
         if math.floor(total * share) < self._needed():
             kept = f", of which a class atlas keeps {s.class_share:g}" if s.class_target else ""
             raise FvError(
@@ -189,12 +191,11 @@ class AtlasJob:
         return FvError(f"{self.where}images: none of the {plural(len(self.files), 'image file')} in {self.folder} can be read")
 
     def stand_in(self) -> JobRequest:
-        """This job's request with one made-up icon (the layer's all-ones direction) for the cells
-        not laid out yet: planning it checks the icons' render options (--diversity-layer,
-        --spectrum, sizes, ...) before anything is collected."""
-        ones = ", ".join(["1"] * self.info.layout.channels)
+        """This job's request with one made-up icon for the cells not laid out yet: planning it checks
+        the icons' render options (--diversity-layer, --spectrum, sizes, ...) before anything is
+        collected. `random[0]`, not an inline vector: 21,843 channels exceed a target's length."""
         atom = self.request.target.atoms[0]
-        target = parse_target(f"direction_neuron({atom.layer}, [{ones}], cossim_pow={self.settings.cossim_pow:g})")
+        target = parse_target(f"direction_neuron({atom.layer}, random[0], cossim_pow={self.settings.cossim_pow:g})")
         return dataclasses.replace(self.request, target=target)
 
     # ---- what the layout depends on ----

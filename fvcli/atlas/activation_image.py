@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,12 +22,13 @@ from PIL import Image
 
 from fvcli.atlas.activation_layout import LAYOUT_FILE, WHITENING, Layout, cosine
 from fvcli.files import atomic_write, parse_json, read_back
+from fvcli.owned import remove_own, replaceable, within
 from fvcli.messages import plural
 from fvcli.models.layer_keys import channels_first
 from fvcli.models.registry import LoadedModel
 from fvcli.optvis.engine import activations
 from fvcli.optvis.images import Placement, open_upright
-from fvcli.run.output import BACKGROUND, GAP, SCHEMA_VERSION, save_png, write_json
+from fvcli.run.output import BACKGROUND, GAP, SCHEMA_VERSION, png_bytes, png_is_whole, record_in, save_png, write_json
 from fvcli.specs.limits import MAX_ATLAS_GRID, MAX_SIZE
 from fvcli.specs.requests import CELLS_FILE
 from fvcli.version import __version__
@@ -38,6 +40,8 @@ TOP_CHANNELS = 5  # channels listed per cell: the largest entries of its average
 CROP = 48  # px: sample crops in the strips
 ICON_FIELD = 1.5  # the atlas shows each icon's centre square of 1.5 times the layer's receptive field
 EMPTY = (236, 236, 236)  # an atlas cell without an icon
+STRIP_KEY = "fv-atlas-strip"  # the PNG text chunk of a sample strip's record: how fv knows its own strips
+STRIP_NAME = re.compile(rf"{SAMPLES_FOLDER}/cell_\d{{3}}_\d{{3}}\.png")
 SETTINGS_FILE = "atlas-settings.json"  # the atlas options and what assembling needs (see write_settings)
 
 
@@ -65,6 +69,8 @@ def assemble_folder(folder: Path, say: Callable[[str], None]) -> Path | None:
         sidecar = parse_json(read_back(folder / "grid.json"))
     except (OSError, ValueError):
         return None
+    if not isinstance(sidecar, dict):
+        return None
     again = "; run the same fv render again, which lays the samples out again and keeps the icons of the same cells"
     if layout is None:
         say(f"fv: {folder}: the activation atlas is not assembled: {LAYOUT_FILE} is missing or damaged{again}")
@@ -74,12 +80,19 @@ def assemble_folder(folder: Path, say: Callable[[str], None]) -> Path | None:
     if set(units) != set(range(len(layout.counts))):
         say(f"fv: {folder}: the activation atlas is not assembled: grid.json lists {plural(len(units), 'icon')}, the layout has {plural(len(layout.counts), 'cell')}{again}")
         return None
-    settings, atlas_settings = sidecar.get("settings", {}), _atlas_settings(folder)
-    icon_size = int(settings.get("size") or 0)
-    grid, input_size = atlas_settings.get("grid"), atlas_settings.get("input_size")
+    settings, atlas_settings = sidecar.get("settings") or {}, _atlas_settings(folder)
+    icon_size = settings.get("size") if isinstance(settings, dict) else None
+    if not (type(icon_size) is int and 0 < icon_size <= MAX_SIZE):
+        say(f"fv: {folder}: the activation atlas is not assembled: grid.json's settings.size is {icon_size!r:.20}, not a size from 1 to {MAX_SIZE}{again}")
+        return None
+    grid, input_size, layer_grid = (atlas_settings.get(key) for key in ("grid", "input_size", "layer_grid"))
     extent = int(max(layout.cell_rows.max(), layout.cell_columns.max()) + 1)
-    if not (type(grid) is int and extent <= grid <= MAX_ATLAS_GRID and type(input_size) is int and 0 < input_size <= MAX_SIZE):
-        say(f"fv: {folder}: the activation atlas is not assembled: {SETTINGS_FILE} is missing or damaged (grid {grid!r:.20}, cells up to row and column {extent - 1}){again}")
+    if not (
+        type(grid) is int and extent <= grid <= MAX_ATLAS_GRID and type(input_size) is int and 0 < input_size <= MAX_SIZE
+        and isinstance(layer_grid, list) and len(layer_grid) == 2 and all(type(v) is int for v in layer_grid)
+        and (layout.position < np.array(layer_grid)).all()
+    ):
+        say(f"fv: {folder}: the activation atlas is not assembled: {SETTINGS_FILE} is missing or damaged (grid {grid!r:.20}, cells up to row and column {extent - 1}, samples off the layer's grid {layer_grid!r:.20}){again}")
         return None
     atlas = Image.new("RGB", (grid * icon_size, grid * icon_size), EMPTY)
     # The icon objective reads the centre position, which sees only the layer's receptive field:
@@ -146,11 +159,12 @@ def assemble_folder(folder: Path, say: Callable[[str], None]) -> Path | None:
 
 
 def _atlas_settings(folder: Path) -> dict:
-    """The atlas settings, as the prepare step wrote them beside the layout."""
+    """The atlas settings, as the prepare step wrote them beside the layout ({} when damaged)."""
     try:
-        return parse_json(read_back(folder / SETTINGS_FILE))
+        record = parse_json(read_back(folder / SETTINGS_FILE))
     except (OSError, ValueError):
         return {}
+    return record if isinstance(record, dict) else {}
 
 
 def write_settings(folder: Path, values: dict) -> None:
@@ -158,12 +172,24 @@ def write_settings(folder: Path, values: dict) -> None:
     merge has no model): the layer's grid of positions and the model's input size."""
     text = json.dumps(values, indent=2, sort_keys=True) + "\n"
     path = folder / SETTINGS_FILE
-    try:
-        if path.read_text(encoding="utf-8") == text:
+    try:  # bounded and regular: a FIFO here would hang a rerun, a sparse file of 2.5 GB fill memory
+        if read_back(path, len(text.encode()) + 1) == text.encode():
             return
     except OSError:
         pass
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _listed_strips(folder: Path) -> set[str]:
+    """The strip names the atlas.json fv wrote last lists (a manifest of fv's own); none when it is
+    gone or damaged."""
+    try:
+        record = parse_json(read_back(folder / SIDECAR))
+    except (OSError, ValueError):
+        return set()
+    cells = record.get("cells") if isinstance(record, dict) else None
+    names = (cell.get("samples_strip") for cell in cells if isinstance(cell, dict)) if isinstance(cells, list) else ()
+    return {name.removeprefix(f"{SAMPLES_FOLDER}/") for name in names if isinstance(name, str) and STRIP_NAME.fullmatch(name)}
 
 
 def _opaque(icon: Image.Image) -> Image.Image:
@@ -180,45 +206,57 @@ def _sample_strips(folder: Path, images: Path, layout: Layout, cells: list[dict]
     (and said). `stored`: the atlas settings (atlas-settings.json)."""
     rows_cols = tuple(stored["layer_grid"]) if stored.get("layer_grid") else None
     size = int(stored.get("input_size") or 0)
-    opened: dict[int, Image.Image | None] = {}
-    for cell in cells:
+    if not within(folder / SAMPLES_FOLDER, folder):  # never written, nor pruned, through a link out
+        say(f"fv: {folder}: {SAMPLES_FOLDER} leads out of the job folder (a symbolic link?); the sample strips are not written")
+        return
+    listed = _listed_strips(folder)
+    refused: list[str] = []
+
+    def own_strip(path: Path, data: bytes) -> bool:
+        """A strip carries its record (png_bytes); one of an older fv is a PNG the old atlas.json lists."""
+        return record_in(data, STRIP_KEY) is not None or (path.name in listed and png_is_whole(data))
+
+    # Each image is opened once and let go (an atlas of 100 x 100 cells names up to 80,000 crops):
+    # its crops are pasted into every strip that wants them, as dataset examples do.
+    strips, uses = [], {}
+    for k, cell in enumerate(cells):
         samples = [i for i in layout.nearest[cell["unit"]] if i >= 0]
-        strip = Image.new("RGB", (max(1, len(samples)) * (CROP + GAP) - GAP, CROP), BACKGROUND)
+        strips.append(Image.new("RGB", (max(1, len(samples)) * (CROP + GAP) - GAP, CROP), BACKGROUND))
         for slot, i in enumerate(samples):
-            index = int(layout.image[i])
-            if index not in opened:
-                try:
-                    opened[index] = open_upright(images / layout.files[index])
-                except Exception:
-                    opened[index] = None
-            original = opened[index]
-            entry = cell["samples"][slot]
-            if original is None or rows_cols is None or not size:
-                entry["box"] = None
-                continue
-            y, x = (int(v) for v in layout.position[i])
-            box = _box(y, x, rows_cols, size, layout.box_side)
-            entry["box"] = Placement(*original.size, size).to_original(box)
-            strip.paste(original.crop(tuple(entry["box"])).resize((CROP, CROP), Image.Resampling.LANCZOS), (slot * (CROP + GAP), 0))
-        buffer = io.BytesIO()
-        strip.save(buffer, format="PNG")
-        path = folder / cell["samples_strip"]
+            cell["samples"][slot]["box"] = None
+            uses.setdefault(int(layout.image[i]), []).append((k, slot, i))
+    gone = 0
+    for index, wanted in sorted(uses.items()) if rows_cols is not None and size else []:
         try:
-            if read_back(path) == buffer.getvalue():
+            original = open_upright(images / layout.files[index])
+        except Exception:
+            gone += 1
+            continue
+        placement = Placement(*original.size, size)
+        for k, slot, i in wanted:
+            y, x = (int(v) for v in layout.position[i])
+            box = cells[k]["samples"][slot]["box"] = placement.to_original(_box(y, x, rows_cols, size, layout.box_side))
+            strips[k].paste(original.crop(tuple(box)).resize((CROP, CROP), Image.Resampling.LANCZOS), (slot * (CROP + GAP), 0))
+    for cell, strip in zip(cells, strips):
+        data = png_bytes(strip, {"cell": [cell["row"], cell["column"]], "digest": layout.digest}, STRIP_KEY)
+        path = folder / cell["samples_strip"]
+        if not replaceable(path, folder, own_strip):
+            refused.append(path.name)
+            continue
+        try:
+            if read_back(path, follow=False) == data:
                 continue
         except OSError:
             pass
-        atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
-    _prune_strips(folder, {cell["samples_strip"] for cell in cells})
-    gone = sum(original is None for original in opened.values())
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    kept = {Path(cell["samples_strip"]).name for cell in cells}
+    for path in sorted((folder / SAMPLES_FOLDER).glob("cell_*.png")):
+        if path.name not in kept:
+            remove_own(path, folder, own_strip)
+    if refused:
+        say(f"fv: {folder}: {plural(len(refused), 'file')} in {SAMPLES_FOLDER} that fv did not write ({', '.join(refused[:3])}) left as they are, not replaced by strips")
     if gone:
         say(f"fv: {folder}: {plural(gone, 'sample image')} in {images} could not be read (moved or removed?); their crops are left blank")
-
-
-def _prune_strips(folder: Path, kept: set[str]) -> None:
-    for path in (folder / SAMPLES_FOLDER).glob("cell_*.png"):
-        if f"{SAMPLES_FOLDER}/{path.name}" not in kept:
-            path.unlink(missing_ok=True)
 
 
 def _box(y: int, x: int, grid: tuple[int, int], size: int, side: int) -> tuple[float, float, float, float]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fvcli.atlas.atlas_memory import NEIGHBOUR_ROWS
 from fvcli.files import atomic_write, parse_json, read_back
 
 ATLAS_VERSION = 1  # raise when the same images, model and settings give another layout or cells
@@ -89,7 +90,7 @@ class Layout:
             with np.load(io.BytesIO(read_back(path)), allow_pickle=False) as data:
                 if int(data["version"]) != ATLAS_VERSION or (digest is not None and str(data["digest"]) != digest):
                     return None
-                return cls(
+                layout = cls(
                     str(data["digest"]), [str(f) for f in data["files"]], data["image"], data["position"], data["layout"],
                     data["attribution"] if "attribution" in data.files else None, data["cell_rows"],
                     data["cell_columns"], data["counts"], data["averages"], data["directions"], data["nearest"],
@@ -97,6 +98,29 @@ class Layout:
                 )
         except Exception:  # missing, cut (zipfile.BadZipFile), damaged: laid out again
             return None
+        return layout if layout.consistent() else None
+
+    def consistent(self) -> bool:
+        """Whether every array has the kind, shape and range the layout's parts need of each other:
+        a file edited with its digest kept (`nearest` out of range, `files` cut, `counts` as text,
+        a negative side) is damaged, not an IndexError in assembling."""
+        n, k = len(self.image), len(self.counts)
+
+        def ints(a: np.ndarray, shape: tuple, low: int, high: int) -> bool:
+            return a.dtype.kind in "iu" and a.shape == shape and (a.size == 0 or (a.min() >= low and a.max() < high))
+
+        def reals(a: np.ndarray, shape: tuple) -> bool:
+            return a.dtype.kind == "f" and a.shape == shape and bool(np.isfinite(a).all())
+
+        channels = self.averages.shape[1] if self.averages.ndim == 2 else -1
+        return (
+            n > 0 and k > 0 and channels > 0 and isinstance(self.seconds, dict)
+            and ints(self.image, (n,), 0, len(self.files)) and ints(self.position, (n, 2), 0, 1 << 20)
+            and reals(self.layout, (n, 2)) and ints(self.cell_rows, (k,), 0, 1 << 20) and ints(self.cell_columns, (k,), 0, 1 << 20)
+            and ints(self.counts, (k,), 1, n + 1) and reals(self.averages, (k, channels)) and reals(self.directions, (k, channels))
+            and ints(self.nearest, (k, SAMPLES_KEPT), -1, n) and 0 < self.box_side <= 1 << 20
+            and (self.attribution is None or reals(self.attribution, (n,)))
+        )
 
 
 EXACT_NEIGHBOURS = 50_000  # samples up to which fv finds the exact nearest neighbours itself (see umap_layout)
@@ -125,12 +149,13 @@ def umap_layout(acts: np.ndarray, n_neighbors: int, min_dist: float, seed: int) 
     return normalize_layout(xy)
 
 
-def exact_neighbours(acts: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray, None]:
+def exact_neighbours(acts: np.ndarray, k: int, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray, None]:
     """Each row's k nearest rows by cosine distance (itself first), as UMAP takes them: (indices,
     distances, no search index). Distances are rounded to 1e-9 and ties go to the lower index, so
     BLAS's thread count cannot change the graph."""
     a = acts.astype(np.float64)
     a /= np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-300)
+    chunk = chunk or max(1, min(1024, NEIGHBOUR_ROWS // len(a)))  # blocks of bounded size (atlas_memory)
     indices = np.empty((len(a), k), dtype=np.int64)
     distances = np.empty((len(a), k), dtype=np.float32)
     for start in range(0, len(a), chunk):
@@ -180,9 +205,16 @@ def bin_cells(xy: np.ndarray, acts: np.ndarray, grid: int, min_count: int):
 
 def whitened(averages: np.ndarray, acts: np.ndarray) -> np.ndarray:
     """Each average times the inverse of the uncentred covariance of the activations (see WHITENING)."""
-    a = acts.astype(np.float64)
-    covariance = a.T @ a / len(a)
+    covariance = np.zeros((acts.shape[1], acts.shape[1]))
+    # In float64 a block of 256 samples at a time: no copy of all of them, and no C call so long
+    # that SIGTERM waits for it (fv's handler runs between calls)
+    for start in range(0, len(acts), 256):
+        block = acts[start : start + 256].astype(np.float64)
+        covariance += block.T @ block
+    covariance /= len(acts)
     ridge = WHITEN_RIDGE * np.trace(covariance) / len(covariance)
+    # One C call that SIGTERM waits for (fv's handler runs between calls): at most 4,096 channels
+    # (atlas_memory.MAX_WHITEN_CHANNELS), 4.5 s here; 12,000 channels took 2.5 minutes.
     inverse = np.linalg.inv(covariance + ridge * np.eye(len(covariance)))
     return averages @ inverse
 

@@ -66,7 +66,7 @@ class Sampler:
     def collect(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """Stream the images through the model to the layer (and on to the class output for a class
         atlas): (activations (N, C), image index (N,), position [y, x] (N, 2), attribution or None).
-        Samples whose activation vector is all zeros (a cosine cannot place them) are left out."""
+        Samples whose activation vector is all zeros or not finite are left out."""
         module = self.model.module.to(self.device, memory_format=torch.channels_last)
         batch = self.batch_size()
         acts, images, positions, attributions = [], [], [], []
@@ -97,7 +97,12 @@ class Sampler:
         acts_all = np.concatenate(acts).astype(np.float32)
         image_all, position_all = np.concatenate(images), np.concatenate(positions)
         attribution_all = np.concatenate(attributions).astype(np.float32) if attributions else None
-        alive = np.linalg.norm(acts_all, axis=1) > 0
+        # All zeros: a cosine cannot place them. Not finite (NaN, or float32 overflowed to infinity):
+        # UMAP refuses the whole layout ("Input contains infinity").
+        finite = np.isfinite(acts_all).all(axis=1) & (attribution_all is None or np.isfinite(attribution_all))
+        alive = finite & (np.abs(np.where(finite[:, None], acts_all, 0)).max(axis=1) > 0)
+        if (~finite).any():
+            self.say(f"fv: {self.job_folder}: left out {int((~finite).sum())} samples whose activations are not finite (NaN or infinity)")
         keep = lambda a: None if a is None else a[alive]  # noqa: E731
         return acts_all[alive], image_all[alive], position_all[alive], keep(attribution_all)
 

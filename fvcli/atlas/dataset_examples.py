@@ -42,10 +42,12 @@ from fvcli.messages import plural, progress_bar
 from fvcli.models.registry import LoadedModel, load_model, model_key
 from fvcli.models.normalization import Normalization
 from fvcli.files import check_output_folders, parse_json, read_back, remove_empty_folders
+from fvcli.owned import remove_own
 from fvcli.atlas.example_state import EXAMPLES_VERSION, LayerState, spatial_extremes
 from fvcli.atlas.example_strips import write_examples
 from fvcli.atlas.receptive_fields import field_sides
 from fvcli.run.resolve import Resolver
+from fvcli.run.shapes import cannot_compute
 from fvcli.specs.settings import EXAMPLES_CPU_BATCH, EXAMPLES_CUDA_BATCH, ExamplesSettings, RunSettings
 from fvcli.run.signals import StopOnSignals
 
@@ -113,8 +115,7 @@ class ModelGroup:
         except ValueError as error:
             raise FvError(str(error)) from None
         except Exception as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            raise FvError(f"{self.model.name} cannot compute layer {key} on a {self.size} px image ({first})") from None
+            raise cannot_compute(self.model.name, key, self.size, error) from None
 
 
 class Collection:
@@ -351,7 +352,7 @@ class Collection:
         if state.seen == 0:  # nothing to resume from: the state files and the folders made for them go
             for other in group.jobs:
                 if other.folder in self._existed and other.state is not None and other.state.seen == 0:
-                    (other.folder / STATE_FILE).unlink(missing_ok=True)
+                    remove_own(other.folder / STATE_FILE, other.folder, lambda path, data: data.startswith(b"PK"))  # torch.save's zip
                     remove_empty_folders(other.folder, self._existed[other.folder])
             raise FvError(f"none of the {len(self.files)} image files in {self.folder} could be read")
         write_examples(job, group, self.folder, self.files, self.settings, side, self.say)

@@ -266,20 +266,58 @@ def _activation_record(out: Path, folder: Path, say: Callable[[str], None]) -> d
         return None
     try:
         record = parse_json(read_back(path))
-        cells = record["cells"]
-        names = [record["grid"]["image"], *(c.get("icon") for c in cells if c.get("icon")), *(c["samples_strip"] for c in cells)]
-        rows, columns = record["grid"]["rows"], record["grid"]["columns"]
-        if not all(type(n) is int and 1 <= n <= MAX_ATLAS_GRID for n in (rows, columns)):
-            raise ValueError(f"a grid of {rows!r:.12} x {columns!r:.12} cells; expected 1 to {MAX_ATLAS_GRID} a side")
-        for cell in cells:
-            if not (type(cell["row"]) is int and 0 <= cell["row"] < rows and type(cell["column"]) is int and 0 <= cell["column"] < columns):
-                raise ValueError(f"a cell at row {cell['row']!r:.12}, column {cell['column']!r:.12}, outside its {rows} x {columns} grid")
-            int(cell["count"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        check_atlas_record(record)
+    except (OSError, ValueError) as error:
         say(f"fv: atlas: {path}: skipped, not an activation atlas fv can read ({in_one_line(error)})")
         return None
+    cells = record["cells"]
+    names = [record["grid"]["image"], *(c["icon"] for c in cells if c.get("icon")), *(c["samples_strip"] for c in cells)]
     bad = next((name for name in names if not inside(out, folder, name)), None)
     if bad is not None:
         say(f"fv: atlas: {path}: skipped, it names {bad!r}, not a file inside {out}")
         return None
     return record
+
+
+def check_atlas_record(record: Any) -> None:
+    """ValueError (naming the field) unless atlas.json has every field the atlas page reads, of
+    its type: a damaged one (cells as a mapping, a sample without a position, a top channel as a
+    number) is skipped with a line, never an AttributeError."""
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError(what)
+
+    def mapping(value: Any, what: str) -> dict:
+        need(isinstance(value, dict), f"{what} is not a mapping")
+        return value
+
+    def integer(value: Any, low: int, high: int, what: str) -> None:
+        need(type(value) is int and low <= value <= high, f"{what} is {value!r:.20}, not an integer from {low} to {high}")
+
+    record, numbers = mapping(record, "atlas.json"), (int, float, type(None))
+    grid = mapping(record.get("grid"), "grid")
+    rows, columns = grid.get("rows"), grid.get("columns")
+    integer(rows, 1, MAX_ATLAS_GRID, "grid.rows")
+    integer(columns, 1, MAX_ATLAS_GRID, "grid.columns")
+    need(isinstance(grid.get("image"), str), "grid.image is not a file name")
+    for key in ("model", "settings", "images"):
+        need(isinstance(record.get(key), (dict, type(None))), f"{key} is not a mapping")
+    integer(record.get("samples", 0), 0, 1 << 40, "samples")
+    cells = record.get("cells")
+    need(isinstance(cells, list), "cells is not a list")
+    for k, cell in enumerate(cells):
+        where = f"cells[{k}]"
+        cell = mapping(cell, where)
+        integer(cell.get("row"), 0, rows - 1, f"{where}.row")
+        integer(cell.get("column"), 0, columns - 1, f"{where}.column")
+        integer(cell.get("count"), 0, 1 << 40, f"{where}.count")
+        need(isinstance(cell.get("samples_strip"), str), f"{where}.samples_strip is not a file name")
+        need(isinstance(cell.get("icon"), (str, type(None))), f"{where}.icon is not a file name")
+        need(all(isinstance(cell.get(key), numbers) for key in ("objective_start", "objective")), f"{where}: an objective that is not a number")
+        tops, samples = cell.get("top_channels", []), cell.get("samples", [])
+        need(isinstance(tops, list) and all(isinstance(t, dict) and isinstance(t.get("value"), numbers) for t in tops), f"{where}.top_channels is not a list of channels with values")
+        need(isinstance(samples, list), f"{where}.samples is not a list")
+        for sample in samples:
+            position = mapping(sample, f"{where}.samples[]").get("position")
+            need(isinstance(position, list) and len(position) == 2, f"{where}: a sample without a [y, x] position")

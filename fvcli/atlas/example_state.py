@@ -14,6 +14,7 @@ from torch import Tensor
 
 from fvcli.files import atomic_write, read_back
 from fvcli.models.layer_keys import Layout, channels_first
+from fvcli.models.weights import checked_tensor
 
 EXAMPLES_VERSION = 3  # raise when the same images, model and settings give different examples
 LISTED_SKIPPED = 10  # unreadable files named in examples.json
@@ -120,9 +121,16 @@ class LayerState:
         state = cls(channels, k)
         if not isinstance(data, dict) or data.get("hash") != digest or data.get("version") != EXAMPLES_VERSION:
             return None
-        if any(not isinstance(data.get(name), Tensor) or data[name].shape != t.shape for name, t in state.tensors.items()):
+        try:  # every tensor dense, on the CPU, of its shape; every count an int (checked_tensor)
+            tensors = {name: checked_tensor(data.get(name), t.numel(), name, real=False) for name, t in state.tensors.items()}
+        except ValueError:
             return None
-        state.tensors = {name: data[name] for name in state.tensors}
-        state.next, state.seen, state.skipped = int(data["next"]), int(data["seen"]), int(data["skipped"])
-        state.skipped_files = [str(name) for name in data["skipped_files"]]
+        counts, names = [data.get(key) for key in ("next", "seen", "skipped")], data.get("skipped_files")
+        if any(tensors[name].shape != t.shape or tensors[name].dtype != t.dtype for name, t in state.tensors.items()):
+            return None
+        if not (all(type(n) is int and n >= 0 for n in counts) and isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            return None
+        state.tensors = tensors
+        state.next, state.seen, state.skipped = counts
+        state.skipped_files = names
         return state

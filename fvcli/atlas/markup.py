@@ -7,12 +7,15 @@ from __future__ import annotations
 import html
 import math
 import posixpath
+import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from fvcli.version import __version__
 
 CSS = """\
+/* fv atlas */
 :root{color-scheme:dark;--bg:#181818;--panel:#202020;--fg:#dcdcdc;--dim:#8c8c8c;--line:#303030;
 --link:#9cc2ff;--dead:#ffaa28;--failed:#eb4646}
 *{box-sizing:border-box}
@@ -127,6 +130,17 @@ def html_page(title: str, css: str, crumbs: list[tuple[str | None, str]], body: 
         f"<body><header><nav>{trail}</nav></header>\n<main>\n{body}</main>\n"
         f'<footer>fv {escape(__version__)} atlas</footer></body></html>\n'
     )
+
+
+FOOTER = re.compile(rb"<footer>fv [^<>]{1,40} atlas</footer></body></html>\n\Z")  # html_page's last line
+
+
+def fv_file(path: Path, data: bytes) -> bool:
+    """Whether a page or style sheet is one fv atlas wrote: a page ends with html_page's footer, the
+    style sheet starts with CSS's first line (fvcli.owned: fv replaces and removes only these)."""
+    if path.suffix == ".css":
+        return data.startswith(b"/* fv atlas */\n") or data.startswith(b":root{color-scheme:dark;")  # the second: before the mark
+    return FOOTER.search(data[-200:]) is not None
 
 
 def table(rows: list[tuple[str, str]]) -> str:

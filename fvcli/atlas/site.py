@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
 
-from fvcli.errors import FvError
+from fvcli.errors import FvError, WriteError
 from fvcli.messages import plural
-from fvcli.files import atomic_write, open_regular, read_back
-from fvcli.atlas.markup import CSS, display, escape, flattened, href_to, html_page, img, num, scalar, status_text, table
+from fvcli.files import atomic_write, in_one_line, open_regular, read_back
+from fvcli.owned import remove_own, replaceable
+from fvcli.atlas.markup import CSS, display, fv_file, escape, flattened, href_to, html_page, img, num, scalar, status_text, table
 from fvcli.atlas.discovery import ACTIVATION_PAGE, Job, Unit, discover, group_jobs, name_pages
 
 THUMB = 128  # px: thumbnails on layer pages (smaller images are scaled up by a whole factor)
@@ -353,9 +354,17 @@ def build_atlas(out: Path, say: Callable[[str], None]) -> Result:
         for index, unit in enumerate(job.units):
             pages[job.folder / "units" / unit.page] = unit_page(job, index)
 
+    # fv replaces and removes only its own pages (fvcli.owned): a user's index.html is refused up front
+    css = out / "atlas.css"
+    foreign = [path for path in [css, *pages] if not replaceable(path, out, fv_file)]
+    if foreign:
+        raise FvError(
+            f"{foreign[0]} is not a file fv atlas wrote (or leads out of {out}){f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}; "
+            "fv leaves it as it is: move it away, or build the atlas of another folder"
+        )
     written, unchanged, removed = [], 0, []
     try:
-        _write_if_changed(out / "atlas.css", CSS)  # not counted: a style sheet, not a page
+        _write_if_changed(css, CSS)  # not counted: a style sheet, not a page
         for path, text in pages.items():
             if _write_if_changed(path, text):
                 written.append(path)
@@ -365,12 +374,11 @@ def build_atlas(out: Path, say: Callable[[str], None]) -> Result:
             keep = {unit.page for unit in job.units}
             stale_pages = [page for page in sorted((job.folder / "units").glob("*.html")) if page.name not in keep]
             if job.activation_atlas is None:  # an atlas page whose atlas.json is gone or damaged
-                stale_pages += [page for page in [job.folder / ACTIVATION_PAGE] if page.is_file() and not page.is_symlink()]
-            for stale in stale_pages:
-                stale.unlink()
-                removed.append(stale)
-    except OSError as error:
-        raise FvError(f"cannot write the atlas into {out}: {error.strerror or error} ({error.filename})") from None
+                stale_pages.append(job.folder / ACTIVATION_PAGE)
+            removed += [stale for stale in stale_pages if remove_own(stale, out, fv_file)]
+    except (OSError, WriteError) as error:
+        path, reason = (error.path, error.reason) if isinstance(error, WriteError) else (error.filename, in_one_line(error))
+        raise FvError(f"cannot write the atlas into {out}: {reason} ({path})") from None
     gone = f", {len(removed)} removed" if removed else ""
     say(f"fv: atlas: {plural(len(written), 'page')} written, {unchanged} unchanged{gone} -> {out / 'index.html'}")
     return Result(written, unchanged, removed, len(jobs))
@@ -438,7 +446,7 @@ def activation_page(job: Job) -> str:
 def _write_if_changed(path: Path, text: str) -> bool:
     data = text.encode("utf-8")
     try:
-        if read_back(path) == data:
+        if read_back(path, follow=False) == data:
             return False
     except OSError:
         pass

@@ -111,3 +111,20 @@ def layer_shapes(model: nn.Module, layers: Iterable[str], size: int, device: tor
     with torch.no_grad():
         acts = forward_to(model, probe_images(model, 1, size, device), layers)
     return {path: tuple(a.shape) for path, a in acts.items()}
+
+
+def not_differentiable(model: nn.Module, key: str, size: int, device: torch.device) -> str | None:
+    """Why fv cannot render layer `key` by gradient ascent, or None: its output must be a real
+    floating-point tensor that depends on the image through gradients. A `.detach()` or an integer,
+    bool or complex output before it would otherwise fail at the first step (a RuntimeError), or
+    leave every unit failed, or print torch's warning on discarding imaginary parts."""
+    pixels = probe_images(model, 1, size, device, seed=0).requires_grad_()
+    with torch.enable_grad():
+        out = forward_to(model, pixels, [key])[key]
+    if out.is_complex():
+        return "a complex-valued tensor"
+    if not out.is_floating_point():
+        return f"a tensor of {str(out.dtype).removeprefix('torch.')}, not of a floating-point type"
+    if not out.requires_grad:
+        return "a tensor detached from the image (a .detach() or torch.no_grad() before it)"
+    return None

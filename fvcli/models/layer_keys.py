@@ -99,6 +99,8 @@ def select(output: Any, key: str) -> Tensor:
             return output
         returns = describe_output(output)
         elements = _elements(output) if isinstance(output, (tuple, list, dict)) else ()
+        if not any(shape is not None for _, shape in elements):  # None, a number, a tuple of no tensor
+            raise LayerError(f"{layer} gives {'None' if output is None else returns}, no tensor; fv reads a layer that returns a tensor", elements, returns)
         if path:
             raise LayerError(f"layer {path} returns a {returns}; name one element as {path}@ELEMENT", elements, returns)
         # The model's own output: its name is not one the user wrote, so show it with an element.

@@ -229,7 +229,8 @@ def model_key(settings) -> tuple:
 
 def _check_materialized(module: nn.Module, model: str) -> None:
     """Lazy layers (nn.LazyLinear ...) have no weights until a first forward pass: fv cannot
-    initialize, load, copy or freeze them, nor guess the input size that would shape them."""
+    initialize, load, copy or freeze them, nor guess the input size that would shape them; nor
+    can it use a model on the meta device."""
     from torch.nn.parameter import is_lazy
 
     lazy = [name for name, m in module.named_modules() if any(is_lazy(p) for p in m.parameters(recurse=False))]
@@ -237,6 +238,13 @@ def _check_materialized(module: nn.Module, model: str) -> None:
         raise FvError(
             f"model {model}: its layer {lazy[0] or type(module).__name__} ({type(dict(module.named_modules())[lazy[0]]).__name__}) "
             "has uninitialized lazy parameters; run one forward pass on an input of the size it is for before rendering"
+        )
+    # Parameters on the meta device have shapes and no values: nothing can be computed, copied or loaded into them
+    meta = next((name for name, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta), None)
+    if meta is not None:
+        raise FvError(
+            f"model {model}: its {meta} is on the meta device (a shape without values); give it weights "
+            "(module.to_empty(device='cpu'), then load a state dict) before rendering"
         )
 
 

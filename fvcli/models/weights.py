@@ -61,6 +61,11 @@ def load_state(module: nn.Module, state: Any, source: str) -> None:
         state = state["state_dict"]  # checkpoints that wrap the weights
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise FvError(f"{source}: not a state dict of tensors")
+    for key, value in state.items():
+        try:
+            checked_tensor(value, 1 << 34, key, real=False)
+        except ValueError as error:
+            raise FvError(f"{source}: {error}") from None
     own = module.state_dict()
     state = {k: v for k, v in state.items() if k in own or not k.startswith(_AUXILIARY_HEADS)}
     missing = [k for k in own if k not in state]
@@ -180,6 +185,33 @@ def safe_load(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(_unreadable(error)) from None
+
+
+REAL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def checked_tensor(value: Any, max_values: int, what: str = "a tensor", real: bool = True) -> torch.Tensor:
+    """`value`, a tensor read from a file, when it is one fv can use as it is; ValueError saying what
+    it is otherwise. A file can hold any tensor torch can describe: an expanded one (stride 0: a
+    few bytes on disk, gigabytes once made whole), a meta one (a shape without values), a sparse,
+    nested or quantized one, a complex one, or one on a device (map_location makes it the CPU's).
+    Every such tensor is refused here, before anything is computed from it. `real=False` lets
+    other dtypes through (a model's state dict may hold bool masks)."""
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{what} is a {type(value).__name__}, not a tensor")
+    if value.layout != torch.strided or value.is_nested or value.is_quantized:
+        raise ValueError(f"{what} is a {str(value.layout).removeprefix('torch.')}{' nested' if value.is_nested else ''}{' quantized' if value.is_quantized else ''} tensor; fv reads dense ones")
+    if value.device.type != "cpu":
+        raise ValueError(f"{what} is on the {value.device.type} device, without values fv can read")
+    if real and value.dtype not in REAL_DTYPES:
+        raise ValueError(f"{what} holds {str(value.dtype).removeprefix('torch.')}; expected real numbers")
+    if value.numel() > max_values:
+        raise ValueError(f"{what} holds {value.numel():,} values; at most {max_values:,}")
+    # Its storage must hold as many values as its shape: an expanded (stride-0) or overlapping view
+    # of a few bytes on disk would be made whole by what comes next.
+    if value.untyped_storage().nbytes() < value.numel() * value.element_size():
+        raise ValueError(f"{what} is a view with strides {tuple(value.stride())} over fewer values than its shape {tuple(value.shape)}; save it whole (.contiguous())")
+    return value
 
 
 def _unreadable(error: Exception) -> str:

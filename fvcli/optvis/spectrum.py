@@ -30,7 +30,7 @@ from fvcli.optvis.images import list_images, load_image, to_channels
 from fvcli.errors import FvError
 from fvcli.messages import plural, progress_bar
 from fvcli.files import atomic_write, check_output_folders, read_at_most
-from fvcli.models.weights import safe_load
+from fvcli.models.weights import checked_tensor, safe_load
 from fvcli.optvis.param import color_matrix
 
 FORMAT = "fv-spectrum"
@@ -136,9 +136,15 @@ def _read(resolved: str, path: str, mtime_ns: int, size: int) -> Spectrum:
         raise FvError(f"{where}: not a spectrum file; {expected}")
     if loaded.get("version") != VERSION:
         raise FvError(f"{where}: spectrum file version {loaded.get('version')!r}, this fv reads {VERSION}; measure it again")
-    magnitude, colour = loaded.get("magnitude"), loaded.get("colour")
-    if not isinstance(magnitude, Tensor) or magnitude.dim() != 3 or not magnitude.is_floating_point():
+    magnitude, colour, count, folder = (loaded.get(key) for key in ("magnitude", "colour", "count", "folder"))
+    try:
+        checked_tensor(magnitude, MAX_FILE_BYTES // 2, "its magnitude")
+    except ValueError as error:
+        raise FvError(f"{where}: {error}; {expected}") from None
+    if magnitude.dim() != 3 or not magnitude.is_floating_point():
         raise FvError(f"{where}: its magnitude is not a (channels, size, size // 2 + 1) tensor of numbers")
+    if not (type(count) is int and count >= 0 and isinstance(folder, (str, type(None)))):
+        raise FvError(f"{where}: its count {count!r:.20} or folder {folder!r:.40} is damaged; {expected}")
     channels, rows, columns = magnitude.shape
     if channels not in (1, 3) or rows < MIN_SIZE or columns != rows // 2 + 1 or colour not in COLOURS or (channels == 1) != (colour == "grayscale"):
         raise FvError(f"{where}: its magnitude has shape {tuple(magnitude.shape)} for {colour!r} colours; expected (3 or 1, S, S // 2 + 1), S at least {MIN_SIZE}")
@@ -146,7 +152,7 @@ def _read(resolved: str, path: str, mtime_ns: int, size: int) -> Spectrum:
     if not torch.isfinite(magnitude).all() or (magnitude < 0).any() or not (magnitude > 0).any():
         raise FvError(f"{where}: its magnitudes must be finite, not negative, and not all 0")
     return Spectrum(
-        magnitude, colour, int(loaded.get("count", 0)), str(loaded.get("folder", "")), path, hashlib.sha256(data).hexdigest()
+        magnitude, colour, count, folder or "", path, hashlib.sha256(data).hexdigest()
     )
 
 

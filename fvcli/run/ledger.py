@@ -167,6 +167,7 @@ class Ledger:
         """The job's grid.json: its records, and how they were made (`schedule`: the run's Schedule)."""
         job = report.job
         key = model_key(job.request.settings)
+        schedule.settle(job)
         return job_sidecar(
             job, report.model, report.records, self.plan.device,
             folded=schedule.folded.get(key, 0),

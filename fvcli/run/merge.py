@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fvcli.files import parse_json, read_back
+from fvcli.owned import remove_own
 from fvcli.run.output import read_record, remove_unlisted, write_grid, write_json
 from fvcli.run.sidecar import combined
 from fvcli.run.unit_files import UnitFiles
@@ -34,7 +35,16 @@ def manifests(folder: Path) -> list[Path]:
 
 def remove_manifests(folder: Path) -> None:
     for path in manifests(folder):
-        path.unlink(missing_ok=True)
+        remove_own(path, folder, _own_manifest)
+
+
+def _own_manifest(path: Path, data: bytes) -> bool:
+    """A manifest fv wrote: a JSON object with its version (fvcli.owned)."""
+    try:
+        record = parse_json(data)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("manifest_version") == MANIFEST_VERSION
 
 
 def write_manifest(folder: Path, shard: tuple[int, int], size: int, units: list[dict], sidecar: dict) -> None:
@@ -146,6 +156,8 @@ def _check_manifest(data: Any) -> None:
         raise ValueError("'sidecar.units' is not a list of unit records with labels and statuses")
     if not isinstance(sidecar.get("settings"), dict) or type(sidecar["settings"].get("steps")) is not int:
         raise ValueError("'sidecar.settings.steps' is not a number of steps")
+    if sidecar["settings"].get("size") != data["size"]:  # what an atlas's cells are sized by ("abc", 1e300, 6000)
+        raise ValueError(f"'sidecar.settings.size' is {sidecar['settings'].get('size')!r:.20}, expected the manifest's size {data['size']}")
     timing = sidecar.get("timing")
     if not (
         isinstance(timing, dict) and _number(timing.get("seconds")) and _number(timing.get("model_load_seconds"))

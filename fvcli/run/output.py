@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
 from fvcli.files import atomic_write, parse_json, read_back
+from fvcli.owned import remove_own
 from fvcli.run.unit_files import UnitFiles, listed_names
 
 SCHEMA_VERSION = 1
@@ -76,28 +77,46 @@ def _shown(colours: torch.Tensor) -> torch.Tensor:
 RECORD_KEY = "fv-unit"  # the PNG text chunk that holds a unit's record
 
 
-def save_png(image: Image.Image, path: Path, record: dict | None = None) -> None:
-    """Write a PNG atomically; `record` (JSON-able, deterministic) travels inside it as a text chunk,
-    so an image and the record of how it was made are written, and survive, together."""
+def png_bytes(image: Image.Image, record: dict | None = None, key: str = RECORD_KEY) -> bytes:
+    """A PNG's bytes; `record` (JSON-able, deterministic) travels inside it as the text chunk `key`,
+    so an image and the record of how it was made are written, and survive, together: the record
+    is also how fv proves a PNG is its own before replacing or removing it (fvcli.owned)."""
     info = None
     if record is not None:
         info = PngInfo()
-        info.add_text(RECORD_KEY, json.dumps(record, sort_keys=True, allow_nan=False))
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
+        info.add_text(key, json.dumps(record, sort_keys=True, allow_nan=False))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def save_png(image: Image.Image, path: Path, record: dict | None = None) -> None:
+    """Write a PNG atomically, with `record` inside it (see png_bytes)."""
+    data = png_bytes(image, record)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def read_record(path: Path) -> dict | None:
-    """The record inside a PNG written by save_png, or None (no file, no record, or a PNG that is not
-    whole: every chunk's CRC is checked and the file must end with IEND, so a cut file is redone)."""
+    """The record inside a PNG written by save_png, or None (no file, no record, a record that is not
+    a JSON object, or a PNG that is not whole: every chunk's CRC is checked and the file must end
+    with IEND, so a cut file is redone)."""
     try:
-        data = read_back(path)
+        return record_in(read_back(path))
+    except OSError:
+        return None
+
+
+def record_in(data: bytes, key: str = RECORD_KEY) -> dict | None:
+    """The record inside a PNG's bytes (see read_record)."""
+    try:
         if not png_is_whole(data):
             return None
         with Image.open(io.BytesIO(data)) as image:
-            text = image.text.get(RECORD_KEY)
-        return parse_json(text) if text else None
+            text = image.text.get(key)
+        record = parse_json(text) if text else None
     except (OSError, ValueError, SyntaxError):
         return None
+    return record if isinstance(record, dict) else None  # `[]` or a string is valid JSON, and no record
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -164,15 +183,20 @@ def remove_unlisted(folder: Path, units: list[dict]) -> list[str]:
     under other names, and other channels' images (a layer rendered in chunks into one folder)
     stay. Returns the names removed, sorted."""
     keep, objectives = listed_names(units), {unit.get("objective") for unit in units}
+
+    def of_these_units(path: Path, data: bytes) -> bool:
+        record = record_in(data)
+        if record is None or not isinstance(record.get("objective"), str) or record["objective"] not in objectives:
+            return False
+        try:
+            return path.name in listed_names([record])
+        except (TypeError, KeyError, AttributeError):  # a record of fields of other types: not proven
+            return False
+
     removed = []
     for path in sorted(folder.glob("*.png")):
-        if path.name in keep or path.name == "grid.png" or not path.is_file() or path.is_symlink():
-            continue
-        record = read_record(path)
-        if record is None or record.get("objective") not in objectives or path.name not in listed_names([record]):
-            continue
-        path.unlink(missing_ok=True)
-        removed.append(path.name)
+        if path.name not in keep and path.name != "grid.png" and remove_own(path, folder, of_these_units):
+            removed.append(path.name)
     return removed
 
 

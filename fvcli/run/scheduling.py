@@ -66,7 +66,7 @@ class Schedule:
         """The units to render in batches; --threads and --dtype auto are measured on them first."""
         self._choose_threads(pairs)
         self._choose_dtypes(pairs)
-        batches = plan_batches(pairs, key=lambda p: self.batch_key(*p), batch_size=self._batch_size)
+        batches = self._batched(pairs)
         for batch in batches:
             key = self.compile_key(batch)
             self._steps_left[key] = self._steps_left.get(key, 0) + max(0, batch[0][0].request.settings.steps - REDIRECT_STEPS)
@@ -187,16 +187,44 @@ class Schedule:
         key = self.compile_key(batch)
         if key not in self._compiled:
             mode, steps = self.settings.compile, self._steps_left.get(key, 0)
-            if mode == "off":
-                self._compiled[key] = (None, "off")
-            elif mode == "auto" and self.device.type != "cuda":
-                self._compiled[key] = (None, "auto: not on a CPU, where compiled steps measured slower")
-            elif mode == "auto" and steps < COMPILE_BREAK_EVEN_STEPS:
-                self._compiled[key] = (None, f"auto: {steps} steps of this batch shape repay no compile (from {COMPILE_BREAK_EVEN_STEPS})")
+            why = self._not_compiled(steps)
+            if why is not None:
+                self._compiled[key] = (None, why)
             else:
                 forward, why = compile_forward(self.plan.models[key[0]].module, key[1])
                 self._compiled[key] = (forward, why or f"{mode}: compiled for {steps} steps")
         return self._compiled[key][0]
+
+    def _not_compiled(self, steps: int) -> str | None:
+        """Why a batch shape of `steps` steps runs uncompiled, or None when it is to be compiled."""
+        mode = self.settings.compile
+        if mode == "off":
+            return "off"
+        if mode == "auto" and self.device.type != "cuda":
+            return "auto: not on a CPU, where compiled steps measured slower"
+        if mode == "auto" and steps < COMPILE_BREAK_EVEN_STEPS:
+            return f"auto: {steps} steps of this batch shape repay no compile (from {COMPILE_BREAK_EVEN_STEPS})"
+        return None
+
+    def settle(self, job: Job) -> None:
+        """For a job whose units were all restored (a run killed after its last PNG, before its
+        grid.json): what the uninterrupted run chose for it, so that its sidecar is that run's. The
+        dtype as --dtype auto chose it (the tuning cache remembers a timed choice), and each batch
+        shape's compile decision from the steps of the whole plan, as that run counted them."""
+        mine = {self.compile_key(batch) for batch in self._batched([(job, unit) for unit in job.units])}
+        if not mine or mine & set(self._compiled):
+            return
+        self._choose_dtypes([(job, unit) for unit in job.units])
+        steps: dict[tuple, int] = {}
+        for batch in self._batched([(j, u) for j in self.plan.jobs for u in j.units]):
+            key = self.compile_key(batch)
+            steps[key] = steps.get(key, 0) + max(0, batch[0][0].request.settings.steps - REDIRECT_STEPS)
+        for key in mine:
+            why = self._not_compiled(steps.get(key, 0)) or f"{self.settings.compile}: compiled for {steps.get(key, 0)} steps"
+            self._compiled[key] = (None, why)
+
+    def _batched(self, pairs: list[Pair]) -> list[list[Pair]]:
+        return plan_batches(pairs, key=lambda p: self.batch_key(*p), batch_size=self._batch_size)
 
     def compile_record(self, job: Job) -> dict:
         """For the sidecar: whether this job's batches ran compiled, why, and the compile time."""

@@ -13,12 +13,19 @@ from typing import Callable
 import torch
 
 from fvcli.errors import FvError, raised
-from fvcli.models.capture import layer_shapes
+from fvcli.models.capture import layer_shapes, not_differentiable
 from fvcli.models.fixed_size import fixed_size
 from fvcli.models.layer_keys import LayerError
 from fvcli.models.registry import LoadedModel
 
 ANY_MODEL_RUNS_AT = 224  # px: a model that fails on this size too is broken, not given too small an image
+
+
+def cannot_compute(name: str, key: str, size: int, error: BaseException, hint: str = "") -> FvError:
+    """A model that cannot compute a layer (`key`; '' is its output) on a `size` px image, in one line."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    what = f"layer {key}" if key else "its output"
+    return FvError(f"{name} cannot compute {what} on a {size} px image ({first}){hint}")
 
 
 def forward_failed(model: LoadedModel, error: BaseException) -> FvError:
@@ -44,11 +51,17 @@ class ShapeProbe:
         the model cannot compute it; LayerError (worded by the resolver) for a tuple or dict output
         or a missing element."""
         try:
-            return self._shape(model, key, size, canvas)
+            shape, fixed = self._shape(model, key, size, canvas)
         except _TooSmall as small:
-            first = (str(small.error).strip().splitlines() or [type(small.error).__name__])[0][:200]
+            raise cannot_compute(model.name, key, size, small.error, "; try a larger --size") from None
+        try:
+            why = not_differentiable(model.module, key, fixed or size, self.device)
+        except (Exception, SystemExit):
+            why = None  # it ran without gradients; what fails with them fails as a batch, said there
+        if why is not None:
             what = f"layer {key}" if key else "its output"
-            raise FvError(f"{model.name} cannot compute {what} on a {size} px image ({first}); try a larger --size") from None
+            raise LayerError(f"{model.name}: {what} is {why}; fv renders by following gradients to the image: choose a layer before it")
+        return shape, fixed
 
     def _probe(self, model: LoadedModel, key: str, size: int) -> tuple[int, ...]:
         return layer_shapes(model.module, [key], size, self.device)[key]

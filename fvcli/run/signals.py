@@ -64,3 +64,4 @@ class StopOnSignals:
     def __exit__(self, *exc) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
+

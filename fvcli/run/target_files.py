@@ -20,7 +20,7 @@ from fvcli.errors import FvError
 from fvcli.files import read_at_most
 from fvcli.messages import plural
 from fvcli.models.layer_keys import ResolvedLayer, channels_first
-from fvcli.models.weights import safe_load
+from fvcli.models.weights import checked_tensor, safe_load
 from fvcli.optvis.images import decode_photo
 from fvcli.specs.limits import MAX_IMAGE_BYTES, MAX_UNITS, MAX_WEIGHT, show
 from fvcli.specs.targets import Atom
@@ -210,13 +210,10 @@ def load_directions(path: str) -> tuple[torch.Tensor, str]:
         except ValueError as error:
             damaged = str(error) == "it is truncated or damaged"
             raise FvError(f"direction file {path}: {error if damaged else refused}") from None
-        if not isinstance(loaded, torch.Tensor):
-            raise FvError(f"direction file {path}: it holds a {type(loaded).__name__}, not a tensor")
-        if loaded.is_complex() or not (loaded.is_floating_point() or loaded.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
-            raise FvError(f"direction file {path}: a tensor of {loaded.dtype}; expected real numbers")
-        if loaded.numel() > MAX_DIRECTION_VALUES:  # before .float(): an expanded (stride 0) tensor is small on disk
-            raise FvError(f"direction file {path}: {loaded.numel():,} values; at most {MAX_DIRECTION_VALUES:,}")
-        matrix = loaded.float()
+        try:  # before .float(): an expanded (stride 0) tensor is small on disk
+            matrix = checked_tensor(loaded, MAX_DIRECTION_VALUES, "it").float()
+        except ValueError as error:
+            raise FvError(f"direction file {path}: {error}") from None
     if matrix.dim() == 1:
         matrix = matrix[None]
     if matrix.dim() != 2 or len(matrix) == 0:

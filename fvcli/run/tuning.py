@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from fvcli.files import open_regular, parse_json
+from fvcli.files import open_regular, parse_json, read_back
 
 CACHE_FILE = "tuning.json"
 BF16_MARGIN = 0.9  # bf16 is chosen only when its step takes under 90% of float32's
@@ -39,10 +39,12 @@ def cache_dir() -> Path:
     return Path(base) / "fv"
 
 
+MAX_CACHE_BYTES = 1 << 24  # the tuning cache holds a few hundred bytes a model and layer
+
+
 def _read() -> dict:
-    try:
-        with os.fdopen(open_regular(cache_dir() / CACHE_FILE, os.O_RDONLY)) as f:  # never a FIFO's wait
-            data = parse_json(f.read())
+    try:  # a regular file, not a link, of bounded size: never a FIFO's wait, nor a sparse file read whole
+        data = parse_json(read_back(cache_dir() / CACHE_FILE, MAX_CACHE_BYTES, follow=False))
     except (OSError, ValueError):
         return {}  # no cache yet, or a broken one: measure again
     return data if isinstance(data, dict) else {}

@@ -113,6 +113,8 @@ def choice(*names: str) -> Callable[[Any], str]:
 def text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a non-empty string, {_got(value)}")
+    if "\x00" in value:  # no file name or model name holds one; the OS refuses it ("embedded null byte")
+        raise ValueError(f"expected text without a NUL character (\\0), got {value!r:.60}")
     return value
 
 

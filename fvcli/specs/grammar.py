@@ -318,9 +318,12 @@ class _Parser:
         self.skip_space()
         position = self.pos
         kind, value = self.take()
-        if kind != "number" or not float(value) <= MAX_COSSIM_POW:
+        negative = value == "-" and self.peek() is not None  # -0 is 0 (Python's f"{-0.0:g}" writes it)
+        if negative:
+            kind, value = self.take()
+        if kind != "number" or not float(value) <= MAX_COSSIM_POW or (negative and float(value) != 0):
             raise self.fail(f"expected a power from 0 to {show(MAX_COSSIM_POW)}", position)
-        return float(value)
+        return float(value) + 0.0
 
     def rows(self, vector: tuple[float, ...] | str) -> tuple[int, ...]:
         """`[ROWS]` after a direction: which rows (directions) of its file to render."""
