@@ -19,8 +19,9 @@ easier than across families, so these numbers partly measure that.
     python benchmarks/transfer.py --methods fourier,lucent --seeds 0 --classes 16
     python benchmarks/transfer.py --fv transforms=none --label no-transforms --methods fourier
 
-Writes outputs/transfer/results.json (every image's scores), a contact sheet per method and
-seed, and prints the Markdown table BENCHMARKS.md carries.
+Writes outputs/transfer/results.json (every image's scores; a run adds its seeds to the same
+method's earlier ones), a contact sheet per method and seed, and prints the Markdown table
+BENCHMARKS.md carries (`--table`: of every method stored).
 """
 
 from __future__ import annotations
@@ -177,7 +178,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on a CPU")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "transfer")
+    parser.add_argument("--table", action="store_true", help="only print the table of every method stored in OUT/results.json")
     args = parser.parse_args()
+    if args.table:
+        print(stored_table(args.out))
+        return
     torch.set_num_threads(args.threads)
 
     options = {}
@@ -212,10 +217,20 @@ def main() -> None:
             sheet(images, args.out / f"{label.replace(' ', '-')}-seed{seed}.png")
             hits = [sum(row["judges"][j]["top1"]) for j in JUDGES]
             print(f"{label} seed {seed}: {seconds:.0f} s, top-1 hits Lite1 {hits[0]}/{len(classes)}, Lite2 {hits[1]}/{len(classes)}", file=sys.stderr)
+        setup = {"classes": classes, "steps": args.steps, "size": args.size, "options": options}
+        earlier = stored.get(label)
+        if earlier is not None and {k: earlier.get(k) for k in setup} == setup:  # other seeds of the same rows
+            rows = sorted([*(r for r in earlier["rows"] if r["seed"] not in seeds), *rows], key=lambda r: r["seed"])
         results[label] = rows
-        stored[label] = {"classes": classes, "steps": args.steps, "size": args.size, "options": options, "rows": rows}
+        stored[label] = {**setup, "rows": rows}
         results_file.write_text(json.dumps(stored, indent=1))
     print(table(results))
+
+
+def stored_table(out: Path) -> str:
+    """The table of every method in OUT/results.json, each with all the seeds run so far."""
+    stored = json.loads((out / "results.json").read_text())
+    return table({label: entry["rows"] for label, entry in stored.items()})
 
 
 if __name__ == "__main__":

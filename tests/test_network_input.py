@@ -77,7 +77,7 @@ def test_googlenet_at_48_px_gets_the_networks_transforms_and_its_channels_rise(t
     fv("render", "mixed4a:0-3", "--weights", "random", "--steps", "24", "--size", "48", "--out", str(tmp_path))
     sidecar = json.loads((tmp_path / "googlenet" / "mixed4a" / "grid.json").read_text())
     assert sidecar["settings"]["transforms_preset"] == "robust"
-    assert [t.get("pixels") for t in sidecar["settings"]["transforms"]] == [16, 16, None, None, 8]
+    assert [t.get("pixels") for t in sidecar["settings"]["transforms"]] == [24, 24, None, None, 12]
     assert sidecar["settings"]["transforms_sized_by"] == {"share": 1.0, "rule": "the network declares 224 px: the preset's amounts"}
     assert all(u["activation_final"] > u["activation_start"] for u in sidecar["units"])
 

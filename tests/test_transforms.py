@@ -108,6 +108,6 @@ def test_the_standard_transforms_follow_the_network_not_the_picture():
     assert Pipeline.from_setting("auto", sizing(224, 128)).transforms == Pipeline.from_setting("robust", sizing(224, 128)).transforms
     assert Pipeline.from_setting("auto", sizing(48, 48)).transforms == Pipeline.from_setting("standard", sizing(48, 48)).transforms
     assert Pipeline.from_setting("auto", sizing(None, 48)).transforms == Pipeline.from_setting("standard", sizing(None, 48)).transforms
-    assert Pipeline.from_setting("auto", sizing(None, 128)).transforms[1] == Jitter(16)
+    assert Pipeline.from_setting("auto", sizing(None, 128)).transforms[1] == Jitter(24)
     assert names(224, 128) == ["Pad", "Jitter", "Scale", "Rotate", "Jitter"]
     assert Pipeline.from_setting((("pad", 12), ("jitter", 8)), sizing(24, 24)).describe() == [{"name": "pad", "pixels": 12, "fill": 0.5}, {"name": "jitter", "pixels": 8}]
