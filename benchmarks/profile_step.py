@@ -2,6 +2,7 @@
 
     python benchmarks/profile_step.py                                  # Lite0's logits, 16 images, 128 px
     python benchmarks/profile_step.py --model googlenet --weights random --target mixed4a:0-15
+    python benchmarks/profile_step.py --layouts     # the model's pass alone: channels_last, bf16
 
 Prints the operators that take the most self time (forward and backward together), and the share
 of the model's convolutions (depthwise apart), of the transforms' resampling (grid_sample), of the
@@ -37,6 +38,37 @@ def group_of(name: str) -> str:
     return "other"
 
 
+def layouts(model_name: str, weights: str, images: int, size: int, rounds: int = 3) -> None:
+    """The model's forward and backward pass alone, in each memory layout and arithmetic, in turn
+    for `rounds` rounds (the fastest of each counts): what fv's channels_last and bf16 autocast buy
+    over the contiguous float32 a Lucent user runs."""
+    import time
+
+    from fvcli.models.registry import load_model
+
+    module = load_model(model_name, weights, 0, quiet=True).module
+    x0 = torch.rand(images, 3, size, size)
+    best: dict[tuple[str, bool], float] = {}
+    for _ in range(rounds):
+        for layout, memory_format in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
+            module.to(memory_format=memory_format)
+            for bf16 in (False, True):
+                def step() -> None:
+                    x = x0.clone().to(memory_format=memory_format).requires_grad_(True)
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                        y = module(x)
+                    y.float().flatten(1)[:, :images].sum().backward()
+
+                step()  # warm-up
+                started = time.perf_counter()
+                for _ in range(3):
+                    step()
+                seconds = (time.perf_counter() - started) / 3
+                best[(layout, bf16)] = min(seconds, best.get((layout, bf16), float("inf")))
+    for (layout, bf16), seconds in best.items():
+        print(f"{layout:<14} {'bf16 autocast' if bf16 else 'float32':<14} {seconds:.3f} s a forward and backward of {images} images at {size} px")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="efficientnet_lite0")
@@ -46,8 +78,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--layouts", action="store_true", help="instead: time the model's pass alone in each memory layout and arithmetic")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.layouts:
+        layouts(args.model, args.weights, 16, args.size)
+        return
     options = dict(weights=args.weights, steps=args.steps, size=args.size, threads=args.threads, device="cpu", compile="off")
     fvcli.render(args.model, args.target, **{**options, "steps": 2})  # warm-up: the model loads, kernels pick their paths
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
