@@ -170,10 +170,11 @@ def read_back(path: Path, limit: int = MAX_READ_BACK, follow: bool = True) -> by
     with os.fdopen(fd, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if size > limit:
-            raise OSError(errno.EFBIG, f"{path} holds {size:,} bytes, more than fv writes there (at most {limit:,})")
+            # The reason before the path: a one-line message cuts a long path's end, not the reason.
+            raise OSError(errno.EFBIG, f"{size:,} bytes, more than fv writes there (at most {limit:,}): {path}")
         data = file.read(limit + 1)  # bounded, should it grow meanwhile
     if len(data) > limit:
-        raise OSError(errno.EFBIG, f"{path} grew past {limit:,} bytes while it was read")
+        raise OSError(errno.EFBIG, f"grew past {limit:,} bytes while it was read: {path}")
     return data
 
 

@@ -62,4 +62,5 @@ def test_example_spec_is_valid_and_small_ones_render(tmp_path, spec, monkeypatch
     fv("render", str(spec), "--weights", "random", "--steps", "2", "--size", "48", "--out", str(tmp_path), "--quiet")
     sidecars = [json.loads(p.read_text()) for p in tmp_path.rglob("grid.json")]
     assert len(sidecars) == len(requests)
-    assert all(u["status"] in ("ok", "dead") for s in sidecars for u in s["units"])
+    # flat: a random network's unit that 2 steps did not move (EfficientNet-Lite0's blocks.10:1)
+    assert all(u["status"] in ("ok", "dead", "flat") for s in sidecars for u in s["units"])

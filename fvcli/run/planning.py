@@ -49,12 +49,16 @@ class Plan:
         self.unnormalized: list[LoadedModel] = []
         self.jobs = [self._resolve(index, request) for index, request in enumerate(requests)]
         check_output_folders([(job.folder, job.request.origin) for job in self.jobs], writable=not settings.dry_run)
-        for model in self.unnormalized:  # once the jobs are known to be good: an error stays one line
-            say(
-                f"fv: {model.name} declares no input normalization, so it is fed [0, 1] RGB; if it was trained on "
-                "normalized inputs, give --normalize imagenet (or MEAN,MEAN,MEAN/STD,STD,STD), or have its factory "
-                "return (module, {'mean': ..., 'std': ...})"
-            )
+
+    def normalization_hints(self) -> list[str]:
+        """A line for each model that declares no normalization, said once a run has rendered (so
+        that an error stays one line)."""
+        return [
+            f"fv: {model.name} declares no input normalization, so it is fed [0, 1] RGB; if it was trained on "
+            "normalized inputs, give --normalize imagenet (or MEAN,MEAN,MEAN/STD,STD,STD), or have its factory "
+            "return (module, {'mean': ..., 'std': ...})"
+            for model in self.unnormalized
+        ]
 
     def model_of(self, job: Job) -> LoadedModel:
         return self.models[model_key(job.request.settings)]

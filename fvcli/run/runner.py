@@ -139,6 +139,9 @@ class Run:
                 f"fv: shard {index}/{count} done; {plural(len(waiting), 'job')} {'waits' if len(waiting) == 1 else 'wait'} for other shards' units: when all "
                 f"shards are done, 'fv merge {outs}' assembles their grids"
             )
+        if total_units:
+            for line in self.planned.normalization_hints():
+                self.say(line)
         return Report(reports)
 
     def _leave_manifest(self, report: JobReport) -> None:
