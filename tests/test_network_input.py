@@ -60,6 +60,15 @@ def test_a_later_calls_images_and_examples_differ_from_the_first_calls(tmp_path)
     assert values[0] != values[1]
 
 
+def test_a_later_calls_negative_image_reads_its_own_pre_relu_twin(tmp_path):
+    fv("render", "--model", "resnet18", *QUICK, "--steps", "2", "--out", str(tmp_path), "--", "-layer1.0.relu_call2:0", "layer1.0.relu_call2_pre_relu:1")
+    negative = json.loads((tmp_path / "resnet18" / "neg_layer1.0.relu_call2_0" / "grid.json").read_text())
+    assert negative["units"][0]["objective"] == "-layer1.0.relu_call2_pre_relu:0"
+    assert negative["pre_relu"]["of_module"] == "layer1.0.relu_call2"
+    twin = json.loads((tmp_path / "resnet18" / "layer1.0.relu_call2_pre_relu" / "grid.json").read_text())
+    assert twin["layer"] == "layer1.0.relu_call2_pre_relu"
+
+
 def test_a_call_a_module_never_makes_is_an_unknown_layer():
     out = fv("render", "layer1.0.relu_call3:0", "--model", "resnet18", *QUICK, "--dry-run", code=2)
     assert "layer1.0.relu_call3" in out and len(out.strip().splitlines()) == 1

@@ -201,7 +201,7 @@ class LoadedModel:
         if module_call(names, layer)[1] > 1:
             return layer  # a later call of a module called more than once  # the model's own output: the root module's path (a module named output wins, above)
         base = layer.removesuffix(SUFFIX)
-        if base != layer and (base in self.aliases or base in names):
+        if base != layer and (base in self.aliases or base in names or module_call(names, base)[1] > 1):
             return self.resolve_layer(base) + SUFFIX
         known = [*self.aliases, *names]
         if "relu" in layer.lower():  # someone after a twin: suggest twins' names too
