@@ -197,9 +197,9 @@ class LoadedModel:
         if layer in names:
             return layer
         if layer == OUTPUT_NAME:
-            return ""
+            return ""  # the model's own output: the root module's path (a module named output wins, above)
         if module_call(names, layer)[1] > 1:
-            return layer  # a later call of a module called more than once  # the model's own output: the root module's path (a module named output wins, above)
+            return layer  # a later call of a module called more than once
         base = layer.removesuffix(SUFFIX)
         if base != layer and (base in self.aliases or base in names or module_call(names, base)[1] > 1):
             return self.resolve_layer(base) + SUFFIX

@@ -216,7 +216,7 @@ STANDARD_SIZE = 128
 
 @dataclass(frozen=True)
 class Sizing:
-    """How many rendered pixels one pixel of Lucid's standard amounts is, and why."""
+    """How many rendered pixels one pixel of a preset's amounts is, why, and which preset `auto` means."""
 
     share: float
     rule: str

@@ -16,7 +16,7 @@ import torch
 
 from fvcli.errors import FvError
 from fvcli.files import check_output_folders
-from fvcli.models.layer_keys import input_channels
+from fvcli.models.layer_keys import input_channels, split_key
 from fvcli.models.registry import LoadedModel, load_model, model_key
 from fvcli.optvis.engine import activations, input_normalization
 from fvcli.optvis.images import Photo, load_photo
@@ -71,7 +71,8 @@ class Plan:
                 self.models[key] = load_model(
                     settings.model, settings.weights, settings.seed, quiet=self.settings.quiet, module=self.modules.get(settings.model)
                 )
-                self.unnormalized += [self.models[key]] if self._unnormalized(self.models[key], settings) else []
+                if self._unnormalized(self.models[key], settings):
+                    self.unnormalized.append(self.models[key])
             self.models[key].module.to(self.device, memory_format=torch.channels_last)
             self.placed.add(key)
             self.load_seconds += time.perf_counter() - started
@@ -182,6 +183,6 @@ class Plan:
 
 def _class_names(model: LoadedModel, layer) -> tuple[str, ...] | None:
     """The class names of a job whose layer is the model's own output with one entry per class."""
-    if layer is None or layer.layout.kind != "flat" or layer.key.partition("@")[0] != "" or model.categories is None:
+    if layer is None or layer.layout.kind != "flat" or split_key(layer.key)[0] != "" or model.categories is None:
         return None
     return model.categories if len(model.categories) == layer.layout.channels else None
